@@ -1,0 +1,367 @@
+//! Files: a line source and an appending, truncatable sink.
+
+use std::fmt::Display;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use weir_core::sink::{Flushed, Sink, SinkWriter};
+use weir_core::source::{ReadStatus, Source, SourceReader};
+use weir_core::{Error, Record, Result};
+
+const BUFFER: usize = 1 << 20;
+
+/// Reads the lines of every regular file in a directory (or of one file),
+/// one task per file, as UTF-8 `String`s without their line ending.
+#[derive(Debug, Clone)]
+pub struct FileSource {
+    path: PathBuf,
+    follow: bool,
+}
+
+impl FileSource {
+    /// Lines of every regular, non-hidden file in `path` (or of the file
+    /// `path`), read to their end.
+    pub fn lines(path: impl Into<PathBuf>) -> Self {
+        FileSource {
+            path: path.into(),
+            follow: false,
+        }
+    }
+
+    /// Keeps reading as the files grow (like `tail -f`) instead of ending at
+    /// their end. A last line without a newline waits for its newline. The
+    /// set of files is the one found at start.
+    pub fn follow(mut self) -> Self {
+        self.follow = true;
+        self
+    }
+
+    fn file_of(&self, task: &str) -> PathBuf {
+        if self.path.is_file() {
+            self.path.clone()
+        } else {
+            self.path.join(task)
+        }
+    }
+}
+
+impl Source for FileSource {
+    type Item = String;
+
+    fn describe(&self) -> String {
+        if self.follow { "file-lines(follow)" } else { "file-lines" }.to_owned()
+    }
+
+    fn tasks(&self) -> Result<Vec<String>> {
+        let meta = std::fs::metadata(&self.path).map_err(|e| {
+            Error::io(
+                "cannot read the input (pass an existing file or directory as input)",
+                self.path.display(),
+                e,
+            )
+        })?;
+        if meta.is_file() {
+            let name = self
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "input".to_owned());
+            return Ok(vec![name]);
+        }
+        let mut tasks = Vec::new();
+        let entries = std::fs::read_dir(&self.path)
+            .map_err(|e| Error::io("cannot list input directory", self.path.display(), e))?;
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| Error::io("cannot list input directory", self.path.display(), e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let is_file = entry
+                .metadata()
+                .map_err(|e| Error::io("cannot stat", entry.path().display(), e))?
+                .is_file();
+            if is_file && !name.starts_with('.') {
+                tasks.push(name);
+            }
+        }
+        tasks.sort();
+        Ok(tasks)
+    }
+
+    fn open(&self, task: &str, position: Option<u64>) -> Result<Box<dyn SourceReader<String>>> {
+        let path = self.file_of(task);
+        let mut file = File::open(&path).map_err(|e| {
+            Error::io(
+                "cannot open input file (was it removed since the last checkpoint?)",
+                path.display(),
+                e,
+            )
+        })?;
+        let position = position.unwrap_or(0);
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("cannot stat", path.display(), e))?
+            .len();
+        if position > len {
+            return Err(Error::Config(format!(
+                "input file {} is {len} bytes, shorter than its checkpointed position {position}: it was truncated or replaced; restore it or start with a new --state",
+                path.display()
+            )));
+        }
+        file.seek(SeekFrom::Start(position))
+            .map_err(|e| Error::io("cannot seek in", path.display(), e))?;
+        Ok(Box::new(LineReader {
+            task: task.to_owned(),
+            path,
+            reader: BufReader::with_capacity(BUFFER, file),
+            position,
+            partial: Vec::new(),
+            follow: self.follow,
+        }))
+    }
+}
+
+struct LineReader {
+    task: String,
+    path: PathBuf,
+    reader: BufReader<File>,
+    /// Offset of the first byte not yet returned (the start of `partial`).
+    position: u64,
+    /// An incomplete last line (follow mode) waiting for its newline.
+    partial: Vec<u8>,
+    follow: bool,
+}
+
+impl LineReader {
+    fn decode(&self, start: u64, mut line: Vec<u8>) -> Result<String> {
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+        }
+        String::from_utf8(line).map_err(|e| Error::BadInput {
+            task: self.task.clone(),
+            position: start,
+            message: format!("line is not valid UTF-8: {e}"),
+        })
+    }
+}
+
+impl SourceReader<String> for LineReader {
+    fn read(&mut self, out: &mut Vec<Record<(), String>>, max: usize) -> Result<ReadStatus> {
+        for _ in 0..max {
+            let mut line = std::mem::take(&mut self.partial);
+            let n = self
+                .reader
+                .read_until(b'\n', &mut line)
+                .map_err(|e| Error::io("cannot read", self.path.display(), e))?;
+            let complete = line.last() == Some(&b'\n');
+            if n == 0 && line.is_empty() {
+                return Ok(if self.follow { ReadStatus::Idle } else { ReadStatus::End });
+            }
+            if !complete && self.follow {
+                // Wait for the rest of the line.
+                self.partial = line;
+                return Ok(ReadStatus::Idle);
+            }
+            let start = self.position;
+            self.position += line.len() as u64;
+            out.push(Record::new((), self.decode(start, line)?));
+            if !complete {
+                return Ok(ReadStatus::End);
+            }
+        }
+        Ok(ReadStatus::More)
+    }
+
+    fn position(&self) -> u64 {
+        self.position
+    }
+}
+
+/// How a [`FileSink`] renders a record as one line.
+pub trait LineFormat<T>: Send + Sync + 'static {
+    /// Short name for the fingerprint.
+    fn name(&self) -> &'static str;
+    /// Writes `item` and its newline.
+    fn write(&self, item: &T, out: &mut dyn Write) -> std::io::Result<()>;
+}
+
+/// `key<TAB>value`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tsv;
+
+impl<K: Display, V: Display> LineFormat<Record<K, V>> for Tsv {
+    fn name(&self) -> &'static str {
+        "tsv"
+    }
+    fn write(&self, r: &Record<K, V>, out: &mut dyn Write) -> std::io::Result<()> {
+        writeln!(out, "{}\t{}", r.key, r.value)
+    }
+}
+
+/// `value`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Lines;
+
+impl<K, V: Display> LineFormat<Record<K, V>> for Lines {
+    fn name(&self) -> &'static str {
+        "lines"
+    }
+    fn write(&self, r: &Record<K, V>, out: &mut dyn Write) -> std::io::Result<()> {
+        writeln!(out, "{}", r.value)
+    }
+}
+
+/// Writes one file per task, `DIR/part-<task>`, one line per record.
+pub struct FileSink<F> {
+    dir: PathBuf,
+    format: F,
+}
+
+impl FileSink<Tsv> {
+    /// `key<TAB>value` lines under `dir`.
+    pub fn tsv(dir: impl Into<PathBuf>) -> Self {
+        FileSink {
+            dir: dir.into(),
+            format: Tsv,
+        }
+    }
+}
+
+impl FileSink<Lines> {
+    /// `value` lines under `dir`.
+    pub fn lines(dir: impl Into<PathBuf>) -> Self {
+        FileSink {
+            dir: dir.into(),
+            format: Lines,
+        }
+    }
+}
+
+impl<F> FileSink<F> {
+    fn path_of(&self, task: &str) -> PathBuf {
+        self.dir.join(format!("part-{task}"))
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("cannot fsync directory", dir.display(), e))
+}
+
+impl<T: 'static, F: LineFormat<T> + Clone> Sink<T> for FileSink<F> {
+    fn describe(&self) -> String {
+        format!("file-{}", self.format.name())
+    }
+
+    fn id(&self, task: &str) -> String {
+        // Relative, so that the same output directory reached by another
+        // path (another working directory) keeps its committed length.
+        format!("part-{task}")
+    }
+
+    fn open(&self, task: &str, truncate_to: Option<u64>) -> Result<Box<dyn SinkWriter<T>>> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| {
+            Error::io("cannot create output directory", self.dir.display(), e)
+        })?;
+        let path = self.path_of(task);
+        let existed = path.exists();
+        let mut file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io("cannot open output file", path.display(), e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("cannot stat", path.display(), e))?
+            .len();
+        if let Some(committed) = truncate_to {
+            if len < committed {
+                return Err(Error::Config(format!(
+                    "output file {} is {len} bytes, shorter than its committed length {committed}: it was changed outside weir; restore it, or start over with a new --state and --output",
+                    path.display()
+                )));
+            }
+            if len > committed {
+                tracing::info!(file = %path.display(), from = len, to = committed, "discarding uncommitted output");
+                file.set_len(committed)
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| Error::io("cannot truncate", path.display(), e))?;
+            }
+        }
+        let end = file
+            .seek(SeekFrom::End(0))
+            .map_err(|e| Error::io("cannot seek in", path.display(), e))?;
+        if !existed {
+            sync_dir(&self.dir)?;
+        }
+        let sync_handle = file
+            .try_clone()
+            .map_err(|e| Error::io("cannot reopen", path.display(), e))?;
+        Ok(Box::new(FileWriter {
+            path,
+            out: Counting {
+                inner: BufWriter::with_capacity(BUFFER, file),
+                written: end,
+            },
+            sync_handle: Arc::new(sync_handle),
+            format: self.format.clone(),
+            _t: PhantomData,
+        }))
+    }
+}
+
+/// Counts the bytes written through it: the file's logical length.
+struct Counting {
+    inner: BufWriter<File>,
+    written: u64,
+}
+
+impl Write for Counting {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+struct FileWriter<T, F> {
+    path: PathBuf,
+    out: Counting,
+    sync_handle: Arc<File>,
+    format: F,
+    _t: PhantomData<fn(&T)>,
+}
+
+impl<T: 'static, F: LineFormat<T>> SinkWriter<T> for FileWriter<T, F> {
+    fn write(&mut self, item: &T) -> Result<()> {
+        self.format
+            .write(item, &mut self.out)
+            .map_err(|e| Error::io("cannot write", self.path.display(), e))
+    }
+
+    fn flush(&mut self) -> Result<Flushed> {
+        self.out
+            .flush()
+            .map_err(|e| Error::io("cannot write", self.path.display(), e))?;
+        let file = self.sync_handle.clone();
+        let path = self.path.clone();
+        Ok(Flushed {
+            position: Some(self.out.written),
+            sync: Some(Box::new(move || {
+                file.sync_data()
+                    .map_err(|e| Error::io("cannot fsync", path.display(), e))
+            })),
+        })
+    }
+}

@@ -1,0 +1,41 @@
+//! weir's user API.
+//!
+//! A pipeline is built from [`Processor`]s: each receives [`Record`]s of one
+//! key type, keeps typed state through its [`Context`] ([`ValueState`],
+//! [`MapState`]), registers timers, and emits records downstream. The runtime
+//! (`weir-runtime`) owns execution, checkpoints and recovery, so a processor
+//! contains no commit code at all.
+//!
+//! With the `testing` feature, [`testing::TestDriver`] runs a processor in
+//! memory: pipe records, advance time, checkpoint, crash and restore.
+#![deny(clippy::unwrap_used)]
+
+pub mod codec;
+mod context;
+pub mod error;
+pub mod exec;
+pub mod keygroup;
+mod processor;
+mod record;
+pub mod sink;
+pub mod source;
+pub mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod timer;
+
+pub use codec::{Codec, Key};
+pub use context::Context;
+pub use error::{Error, Result};
+pub use processor::Processor;
+pub use record::{Header, Record};
+pub use state::{MapState, StateBackend, ValueState};
+pub use timer::{TimeDomain, Timer};
+
+/// What a pipeline author needs in scope.
+pub mod prelude {
+    pub use crate::{
+        Codec, Context, Error, Key, MapState, Processor, Record, Result, TimeDomain, Timer,
+        ValueState,
+    };
+}

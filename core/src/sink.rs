@@ -1,0 +1,38 @@
+//! The interface between the runtime and sink connectors.
+
+use crate::Result;
+
+/// A deferred durability step (e.g. an fsync), run by the checkpoint
+/// coordinator before the commit point.
+pub type SyncFn = Box<dyn FnOnce() -> Result<()> + Send>;
+
+/// The outcome of [`SinkWriter::flush`].
+pub struct Flushed {
+    /// The committed-length position to record in the manifest, for sinks
+    /// that can truncate on recovery.
+    pub position: Option<u64>,
+    /// What makes the flushed data durable; run before the commit point.
+    pub sync: Option<SyncFn>,
+}
+
+/// A sink of items of type `T`, opened once per task.
+pub trait Sink<T>: Send + Sync + 'static {
+    /// A short description for logs and the pipeline fingerprint.
+    fn describe(&self) -> String;
+
+    /// The stable id of task `task`'s output (recorded in the manifest).
+    fn id(&self, task: &str) -> String;
+
+    /// Opens task `task`'s output. With `truncate_to = Some(n)` anything past
+    /// the committed position `n` is discarded first (exactly-once recovery);
+    /// `Some(0)` for output with nothing committed; `None` keeps what is there.
+    fn open(&self, task: &str, truncate_to: Option<u64>) -> Result<Box<dyn SinkWriter<T>>>;
+}
+
+/// Writes one task's output.
+pub trait SinkWriter<T>: Send {
+    /// Buffers one item.
+    fn write(&mut self, item: &T) -> Result<()>;
+    /// Hands everything buffered to the OS and says how to make it durable.
+    fn flush(&mut self) -> Result<Flushed>;
+}

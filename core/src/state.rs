@@ -1,0 +1,188 @@
+//! Keyed state: the backend interface the runtime implements, the typed
+//! handles processors use, and the byte layout of state keys.
+//!
+//! Layout (big-endian numbers, so that a key group's entries are contiguous):
+//! - value / map entry: `k | group:u16 | node:u16 | name_len:u8 | name | key_len:u32 | key [| map_key]`
+//! - timer: `t | group:u16 | node:u16 | domain:u8 | timestamp:u64 (sign-flipped) | key`
+
+use std::marker::PhantomData;
+
+use crate::{Codec, Error, Result};
+
+/// Byte-level state storage as seen by one worker. Reads see the worker's
+/// own uncommitted writes; the runtime decides when writes become durable.
+pub trait StateBackend: Send {
+    /// The value stored under `key`, if any.
+    fn get(&mut self, key: &[u8]) -> Result<Option<&[u8]>>;
+    /// Stores `value` under `key`.
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>);
+    /// Removes `key`.
+    fn delete(&mut self, key: Vec<u8>);
+    /// Every live entry whose key starts with `prefix`, in key order.
+    fn scan_prefix(&mut self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+}
+
+/// First byte of keyed-state entries.
+pub const KEYED_TAG: u8 = b'k';
+/// First byte of timer entries.
+pub const TIMER_TAG: u8 = b't';
+
+/// Checks a state name: non-empty, at most 255 bytes.
+fn name_bytes(name: &str) -> Result<&[u8]> {
+    let b = name.as_bytes();
+    if b.is_empty() || b.len() > 255 {
+        return Err(Error::Config(format!(
+            "state name `{name}` must be 1 to 255 bytes long; rename the state"
+        )));
+    }
+    Ok(b)
+}
+
+/// The prefix of every entry of state `name` of `node` in key group `group`.
+pub fn keyed_prefix(group: u16, node: u16, name: &str) -> Result<Vec<u8>> {
+    let n = name_bytes(name)?;
+    let mut k = Vec::with_capacity(6 + n.len() + 16);
+    k.push(KEYED_TAG);
+    k.extend_from_slice(&group.to_be_bytes());
+    k.extend_from_slice(&node.to_be_bytes());
+    k.push(n.len() as u8);
+    k.extend_from_slice(n);
+    Ok(k)
+}
+
+/// The state key of `name` for the encoded record key `key`.
+pub fn keyed_key(group: u16, node: u16, name: &str, key: &[u8]) -> Result<Vec<u8>> {
+    let mut k = keyed_prefix(group, node, name)?;
+    let len = u32::try_from(key.len())
+        .map_err(|_| Error::State(format!("key of {} bytes is too long", key.len())))?;
+    k.extend_from_slice(&len.to_be_bytes());
+    k.extend_from_slice(key);
+    Ok(k)
+}
+
+/// The key group encoded in a keyed-state or timer key, if it is one.
+pub fn group_of(state_key: &[u8]) -> Option<u16> {
+    match state_key {
+        [KEYED_TAG | TIMER_TAG, a, b, ..] => Some(u16::from_be_bytes([*a, *b])),
+        _ => None,
+    }
+}
+
+/// One value per key, of type `T`.
+pub struct ValueState<'a, T> {
+    backend: &'a mut dyn StateBackend,
+    key: Vec<u8>,
+    name: &'a str,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<'a, T: Codec> ValueState<'a, T> {
+    pub(crate) fn new(backend: &'a mut dyn StateBackend, key: Vec<u8>, name: &'a str) -> Self {
+        ValueState {
+            backend,
+            key,
+            name,
+            _t: PhantomData,
+        }
+    }
+
+    /// The current value, if one was put.
+    pub fn get(&mut self) -> Result<Option<T>> {
+        match self.backend.get(&self.key)? {
+            Some(bytes) => T::decode(bytes).map(Some).map_err(|e| named(e, self.name)),
+            None => Ok(None),
+        }
+    }
+
+    /// Replaces the value.
+    pub fn put(&mut self, value: &T) -> Result<()> {
+        let bytes = value.encode().map_err(|e| named(e, self.name))?;
+        self.backend.put(self.key.clone(), bytes);
+        Ok(())
+    }
+
+    /// Removes the value.
+    pub fn clear(&mut self) {
+        self.backend.delete(self.key.clone());
+    }
+}
+
+/// A map per key, from `K` to `V`.
+pub struct MapState<'a, K, V> {
+    backend: &'a mut dyn StateBackend,
+    prefix: Vec<u8>,
+    name: &'a str,
+    _t: PhantomData<fn() -> (K, V)>,
+}
+
+impl<'a, K: Codec, V: Codec> MapState<'a, K, V> {
+    pub(crate) fn new(backend: &'a mut dyn StateBackend, prefix: Vec<u8>, name: &'a str) -> Self {
+        MapState {
+            backend,
+            prefix,
+            name,
+            _t: PhantomData,
+        }
+    }
+
+    fn entry_key(&self, k: &K) -> Result<Vec<u8>> {
+        let mut key = self.prefix.clone();
+        k.encode_into(&mut key).map_err(|e| named(e, self.name))?;
+        Ok(key)
+    }
+
+    /// The value under `k`.
+    pub fn get(&mut self, k: &K) -> Result<Option<V>> {
+        let key = self.entry_key(k)?;
+        match self.backend.get(&key)? {
+            Some(bytes) => V::decode(bytes).map(Some).map_err(|e| named(e, self.name)),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores `v` under `k`.
+    pub fn put(&mut self, k: &K, v: &V) -> Result<()> {
+        let key = self.entry_key(k)?;
+        let bytes = v.encode().map_err(|e| named(e, self.name))?;
+        self.backend.put(key, bytes);
+        Ok(())
+    }
+
+    /// Removes `k`.
+    pub fn remove(&mut self, k: &K) -> Result<()> {
+        let key = self.entry_key(k)?;
+        self.backend.delete(key);
+        Ok(())
+    }
+
+    /// Every entry, ordered by the encoded map key.
+    pub fn entries(&mut self) -> Result<Vec<(K, V)>> {
+        let raw = self.backend.scan_prefix(&self.prefix)?;
+        raw.into_iter()
+            .map(|(k, v)| {
+                let mk = K::decode(&k[self.prefix.len()..]).map_err(|e| named(e, self.name))?;
+                let mv = V::decode(&v).map_err(|e| named(e, self.name))?;
+                Ok((mk, mv))
+            })
+            .collect()
+    }
+
+    /// Removes every entry.
+    pub fn clear(&mut self) -> Result<()> {
+        for (k, _) in self.backend.scan_prefix(&self.prefix)? {
+            self.backend.delete(k);
+        }
+        Ok(())
+    }
+}
+
+fn named(e: Error, name: &str) -> Error {
+    match e {
+        Error::Codec { op, what, message } => Error::Codec {
+            op,
+            what: format!("state `{name}` ({what})"),
+            message,
+        },
+        other => other,
+    }
+}

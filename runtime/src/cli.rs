@@ -1,0 +1,457 @@
+//! The command line every pipeline binary shares (ARCHITECTURE §5a):
+//! `run`, `checkpoints list`, `checkpoints inspect`, `replay --from`,
+//! `state dump`.
+//!
+//! ```no_run
+//! use weir_runtime::prelude::*;
+//! fn main() -> std::process::ExitCode {
+//!     App::new("copy")
+//!         .option("input", "directory of input files")
+//!         .run(|cfg, p| {
+//!             let _input = cfg.path("input")?;
+//!             // p.source(...).sink(...);
+//!             Ok(())
+//!         })
+//! }
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use weir_core::{Codec, Error, Result};
+
+use crate::executor::{JobEnv, RunSummary};
+use crate::manifest::Manifest;
+use crate::store::{self, Store};
+use crate::{Config, Pipeline};
+
+type Build<'a> = dyn Fn(&Config, &mut Pipeline) -> Result<()> + 'a;
+
+/// A pipeline binary: its name, its own options, and how it builds its pipeline.
+pub struct App {
+    name: String,
+    about: String,
+    options: Vec<(&'static str, &'static str)>,
+}
+
+/// Runs the pipeline binary `name` with the options `--input` and `--output`.
+pub fn main(name: &str, build: impl Fn(&Config, &mut Pipeline) -> Result<()>) -> ExitCode {
+    App::new(name)
+        .option("input", "where the input is read from")
+        .option("output", "where the output is written")
+        .run(build)
+}
+
+impl App {
+    /// A binary for the pipeline called `name`.
+    pub fn new(name: &str) -> Self {
+        App {
+            name: name.to_owned(),
+            about: format!("the weir pipeline `{name}`"),
+            options: Vec::new(),
+        }
+    }
+
+    /// One line shown at the top of `--help`.
+    pub fn about(mut self, about: &str) -> Self {
+        self.about = about.to_owned();
+        self
+    }
+
+    /// Declares `--NAME VALUE` for `run` and `replay`; it sets config key
+    /// `NAME` (dashes become underscores), read with [`Config::get`].
+    pub fn option(mut self, name: &'static str, help: &'static str) -> Self {
+        self.options.push((name, help));
+        self
+    }
+
+    fn command(&self) -> Command {
+        let state = || {
+            Arg::new("state")
+                .long("state")
+                .value_name("DIR")
+                .help("state directory (RocksDB and retained checkpoints)")
+        };
+        let mut run_args = vec![
+            state(),
+            Arg::new("config")
+                .long("config")
+                .value_name("FILE")
+                .help("TOML configuration file"),
+            Arg::new("set")
+                .long("set")
+                .value_name("KEY=VALUE")
+                .action(ArgAction::Append)
+                .help("override a configuration key, e.g. checkpoint.interval_ms=100"),
+        ];
+        for (name, help) in &self.options {
+            run_args.push(Arg::new(*name).long(*name).value_name("VALUE").help(*help));
+        }
+        let read_state = || state().required(true);
+        Command::new(self.name.clone())
+            .about(self.about.clone())
+            .subcommand_required(true)
+            .arg_required_else_help(true)
+            .subcommand(
+                Command::new("run")
+                    .about("run the pipeline (resumes from the last checkpoint)")
+                    .args(run_args.clone()),
+            )
+            .subcommand(
+                Command::new("replay")
+                    .about("restore a retained checkpoint's state and positions, then run on")
+                    .arg(
+                        Arg::new("from")
+                            .long("from")
+                            .value_name("ID")
+                            .required(true)
+                            .value_parser(clap::value_parser!(u64))
+                            .help("checkpoint id, from `checkpoints list`"),
+                    )
+                    .args(run_args),
+            )
+            .subcommand(
+                Command::new("checkpoints")
+                    .about("retained checkpoints")
+                    .subcommand_required(true)
+                    .subcommand(
+                        Command::new("list")
+                            .about("list retained checkpoints")
+                            .arg(read_state()),
+                    )
+                    .subcommand(
+                        Command::new("inspect")
+                            .about("show a checkpoint's manifest (`latest` for the live one)")
+                            .arg(Arg::new("id").required(true).value_name("ID"))
+                            .arg(read_state()),
+                    ),
+            )
+            .subcommand(
+                Command::new("state")
+                    .about("debugging views of the state")
+                    .subcommand_required(true)
+                    .subcommand(
+                        Command::new("dump")
+                            .about("list keyed state entries, read-only")
+                            .arg(read_state())
+                            .arg(
+                                Arg::new("store")
+                                    .long("store")
+                                    .value_name("NAME")
+                                    .help("only the state called NAME"),
+                            )
+                            .arg(
+                                Arg::new("limit")
+                                    .long("limit")
+                                    .value_name("N")
+                                    .value_parser(clap::value_parser!(usize))
+                                    .help("at most N entries"),
+                            ),
+                    ),
+            )
+    }
+
+    /// Parses the command line, runs the command, and returns the exit code:
+    /// 0 on success (bounded input done, or clean shutdown), 1 on error.
+    pub fn run(self, build: impl Fn(&Config, &mut Pipeline) -> Result<()>) -> ExitCode {
+        #[cfg(feature = "failpoints")]
+        let _failpoints = fail::FailScenario::setup();
+        init_tracing();
+        let matches = self.command().get_matches();
+        match self.dispatch(&matches, &build) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    fn dispatch(&self, m: &ArgMatches, build: &Build<'_>) -> Result<()> {
+        match m.subcommand() {
+            Some(("run", sub)) => self.run_cmd(sub, build, None),
+            Some(("replay", sub)) => {
+                let from = sub.get_one::<u64>("from").copied();
+                self.run_cmd(sub, build, from)
+            }
+            Some(("checkpoints", sub)) => match sub.subcommand() {
+                Some(("list", s)) => list(&state_arg(s)?),
+                Some(("inspect", s)) => inspect(&state_arg(s)?, s.get_one::<String>("id")),
+                _ => Err(Error::Config("unknown checkpoints command; see --help".into())),
+            },
+            Some(("state", sub)) => match sub.subcommand() {
+                Some(("dump", s)) => dump(
+                    &state_arg(s)?,
+                    s.get_one::<String>("store").map(String::as_str),
+                    s.get_one::<usize>("limit").copied(),
+                ),
+                _ => Err(Error::Config("unknown state command; see --help".into())),
+            },
+            _ => Err(Error::Config("unknown command; see --help".into())),
+        }
+    }
+
+    fn run_cmd(&self, m: &ArgMatches, build: &Build<'_>, replay_from: Option<u64>) -> Result<()> {
+        let mut overrides = Vec::new();
+        for kv in m.get_many::<String>("set").into_iter().flatten() {
+            let (k, v) = kv.split_once('=').ok_or_else(|| {
+                Error::Config(format!("--set {kv}: expected KEY=VALUE, e.g. --set checkpoint.interval_ms=100"))
+            })?;
+            overrides.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+        if let Some(s) = m.get_one::<String>("state") {
+            overrides.push(("state".into(), toml_string(s)));
+        }
+        for (name, _) in &self.options {
+            if let Some(v) = m.get_one::<String>(name) {
+                overrides.push((name.replace('-', "_"), toml_string(v)));
+            }
+        }
+        let config = Config::load(m.get_one::<String>("config").map(Path::new), &overrides)?;
+        let mut pipeline = Pipeline::new(&self.name);
+        build(&config, &mut pipeline)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.runtime().parallelism.max(1))
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("cannot start the tokio runtime", "", e))?;
+        let summary = rt.block_on(run(pipeline, &config, replay_from))?;
+        tracing::info!(
+            commits = summary.commits,
+            epoch = summary.last_epoch,
+            records = summary.records_read,
+            skipped = summary.skipped,
+            "done"
+        );
+        Ok(())
+    }
+}
+
+/// Quotes a command-line value as a TOML string, so that `--input 123`
+/// stays the string "123".
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+fn state_arg(m: &ArgMatches) -> Result<PathBuf> {
+    m.get_one::<String>("state")
+        .map(PathBuf::from)
+        .ok_or_else(|| Error::Config("--state DIR is required".into()))
+}
+
+fn check_fingerprint(m: &Manifest, pipeline: &Pipeline, dir: &Path) -> Result<()> {
+    if m.fingerprint != pipeline.fingerprint() || m.pipeline != pipeline.name() {
+        return Err(Error::Config(format!(
+            "state directory {} belongs to pipeline `{}` (fingerprint {}: {}), not `{}` (fingerprint {}: {}); pass another --state, or delete it to start over",
+            dir.display(),
+            m.pipeline,
+            m.fingerprint,
+            m.topology,
+            pipeline.name(),
+            pipeline.fingerprint(),
+            pipeline.topology()
+        )));
+    }
+    Ok(())
+}
+
+/// Runs `pipeline` with `config` until its bounded input is done or a
+/// shutdown signal (SIGINT, SIGTERM) arrives; each ends with a commit.
+/// With `replay_from`, first restores that retained checkpoint.
+pub async fn run(pipeline: Pipeline, config: &Config, replay_from: Option<u64>) -> Result<RunSummary> {
+    let rc = config.runtime().clone();
+    let dir = rc.state.clone().ok_or_else(|| {
+        Error::Config("no state directory; pass --state DIR (or set `state` in the config)".into())
+    })?;
+    if let Some(id) = replay_from {
+        let chk = store::list_checkpoints(&dir)?
+            .into_iter()
+            .find(|m| m.epoch == id);
+        if let Some(m) = &chk {
+            check_fingerprint(m, &pipeline, &dir)?;
+        }
+        let m = Store::replay(&dir, id)?;
+        tracing::info!(from = id, epoch = m.epoch, generation = m.generation, "replaying from checkpoint {id}");
+    }
+    let store = Arc::new(Store::open(&dir)?);
+    let manifest = match store.manifest()? {
+        Some(m) => {
+            check_fingerprint(&m, &pipeline, &dir)?;
+            if m.key_groups != rc.key_groups {
+                return Err(Error::Config(format!(
+                    "key_groups is fixed when a state directory is created: {} in {}, but {} is configured; set key_groups = {} or use a new --state",
+                    m.key_groups,
+                    dir.display(),
+                    rc.key_groups,
+                    m.key_groups
+                )));
+            }
+            tracing::info!(epoch = m.epoch, "recovering from checkpoint {}", m.epoch);
+            m
+        }
+        None => Manifest::empty(
+            pipeline.name(),
+            &pipeline.fingerprint(),
+            &pipeline.topology(),
+            rc.key_groups,
+        ),
+    };
+    let job = pipeline.into_job()?;
+    let (tx, shutdown) = tokio::sync::watch::channel(false);
+    let signals = tokio::spawn(async move {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        let _ = tx.send(true);
+    });
+    let result = job
+        .run(JobEnv {
+            store,
+            manifest,
+            config: rc,
+            shutdown,
+        })
+        .await;
+    signals.abort();
+    result
+}
+
+fn format_time(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn list(dir: &Path) -> Result<()> {
+    let all = store::list_checkpoints(dir)?;
+    if all.is_empty() {
+        println!(
+            "no retained checkpoints in {} (every checkpoint.retain_every-th checkpoint is retained)",
+            dir.display()
+        );
+        return Ok(());
+    }
+    println!("{:>8}  {:<20}  {:>10}  {:>7}  {:>5}", "ID", "TIME (UTC)", "GENERATION", "SOURCES", "SINKS");
+    for m in all {
+        println!(
+            "{:>8}  {:<20}  {:>10}  {:>7}  {:>5}",
+            m.epoch,
+            format_time(m.time_ms),
+            m.generation,
+            m.sources.len(),
+            m.sinks.len()
+        );
+    }
+    Ok(())
+}
+
+fn inspect(dir: &Path, id: Option<&String>) -> Result<()> {
+    let m = match id.map(String::as_str) {
+        None | Some("latest") => store::open_read_only(dir)?
+            .manifest()?
+            .ok_or_else(|| Error::Config(format!("{} has no committed checkpoint yet", dir.display())))?,
+        Some(id) => {
+            let want: u64 = id.parse().map_err(|_| {
+                Error::Config(format!("checkpoint id `{id}` is not a number; see `checkpoints list`"))
+            })?;
+            store::list_checkpoints(dir)?
+                .into_iter()
+                .find(|m| m.epoch == want)
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "no retained checkpoint {want} in {}; see `checkpoints list`",
+                        dir.display()
+                    ))
+                })?
+        }
+    };
+    println!("checkpoint {}  (pipeline {}, generation {}, {})", m.epoch, m.pipeline, m.generation, format_time(m.time_ms));
+    println!("guarantee   {}", m.guarantee);
+    if let Some(from) = m.replayed_from {
+        println!("replayed from checkpoint {from}");
+    }
+    println!("sources:");
+    for (task, p) in &m.sources {
+        println!("  {task}\tposition {}{}", p.position, if p.finished { " (finished)" } else { "" });
+    }
+    println!("sinks:");
+    for (id, len) in &m.sinks {
+        println!("  {id}\tcommitted length {len}");
+    }
+    Ok(())
+}
+
+/// Renders bytes as a bincode string when they are one, else as hex.
+fn render(bytes: &[u8]) -> String {
+    if let Ok(s) = String::decode(bytes) {
+        if !s.chars().any(char::is_control) {
+            return format!("{s:?}");
+        }
+    }
+    if let Ok(n) = u64::decode(bytes) {
+        return format!("{n}");
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn dump(dir: &Path, only: Option<&str>, limit: Option<usize>) -> Result<()> {
+    let ro = store::open_read_only(dir)?;
+    let mut shown = 0usize;
+    println!("GROUP\tNODE\tSTATE\tKEY\tVALUE");
+    ro.for_each_state(|k, v| {
+        if limit.is_some_and(|l| shown >= l) {
+            return false;
+        }
+        // k | group:2 | node:2 | name_len:1 | name | key_len:4 | key [| map key]
+        if k.len() >= 6 && k[0] == weir_core::state::KEYED_TAG {
+            let group = u16::from_be_bytes([k[1], k[2]]);
+            let node = u16::from_be_bytes([k[3], k[4]]);
+            let nlen = usize::from(k[5]);
+            let Some(name) = k.get(6..6 + nlen) else { return true };
+            let name = String::from_utf8_lossy(name);
+            if only.is_some_and(|o| o != name) {
+                return true;
+            }
+            let rest = &k[(6 + nlen).min(k.len())..];
+            let (key, map_key) = match rest.get(..4) {
+                Some(l) => {
+                    let len = u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize;
+                    let key = rest.get(4..4 + len).unwrap_or(&[]);
+                    (key, rest.get(4 + len..).unwrap_or(&[]))
+                }
+                None => (rest, &[][..]),
+            };
+            let key = if map_key.is_empty() {
+                render(key)
+            } else {
+                format!("{}[{}]", render(key), render(map_key))
+            };
+            println!("{group}\t{node}\t{name}\t{key}\t{}", render(v));
+            shown += 1;
+        } else if k.first() == Some(&weir_core::state::TIMER_TAG) && only.is_none() {
+            println!("{}\t-\t(timer)\t{}\t", weir_core::state::group_of(k).unwrap_or(0), render(&k[5..]));
+            shown += 1;
+        }
+        true
+    })
+}

@@ -1,0 +1,726 @@
+//! Running a pipeline: one thread per source task, one tokio task per keyed
+//! worker, and the checkpoint coordinator (ARCHITECTURE §4.1).
+//!
+//! An epoch ends with a barrier. The coordinator asks every source to end
+//! the epoch; each source, at its next batch boundary, sends a barrier to
+//! every worker, reports its position and pauses. A worker that has the
+//! barrier of every source has processed exactly the epoch's records: it
+//! flushes its sinks and hands its dirty state to the coordinator. The
+//! coordinator fsyncs the sink output, writes state, positions, sink lengths
+//! and the manifest in one synced RocksDB batch, and only then releases the
+//! sources into the next epoch.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use weir_core::keygroup::{key_group, owned_range, owner};
+use weir_core::source::ReadStatus;
+use weir_core::{Error, Key, Record, Result};
+
+use crate::config::{Guarantee, OnBadInput, RuntimeConfig};
+use crate::control::Control;
+use crate::failpoints::{self, crash_point};
+use crate::manifest::{Manifest, SourcePosition};
+use crate::stage::{
+    BoxFuture, ChainedReader, FlushedSink, Metrics, SinkStage, SourceSide, Stage, StageCx,
+    StageFactory, StageInit,
+};
+use crate::state::{CachedState, Write};
+use crate::store::{now_ms, Store};
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    /// Checkpoints committed by this run.
+    pub commits: u64,
+    /// The last committed epoch.
+    pub last_epoch: u64,
+    /// Records read from the sources.
+    pub records_read: u64,
+    /// Records skipped by the bad-input policy.
+    pub skipped: u64,
+}
+
+/// Everything a job runs with.
+pub(crate) struct JobEnv {
+    pub(crate) store: Arc<Store>,
+    pub(crate) manifest: Manifest,
+    pub(crate) config: RuntimeConfig,
+    pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+/// A pipeline with its types erased, ready to run.
+pub(crate) trait Job: Send {
+    fn run(self: Box<Self>, env: JobEnv) -> BoxFuture<'static, Result<RunSummary>>;
+}
+
+enum Msg<K, V> {
+    Batch(Vec<Record<K, V>>),
+    Watermark { source: usize, watermark: i64 },
+    Finished { source: usize },
+    Barrier(u64),
+}
+
+enum Event {
+    SourceAck {
+        task: String,
+        position: u64,
+        finished: bool,
+        flushes: Vec<FlushedSink>,
+    },
+    WorkerAck {
+        epoch: u64,
+        writes: Vec<Write>,
+        flushes: Vec<FlushedSink>,
+    },
+    SourceFinished,
+    Failed(Error),
+}
+
+type Events = mpsc::UnboundedSender<Event>;
+
+/// Where a source thread sends its records.
+trait SourceOutput<T>: Send {
+    fn push(&mut self, record: Record<(), T>) -> Result<()>;
+    fn watermark(&mut self, watermark: i64) -> Result<()>;
+    /// Sends buffered records on (an idle input should not hold them back).
+    fn flush_pending(&mut self) -> Result<()>;
+    fn barrier(&mut self, epoch: u64) -> Result<Vec<FlushedSink>>;
+    fn finish(&mut self) -> Result<()>;
+}
+
+fn worker_gone() -> Error {
+    Error::State("a worker stopped; see its error above".into())
+}
+
+/// Routes records by key group to the workers' channels.
+struct Exchange<K, T, V> {
+    source: usize,
+    split: Split<T, K, V>,
+    txs: Vec<mpsc::Sender<Msg<K, V>>>,
+    bufs: Vec<Vec<Record<K, V>>>,
+    batch: usize,
+    key_groups: u16,
+    key_buf: Vec<u8>,
+}
+
+impl<K: Key, T: Send + 'static, V: Send + 'static> Exchange<K, T, V> {
+    fn send(&mut self, w: usize) -> Result<()> {
+        let batch = std::mem::replace(&mut self.bufs[w], Vec::with_capacity(self.batch));
+        self.txs[w]
+            .blocking_send(Msg::Batch(batch))
+            .map_err(|_| worker_gone())
+    }
+
+    fn broadcast(&mut self, msg: impl Fn() -> Msg<K, V>) -> Result<()> {
+        for tx in &self.txs {
+            tx.blocking_send(msg()).map_err(|_| worker_gone())?;
+        }
+        Ok(())
+    }
+}
+
+impl<K: Key, T: Send + 'static, V: Send + 'static> SourceOutput<T> for Exchange<K, T, V> {
+    fn push(&mut self, record: Record<(), T>) -> Result<()> {
+        let (key, value) = (self.split)(record.value);
+        self.key_buf.clear();
+        key.encode_into(&mut self.key_buf)?;
+        let w = owner(
+            key_group(&self.key_buf, self.key_groups),
+            self.txs.len(),
+            self.key_groups,
+        );
+        self.bufs[w].push(Record {
+            key,
+            value,
+            timestamp: record.timestamp,
+            headers: record.headers,
+        });
+        if self.bufs[w].len() >= self.batch {
+            self.send(w)?;
+        }
+        Ok(())
+    }
+
+    fn watermark(&mut self, watermark: i64) -> Result<()> {
+        self.flush_pending()?;
+        let source = self.source;
+        self.broadcast(|| Msg::Watermark { source, watermark })
+    }
+
+    fn flush_pending(&mut self) -> Result<()> {
+        for w in 0..self.bufs.len() {
+            if !self.bufs[w].is_empty() {
+                self.send(w)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn barrier(&mut self, epoch: u64) -> Result<Vec<FlushedSink>> {
+        self.flush_pending()?;
+        self.broadcast(|| Msg::Barrier(epoch))?;
+        Ok(Vec::new())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.flush_pending()?;
+        let source = self.source;
+        self.broadcast(|| Msg::Finished { source })
+    }
+}
+
+/// Writes records straight to the task's sink output (no exchange).
+struct Direct<T> {
+    sink: SinkStage<Record<(), T>>,
+}
+
+impl<T: Send + 'static> SourceOutput<T> for Direct<T> {
+    fn push(&mut self, record: Record<(), T>) -> Result<()> {
+        self.sink.writer.write(&record)
+    }
+
+    fn watermark(&mut self, _watermark: i64) -> Result<()> {
+        Ok(())
+    }
+
+    fn flush_pending(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn barrier(&mut self, _epoch: u64) -> Result<Vec<FlushedSink>> {
+        let mut out = Vec::new();
+        Stage::<(), T>::flush(&mut self.sink, &mut out)?;
+        Ok(out)
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// One source task's settings.
+struct SourceTask<T> {
+    task: String,
+    reader: Box<dyn ChainedReader<T>>,
+    output: Box<dyn SourceOutput<T>>,
+    finished: bool,
+    watermark_delay: Option<i64>,
+}
+
+struct Shared {
+    control: Arc<Control>,
+    events: Events,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    batch: usize,
+    policy: OnBadInput,
+    guarantee: Guarantee,
+    start_epoch: u64,
+}
+
+fn spawn_source<T: Send + 'static>(
+    mut t: SourceTask<T>,
+    shared: Arc<Shared>,
+) -> Result<std::thread::JoinHandle<()>> {
+    let name = format!("weir-src-{}", t.task);
+    std::thread::Builder::new()
+        .name(name.chars().take(15).collect())
+        .spawn(move || {
+            if let Err(e) = source_loop(&mut t, &shared) {
+                let _ = shared.events.send(Event::Failed(e));
+            }
+        })
+        .map_err(|e| Error::io("cannot spawn a thread for", name, e))
+}
+
+fn source_loop<T: Send + 'static>(t: &mut SourceTask<T>, s: &Shared) -> Result<()> {
+    let mut last = s.start_epoch;
+    let mut buf: Vec<Record<(), T>> = Vec::with_capacity(s.batch);
+    let mut max_ts = i64::MIN;
+    let mut sent_watermark = i64::MIN;
+    let gone = || Error::State("the coordinator stopped".into());
+    if t.finished {
+        t.output.finish()?;
+        s.events.send(Event::SourceFinished).map_err(|_| gone())?;
+    }
+    loop {
+        let requested = s.control.requested();
+        if requested > last {
+            let flushes = t.output.barrier(requested)?;
+            s.events
+                .send(Event::SourceAck {
+                    task: t.task.clone(),
+                    position: t.reader.position(),
+                    finished: t.finished,
+                    flushes,
+                })
+                .map_err(|_| gone())?;
+            last = requested;
+            if s.control.wait_released(requested) {
+                return Ok(());
+            }
+            continue;
+        }
+        if s.control.is_shutdown() {
+            return Ok(());
+        }
+        if t.finished {
+            s.control.idle(last, Duration::from_millis(500));
+            continue;
+        }
+        let status = match t.reader.read(s.batch, &mut |r| buf.push(r)) {
+            Ok(status) => status,
+            Err(e @ Error::BadInput { .. }) if s.policy == OnBadInput::Skip => {
+                s.metrics.skip("an undecodable input record", &e);
+                ReadStatus::More
+            }
+            Err(e) => return Err(e),
+        };
+        if !buf.is_empty() {
+            if s.guarantee == Guarantee::AtMostOnce {
+                // Commit the position before processing: a crash loses these records.
+                s.store.save_read_position(&t.task, t.reader.position())?;
+            }
+            s.metrics
+                .records_read
+                .fetch_add(buf.len() as u64, Ordering::Relaxed);
+            for r in buf.drain(..) {
+                if let Some(ts) = r.timestamp {
+                    max_ts = max_ts.max(ts);
+                }
+                t.output.push(r)?;
+            }
+            if let Some(delay) = t.watermark_delay {
+                let wm = max_ts.saturating_sub(delay);
+                if wm > sent_watermark {
+                    sent_watermark = wm;
+                    t.output.watermark(wm)?;
+                }
+            }
+        }
+        match status {
+            ReadStatus::More => {}
+            ReadStatus::Idle => {
+                t.output.flush_pending()?;
+                s.control.idle(last, Duration::from_millis(20));
+            }
+            ReadStatus::End => {
+                t.finished = true;
+                t.output.finish()?;
+                s.events.send(Event::SourceFinished).map_err(|_| gone())?;
+            }
+        }
+    }
+}
+
+struct Worker<K, V> {
+    stage: Box<dyn Stage<K, V>>,
+    rx: mpsc::Receiver<Msg<K, V>>,
+    state: CachedState,
+    sources: usize,
+    events: Events,
+    policy: OnBadInput,
+    metrics: Arc<Metrics>,
+}
+
+impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
+    async fn run(mut self) {
+        if let Err(e) = self.run_loop().await {
+            let _ = self.events.send(Event::Failed(e));
+        }
+    }
+
+    async fn run_loop(&mut self) -> Result<()> {
+        let mut watermarks = vec![i64::MIN; self.sources];
+        let mut watermark = i64::MIN;
+        let mut barriers = 0usize;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let metrics = self.metrics.clone();
+        macro_rules! cx {
+            () => {
+                StageCx {
+                    state: &mut self.state,
+                    watermark,
+                    now: now_ms(),
+                    policy: self.policy,
+                    metrics: &metrics,
+                }
+            };
+        }
+        self.stage.open(&mut cx!()).await?;
+        loop {
+            let msg = tokio::select! {
+                biased;
+                m = self.rx.recv() => m,
+                _ = tick.tick() => {
+                    // Processing-time timers.
+                    self.stage.fire(&mut cx!()).await?;
+                    continue;
+                }
+            };
+            let Some(msg) = msg else { break };
+            match msg {
+                Msg::Batch(batch) => self.stage.push(batch, &mut cx!()).await?,
+                Msg::Watermark { source, watermark: w } => {
+                    watermarks[source] = watermarks[source].max(w);
+                }
+                Msg::Finished { source } => watermarks[source] = i64::MAX,
+                Msg::Barrier(epoch) => {
+                    barriers += 1;
+                    if barriers == self.sources {
+                        barriers = 0;
+                        // The previous epoch is committed: clean entries may go.
+                        self.state.trim();
+                        let mut flushes = Vec::new();
+                        self.stage.flush(&mut flushes)?;
+                        let writes = self.state.take_writes();
+                        self.events
+                            .send(Event::WorkerAck {
+                                epoch,
+                                writes,
+                                flushes,
+                            })
+                            .map_err(|_| Error::State("the coordinator stopped".into()))?;
+                    }
+                    continue;
+                }
+            }
+            let low = watermarks.iter().copied().min().unwrap_or(i64::MIN);
+            if low > watermark {
+                watermark = low;
+                self.stage.fire(&mut cx!()).await?;
+            }
+        }
+        self.stage.close().await
+    }
+}
+
+/// Splits a value into the key it is routed by and the value sent on.
+pub(crate) type Split<T, K, V> = Arc<dyn Fn(T) -> (K, V) + Send + Sync>;
+
+/// The keyed job: sources -> exchange -> workers (processors, sinks).
+pub(crate) struct KeyedJob<K, T, V> {
+    pub(crate) side: Arc<dyn SourceSide<T>>,
+    pub(crate) split: Split<T, K, V>,
+    pub(crate) tail: StageFactory<K, V>,
+}
+
+/// The unkeyed job: each source task writes to its own sink output.
+pub(crate) struct DirectJob<T> {
+    pub(crate) side: Arc<dyn SourceSide<T>>,
+    pub(crate) open_sink:
+        Arc<dyn Fn(&StageInit<'_>) -> Result<SinkStage<Record<(), T>>> + Send + Sync>,
+}
+
+fn truncate_fn(env: &JobEnv) -> impl Fn(&str) -> Option<u64> + Sync + '_ {
+    move |id: &str| match env.config.guarantee {
+        // Discard output past the commit point (nothing committed: all of it).
+        Guarantee::ExactlyOnce => Some(env.manifest.sinks.get(id).copied().unwrap_or(0)),
+        Guarantee::AtLeastOnce | Guarantee::AtMostOnce => None,
+    }
+}
+
+fn start_position(env: &JobEnv, task: &str) -> Result<(Option<u64>, bool)> {
+    let checkpointed = env.manifest.sources.get(task);
+    let mut pos = checkpointed.map(|p| p.position);
+    let finished = checkpointed.is_some_and(|p| p.finished);
+    if env.config.guarantee == Guarantee::AtMostOnce {
+        if let Some(read) = env.store.read_position(task)? {
+            pos = Some(pos.map_or(read, |p| p.max(read)));
+        }
+    }
+    Ok((pos, finished))
+}
+
+fn shared(env: &JobEnv, control: &Arc<Control>, events: &Events, metrics: &Arc<Metrics>) -> Arc<Shared> {
+    Arc::new(Shared {
+        control: control.clone(),
+        events: events.clone(),
+        store: env.store.clone(),
+        metrics: metrics.clone(),
+        batch: env.config.batch_size,
+        policy: env.config.on_bad_input,
+        guarantee: env.config.guarantee,
+        start_epoch: env.manifest.epoch,
+    })
+}
+
+fn tasks_of<T>(side: &dyn SourceSide<T>) -> Result<Vec<String>> {
+    let tasks = side.tasks()?;
+    if tasks.is_empty() {
+        return Err(Error::Config(
+            "the source has nothing to read (no input partitions or files); check the input".into(),
+        ));
+    }
+    Ok(tasks)
+}
+
+impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
+    fn run(self: Box<Self>, env: JobEnv) -> BoxFuture<'static, Result<RunSummary>> {
+        Box::pin(async move {
+            let tasks = tasks_of(&*self.side)?;
+            let workers = env.config.parallelism;
+            let key_groups = env.manifest.key_groups;
+            let control = Arc::new(Control::new(env.manifest.epoch));
+            let (events, mut rx) = mpsc::unbounded_channel();
+            let metrics = Arc::new(Metrics::default());
+
+            // Recovery, in order: sinks truncate, then sources seek.
+            let mut txs = Vec::new();
+            let mut handles = Vec::new();
+            let truncate = truncate_fn(&env);
+            let mut stages = Vec::new();
+            for w in 0..workers {
+                let init = StageInit {
+                    task: format!("worker-{w}"),
+                    groups: owned_range(w, workers, key_groups),
+                    key_groups,
+                    truncate_to: &truncate,
+                };
+                stages.push((self.tail)(&init)?);
+            }
+            crash_point(failpoints::MID_RECOVERY);
+            for stage in stages {
+                let (tx, wrx) = mpsc::channel(16);
+                txs.push(tx);
+                let worker = Worker {
+                    stage,
+                    rx: wrx,
+                    state: CachedState::new(env.store.db(), env.config.cache_entries),
+                    sources: tasks.len(),
+                    events: events.clone(),
+                    policy: env.config.on_bad_input,
+                    metrics: metrics.clone(),
+                };
+                handles.push(tokio::spawn(worker.run()));
+            }
+            let shared = shared(&env, &control, &events, &metrics);
+            let mut threads = Vec::new();
+            for (i, task) in tasks.iter().enumerate() {
+                let (pos, finished) = start_position(&env, task)?;
+                let t = SourceTask {
+                    task: task.clone(),
+                    reader: self.side.open(task, pos)?,
+                    output: Box::new(Exchange {
+                        source: i,
+                        split: self.split.clone(),
+                        txs: txs.clone(),
+                        bufs: (0..workers).map(|_| Vec::new()).collect(),
+                        batch: env.config.batch_size,
+                        key_groups,
+                        key_buf: Vec::new(),
+                    }),
+                    finished,
+                    watermark_delay: self.side.watermark_delay(),
+                };
+                threads.push(spawn_source(t, shared.clone())?);
+            }
+            drop(txs);
+            drop(events);
+            let result = coordinate(&env, &control, &mut rx, tasks.len(), workers, &metrics).await;
+            control.shutdown();
+            finish_threads(threads).await;
+            if result.is_ok() {
+                for h in handles {
+                    h.await
+                        .map_err(|e| Error::State(format!("a worker panicked: {e}")))?;
+                }
+                // A worker's error at close arrives after the coordinator stopped.
+                if let Ok(Event::Failed(e)) = rx.try_recv() {
+                    return Err(e);
+                }
+            } else {
+                for h in handles {
+                    h.abort();
+                }
+            }
+            result
+        })
+    }
+}
+
+impl<T: Send + 'static> Job for DirectJob<T> {
+    fn run(self: Box<Self>, env: JobEnv) -> BoxFuture<'static, Result<RunSummary>> {
+        Box::pin(async move {
+            let tasks = tasks_of(&*self.side)?;
+            let control = Arc::new(Control::new(env.manifest.epoch));
+            let (events, mut rx) = mpsc::unbounded_channel();
+            let metrics = Arc::new(Metrics::default());
+            let truncate = truncate_fn(&env);
+            let mut sinks = Vec::new();
+            for task in &tasks {
+                let init = StageInit {
+                    task: task.clone(),
+                    groups: 0..0,
+                    key_groups: env.manifest.key_groups,
+                    truncate_to: &truncate,
+                };
+                sinks.push((self.open_sink)(&init)?);
+            }
+            crash_point(failpoints::MID_RECOVERY);
+            let shared = shared(&env, &control, &events, &metrics);
+            let mut threads = Vec::new();
+            for (task, sink) in tasks.iter().zip(sinks) {
+                let (pos, finished) = start_position(&env, task)?;
+                let t = SourceTask {
+                    task: task.clone(),
+                    reader: self.side.open(task, pos)?,
+                    output: Box::new(Direct { sink }),
+                    finished,
+                    watermark_delay: None,
+                };
+                threads.push(spawn_source(t, shared.clone())?);
+            }
+            drop(events);
+            let result = coordinate(&env, &control, &mut rx, tasks.len(), 0, &metrics).await;
+            control.shutdown();
+            finish_threads(threads).await;
+            result
+        })
+    }
+}
+
+async fn finish_threads(threads: Vec<std::thread::JoinHandle<()>>) {
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
+    .await;
+}
+
+/// The checkpoint coordinator: triggers epochs, gathers acks, commits.
+async fn coordinate(
+    env: &JobEnv,
+    control: &Control,
+    events: &mut mpsc::UnboundedReceiver<Event>,
+    sources: usize,
+    workers: usize,
+    metrics: &Metrics,
+) -> Result<RunSummary> {
+    let cfg = &env.config;
+    let interval = Duration::from_millis(cfg.checkpoint.interval_ms);
+    let mut manifest = env.manifest.clone();
+    manifest.guarantee = cfg.guarantee;
+    let mut epoch = manifest.epoch;
+    let mut finished = 0usize;
+    let mut stop = false;
+    let mut shutdown = env.shutdown.clone();
+    let mut summary = RunSummary {
+        last_epoch: manifest.epoch,
+        ..RunSummary::default()
+    };
+    let closed = || Error::State("every task stopped without a reason".into());
+    loop {
+        let deadline = tokio::time::Instant::now() + interval;
+        let last = loop {
+            if finished == sources || stop {
+                break true;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break false,
+                ev = events.recv() => match ev {
+                    Some(Event::SourceFinished) => finished += 1,
+                    Some(Event::Failed(e)) => return Err(e),
+                    Some(_) => return Err(Error::State("an ack arrived outside a checkpoint".into())),
+                    None => return Err(closed()),
+                },
+                r = shutdown.changed() => {
+                    if r.is_err() || *shutdown.borrow() {
+                        tracing::info!("shutdown requested: committing the open epoch");
+                        stop = true;
+                    }
+                }
+            }
+        };
+        epoch += 1;
+        control.request(epoch);
+        let mut positions = BTreeMap::new();
+        let mut writes = Vec::new();
+        let mut flushes = Vec::new();
+        let (mut source_acks, mut worker_acks) = (0, 0);
+        while source_acks < sources || worker_acks < workers {
+            match events.recv().await {
+                Some(Event::SourceAck {
+                    task,
+                    position,
+                    finished,
+                    flushes: f,
+                }) => {
+                    source_acks += 1;
+                    positions.insert(task, SourcePosition { position, finished });
+                    flushes.extend(f);
+                }
+                Some(Event::WorkerAck {
+                    epoch: e,
+                    writes: w,
+                    flushes: f,
+                }) => {
+                    if e != epoch {
+                        return Err(Error::State(format!(
+                            "a worker acknowledged epoch {e} during epoch {epoch}"
+                        )));
+                    }
+                    worker_acks += 1;
+                    writes.extend(w);
+                    flushes.extend(f);
+                }
+                Some(Event::SourceFinished) => finished += 1,
+                Some(Event::Failed(e)) => return Err(e),
+                None => return Err(closed()),
+            }
+        }
+        let mut next = manifest.clone();
+        next.epoch = epoch;
+        next.time_ms = now_ms();
+        // Tasks no longer listed keep their entries: their input may come back.
+        next.sources.extend(positions);
+        let mut syncs = Vec::new();
+        for f in flushes {
+            if let Some(p) = f.flushed.position {
+                next.sinks.insert(f.id, p);
+            }
+            syncs.extend(f.flushed.sync);
+        }
+        let changed =
+            !writes.is_empty() || next.sources != manifest.sources || next.sinks != manifest.sinks;
+        if changed {
+            let store = env.store.clone();
+            let retain = (cfg.checkpoint.retain_every > 0 && epoch % cfg.checkpoint.retain_every == 0)
+                .then_some(cfg.checkpoint.retain_count.max(1));
+            let committed = next.clone();
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                for sync in syncs {
+                    sync()?;
+                }
+                crash_point(failpoints::AFTER_SINK_FLUSH);
+                store.commit(writes, &committed)?;
+                crash_point(failpoints::AFTER_STATE_BATCH);
+                if let Some(keep) = retain {
+                    store.retain(&committed, keep)?;
+                    tracing::info!(epoch = committed.epoch, "retained checkpoint {}", committed.epoch);
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| Error::State(format!("the commit task failed: {e}")))??;
+            manifest = next;
+            summary.commits += 1;
+            summary.last_epoch = epoch;
+            tracing::debug!(epoch, "committed");
+        }
+        if last {
+            control.shutdown();
+            break;
+        }
+        control.release(epoch);
+    }
+    summary.records_read = metrics.records_read.load(Ordering::Relaxed);
+    summary.skipped = metrics.skipped.load(Ordering::Relaxed);
+    Ok(summary)
+}

@@ -1,0 +1,35 @@
+//! Every named crash point of the commit and recovery paths, in one place.
+//!
+//! Compiled in only with the `failpoints` feature. A test arms one with the
+//! environment variable `FAILPOINTS`, e.g. `FAILPOINTS=after-state-batch=return`
+//! (or `2*off->return` to pass it twice first); when it triggers, the process
+//! aborts on the spot, as a power cut or `kill -9` would stop it.
+
+/// After the epoch's sink output is flushed and fsynced, before the commit
+/// batch. Recovery must truncate that output (I1, I2).
+pub const AFTER_SINK_FLUSH: &str = "after-sink-flush";
+/// After the commit batch is written, before anything else (retained
+/// checkpoint, next epoch). Recovery must resume exactly there (I1).
+pub const AFTER_STATE_BATCH: &str = "after-state-batch";
+/// In the middle of recovery: after the sinks were truncated, before the
+/// sources are opened. Running recovery again must end in the same place (I3).
+pub const MID_RECOVERY: &str = "mid-recovery";
+/// During replay, after the restored state was prepared, before it replaces
+/// the live state (I3 for replay).
+pub const MID_REPLAY: &str = "mid-replay";
+
+/// All crash points, for documentation and tests.
+pub const ALL: &[&str] = &[AFTER_SINK_FLUSH, AFTER_STATE_BATCH, MID_RECOVERY, MID_REPLAY];
+
+/// Aborts the process if crash point `name` is armed (a no-op without the
+/// `failpoints` feature).
+#[inline]
+pub fn crash_point(name: &str) {
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!(name, |_| {
+        eprintln!("weir: crash point `{name}` reached: aborting");
+        std::process::abort()
+    });
+    #[cfg(not(feature = "failpoints"))]
+    let _ = name;
+}

@@ -1,0 +1,34 @@
+//! weir's runtime: runs a [`Pipeline`] with exactly-once checkpoints.
+//!
+//! It owns the task executor (tokio workers fed by one thread per source
+//! task), epochs and the checkpoint coordinator, the RocksDB state backend,
+//! recovery, retained checkpoints and replay, configuration, logging, and
+//! the command line every pipeline binary shares ([`cli`]).
+//!
+//! In local mode the commit point is one synced RocksDB `WriteBatch` holding
+//! the epoch's state writes, the source positions, the sink positions and
+//! the manifest (ARCHITECTURE §4.1).
+#![deny(clippy::unwrap_used)]
+
+pub mod cli;
+pub mod config;
+mod control;
+mod executor;
+pub mod failpoints;
+pub mod manifest;
+mod pipeline;
+mod stage;
+mod state;
+pub mod store;
+
+pub use config::{Config, Guarantee, OnBadInput, RuntimeConfig};
+pub use executor::RunSummary;
+pub use manifest::Manifest;
+pub use pipeline::{KeyedStream, Pipeline, Stream};
+
+/// What a pipeline binary needs in scope: the core API plus the builder.
+pub mod prelude {
+    pub use crate::cli::App;
+    pub use crate::{Config, KeyedStream, Pipeline, Stream};
+    pub use weir_core::prelude::*;
+}

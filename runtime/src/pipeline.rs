@@ -1,0 +1,288 @@
+//! The pipeline builder: `source -> stateless ops -> key_by -> processors -> sink`.
+
+use std::sync::Arc;
+
+use weir_core::exec::KeyedNode;
+use weir_core::sink::Sink;
+use weir_core::source::Source;
+use weir_core::{Error, Key, Processor, Record, Result};
+
+use crate::executor::{DirectJob, Job, KeyedJob, Split};
+use crate::stage::{
+    BaseSide, ChainSide, OpStage, ProcessStage, SideOp, SinkStage, SourceSide, StageFactory,
+    StageInit,
+};
+
+/// A pipeline under construction. Built by the closure handed to
+/// [`App::run`](crate::cli::App::run); it holds one source, the operators
+/// after it, and one sink.
+pub struct Pipeline {
+    name: String,
+    topology: Vec<String>,
+    next_node: u16,
+    job: Option<Box<dyn Job>>,
+    error: Option<Error>,
+}
+
+impl Pipeline {
+    /// An empty pipeline called `name`.
+    pub fn new(name: &str) -> Self {
+        Pipeline {
+            name: name.to_owned(),
+            topology: Vec::new(),
+            next_node: 0,
+            job: None,
+            error: None,
+        }
+    }
+
+    /// The pipeline's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The operators in order, as recorded in the fingerprint.
+    pub fn topology(&self) -> String {
+        self.topology.join(" -> ")
+    }
+
+    /// A hash of the topology: state written by one pipeline is refused by another.
+    pub fn fingerprint(&self) -> String {
+        let text = format!("{}|{}", self.name, self.topology());
+        format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
+    }
+
+    /// Starts the pipeline at `source`; one task per input partition.
+    pub fn source<S: Source>(&mut self, source: S) -> Stream<'_, S::Item> {
+        if !self.topology.is_empty() {
+            self.error.get_or_insert(Error::Config(
+                "a pipeline has one source and one sink; build one chain from `source` to `sink`"
+                    .into(),
+            ));
+        }
+        self.topology.push(format!("source:{}", source.describe()));
+        Stream {
+            side: Arc::new(BaseSide(source)),
+            p: self,
+        }
+    }
+
+    pub(crate) fn into_job(self) -> Result<Box<dyn Job>> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        self.job.ok_or_else(|| {
+            Error::Config(format!(
+                "pipeline `{}` has no sink; end the chain with `.sink(...)`",
+                self.name
+            ))
+        })
+    }
+
+    fn set_job(&mut self, job: Box<dyn Job>) {
+        if self.job.is_some() {
+            self.error.get_or_insert(Error::Config(
+                "a pipeline has one sink; `.sink(...)` was called twice".into(),
+            ));
+        }
+        self.job = Some(job);
+    }
+}
+
+/// A stream before the exchange: records of type `T` with no key.
+pub struct Stream<'p, T> {
+    p: &'p mut Pipeline,
+    side: Arc<dyn SourceSide<T>>,
+}
+
+impl<'p, T: Send + 'static> Stream<'p, T> {
+    fn chain<U: Send + 'static>(self, name: &str, op: SideOp<T, U>, delay: Option<i64>) -> Stream<'p, U> {
+        self.p.topology.push(name.to_owned());
+        Stream {
+            side: Arc::new(ChainSide {
+                inner: self.side,
+                op,
+                watermark_delay: delay,
+            }),
+            p: self.p,
+        }
+    }
+
+    /// Transforms each value.
+    pub fn map<U: Send + 'static>(self, f: impl Fn(T) -> U + Send + Sync + 'static) -> Stream<'p, U> {
+        self.chain("map", Arc::new(move |r, out| out(r.map_value(&f))), None)
+    }
+
+    /// Turns each value into zero or more values.
+    pub fn flat_map<U: Send + 'static, I: IntoIterator<Item = U>>(
+        self,
+        f: impl Fn(T) -> I + Send + Sync + 'static,
+    ) -> Stream<'p, U> {
+        self.chain(
+            "flat_map",
+            Arc::new(move |r: Record<(), T>, out: &mut dyn FnMut(Record<(), U>)| {
+                let ts = r.timestamp;
+                for v in f(r.value) {
+                    out(Record {
+                        key: (),
+                        value: v,
+                        timestamp: ts,
+                        headers: Vec::new(),
+                    });
+                }
+            }),
+            None,
+        )
+    }
+
+    /// Keeps the values for which `f` is true.
+    pub fn filter(self, f: impl Fn(&T) -> bool + Send + Sync + 'static) -> Stream<'p, T> {
+        self.chain(
+            "filter",
+            Arc::new(move |r: Record<(), T>, out: &mut dyn FnMut(Record<(), T>)| {
+                if f(&r.value) {
+                    out(r)
+                }
+            }),
+            None,
+        )
+    }
+
+    /// Stamps each record with the event time `ts(value)` (ms) and lets the
+    /// watermark follow the highest event time seen, `max_delay_ms` behind.
+    /// Event-time timers fire when the watermark passes them, and all of them
+    /// fire when a bounded input ends.
+    pub fn event_time(
+        self,
+        ts: impl Fn(&T) -> i64 + Send + Sync + 'static,
+        max_delay_ms: i64,
+    ) -> Stream<'p, T> {
+        self.chain(
+            "event_time",
+            Arc::new(move |mut r: Record<(), T>, out: &mut dyn FnMut(Record<(), T>)| {
+                r.timestamp = Some(ts(&r.value));
+                out(r)
+            }),
+            Some(max_delay_ms.max(0)),
+        )
+    }
+
+    /// Keys each record by `f(value)` and routes it, through the exchange,
+    /// to the worker owning its key group: every record of a key meets the
+    /// same state, whichever input it came from.
+    pub fn key_by<K: Key>(self, f: impl Fn(&T) -> K + Send + Sync + 'static) -> KeyedStream<'p, K, T> {
+        self.key_with(move |v| (f(&v), v))
+    }
+
+    /// Like [`key_by`](Self::key_by), but splits each value into its key
+    /// and a new value, so that nothing is cloned: `|word| (word, ())`.
+    pub fn key_with<K: Key, V: Send + 'static>(
+        self,
+        f: impl Fn(T) -> (K, V) + Send + Sync + 'static,
+    ) -> KeyedStream<'p, K, V> {
+        self.p.topology.push("key_by".to_owned());
+        let side = self.side;
+        let split: Split<T, K, V> = Arc::new(f);
+        KeyedStream {
+            p: self.p,
+            finish: Box::new(move |tail| Box::new(KeyedJob { side, split, tail })),
+        }
+    }
+
+    /// Ends the pipeline at `sink`, one output per source task, without an exchange.
+    pub fn sink<S: Sink<Record<(), T>>>(self, sink: S) {
+        self.p.topology.push(format!("sink:{}", sink.describe()));
+        let sink = Arc::new(sink);
+        let job = DirectJob {
+            side: self.side,
+            open_sink: Arc::new(move |init: &StageInit<'_>| SinkStage::open(&*sink, init)),
+        };
+        self.p.set_job(Box::new(job));
+    }
+}
+
+type Finish<K, V> = Box<dyn FnOnce(StageFactory<K, V>) -> Box<dyn Job>>;
+
+/// A keyed stream after the exchange: records of key `K` and value `V`.
+pub struct KeyedStream<'p, K, V> {
+    p: &'p mut Pipeline,
+    finish: Finish<K, V>,
+}
+
+impl<'p, K: Key, V: Send + 'static> KeyedStream<'p, K, V> {
+    /// Runs `processor` (one clone per worker) on every record, with keyed
+    /// state and timers; continues with what it emits.
+    pub fn process<P>(self, processor: P) -> KeyedStream<'p, K, P::Out>
+    where
+        P: Processor<Key = K, In = V> + Clone + Sync,
+    {
+        let node = self.p.next_node;
+        self.p.next_node += 1;
+        self.p
+            .topology
+            .push(format!("process:{}", std::any::type_name::<P>()));
+        let finish = self.finish;
+        KeyedStream {
+            p: self.p,
+            finish: Box::new(move |tail: StageFactory<K, P::Out>| {
+                let factory: StageFactory<K, V> = Arc::new(move |init: &StageInit<'_>| {
+                    Ok(Box::new(ProcessStage {
+                        node: KeyedNode::new(processor.clone(), node, init.key_groups),
+                        groups: init.groups.clone(),
+                        next: tail(init)?,
+                    }))
+                });
+                finish(factory)
+            }),
+        }
+    }
+
+    fn op<U: Send + 'static>(
+        self,
+        name: &str,
+        op: Arc<dyn Fn(Record<K, V>, &mut Vec<Record<K, U>>) + Send + Sync>,
+    ) -> KeyedStream<'p, K, U> {
+        self.p.topology.push(name.to_owned());
+        let finish = self.finish;
+        KeyedStream {
+            p: self.p,
+            finish: Box::new(move |tail: StageFactory<K, U>| {
+                let factory: StageFactory<K, V> = Arc::new(move |init: &StageInit<'_>| {
+                    Ok(Box::new(OpStage {
+                        op: op.clone(),
+                        next: tail(init)?,
+                    }))
+                });
+                finish(factory)
+            }),
+        }
+    }
+
+    /// Transforms each value, keeping the key.
+    pub fn map<U: Send + 'static>(self, f: impl Fn(V) -> U + Send + Sync + 'static) -> KeyedStream<'p, K, U> {
+        self.op("map", Arc::new(move |r, out| out.push(r.map_value(&f))))
+    }
+
+    /// Keeps the records for which `f` is true.
+    pub fn filter(self, f: impl Fn(&K, &V) -> bool + Send + Sync + 'static) -> KeyedStream<'p, K, V> {
+        self.op(
+            "filter",
+            Arc::new(move |r: Record<K, V>, out: &mut Vec<Record<K, V>>| {
+                if f(&r.key, &r.value) {
+                    out.push(r)
+                }
+            }),
+        )
+    }
+
+    /// Ends the pipeline at `sink`, one output per worker.
+    pub fn sink<S: Sink<Record<K, V>>>(self, sink: S) {
+        self.p.topology.push(format!("sink:{}", sink.describe()));
+        let sink = Arc::new(sink);
+        let tail: StageFactory<K, V> = Arc::new(move |init: &StageInit<'_>| {
+            Ok(Box::new(SinkStage::open(&*sink, init)?))
+        });
+        let job = (self.finish)(tail);
+        self.p.set_job(job);
+    }
+}

@@ -1,0 +1,326 @@
+//! The pieces a pipeline is made of at run time: the source side (a source
+//! task fused with the stateless operators before the exchange) and the
+//! keyed stages a worker runs after it (processors, maps, sinks).
+
+use std::future::Future;
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use weir_core::exec::{KeyedNode, NodeEnv};
+use weir_core::sink::{Flushed, Sink, SinkWriter};
+use weir_core::source::{ReadStatus, Source, SourceReader};
+use weir_core::{Processor, Record, Result};
+
+use crate::config::OnBadInput;
+use crate::state::CachedState;
+
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Counters of one run.
+#[derive(Default, Debug)]
+pub(crate) struct Metrics {
+    pub(crate) records_read: AtomicU64,
+    pub(crate) skipped: AtomicU64,
+}
+
+impl Metrics {
+    pub(crate) fn skip(&self, what: &str, e: &weir_core::Error) {
+        let n = self.skipped.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::warn!(skipped_total = n, "skipping {what}: {e}");
+    }
+}
+
+/// A record operator on the source side, before the exchange.
+pub(crate) type SideOp<T, U> =
+    Arc<dyn Fn(Record<(), T>, &mut dyn FnMut(Record<(), U>)) + Send + Sync>;
+
+/// A source with its stateless operators fused in.
+pub(crate) trait SourceSide<T>: Send + Sync {
+    fn tasks(&self) -> Result<Vec<String>>;
+    fn open(&self, task: &str, position: Option<u64>) -> Result<Box<dyn ChainedReader<T>>>;
+    /// Watermark lag behind the highest event time seen; `None` when the
+    /// stream carries no event time.
+    fn watermark_delay(&self) -> Option<i64>;
+}
+
+pub(crate) trait ChainedReader<T>: Send {
+    fn read(&mut self, max: usize, out: &mut dyn FnMut(Record<(), T>)) -> Result<ReadStatus>;
+    fn position(&self) -> u64;
+}
+
+pub(crate) struct BaseSide<S>(pub(crate) S);
+
+struct BaseReader<T> {
+    reader: Box<dyn SourceReader<T>>,
+    buf: Vec<Record<(), T>>,
+}
+
+impl<S: Source> SourceSide<S::Item> for BaseSide<S> {
+    fn tasks(&self) -> Result<Vec<String>> {
+        self.0.tasks()
+    }
+
+    fn open(&self, task: &str, position: Option<u64>) -> Result<Box<dyn ChainedReader<S::Item>>> {
+        Ok(Box::new(BaseReader {
+            reader: self.0.open(task, position)?,
+            buf: Vec::new(),
+        }))
+    }
+
+    fn watermark_delay(&self) -> Option<i64> {
+        None
+    }
+}
+
+impl<T: Send> ChainedReader<T> for BaseReader<T> {
+    fn read(&mut self, max: usize, out: &mut dyn FnMut(Record<(), T>)) -> Result<ReadStatus> {
+        let status = self.reader.read(&mut self.buf, max);
+        // Records before a bad one were read: hand them on either way.
+        for r in self.buf.drain(..) {
+            out(r);
+        }
+        status
+    }
+
+    fn position(&self) -> u64 {
+        self.reader.position()
+    }
+}
+
+pub(crate) struct ChainSide<T, U> {
+    pub(crate) inner: Arc<dyn SourceSide<T>>,
+    pub(crate) op: SideOp<T, U>,
+    /// Set by `event_time`: the watermark delay from here on.
+    pub(crate) watermark_delay: Option<i64>,
+}
+
+struct ChainReader<T, U> {
+    inner: Box<dyn ChainedReader<T>>,
+    op: SideOp<T, U>,
+}
+
+impl<T: Send + 'static, U: Send + 'static> SourceSide<U> for ChainSide<T, U> {
+    fn tasks(&self) -> Result<Vec<String>> {
+        self.inner.tasks()
+    }
+
+    fn open(&self, task: &str, position: Option<u64>) -> Result<Box<dyn ChainedReader<U>>> {
+        Ok(Box::new(ChainReader {
+            inner: self.inner.open(task, position)?,
+            op: self.op.clone(),
+        }))
+    }
+
+    fn watermark_delay(&self) -> Option<i64> {
+        self.watermark_delay.or_else(|| self.inner.watermark_delay())
+    }
+}
+
+impl<T: Send, U: Send> ChainedReader<U> for ChainReader<T, U> {
+    fn read(&mut self, max: usize, out: &mut dyn FnMut(Record<(), U>)) -> Result<ReadStatus> {
+        let op = &self.op;
+        self.inner.read(max, &mut |r| op(r, out))
+    }
+
+    fn position(&self) -> u64 {
+        self.inner.position()
+    }
+}
+
+/// A sink output flushed at a barrier.
+pub(crate) struct FlushedSink {
+    pub(crate) id: String,
+    pub(crate) flushed: Flushed,
+}
+
+/// What a stage needs while running.
+pub(crate) struct StageCx<'a> {
+    pub(crate) state: &'a mut CachedState,
+    pub(crate) watermark: i64,
+    pub(crate) now: i64,
+    pub(crate) policy: OnBadInput,
+    pub(crate) metrics: &'a Metrics,
+}
+
+/// What a stage is built from, per worker.
+pub(crate) struct StageInit<'a> {
+    /// Task name of the worker (names its sink outputs).
+    pub(crate) task: String,
+    pub(crate) groups: Range<u16>,
+    pub(crate) key_groups: u16,
+    /// Sink id -> position to truncate to (`None`: keep everything).
+    pub(crate) truncate_to: &'a (dyn Fn(&str) -> Option<u64> + Sync),
+}
+
+/// A keyed stage of one worker; stages chain to the sink.
+pub(crate) trait Stage<K, V>: Send {
+    fn open<'a>(&'a mut self, cx: &'a mut StageCx<'_>) -> BoxFuture<'a, Result<()>>;
+    fn push<'a>(
+        &'a mut self,
+        batch: Vec<Record<K, V>>,
+        cx: &'a mut StageCx<'_>,
+    ) -> BoxFuture<'a, Result<()>>;
+    /// Fires due timers here and downstream.
+    fn fire<'a>(&'a mut self, cx: &'a mut StageCx<'_>) -> BoxFuture<'a, Result<()>>;
+    /// Flushes sinks for a barrier.
+    fn flush(&mut self, out: &mut Vec<FlushedSink>) -> Result<()>;
+    fn close(&mut self) -> BoxFuture<'_, Result<()>>;
+}
+
+pub(crate) type StageFactory<K, V> =
+    Arc<dyn Fn(&StageInit<'_>) -> Result<Box<dyn Stage<K, V>>> + Send + Sync>;
+
+pub(crate) struct ProcessStage<P: Processor> {
+    pub(crate) node: KeyedNode<P>,
+    pub(crate) groups: Range<u16>,
+    pub(crate) next: Box<dyn Stage<P::Key, P::Out>>,
+}
+
+impl<P: Processor> Stage<P::Key, P::In> for ProcessStage<P> {
+    fn open<'a>(&'a mut self, cx: &'a mut StageCx<'_>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.node.open(&mut *cx.state, self.groups.clone()).await?;
+            self.next.open(cx).await
+        })
+    }
+
+    fn push<'a>(
+        &'a mut self,
+        batch: Vec<Record<P::Key, P::In>>,
+        cx: &'a mut StageCx<'_>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            for record in batch {
+                let mut env = NodeEnv {
+                    state: &mut *cx.state,
+                    watermark: cx.watermark,
+                    now: cx.now,
+                };
+                if let Err(e) = self.node.process(record, &mut env).await {
+                    if cx.policy == OnBadInput::Skip && e.is_record_error() {
+                        cx.metrics.skip("a record its processor failed on", &e);
+                    } else {
+                        return Err(e);
+                    }
+                }
+            }
+            let out = self.node.take_output();
+            if out.is_empty() {
+                Ok(())
+            } else {
+                self.next.push(out, cx).await
+            }
+        })
+    }
+
+    fn fire<'a>(&'a mut self, cx: &'a mut StageCx<'_>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if self.node.has_timers() {
+                let mut env = NodeEnv {
+                    state: &mut *cx.state,
+                    watermark: cx.watermark,
+                    now: cx.now,
+                };
+                self.node.fire_due(&mut env).await?;
+                let out = self.node.take_output();
+                if !out.is_empty() {
+                    self.next.push(out, cx).await?;
+                }
+            }
+            self.next.fire(cx).await
+        })
+    }
+
+    fn flush(&mut self, out: &mut Vec<FlushedSink>) -> Result<()> {
+        self.next.flush(out)
+    }
+
+    fn close(&mut self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            self.node.close().await?;
+            self.next.close().await
+        })
+    }
+}
+
+/// A stateless operator after the exchange: each record becomes zero or more.
+pub(crate) struct OpStage<K, V, U> {
+    pub(crate) op: Arc<dyn Fn(Record<K, V>, &mut Vec<Record<K, U>>) + Send + Sync>,
+    pub(crate) next: Box<dyn Stage<K, U>>,
+}
+
+impl<K: Send + 'static, V: Send + 'static, U: Send + 'static> Stage<K, V> for OpStage<K, V, U> {
+    fn open<'a>(&'a mut self, cx: &'a mut StageCx<'_>) -> BoxFuture<'a, Result<()>> {
+        self.next.open(cx)
+    }
+
+    fn push<'a>(
+        &'a mut self,
+        batch: Vec<Record<K, V>>,
+        cx: &'a mut StageCx<'_>,
+    ) -> BoxFuture<'a, Result<()>> {
+        let mut out = Vec::with_capacity(batch.len());
+        for r in batch {
+            (self.op)(r, &mut out);
+        }
+        self.next.push(out, cx)
+    }
+
+    fn fire<'a>(&'a mut self, cx: &'a mut StageCx<'_>) -> BoxFuture<'a, Result<()>> {
+        self.next.fire(cx)
+    }
+
+    fn flush(&mut self, out: &mut Vec<FlushedSink>) -> Result<()> {
+        self.next.flush(out)
+    }
+
+    fn close(&mut self) -> BoxFuture<'_, Result<()>> {
+        self.next.close()
+    }
+}
+
+pub(crate) struct SinkStage<T> {
+    pub(crate) id: String,
+    pub(crate) writer: Box<dyn SinkWriter<T>>,
+}
+
+impl<T> SinkStage<T> {
+    pub(crate) fn open<S: Sink<T>>(sink: &S, init: &StageInit<'_>) -> Result<Self> {
+        let id = sink.id(&init.task);
+        let writer = sink.open(&init.task, (init.truncate_to)(&id))?;
+        Ok(SinkStage { id, writer })
+    }
+}
+
+impl<K: Send + 'static, V: Send + 'static> Stage<K, V> for SinkStage<Record<K, V>> {
+    fn open<'a>(&'a mut self, _cx: &'a mut StageCx<'_>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn push<'a>(
+        &'a mut self,
+        batch: Vec<Record<K, V>>,
+        _cx: &'a mut StageCx<'_>,
+    ) -> BoxFuture<'a, Result<()>> {
+        let r = batch.iter().try_for_each(|r| self.writer.write(r));
+        Box::pin(async move { r })
+    }
+
+    fn fire<'a>(&'a mut self, _cx: &'a mut StageCx<'_>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn flush(&mut self, out: &mut Vec<FlushedSink>) -> Result<()> {
+        out.push(FlushedSink {
+            id: self.id.clone(),
+            flushed: self.writer.flush()?,
+        });
+        Ok(())
+    }
+
+    fn close(&mut self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+}

@@ -1,0 +1,356 @@
+//! The RocksDB state directory: live state, the manifest, the local-mode
+//! commit point, and retained checkpoints.
+//!
+//! Layout of a state directory:
+//! - `db/`: the live RocksDB (keyed state, timers, `meta/manifest`).
+//! - `checkpoints/<epoch>/db` + `manifest.json`: retained checkpoints.
+//! - `db.replay/`: a replay being prepared (removed or promoted at open).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rocksdb::{Options, WriteBatch, WriteOptions, DB};
+use weir_core::{Error, Result};
+
+use crate::failpoints;
+use crate::manifest::Manifest;
+
+const MANIFEST_KEY: &[u8] = b"meta/manifest";
+const READ_POSITION_PREFIX: &[u8] = b"meta/read/";
+
+fn db_err(action: &str, dir: &Path, e: rocksdb::Error) -> Error {
+    let msg = e.to_string();
+    if msg.contains("lock") || msg.contains("Resource temporarily unavailable") {
+        return Error::State(format!(
+            "state directory {} is in use by another running instance ({msg}); stop it first, or pass another --state",
+            dir.display()
+        ));
+    }
+    Error::State(format!("cannot {action} RocksDB in {}: {msg}", dir.display()))
+}
+
+fn io(action: &'static str, path: &Path, e: std::io::Error) -> Error {
+    Error::io(action, path.display(), e)
+}
+
+fn options() -> Options {
+    let mut o = Options::default();
+    o.create_if_missing(true);
+    o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    o.set_max_background_jobs(2);
+    o.set_write_buffer_size(64 << 20);
+    o
+}
+
+/// Fsyncs a directory, so that renames and creations in it are durable.
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io("cannot fsync directory", dir, e))
+}
+
+/// An open state directory.
+pub struct Store {
+    dir: PathBuf,
+    db: Arc<DB>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the state directory `dir` for a run,
+    /// first finishing or discarding an interrupted replay.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| io("cannot create state directory", dir, e))?;
+        let live = dir.join("db");
+        let staged = dir.join("db.replay");
+        let promoted = staged.join("PROMOTE");
+        if staged.exists() {
+            if promoted.exists() {
+                // The replay was complete: finish swapping it in (idempotent, I3).
+                if live.exists() {
+                    std::fs::remove_dir_all(&live).map_err(|e| io("cannot remove", &live, e))?;
+                }
+                std::fs::remove_file(&promoted).map_err(|e| io("cannot remove", &promoted, e))?;
+                std::fs::rename(&staged, &live).map_err(|e| io("cannot rename", &staged, e))?;
+                sync_dir(dir)?;
+            } else {
+                std::fs::remove_dir_all(&staged).map_err(|e| io("cannot remove", &staged, e))?;
+            }
+        }
+        let db = DB::open(&options(), &live).map_err(|e| db_err("open", &live, e))?;
+        Ok(Store {
+            dir: dir.to_owned(),
+            db: Arc::new(db),
+        })
+    }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn db(&self) -> Arc<DB> {
+        self.db.clone()
+    }
+
+    /// The last committed manifest, if any.
+    pub fn manifest(&self) -> Result<Option<Manifest>> {
+        read_manifest(&self.db, &self.dir)
+    }
+
+    /// The local-mode commit point (ARCHITECTURE §4.1): the epoch's state
+    /// writes and its manifest in one synced batch.
+    pub fn commit(
+        &self,
+        writes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+        manifest: &Manifest,
+    ) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for (k, v) in writes {
+            match v {
+                Some(v) => batch.put(k, v),
+                None => batch.delete(k),
+            }
+        }
+        let m = serde_json::to_vec(manifest)
+            .map_err(|e| Error::State(format!("cannot encode manifest: {e}")))?;
+        batch.put(MANIFEST_KEY, m);
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db
+            .write_opt(batch, &wo)
+            .map_err(|e| db_err("commit to", &self.dir, e))
+    }
+
+    /// Records, synced, that task `task` has read up to `position`
+    /// (at-most-once: positions are committed before processing).
+    pub fn save_read_position(&self, task: &str, position: u64) -> Result<()> {
+        let mut key = READ_POSITION_PREFIX.to_vec();
+        key.extend_from_slice(task.as_bytes());
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db
+            .put_opt(key, position.to_be_bytes(), &wo)
+            .map_err(|e| db_err("write to", &self.dir, e))
+    }
+
+    /// The read position saved by [`save_read_position`](Self::save_read_position).
+    pub fn read_position(&self, task: &str) -> Result<Option<u64>> {
+        let mut key = READ_POSITION_PREFIX.to_vec();
+        key.extend_from_slice(task.as_bytes());
+        let v = self
+            .db
+            .get(key)
+            .map_err(|e| db_err("read", &self.dir, e))?;
+        Ok(v.and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok().map(u64::from_be_bytes)))
+    }
+
+    /// Retains the state just committed as checkpoint `manifest.epoch`
+    /// (hard-linked SST files plus the manifest), then keeps only the
+    /// newest `keep` retained checkpoints.
+    pub fn retain(&self, manifest: &Manifest, keep: usize) -> Result<()> {
+        let root = self.dir.join("checkpoints");
+        std::fs::create_dir_all(&root).map_err(|e| io("cannot create", &root, e))?;
+        let name = checkpoint_name(manifest.epoch);
+        let tmp = root.join(format!(".tmp-{name}"));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| io("cannot remove", &tmp, e))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(|e| io("cannot create", &tmp, e))?;
+        rocksdb::checkpoint::Checkpoint::new(&self.db)
+            .and_then(|c| c.create_checkpoint(tmp.join("db")))
+            .map_err(|e| db_err("create a checkpoint of", &self.dir, e))?;
+        let mpath = tmp.join("manifest.json");
+        let text = serde_json::to_string_pretty(manifest)
+            .map_err(|e| Error::State(format!("cannot encode manifest: {e}")))?;
+        write_synced(&mpath, text.as_bytes())?;
+        sync_dir(&tmp)?;
+        let dest = root.join(&name);
+        if dest.exists() {
+            std::fs::remove_dir_all(&dest).map_err(|e| io("cannot remove", &dest, e))?;
+        }
+        std::fs::rename(&tmp, &dest).map_err(|e| io("cannot rename", &tmp, e))?;
+        sync_dir(&root)?;
+        let all = list_checkpoints(&self.dir)?;
+        if all.len() > keep {
+            for old in &all[..all.len() - keep] {
+                let p = root.join(checkpoint_name(old.epoch));
+                std::fs::remove_dir_all(&p).map_err(|e| io("cannot remove", &p, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the live state with retained checkpoint `epoch` (ARCHITECTURE
+    /// §6): state and source positions from the checkpoint, sink positions
+    /// from the live manifest (output already written stays), a new
+    /// generation and an epoch after the live one. Crash-safe: the new state
+    /// is staged, marked complete, then swapped in by [`Store::open`].
+    pub fn replay(dir: &Path, epoch: u64) -> Result<Manifest> {
+        let chk = dir.join("checkpoints").join(checkpoint_name(epoch));
+        if !chk.join("manifest.json").is_file() {
+            let known: Vec<String> = list_checkpoints(dir)?
+                .iter()
+                .map(|m| m.epoch.to_string())
+                .collect();
+            return Err(Error::Config(format!(
+                "no retained checkpoint {epoch} in {}; retained: [{}] (see `checkpoints list`)",
+                dir.display(),
+                known.join(", ")
+            )));
+        }
+        let live = Store::open(dir)?;
+        let current = live.manifest()?.ok_or_else(|| {
+            Error::State(format!("state directory {} has no committed manifest", dir.display()))
+        })?;
+        drop(live);
+        let staged = dir.join("db.replay");
+        if staged.exists() {
+            std::fs::remove_dir_all(&staged).map_err(|e| io("cannot remove", &staged, e))?;
+        }
+        // A checkpoint of the retained checkpoint: hard links, cheap.
+        {
+            let src = DB::open(&options(), chk.join("db"))
+                .map_err(|e| db_err("open checkpoint", &chk, e))?;
+            rocksdb::checkpoint::Checkpoint::new(&src)
+                .and_then(|c| c.create_checkpoint(&staged))
+                .map_err(|e| db_err("copy checkpoint", &chk, e))?;
+        }
+        let db = DB::open(&options(), &staged).map_err(|e| db_err("open", &staged, e))?;
+        let restored = read_manifest(&db, &staged)?.ok_or_else(|| {
+            Error::State(format!("checkpoint {} has no manifest", chk.display()))
+        })?;
+        // At-most-once read positions belong to the abandoned timeline.
+        let mut batch = WriteBatch::default();
+        for item in db.prefix_iterator(READ_POSITION_PREFIX) {
+            let (k, _) = item.map_err(|e| db_err("read", &staged, e))?;
+            if !k.starts_with(READ_POSITION_PREFIX) {
+                break;
+            }
+            batch.delete(k);
+        }
+        let manifest = Manifest {
+            epoch: current.epoch + 1,
+            time_ms: now_ms(),
+            generation: current.generation.max(restored.generation) + 1,
+            replayed_from: Some(epoch),
+            sinks: current.sinks.clone(),
+            ..restored
+        };
+        let m = serde_json::to_vec(&manifest)
+            .map_err(|e| Error::State(format!("cannot encode manifest: {e}")))?;
+        batch.put(MANIFEST_KEY, m);
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        db.write_opt(batch, &wo).map_err(|e| db_err("write", &staged, e))?;
+        drop(db);
+        failpoints::crash_point(failpoints::MID_REPLAY);
+        write_synced(&staged.join("PROMOTE"), b"")?;
+        sync_dir(&staged)?;
+        // Swap it in now; a crash from here on is finished by the next open.
+        drop(Store::open(dir)?);
+        Ok(manifest)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).map_err(|e| io("cannot create", path, e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| io("cannot write", path, e))
+}
+
+fn checkpoint_name(epoch: u64) -> String {
+    format!("{epoch:012}")
+}
+
+fn read_manifest(db: &DB, dir: &Path) -> Result<Option<Manifest>> {
+    let Some(bytes) = db
+        .get(MANIFEST_KEY)
+        .map_err(|e| db_err("read", dir, e))?
+    else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        Error::State(format!(
+            "the manifest in {} is unreadable ({e}); it was written by another weir version, or the directory is not a weir state directory",
+            dir.display()
+        ))
+    })
+}
+
+/// The retained checkpoints of state directory `dir`, oldest first.
+pub fn list_checkpoints(dir: &Path) -> Result<Vec<Manifest>> {
+    let root = dir.join("checkpoints");
+    if !root.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&root).map_err(|e| io("cannot list", &root, e))? {
+        let entry = entry.map_err(|e| io("cannot list", &root, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with('.') {
+            continue;
+        }
+        let mpath = entry.path().join("manifest.json");
+        let Ok(text) = std::fs::read(&mpath) else { continue };
+        let m: Manifest = serde_json::from_slice(&text).map_err(|e| {
+            Error::State(format!("unreadable checkpoint manifest {}: {e}", mpath.display()))
+        })?;
+        out.push(m);
+    }
+    out.sort_by_key(|m| m.epoch);
+    Ok(out)
+}
+
+/// Opens the live state read-only (safe while an instance runs).
+pub fn open_read_only(dir: &Path) -> Result<ReadOnly> {
+    let live = dir.join("db");
+    if !live.join("CURRENT").is_file() {
+        return Err(Error::Config(format!(
+            "{} is not a weir state directory (no db/ inside); pass the --state of a pipeline that has run",
+            dir.display()
+        )));
+    }
+    let db = DB::open_for_read_only(&Options::default(), &live, false)
+        .map_err(|e| db_err("open", &live, e))?;
+    Ok(ReadOnly {
+        dir: dir.to_owned(),
+        db,
+    })
+}
+
+/// A read-only view of a state directory, for the CLI.
+pub struct ReadOnly {
+    dir: PathBuf,
+    db: DB,
+}
+
+impl ReadOnly {
+    /// The last committed manifest.
+    pub fn manifest(&self) -> Result<Option<Manifest>> {
+        read_manifest(&self.db, &self.dir)
+    }
+
+    /// Visits every keyed-state and timer entry, in key order, until `f` returns false.
+    pub fn for_each_state(&self, mut f: impl FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+        for item in self.db.iterator(rocksdb::IteratorMode::Start) {
+            let (k, v) = item.map_err(|e| db_err("read", &self.dir, e))?;
+            if k.starts_with(b"meta/") {
+                continue;
+            }
+            if !f(&k, &v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
