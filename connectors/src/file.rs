@@ -52,7 +52,12 @@ impl Source for FileSource {
     type Item = String;
 
     fn describe(&self) -> String {
-        if self.follow { "file-lines(follow)" } else { "file-lines" }.to_owned()
+        if self.follow {
+            "file-lines(follow)"
+        } else {
+            "file-lines"
+        }
+        .to_owned()
     }
 
     fn tasks(&self) -> Result<Vec<String>> {
@@ -75,8 +80,8 @@ impl Source for FileSource {
         let entries = std::fs::read_dir(&self.path)
             .map_err(|e| Error::io("cannot list input directory", self.path.display(), e))?;
         for entry in entries {
-            let entry =
-                entry.map_err(|e| Error::io("cannot list input directory", self.path.display(), e))?;
+            let entry = entry
+                .map_err(|e| Error::io("cannot list input directory", self.path.display(), e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let is_file = entry
                 .metadata()
@@ -160,7 +165,11 @@ impl SourceReader<String> for LineReader {
                 .map_err(|e| Error::io("cannot read", self.path.display(), e))?;
             let complete = line.last() == Some(&b'\n');
             if n == 0 && line.is_empty() {
-                return Ok(if self.follow { ReadStatus::Idle } else { ReadStatus::End });
+                return Ok(if self.follow {
+                    ReadStatus::Idle
+                } else {
+                    ReadStatus::End
+                });
             }
             if !complete && self.follow {
                 // Wait for the rest of the line.
@@ -266,9 +275,8 @@ impl<T: 'static, F: LineFormat<T> + Clone> Sink<T> for FileSink<F> {
     }
 
     fn open(&self, task: &str, truncate_to: Option<u64>) -> Result<Box<dyn SinkWriter<T>>> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| {
-            Error::io("cannot create output directory", self.dir.display(), e)
-        })?;
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| Error::io("cannot create output directory", self.dir.display(), e))?;
         let path = self.path_of(task);
         let existed = path.exists();
         let mut file = OpenOptions::new()

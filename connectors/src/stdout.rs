@@ -25,14 +25,19 @@ impl<K: Display + 'static, V: Display + 'static> Sink<Record<K, V>> for StdoutSi
         "stdout".to_owned()
     }
 
-    fn open(&self, _task: &str, _truncate_to: Option<u64>) -> Result<Box<dyn SinkWriter<Record<K, V>>>> {
+    fn open(
+        &self,
+        _task: &str,
+        _truncate_to: Option<u64>,
+    ) -> Result<Box<dyn SinkWriter<Record<K, V>>>> {
         Ok(Box::new(StdoutWriter { buf: Vec::new() }))
     }
 }
 
 impl<K: Display, V: Display> SinkWriter<Record<K, V>> for StdoutWriter {
     fn write(&mut self, r: &Record<K, V>) -> Result<()> {
-        writeln!(self.buf, "{}\t{}", r.key, r.value).map_err(|e| Error::io("cannot format", "stdout", e))?;
+        writeln!(self.buf, "{}\t{}", r.key, r.value)
+            .map_err(|e| Error::io("cannot format", "stdout", e))?;
         if self.buf.len() > 1 << 16 {
             self.flush_buf()?;
         }

@@ -46,7 +46,10 @@ impl<T: Serialize + DeserializeOwned> Codec for T {
             return Err(Error::Codec {
                 op: "decode",
                 what: std::any::type_name::<T>().to_owned(),
-                message: format!("{} trailing bytes (the stored type differs from the requested one)", bytes.len() - read),
+                message: format!(
+                    "{} trailing bytes (the stored type differs from the requested one)",
+                    bytes.len() - read
+                ),
             });
         }
         Ok(value)

@@ -78,8 +78,13 @@ impl<'a, P: Processor> Context<'a, P> {
     /// Fires [`Processor::on_timer`] for the current key once the watermark
     /// reaches `ts`. Registering the same time twice fires once.
     pub fn register_event_timer(&mut self, ts: i64) {
-        self.timers
-            .register(self.state, TimeDomain::EventTime, self.group, self.key_bytes, ts);
+        self.timers.register(
+            self.state,
+            TimeDomain::EventTime,
+            self.group,
+            self.key_bytes,
+            ts,
+        );
     }
 
     /// Fires [`Processor::on_timer`] for the current key once the wall clock

@@ -88,8 +88,7 @@ impl<P: Processor> KeyedNode<P> {
             (TimeDomain::EventTime, env.watermark),
             (TimeDomain::ProcessingTime, env.now),
         ] {
-            while let Some((ts, group, key_bytes)) = self.timers.pop_due(env.state, domain, upto)
-            {
+            while let Some((ts, group, key_bytes)) = self.timers.pop_due(env.state, domain, upto) {
                 let key = P::Key::decode(&key_bytes)?;
                 let mut ctx = Context::<P> {
                     state: &mut *env.state,

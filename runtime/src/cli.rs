@@ -179,7 +179,9 @@ impl App {
             Some(("checkpoints", sub)) => match sub.subcommand() {
                 Some(("list", s)) => list(&state_arg(s)?),
                 Some(("inspect", s)) => inspect(&state_arg(s)?, s.get_one::<String>("id")),
-                _ => Err(Error::Config("unknown checkpoints command; see --help".into())),
+                _ => Err(Error::Config(
+                    "unknown checkpoints command; see --help".into(),
+                )),
             },
             Some(("state", sub)) => match sub.subcommand() {
                 Some(("dump", s)) => dump(
@@ -197,7 +199,9 @@ impl App {
         let mut overrides = Vec::new();
         for kv in m.get_many::<String>("set").into_iter().flatten() {
             let (k, v) = kv.split_once('=').ok_or_else(|| {
-                Error::Config(format!("--set {kv}: expected KEY=VALUE, e.g. --set checkpoint.interval_ms=100"))
+                Error::Config(format!(
+                    "--set {kv}: expected KEY=VALUE, e.g. --set checkpoint.interval_ms=100"
+                ))
             })?;
             overrides.push((k.trim().to_owned(), v.trim().to_owned()));
         }
@@ -270,7 +274,11 @@ fn check_fingerprint(m: &Manifest, pipeline: &Pipeline, dir: &Path) -> Result<()
 /// Runs `pipeline` with `config` until its bounded input is done or a
 /// shutdown signal (SIGINT, SIGTERM) arrives; each ends with a commit.
 /// With `replay_from`, first restores that retained checkpoint.
-pub async fn run(pipeline: Pipeline, config: &Config, replay_from: Option<u64>) -> Result<RunSummary> {
+pub async fn run(
+    pipeline: Pipeline,
+    config: &Config,
+    replay_from: Option<u64>,
+) -> Result<RunSummary> {
     let rc = config.runtime().clone();
     let dir = rc.state.clone().ok_or_else(|| {
         Error::Config("no state directory; pass --state DIR (or set `state` in the config)".into())
@@ -283,7 +291,12 @@ pub async fn run(pipeline: Pipeline, config: &Config, replay_from: Option<u64>) 
             check_fingerprint(m, &pipeline, &dir)?;
         }
         let m = Store::replay(&dir, id)?;
-        tracing::info!(from = id, epoch = m.epoch, generation = m.generation, "replaying from checkpoint {id}");
+        tracing::info!(
+            from = id,
+            epoch = m.epoch,
+            generation = m.generation,
+            "replaying from checkpoint {id}"
+        );
     }
     let store = Arc::new(Store::open(&dir)?);
     let manifest = match store.manifest()? {
@@ -351,7 +364,10 @@ fn list(dir: &Path) -> Result<()> {
         );
         return Ok(());
     }
-    println!("{:>8}  {:<20}  {:>10}  {:>7}  {:>5}", "ID", "TIME (UTC)", "GENERATION", "SOURCES", "SINKS");
+    println!(
+        "{:>8}  {:<20}  {:>10}  {:>7}  {:>5}",
+        "ID", "TIME (UTC)", "GENERATION", "SOURCES", "SINKS"
+    );
     for m in all {
         println!(
             "{:>8}  {:<20}  {:>10}  {:>7}  {:>5}",
@@ -367,12 +383,14 @@ fn list(dir: &Path) -> Result<()> {
 
 fn inspect(dir: &Path, id: Option<&String>) -> Result<()> {
     let m = match id.map(String::as_str) {
-        None | Some("latest") => store::open_read_only(dir)?
-            .manifest()?
-            .ok_or_else(|| Error::Config(format!("{} has no committed checkpoint yet", dir.display())))?,
+        None | Some("latest") => store::open_read_only(dir)?.manifest()?.ok_or_else(|| {
+            Error::Config(format!("{} has no committed checkpoint yet", dir.display()))
+        })?,
         Some(id) => {
             let want: u64 = id.parse().map_err(|_| {
-                Error::Config(format!("checkpoint id `{id}` is not a number; see `checkpoints list`"))
+                Error::Config(format!(
+                    "checkpoint id `{id}` is not a number; see `checkpoints list`"
+                ))
             })?;
             store::list_checkpoints(dir)?
                 .into_iter()
@@ -385,14 +403,24 @@ fn inspect(dir: &Path, id: Option<&String>) -> Result<()> {
                 })?
         }
     };
-    println!("checkpoint {}  (pipeline {}, generation {}, {})", m.epoch, m.pipeline, m.generation, format_time(m.time_ms));
+    println!(
+        "checkpoint {}  (pipeline {}, generation {}, {})",
+        m.epoch,
+        m.pipeline,
+        m.generation,
+        format_time(m.time_ms)
+    );
     println!("guarantee   {}", m.guarantee);
     if let Some(from) = m.replayed_from {
         println!("replayed from checkpoint {from}");
     }
     println!("sources:");
     for (task, p) in &m.sources {
-        println!("  {task}\tposition {}{}", p.position, if p.finished { " (finished)" } else { "" });
+        println!(
+            "  {task}\tposition {}{}",
+            p.position,
+            if p.finished { " (finished)" } else { "" }
+        );
     }
     println!("sinks:");
     for (id, len) in &m.sinks {
@@ -427,7 +455,9 @@ fn dump(dir: &Path, only: Option<&str>, limit: Option<usize>) -> Result<()> {
             let group = u16::from_be_bytes([k[1], k[2]]);
             let node = u16::from_be_bytes([k[3], k[4]]);
             let nlen = usize::from(k[5]);
-            let Some(name) = k.get(6..6 + nlen) else { return true };
+            let Some(name) = k.get(6..6 + nlen) else {
+                return true;
+            };
             let name = String::from_utf8_lossy(name);
             if only.is_some_and(|o| o != name) {
                 return true;
@@ -449,7 +479,11 @@ fn dump(dir: &Path, only: Option<&str>, limit: Option<usize>) -> Result<()> {
             println!("{group}\t{node}\t{name}\t{key}\t{}", render(v));
             shown += 1;
         } else if k.first() == Some(&weir_core::state::TIMER_TAG) && only.is_none() {
-            println!("{}\t-\t(timer)\t{}\t", weir_core::state::group_of(k).unwrap_or(0), render(&k[5..]));
+            println!(
+                "{}\t-\t(timer)\t{}\t",
+                weir_core::state::group_of(k).unwrap_or(0),
+                render(&k[5..])
+            );
             shown += 1;
         }
         true

@@ -132,14 +132,18 @@ pub struct Config {
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config").field("runtime", &self.runtime).finish()
+        f.debug_struct("Config")
+            .field("runtime", &self.runtime)
+            .finish()
     }
 }
 
 /// Parses a `--set` value as TOML (number, bool, array...), else as a string.
 fn parse_value(raw: &str) -> toml::Value {
     match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
         Err(_) => toml::Value::String(raw.to_owned()),
     }
 }
@@ -166,9 +170,11 @@ impl Config {
     }
 
     fn from_figment(figment: Figment) -> Result<Self> {
-        let runtime: RuntimeConfig = figment
-            .extract()
-            .map_err(|e| Error::Config(format!("{e}; see the runtime keys in `weir_runtime::config`")))?;
+        let runtime: RuntimeConfig = figment.extract().map_err(|e| {
+            Error::Config(format!(
+                "{e}; see the runtime keys in `weir_runtime::config`"
+            ))
+        })?;
         if runtime.checkpoint.interval_ms == 0 {
             return Err(Error::Config(
                 "checkpoint.interval_ms must be at least 1".into(),
@@ -240,8 +246,11 @@ mod tests {
     fn overrides_nest_and_win_over_the_file() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
         let file = dir.path().join("weir.toml");
-        std::fs::write(&file, "input = \"a\"\n[checkpoint]\ninterval_ms = 500\nretain_every = 3\n")
-            .map_err(|e| Error::io("write", file.display(), e))?;
+        std::fs::write(
+            &file,
+            "input = \"a\"\n[checkpoint]\ninterval_ms = 500\nretain_every = 3\n",
+        )
+        .map_err(|e| Error::io("write", file.display(), e))?;
         let cfg = Config::load(
             Some(&file),
             &[("checkpoint.interval_ms".into(), "20".into())],

@@ -366,7 +366,10 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
             let Some(msg) = msg else { break };
             match msg {
                 Msg::Batch(batch) => self.stage.push(batch, &mut cx!()).await?,
-                Msg::Watermark { source, watermark: w } => {
+                Msg::Watermark {
+                    source,
+                    watermark: w,
+                } => {
                     watermarks[source] = watermarks[source].max(w);
                 }
                 Msg::Finished { source } => watermarks[source] = i64::MAX,
@@ -437,7 +440,12 @@ fn start_position(env: &JobEnv, task: &str) -> Result<(Option<u64>, bool)> {
     Ok((pos, finished))
 }
 
-fn shared(env: &JobEnv, control: &Arc<Control>, events: &Events, metrics: &Arc<Metrics>) -> Arc<Shared> {
+fn shared(
+    env: &JobEnv,
+    control: &Arc<Control>,
+    events: &Events,
+    metrics: &Arc<Metrics>,
+) -> Arc<Shared> {
     Arc::new(Shared {
         control: control.clone(),
         events: events.clone(),
@@ -691,7 +699,8 @@ async fn coordinate(
             !writes.is_empty() || next.sources != manifest.sources || next.sinks != manifest.sinks;
         if changed {
             let store = env.store.clone();
-            let retain = (cfg.checkpoint.retain_every > 0 && epoch % cfg.checkpoint.retain_every == 0)
+            let retain = (cfg.checkpoint.retain_every > 0
+                && epoch % cfg.checkpoint.retain_every == 0)
                 .then_some(cfg.checkpoint.retain_count.max(1));
             let committed = next.clone();
             tokio::task::spawn_blocking(move || -> Result<()> {
@@ -703,7 +712,11 @@ async fn coordinate(
                 crash_point(failpoints::AFTER_STATE_BATCH);
                 if let Some(keep) = retain {
                     store.retain(&committed, keep)?;
-                    tracing::info!(epoch = committed.epoch, "retained checkpoint {}", committed.epoch);
+                    tracing::info!(
+                        epoch = committed.epoch,
+                        "retained checkpoint {}",
+                        committed.epoch
+                    );
                 }
                 Ok(())
             })

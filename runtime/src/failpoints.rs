@@ -19,7 +19,12 @@ pub const MID_RECOVERY: &str = "mid-recovery";
 pub const MID_REPLAY: &str = "mid-replay";
 
 /// All crash points, for documentation and tests.
-pub const ALL: &[&str] = &[AFTER_SINK_FLUSH, AFTER_STATE_BATCH, MID_RECOVERY, MID_REPLAY];
+pub const ALL: &[&str] = &[
+    AFTER_SINK_FLUSH,
+    AFTER_STATE_BATCH,
+    MID_RECOVERY,
+    MID_REPLAY,
+];
 
 /// Aborts the process if crash point `name` is armed (a no-op without the
 /// `failpoints` feature).

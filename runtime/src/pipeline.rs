@@ -96,7 +96,12 @@ pub struct Stream<'p, T> {
 }
 
 impl<'p, T: Send + 'static> Stream<'p, T> {
-    fn chain<U: Send + 'static>(self, name: &str, op: SideOp<T, U>, delay: Option<i64>) -> Stream<'p, U> {
+    fn chain<U: Send + 'static>(
+        self,
+        name: &str,
+        op: SideOp<T, U>,
+        delay: Option<i64>,
+    ) -> Stream<'p, U> {
         self.p.topology.push(name.to_owned());
         Stream {
             side: Arc::new(ChainSide {
@@ -109,7 +114,10 @@ impl<'p, T: Send + 'static> Stream<'p, T> {
     }
 
     /// Transforms each value.
-    pub fn map<U: Send + 'static>(self, f: impl Fn(T) -> U + Send + Sync + 'static) -> Stream<'p, U> {
+    pub fn map<U: Send + 'static>(
+        self,
+        f: impl Fn(T) -> U + Send + Sync + 'static,
+    ) -> Stream<'p, U> {
         self.chain("map", Arc::new(move |r, out| out(r.map_value(&f))), None)
     }
 
@@ -120,17 +128,19 @@ impl<'p, T: Send + 'static> Stream<'p, T> {
     ) -> Stream<'p, U> {
         self.chain(
             "flat_map",
-            Arc::new(move |r: Record<(), T>, out: &mut dyn FnMut(Record<(), U>)| {
-                let ts = r.timestamp;
-                for v in f(r.value) {
-                    out(Record {
-                        key: (),
-                        value: v,
-                        timestamp: ts,
-                        headers: Vec::new(),
-                    });
-                }
-            }),
+            Arc::new(
+                move |r: Record<(), T>, out: &mut dyn FnMut(Record<(), U>)| {
+                    let ts = r.timestamp;
+                    for v in f(r.value) {
+                        out(Record {
+                            key: (),
+                            value: v,
+                            timestamp: ts,
+                            headers: Vec::new(),
+                        });
+                    }
+                },
+            ),
             None,
         )
     }
@@ -139,11 +149,13 @@ impl<'p, T: Send + 'static> Stream<'p, T> {
     pub fn filter(self, f: impl Fn(&T) -> bool + Send + Sync + 'static) -> Stream<'p, T> {
         self.chain(
             "filter",
-            Arc::new(move |r: Record<(), T>, out: &mut dyn FnMut(Record<(), T>)| {
-                if f(&r.value) {
-                    out(r)
-                }
-            }),
+            Arc::new(
+                move |r: Record<(), T>, out: &mut dyn FnMut(Record<(), T>)| {
+                    if f(&r.value) {
+                        out(r)
+                    }
+                },
+            ),
             None,
         )
     }
@@ -159,10 +171,12 @@ impl<'p, T: Send + 'static> Stream<'p, T> {
     ) -> Stream<'p, T> {
         self.chain(
             "event_time",
-            Arc::new(move |mut r: Record<(), T>, out: &mut dyn FnMut(Record<(), T>)| {
-                r.timestamp = Some(ts(&r.value));
-                out(r)
-            }),
+            Arc::new(
+                move |mut r: Record<(), T>, out: &mut dyn FnMut(Record<(), T>)| {
+                    r.timestamp = Some(ts(&r.value));
+                    out(r)
+                },
+            ),
             Some(max_delay_ms.max(0)),
         )
     }
@@ -170,7 +184,10 @@ impl<'p, T: Send + 'static> Stream<'p, T> {
     /// Keys each record by `f(value)` and routes it, through the exchange,
     /// to the worker owning its key group: every record of a key meets the
     /// same state, whichever input it came from.
-    pub fn key_by<K: Key>(self, f: impl Fn(&T) -> K + Send + Sync + 'static) -> KeyedStream<'p, K, T> {
+    pub fn key_by<K: Key>(
+        self,
+        f: impl Fn(&T) -> K + Send + Sync + 'static,
+    ) -> KeyedStream<'p, K, T> {
         self.key_with(move |v| (f(&v), v))
     }
 
@@ -259,12 +276,18 @@ impl<'p, K: Key, V: Send + 'static> KeyedStream<'p, K, V> {
     }
 
     /// Transforms each value, keeping the key.
-    pub fn map<U: Send + 'static>(self, f: impl Fn(V) -> U + Send + Sync + 'static) -> KeyedStream<'p, K, U> {
+    pub fn map<U: Send + 'static>(
+        self,
+        f: impl Fn(V) -> U + Send + Sync + 'static,
+    ) -> KeyedStream<'p, K, U> {
         self.op("map", Arc::new(move |r, out| out.push(r.map_value(&f))))
     }
 
     /// Keeps the records for which `f` is true.
-    pub fn filter(self, f: impl Fn(&K, &V) -> bool + Send + Sync + 'static) -> KeyedStream<'p, K, V> {
+    pub fn filter(
+        self,
+        f: impl Fn(&K, &V) -> bool + Send + Sync + 'static,
+    ) -> KeyedStream<'p, K, V> {
         self.op(
             "filter",
             Arc::new(move |r: Record<K, V>, out: &mut Vec<Record<K, V>>| {
@@ -279,9 +302,8 @@ impl<'p, K: Key, V: Send + 'static> KeyedStream<'p, K, V> {
     pub fn sink<S: Sink<Record<K, V>>>(self, sink: S) {
         self.p.topology.push(format!("sink:{}", sink.describe()));
         let sink = Arc::new(sink);
-        let tail: StageFactory<K, V> = Arc::new(move |init: &StageInit<'_>| {
-            Ok(Box::new(SinkStage::open(&*sink, init)?))
-        });
+        let tail: StageFactory<K, V> =
+            Arc::new(move |init: &StageInit<'_>| Ok(Box::new(SinkStage::open(&*sink, init)?)));
         let job = (self.finish)(tail);
         self.p.set_job(job);
     }

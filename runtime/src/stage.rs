@@ -114,7 +114,8 @@ impl<T: Send + 'static, U: Send + 'static> SourceSide<U> for ChainSide<T, U> {
     }
 
     fn watermark_delay(&self) -> Option<i64> {
-        self.watermark_delay.or_else(|| self.inner.watermark_delay())
+        self.watermark_delay
+            .or_else(|| self.inner.watermark_delay())
     }
 }
 

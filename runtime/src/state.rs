@@ -78,7 +78,9 @@ impl CachedState {
 }
 
 fn state_err(e: rocksdb::Error) -> Error {
-    Error::State(format!("RocksDB read failed: {e}; the epoch cannot commit, restart to recover"))
+    Error::State(format!(
+        "RocksDB read failed: {e}; the epoch cannot commit, restart to recover"
+    ))
 }
 
 impl StateBackend for CachedState {

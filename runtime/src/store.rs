@@ -26,7 +26,10 @@ fn db_err(action: &str, dir: &Path, e: rocksdb::Error) -> Error {
             dir.display()
         ));
     }
-    Error::State(format!("cannot {action} RocksDB in {}: {msg}", dir.display()))
+    Error::State(format!(
+        "cannot {action} RocksDB in {}: {msg}",
+        dir.display()
+    ))
 }
 
 fn io(action: &'static str, path: &Path, e: std::io::Error) -> Error {
@@ -137,11 +140,12 @@ impl Store {
     pub fn read_position(&self, task: &str) -> Result<Option<u64>> {
         let mut key = READ_POSITION_PREFIX.to_vec();
         key.extend_from_slice(task.as_bytes());
-        let v = self
-            .db
-            .get(key)
-            .map_err(|e| db_err("read", &self.dir, e))?;
-        Ok(v.and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok().map(u64::from_be_bytes)))
+        let v = self.db.get(key).map_err(|e| db_err("read", &self.dir, e))?;
+        Ok(v.and_then(|b| {
+            <[u8; 8]>::try_from(b.as_slice())
+                .ok()
+                .map(u64::from_be_bytes)
+        }))
     }
 
     /// Retains the state just committed as checkpoint `manifest.epoch`
@@ -200,7 +204,10 @@ impl Store {
         }
         let live = Store::open(dir)?;
         let current = live.manifest()?.ok_or_else(|| {
-            Error::State(format!("state directory {} has no committed manifest", dir.display()))
+            Error::State(format!(
+                "state directory {} has no committed manifest",
+                dir.display()
+            ))
         })?;
         drop(live);
         let staged = dir.join("db.replay");
@@ -216,9 +223,8 @@ impl Store {
                 .map_err(|e| db_err("copy checkpoint", &chk, e))?;
         }
         let db = DB::open(&options(), &staged).map_err(|e| db_err("open", &staged, e))?;
-        let restored = read_manifest(&db, &staged)?.ok_or_else(|| {
-            Error::State(format!("checkpoint {} has no manifest", chk.display()))
-        })?;
+        let restored = read_manifest(&db, &staged)?
+            .ok_or_else(|| Error::State(format!("checkpoint {} has no manifest", chk.display())))?;
         // At-most-once read positions belong to the abandoned timeline.
         let mut batch = WriteBatch::default();
         for item in db.prefix_iterator(READ_POSITION_PREFIX) {
@@ -241,7 +247,8 @@ impl Store {
         batch.put(MANIFEST_KEY, m);
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
-        db.write_opt(batch, &wo).map_err(|e| db_err("write", &staged, e))?;
+        db.write_opt(batch, &wo)
+            .map_err(|e| db_err("write", &staged, e))?;
         drop(db);
         failpoints::crash_point(failpoints::MID_REPLAY);
         write_synced(&staged.join("PROMOTE"), b"")?;
@@ -272,10 +279,7 @@ fn checkpoint_name(epoch: u64) -> String {
 }
 
 fn read_manifest(db: &DB, dir: &Path) -> Result<Option<Manifest>> {
-    let Some(bytes) = db
-        .get(MANIFEST_KEY)
-        .map_err(|e| db_err("read", dir, e))?
-    else {
+    let Some(bytes) = db.get(MANIFEST_KEY).map_err(|e| db_err("read", dir, e))? else {
         return Ok(None);
     };
     serde_json::from_slice(&bytes).map(Some).map_err(|e| {
@@ -301,9 +305,14 @@ pub fn list_checkpoints(dir: &Path) -> Result<Vec<Manifest>> {
             continue;
         }
         let mpath = entry.path().join("manifest.json");
-        let Ok(text) = std::fs::read(&mpath) else { continue };
+        let Ok(text) = std::fs::read(&mpath) else {
+            continue;
+        };
         let m: Manifest = serde_json::from_slice(&text).map_err(|e| {
-            Error::State(format!("unreadable checkpoint manifest {}: {e}", mpath.display()))
+            Error::State(format!(
+                "unreadable checkpoint manifest {}: {e}",
+                mpath.display()
+            ))
         })?;
         out.push(m);
     }

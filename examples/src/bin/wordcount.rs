@@ -29,7 +29,11 @@ impl Processor for WordCount {
     type In = ();
     type Out = u64;
 
-    async fn process(&mut self, rec: Record<String, ()>, ctx: &mut Context<'_, Self>) -> Result<()> {
+    async fn process(
+        &mut self,
+        rec: Record<String, ()>,
+        ctx: &mut Context<'_, Self>,
+    ) -> Result<()> {
         let mut count = ctx.value_state::<u64>("count")?;
         let n = count.get()?.unwrap_or(0) + 1;
         count.put(&n)?;

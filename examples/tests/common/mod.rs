@@ -1,0 +1,301 @@
+//! Helpers for the tests that run the real example binaries. The verifier
+//! here shares no code with the pipeline: it reads the input and output
+//! files itself.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+pub const WORDCOUNT: &str = env!("CARGO_BIN_EXE_wordcount");
+
+/// Writes `files` input files holding `words` words in total, drawn from a
+/// skewed vocabulary, ten words a line. Returns the directory.
+pub fn make_input(dir: &Path, files: usize, words: usize, seed: u64) -> PathBuf {
+    let input = dir.join("in");
+    std::fs::create_dir_all(&input).expect("create input dir");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let per_file = words / files;
+    for f in 0..files {
+        let mut text = String::with_capacity(per_file * 8);
+        for i in 0..per_file {
+            // Skewed: small ids are frequent, like words in text.
+            let r: f64 = rng.random();
+            let id = (r * r * r * 20_000.0) as u32;
+            text.push_str(&format!("w{id}"));
+            text.push(if i % 10 == 9 { '\n' } else { ' ' });
+        }
+        std::fs::write(input.join(format!("part{f}.txt")), text).expect("write input");
+    }
+    input
+}
+
+/// Occurrences of each word in every file under `input`, split on ASCII whitespace.
+pub fn expected_counts(input: &Path) -> HashMap<String, u64> {
+    let mut counts = HashMap::new();
+    for entry in std::fs::read_dir(input).expect("list input") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("read input");
+        for w in text.split_ascii_whitespace() {
+            *counts.entry(w.to_owned()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// Every `word<TAB>count` line of every file under `output`.
+pub fn output_counts(output: &Path) -> HashMap<String, Vec<u64>> {
+    let mut seen: HashMap<String, Vec<u64>> = HashMap::new();
+    if !output.exists() {
+        return seen;
+    }
+    for entry in std::fs::read_dir(output).expect("list output") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("read output");
+        for line in text.lines() {
+            let (w, c) = line
+                .split_once('\t')
+                .unwrap_or_else(|| panic!("malformed line {line:?}"));
+            seen.entry(w.to_owned()).or_default().push(
+                c.parse()
+                    .unwrap_or_else(|_| panic!("bad count in {line:?}")),
+            );
+        }
+    }
+    seen
+}
+
+/// Checks that the output holds, for every word, exactly the counts 1..N
+/// once each, N being its occurrences in the input. Returns the line count.
+pub fn verify_exactly_once(input: &Path, output: &Path) -> u64 {
+    let expected = expected_counts(input);
+    let mut seen = output_counts(output);
+    let mut problems = BTreeMap::new();
+    let mut lines = 0;
+    for (word, n) in &expected {
+        let mut counts = seen.remove(word).unwrap_or_default();
+        lines += counts.len() as u64;
+        counts.sort_unstable();
+        if counts != (1..=*n).collect::<Vec<_>>() {
+            let dups = counts.windows(2).filter(|w| w[0] == w[1]).count();
+            problems.insert(
+                word.clone(),
+                format!(
+                    "expected 1..={n}, got {} lines ({dups} duplicates)",
+                    counts.len()
+                ),
+            );
+        }
+    }
+    for word in seen.keys() {
+        problems.insert(word.clone(), "not in the input".into());
+    }
+    assert!(
+        problems.is_empty(),
+        "{} words wrong, e.g. {:?}",
+        problems.len(),
+        problems.iter().take(5).collect::<Vec<_>>()
+    );
+    lines
+}
+
+pub fn wordcount(args: &[&str], dirs: &Dirs) -> Command {
+    let mut c = Command::new(WORDCOUNT);
+    c.args(args)
+        .arg("--input")
+        .arg(&dirs.input)
+        .arg("--output")
+        .arg(&dirs.output)
+        .arg("--state")
+        .arg(&dirs.state)
+        .env("RUST_LOG", "warn")
+        .env_remove("FAILPOINTS")
+        .stdin(Stdio::null());
+    c
+}
+
+pub struct Dirs {
+    pub _tmp: tempfile::TempDir,
+    pub input: PathBuf,
+    pub output: PathBuf,
+    pub state: PathBuf,
+}
+
+pub fn dirs(files: usize, words: usize, seed: u64) -> Dirs {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let input = make_input(tmp.path(), files, words, seed);
+    Dirs {
+        output: tmp.path().join("out"),
+        state: tmp.path().join("state"),
+        input,
+        _tmp: tmp,
+    }
+}
+
+/// Runs to completion and asserts exit 0.
+pub fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// True if the process was killed by a signal (abort or kill -9).
+pub fn died(status: ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal().is_some()
+}
+
+pub fn spawn(mut cmd: Command) -> Child {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn")
+}
+
+/// Total bytes of the files under `output` (committed or not).
+pub fn output_bytes(output: &Path) -> u64 {
+    std::fs::read_dir(output)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// The live checkpoint as `checkpoints inspect latest` prints it: source
+/// positions and sink committed lengths.
+pub struct Committed {
+    pub epoch: u64,
+    pub sources: HashMap<String, u64>,
+    pub sinks: HashMap<String, u64>,
+}
+
+pub fn inspect(args: &[&str], state: &Path) -> Option<Committed> {
+    let out = Command::new(WORDCOUNT)
+        .args(["checkpoints", "inspect"])
+        .args(args)
+        .arg("--state")
+        .arg(state)
+        .output()
+        .expect("spawn inspect");
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    let mut c = Committed {
+        epoch: 0,
+        sources: HashMap::new(),
+        sinks: HashMap::new(),
+    };
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("checkpoint ") {
+            c.epoch = rest.split_whitespace().next()?.parse().ok()?;
+        } else if let Some((name, rest)) = line.trim().split_once('\t') {
+            let number = |i: usize| rest.split_whitespace().nth(i)?.parse::<u64>().ok();
+            if rest.starts_with("position") {
+                c.sources.insert(name.to_owned(), number(1)?);
+            } else if rest.starts_with("committed length") {
+                c.sinks.insert(name.to_owned(), number(2)?);
+            }
+        }
+    }
+    Some(c)
+}
+
+/// I1 checked from outside: the committed prefix of every output file holds
+/// exactly the counts of the committed prefix of every input file.
+pub fn verify_committed_prefix(input: &Path, output: &Path, c: &Committed) {
+    let mut expected: HashMap<String, u64> = HashMap::new();
+    for (file, pos) in &c.sources {
+        let bytes = std::fs::read(input.join(file)).expect("read input");
+        let prefix = std::str::from_utf8(&bytes[..*pos as usize]).expect("utf8");
+        assert!(
+            prefix.is_empty() || prefix.ends_with('\n'),
+            "position {pos} of {file} is not at a line start"
+        );
+        for w in prefix.split_ascii_whitespace() {
+            *expected.entry(w.to_owned()).or_insert(0) += 1;
+        }
+    }
+    let mut seen: HashMap<String, Vec<u64>> = HashMap::new();
+    for (file, len) in &c.sinks {
+        let bytes = std::fs::read(output.join(file)).expect("read output");
+        assert!(
+            bytes.len() as u64 >= *len,
+            "{file} shorter than its committed length"
+        );
+        let text = std::str::from_utf8(&bytes[..*len as usize]).expect("utf8");
+        for line in text.lines() {
+            let (w, n) = line.split_once('\t').expect("tsv");
+            seen.entry(w.to_owned())
+                .or_default()
+                .push(n.parse().expect("count"));
+        }
+    }
+    assert_eq!(
+        expected.len(),
+        seen.len(),
+        "words in committed input vs committed output"
+    );
+    for (w, n) in expected {
+        let mut counts = seen.remove(&w).unwrap_or_default();
+        counts.sort_unstable();
+        assert_eq!(
+            counts,
+            (1..=n).collect::<Vec<_>>(),
+            "committed counts of {w}"
+        );
+    }
+}
+
+/// After a replay from checkpoint `from` of a run that had committed `live`,
+/// the output is the old timeline (each word 1..N) followed, in each file,
+/// by the new one (each word c+1..N, c its count at `from`).
+pub fn verify_replay_output(input: &Path, output: &Path, live: &Committed, from: &Committed) {
+    let total = expected_counts(input);
+    let mut at_from: HashMap<String, u64> = HashMap::new();
+    for (file, pos) in &from.sources {
+        let bytes = std::fs::read(input.join(file)).expect("read input");
+        for w in std::str::from_utf8(&bytes[..*pos as usize])
+            .expect("utf8")
+            .split_ascii_whitespace()
+        {
+            *at_from.entry(w.to_owned()).or_insert(0) += 1;
+        }
+    }
+    let mut old: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut new: HashMap<String, Vec<u64>> = HashMap::new();
+    for entry in std::fs::read_dir(output).expect("list output") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        let bytes = std::fs::read(&path).expect("read output");
+        let split = live.sinks.get(&name).copied().unwrap_or(0) as usize;
+        for (part, into) in [(&bytes[..split], &mut old), (&bytes[split..], &mut new)] {
+            for line in std::str::from_utf8(part).expect("utf8").lines() {
+                let (w, n) = line.split_once('\t').expect("tsv");
+                into.entry(w.to_owned())
+                    .or_default()
+                    .push(n.parse().expect("count"));
+            }
+        }
+    }
+    for (w, n) in &total {
+        let mut o = old.remove(w).unwrap_or_default();
+        o.sort_unstable();
+        assert_eq!(o, (1..=*n).collect::<Vec<_>>(), "old timeline of {w}");
+        let c = at_from.get(w).copied().unwrap_or(0);
+        let mut nw = new.remove(w).unwrap_or_default();
+        nw.sort_unstable();
+        assert_eq!(nw, (c + 1..=*n).collect::<Vec<_>>(), "new timeline of {w}");
+    }
+}

@@ -1,0 +1,117 @@
+//! One test per crash point of the commit and recovery paths: the real
+//! `wordcount` binary aborts there, is restarted, and an independent
+//! verifier checks I1 (the committed output prefix matches the committed
+//! input prefix), I2 (output past it is discarded) and I3 (crashing during
+//! recovery, then recovering, ends in the same place).
+//!
+//! Needs the `failpoints` feature (`cargo test --all-features`).
+
+mod common;
+
+use common::{
+    died, dirs, inspect, run_ok, verify_committed_prefix, verify_exactly_once, wordcount, Dirs,
+};
+
+const WORDS: usize = 600_000;
+
+/// Runs with `FAILPOINTS=spec`, expecting the abort.
+fn crash_with(d: &Dirs, args: &[&str], spec: &str) {
+    let out = wordcount(args, d)
+        .args(["--set", "checkpoint.interval_ms=2"])
+        .env("FAILPOINTS", spec)
+        .output()
+        .expect("spawn");
+    assert!(
+        died(out.status),
+        "expected an abort at {spec}, got {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let point = spec.split('=').next().unwrap_or(spec);
+    assert!(
+        stderr.contains(point),
+        "abort did not come from {point}: {stderr}"
+    );
+}
+
+fn finish(d: &Dirs) {
+    run_ok(&mut wordcount(&["run"], d));
+    let lines = verify_exactly_once(&d.input, &d.output);
+    assert_eq!(lines as usize, WORDS);
+}
+
+#[test]
+fn resumes_exactly_after_crash_between_sink_fsync_and_commit() {
+    let d = dirs(3, WORDS, 1);
+    crash_with(&d, &["run"], "after-sink-flush=2*off->return");
+    // Output of the failed epoch was fsynced but not committed: the live
+    // checkpoint is the previous one, and the files are longer than it says.
+    let c = inspect(&["latest"], &d.state).expect("a committed checkpoint");
+    verify_committed_prefix(&d.input, &d.output, &c);
+    let on_disk = common::output_bytes(&d.output);
+    assert!(
+        on_disk > c.sinks.values().sum::<u64>(),
+        "the aborted epoch's output is on disk"
+    );
+    finish(&d);
+}
+
+#[test]
+fn resumes_exactly_after_crash_right_after_the_commit_batch() {
+    let d = dirs(3, WORDS, 2);
+    crash_with(&d, &["run"], "after-state-batch=2*off->return");
+    let c = inspect(&["latest"], &d.state).expect("a committed checkpoint");
+    assert!(c.epoch >= 3);
+    verify_committed_prefix(&d.input, &d.output, &c);
+    finish(&d);
+}
+
+#[test]
+fn recovery_that_crashes_midway_ends_in_the_same_place() {
+    let d = dirs(3, WORDS, 3);
+    crash_with(&d, &["run"], "after-sink-flush=3*off->return");
+    let before = inspect(&["latest"], &d.state).expect("a committed checkpoint");
+    // Recovery truncates the sinks, then dies before the sources open; twice.
+    for _ in 0..2 {
+        crash_with(&d, &["run"], "mid-recovery=return");
+        let again = inspect(&["latest"], &d.state).expect("still committed");
+        assert_eq!(again.epoch, before.epoch);
+        assert_eq!(again.sinks, before.sinks);
+        assert_eq!(
+            common::output_bytes(&d.output),
+            before.sinks.values().sum::<u64>()
+        );
+        verify_committed_prefix(&d.input, &d.output, &again);
+    }
+    finish(&d);
+}
+
+#[test]
+fn replay_that_crashes_midway_is_finished_or_undone_cleanly() {
+    let d = dirs(2, WORDS, 4);
+    run_ok(wordcount(&["run"], &d).args([
+        "--set",
+        "checkpoint.interval_ms=5",
+        "--set",
+        "checkpoint.retain_every=2",
+        "--set",
+        "checkpoint.retain_count=50",
+    ]));
+    let live = inspect(&["latest"], &d.state).expect("committed");
+    let first = inspect(&["2"], &d.state).expect("checkpoint 2 is retained");
+    // Dies after preparing the restored state, before swapping it in.
+    crash_with(&d, &["replay", "--from", "2"], "mid-replay=return");
+    let after = inspect(&["latest"], &d.state).expect("committed");
+    assert_eq!(
+        after.epoch, live.epoch,
+        "an unfinished replay changes nothing"
+    );
+    assert_eq!(after.sources, live.sources);
+    // A replay run to the end: state and positions from checkpoint 2, output
+    // appended after what was already written.
+    run_ok(&mut wordcount(&["replay", "--from", "2"], &d));
+    let replayed = inspect(&["latest"], &d.state).expect("committed");
+    assert!(replayed.epoch > live.epoch);
+    common::verify_replay_output(&d.input, &d.output, &live, &first);
+}
