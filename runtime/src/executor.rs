@@ -413,11 +413,14 @@ pub(crate) struct KeyedJob<K, T, V> {
     pub(crate) tail: StageFactory<K, V>,
 }
 
+/// Opens a task's sink output.
+pub(crate) type SinkOpener<T> =
+    Arc<dyn Fn(&StageInit<'_>) -> Result<SinkStage<Record<(), T>>> + Send + Sync>;
+
 /// The unkeyed job: each source task writes to its own sink output.
 pub(crate) struct DirectJob<T> {
     pub(crate) side: Arc<dyn SourceSide<T>>,
-    pub(crate) open_sink:
-        Arc<dyn Fn(&StageInit<'_>) -> Result<SinkStage<Record<(), T>>> + Send + Sync>,
+    pub(crate) open_sink: SinkOpener<T>,
 }
 
 fn truncate_fn(env: &JobEnv) -> impl Fn(&str) -> Option<u64> + Sync + '_ {

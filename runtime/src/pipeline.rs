@@ -9,8 +9,8 @@ use weir_core::{Error, Key, Processor, Record, Result};
 
 use crate::executor::{DirectJob, Job, KeyedJob, Split};
 use crate::stage::{
-    BaseSide, ChainSide, OpStage, ProcessStage, SideOp, SinkStage, SourceSide, StageFactory,
-    StageInit,
+    BaseSide, ChainSide, KeyedOp, OpStage, ProcessStage, SideOp, SinkStage, SourceSide,
+    StageFactory, StageInit,
 };
 
 /// A pipeline under construction. Built by the closure handed to
@@ -254,11 +254,7 @@ impl<'p, K: Key, V: Send + 'static> KeyedStream<'p, K, V> {
         }
     }
 
-    fn op<U: Send + 'static>(
-        self,
-        name: &str,
-        op: Arc<dyn Fn(Record<K, V>, &mut Vec<Record<K, U>>) + Send + Sync>,
-    ) -> KeyedStream<'p, K, U> {
+    fn op<U: Send + 'static>(self, name: &str, op: KeyedOp<K, V, U>) -> KeyedStream<'p, K, U> {
         self.p.topology.push(name.to_owned());
         let finish = self.finish;
         KeyedStream {

@@ -246,9 +246,12 @@ impl<P: Processor> Stage<P::Key, P::In> for ProcessStage<P> {
     }
 }
 
-/// A stateless operator after the exchange: each record becomes zero or more.
+/// A stateless keyed operator: each record becomes zero or more.
+pub(crate) type KeyedOp<K, V, U> = Arc<dyn Fn(Record<K, V>, &mut Vec<Record<K, U>>) + Send + Sync>;
+
+/// A stateless operator after the exchange.
 pub(crate) struct OpStage<K, V, U> {
-    pub(crate) op: Arc<dyn Fn(Record<K, V>, &mut Vec<Record<K, U>>) + Send + Sync>,
+    pub(crate) op: KeyedOp<K, V, U>,
     pub(crate) next: Box<dyn Stage<K, U>>,
 }
 
