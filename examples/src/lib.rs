@@ -1,2 +1,7 @@
-//! Runnable weir pipelines; each binary in `src/bin/` starts with a header
-//! that says what it does, its guarantee and how to run it.
+//! Runnable weir pipelines. The processors live here, so that they can be
+//! unit-tested with `TestDriver`; each binary in `src/bin/` wires one into a
+//! pipeline and starts with a header that says what it does, its guarantee
+//! and how to run it.
+
+pub mod sessions;
+pub mod wordcount;

@@ -13,38 +13,21 @@
 //!
 //! Run: `cargo run --release --bin wordcount -- run --input examples/data
 //! --output /tmp/wc-out --state /tmp/wc-state` (add
-//! `--set checkpoint.interval_ms=100` for shorter epochs).
+//! `--set checkpoint.interval_ms=100` for shorter epochs, `--set follow=true`
+//! to keep tailing the files until SIGTERM).
 
 use std::process::ExitCode;
 
 use weir_connectors::file::{FileSink, FileSource};
-use weir_runtime::prelude::*;
-
-/// Counts occurrences per word.
-#[derive(Clone)]
-struct WordCount;
-
-impl Processor for WordCount {
-    type Key = String;
-    type In = ();
-    type Out = u64;
-
-    async fn process(
-        &mut self,
-        rec: Record<String, ()>,
-        ctx: &mut Context<'_, Self>,
-    ) -> Result<()> {
-        let mut count = ctx.value_state::<u64>("count")?;
-        let n = count.get()?.unwrap_or(0) + 1;
-        count.put(&n)?;
-        ctx.emit(rec.key, n);
-        Ok(())
-    }
-}
+use weir_examples::wordcount::WordCount;
 
 fn main() -> ExitCode {
     weir_runtime::cli::main("wordcount", |cfg, p| {
-        p.source(FileSource::lines(cfg.path("input")?))
+        let mut source = FileSource::lines(cfg.path("input")?);
+        if cfg.get_opt::<bool>("follow")?.unwrap_or(false) {
+            source = source.follow();
+        }
+        p.source(source)
             .flat_map(|line: String| {
                 line.split_ascii_whitespace()
                     .map(str::to_owned)

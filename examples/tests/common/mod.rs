@@ -299,3 +299,41 @@ pub fn verify_replay_output(input: &Path, output: &Path, live: &Committed, from:
         assert_eq!(nw, (c + 1..=*n).collect::<Vec<_>>(), "new timeline of {w}");
     }
 }
+
+/// Stdout of `wordcount ARGS STATE`, asserting success.
+pub fn cli_output(args: &[&str], state: &Path) -> String {
+    let out = Command::new(WORDCOUNT)
+        .args(args)
+        .arg(state)
+        .output()
+        .expect("spawn");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf8")
+}
+
+/// Kills (SIGKILL) and reaps the child when dropped, so that a failing test
+/// leaves no process behind.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Bytes process `pid` has read so far (`rchar` of /proc/PID/io).
+pub fn bytes_read_by(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("rchar: "))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,171 @@
+//! The pipeline binary as a user meets it: errors that name the fix, the
+//! bad-input policy, clean shutdown, checkpoints and state listings.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{dirs, inspect, run_ok, verify_exactly_once, wordcount};
+
+const SESSIONS: &str = env!("CARGO_BIN_EXE_sessions");
+
+#[test]
+fn a_state_directory_of_another_pipeline_is_refused_naming_both() {
+    let d = dirs(1, 1000, 10);
+    run_ok(&mut wordcount(&["run"], &d));
+    let out = Command::new(SESSIONS)
+        .args(["run", "--input"])
+        .arg(&d.input)
+        .arg("--output")
+        .arg(d.state.join("unused-out"))
+        .arg("--state")
+        .arg(&d.state)
+        .output()
+        .expect("spawn");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("belongs to pipeline `wordcount`"), "{err}");
+    assert!(
+        err.contains("not `sessions`") && err.contains("--state"),
+        "{err}"
+    );
+}
+
+#[test]
+fn undecodable_input_fails_by_default_and_is_skipped_and_counted_on_request() {
+    let d = dirs(1, 1000, 11);
+    std::fs::write(
+        d.input.join("bad.txt"),
+        b"good words\n\xff\xfe broken\nmore good\n",
+    )
+    .expect("write");
+    let out = wordcount(&["run"], &d).output().expect("spawn");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.txt") && err.contains("position 11") && err.contains("UTF-8"),
+        "{err}"
+    );
+    assert!(
+        inspect(&["latest"], &d.state).is_none(),
+        "nothing was committed"
+    );
+
+    let out = wordcount(&["run", "--set", "on_bad_input=skip"], &d)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("spawn");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("skipping") && err.contains("skipped_total=1"),
+        "{err}"
+    );
+    // The verifier reads the bad file too; drop it, the line was skipped.
+    std::fs::write(d.input.join("bad.txt"), b"good words\nmore good\n").expect("rewrite");
+    verify_exactly_once(&d.input, &d.output);
+}
+
+#[test]
+fn sigterm_commits_the_open_epoch_and_exits_zero() {
+    let d = dirs(2, 20_000, 12);
+    let child = wordcount(
+        &[
+            "run",
+            "--set",
+            "follow=true",
+            "--set",
+            "checkpoint.interval_ms=600000",
+        ],
+        &d,
+    )
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .expect("spawn");
+    let mut child = common::KillOnDrop(child);
+    // Wait until it has read all its input, inside its first (long) epoch.
+    let input_bytes: u64 = std::fs::read_dir(&d.input)
+        .expect("ls")
+        .map(|e| e.expect("entry").metadata().expect("stat").len())
+        .sum();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while common::bytes_read_by(child.0.id()) < input_bytes {
+        assert!(Instant::now() < deadline, "input not read");
+        assert!(child.0.try_wait().expect("poll").is_none(), "exited early");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        inspect(&["latest"], &d.state).is_none(),
+        "nothing committed before the signal"
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let status = child.0.wait().expect("wait");
+    assert!(status.success(), "{status:?}");
+    let c = inspect(&["latest"], &d.state).expect("committed at shutdown");
+    assert_eq!(
+        c.sinks.values().sum::<u64>(),
+        common::output_bytes(&d.output)
+    );
+    assert_eq!(verify_exactly_once(&d.input, &d.output), 20_000);
+}
+
+#[test]
+fn retained_checkpoints_are_listed_and_state_can_be_dumped() {
+    let d = dirs(2, 200_000, 13);
+    run_ok(&mut wordcount(
+        &[
+            "run",
+            "--set",
+            "checkpoint.interval_ms=2",
+            "--set",
+            "checkpoint.retain_every=2",
+            "--set",
+            "checkpoint.retain_count=3",
+        ],
+        &d,
+    ));
+    let list = common::cli_output(&["checkpoints", "list", "--state"], &d.state);
+    let ids: Vec<u64> = list
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(!ids.is_empty() && ids.len() <= 3, "{list}");
+    assert!(ids.iter().all(|id| id % 2 == 0), "{list}");
+    let dump = common::cli_output(&["state", "dump", "--store", "count", "--state"], &d.state);
+    let expected = common::expected_counts(&d.input);
+    let mut rows = 0;
+    for line in dump.lines().skip(1) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let word = cols[3].trim_matches('"');
+        assert_eq!(
+            cols[4].parse::<u64>().ok(),
+            expected.get(word).copied(),
+            "{line}"
+        );
+        rows += 1;
+    }
+    assert_eq!(rows, expected.len());
+}
+
+#[test]
+fn a_missing_input_directory_is_named_with_the_fix() {
+    let d = dirs(1, 10, 14);
+    std::fs::remove_dir_all(&d.input).expect("rm");
+    let out = wordcount(&["run"], &d).output().expect("spawn");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pass an existing file or directory as input"),
+        "{err}"
+    );
+}

@@ -1,0 +1,111 @@
+//! The example processors under `TestDriver`: no disk, no binary.
+
+use weir_core::testing::TestDriver;
+use weir_core::Result;
+use weir_examples::sessions::{Session, Sessionizer};
+use weir_examples::wordcount::WordCount;
+
+fn w(s: &str) -> String {
+    s.to_owned()
+}
+
+#[tokio::test]
+async fn wordcount_counts_per_key_and_forgets_an_uncommitted_epoch() -> Result<()> {
+    let mut d = TestDriver::new(WordCount).await?;
+    for word in ["a", "b", "a"] {
+        d.pipe(w(word), ()).await?;
+    }
+    d.checkpoint();
+    d.pipe(w("a"), ()).await?;
+    assert_eq!(d.value::<u64>(&w("a"), "count")?, Some(3));
+    d.crash_and_restore().await?;
+    assert_eq!(
+        d.value::<u64>(&w("a"), "count")?,
+        Some(2),
+        "the open epoch is gone"
+    );
+    let outputs: Vec<(String, u64)> = d
+        .output()
+        .iter()
+        .map(|r| (r.key.clone(), r.value))
+        .collect();
+    assert_eq!(outputs, vec![(w("a"), 1), (w("b"), 1), (w("a"), 2)]);
+    d.pipe(w("a"), ()).await?;
+    assert_eq!(
+        d.output().last().map(|r| r.value),
+        Some(3),
+        "counting resumes from the checkpoint"
+    );
+    Ok(())
+}
+
+fn event(ts: i64, user: &str) -> String {
+    format!("{ts} {user} click")
+}
+
+#[tokio::test]
+async fn sessions_close_when_the_watermark_passes_the_gap() -> Result<()> {
+    let mut d = TestDriver::new(Sessionizer { gap_ms: 100 }).await?;
+    d.pipe_at(w("u"), event(1000, "u"), 1000).await?;
+    d.pipe_at(w("u"), event(1050, "u"), 1050).await?;
+    d.pipe_at(w("v"), event(1060, "v"), 1060).await?;
+    assert_eq!(d.advance_watermark(1149).await?, 0, "u's gap ends at 1150");
+    assert_eq!(d.advance_watermark(1150).await?, 1);
+    let closed: Vec<(String, Session)> = d
+        .output()
+        .iter()
+        .map(|r| (r.key.clone(), r.value.clone()))
+        .collect();
+    assert_eq!(
+        closed,
+        vec![(
+            w("u"),
+            Session {
+                start: 1000,
+                end: 1050,
+                events: 2
+            }
+        )]
+    );
+    d.pipe_at(w("u"), event(1300, "u"), 1300).await?;
+    assert_eq!(
+        d.advance_watermark(i64::MAX).await?,
+        2,
+        "v's and u's second session"
+    );
+    assert_eq!(d.output().len(), 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_timer_of_an_uncommitted_epoch_is_forgotten_and_a_committed_one_fires_once() -> Result<()>
+{
+    let mut d = TestDriver::new(Sessionizer { gap_ms: 10 }).await?;
+    d.pipe_at(w("u"), event(100, "u"), 100).await?;
+    d.checkpoint();
+    d.pipe_at(w("x"), event(105, "x"), 105).await?;
+    d.crash_and_restore().await?;
+    // x's timer was never committed; u's was, and survives the restart.
+    assert_eq!(d.advance_watermark(1000).await?, 1);
+    assert_eq!(d.output()[0].key, "u");
+    d.checkpoint();
+    d.crash_and_restore().await?;
+    assert_eq!(
+        d.advance_watermark(2000).await?,
+        0,
+        "fired timers stay fired"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_bad_event_line_is_an_error_the_policy_can_skip() -> Result<()> {
+    let mut d = TestDriver::new(Sessionizer { gap_ms: 10 }).await?;
+    let e = d
+        .pipe_at(w("u"), "not a timestamp".to_owned(), i64::MIN)
+        .await
+        .err()
+        .map(|e| (e.is_record_error(), e.to_string()));
+    assert!(matches!(e, Some((true, m)) if m.contains("not a timestamp")));
+    Ok(())
+}
