@@ -1,12 +1,17 @@
 //! Sessionizing: a user's events belong to one session until the user is
 //! inactive for longer than the gap; an event-time timer closes it.
+//!
+//! Events of one user may arrive out of order (from several input files, or
+//! within the source's allowed delay), so a user can have several open
+//! sessions at once; an event that bridges two of them merges them, as
+//! Flink's merging session windows do.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use weir_core::prelude::*;
 
-/// One event line: `<timestamp-ms> <user> <anything...>`.
+/// The timestamp of an event line `<timestamp-ms> <user> <anything...>`.
 pub fn parse_timestamp(line: &str) -> Option<i64> {
     line.split_ascii_whitespace().next()?.parse().ok()
 }
@@ -19,7 +24,7 @@ pub fn user_of(line: &str) -> String {
         .to_owned()
 }
 
-/// A closed session.
+/// A session: first and last event time, number of events.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
     /// Timestamp of the first event.
@@ -44,6 +49,9 @@ pub struct Sessionizer {
     pub gap_ms: i64,
 }
 
+/// Open sessions of the current user, by start time.
+const OPEN: &str = "open";
+
 impl Processor for Sessionizer {
     type Key = String;
     type In = String;
@@ -61,44 +69,45 @@ impl Processor for Sessionizer {
                 Error::user(format!("not `<timestamp-ms> <user> ...`: {:?}", rec.value))
             })?;
         let gap = self.gap_ms;
-        let mut state = ctx.value_state::<Session>("session")?;
-        let current = state.get()?;
-        let session = match current {
-            Some(mut s) if ts <= s.end + gap => {
-                let old_deadline = s.end + gap;
-                s.start = s.start.min(ts);
-                s.end = s.end.max(ts);
-                s.events += 1;
-                state.put(&s)?;
-                ctx.delete_timer(TimeDomain::EventTime, old_deadline);
-                s
-            }
-            previous => {
-                let s = Session {
-                    start: ts,
-                    end: ts,
-                    events: 1,
-                };
-                state.put(&s)?;
-                if let Some(p) = previous {
-                    // A late gap: the old session is over.
-                    ctx.delete_timer(TimeDomain::EventTime, p.end + gap);
-                    ctx.emit(rec.key.clone(), p);
-                }
-                s
-            }
+        let mut merged = Session {
+            start: ts,
+            end: ts,
+            events: 1,
         };
-        ctx.register_event_timer(session.end + gap);
+        let mut closed_timers = Vec::new();
+        let mut open = ctx.map_state::<i64, Session>(OPEN)?;
+        for (start, s) in open.entries()? {
+            // The event falls within `gap` of this session: they are one.
+            if s.start - gap <= ts && ts <= s.end + gap {
+                merged.start = merged.start.min(s.start);
+                merged.end = merged.end.max(s.end);
+                merged.events += s.events;
+                open.remove(&start)?;
+                closed_timers.push(s.end + gap);
+            }
+        }
+        open.put(&merged.start, &merged)?;
+        for t in closed_timers {
+            ctx.delete_timer(TimeDomain::EventTime, t);
+        }
+        ctx.register_event_timer(merged.end + gap);
         Ok(())
     }
 
     async fn on_timer(&mut self, timer: Timer<String>, ctx: &mut Context<'_, Self>) -> Result<()> {
-        let mut state = ctx.value_state::<Session>("session")?;
-        if let Some(s) = state.get()? {
-            if s.end + self.gap_ms == timer.timestamp {
-                state.clear();
-                ctx.emit(timer.key, s);
-            }
+        let gap = self.gap_ms;
+        let mut open = ctx.map_state::<i64, Session>(OPEN)?;
+        let due: Vec<Session> = open
+            .entries()?
+            .into_iter()
+            .map(|(_, s)| s)
+            .filter(|s| s.end + gap == timer.timestamp)
+            .collect();
+        for s in &due {
+            open.remove(&s.start)?;
+        }
+        for s in due {
+            ctx.emit(timer.key.clone(), s);
         }
         Ok(())
     }

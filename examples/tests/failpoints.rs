@@ -115,3 +115,53 @@ fn replay_that_crashes_midway_is_finished_or_undone_cleanly() {
     assert!(replayed.epoch > live.epoch);
     common::verify_replay_output(&d.input, &d.output, &live, &first);
 }
+
+#[test]
+fn at_least_once_repeats_the_output_of_the_epoch_that_did_not_commit() {
+    let d = dirs(3, WORDS, 5);
+    let g = ["--set", "guarantee=at-least-once"];
+    let mut args = vec!["run"];
+    args.extend(g);
+    crash_with(&d, &args, "after-sink-flush=2*off->return");
+    run_ok(&mut wordcount(&args, &d));
+    let expected = common::expected_counts(&d.input);
+    let seen = common::output_counts(&d.output);
+    let mut lines = 0;
+    for (word, n) in &expected {
+        let counts = &seen[word];
+        lines += counts.len();
+        let mut distinct = counts.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(
+            distinct,
+            (1..=*n).collect::<Vec<_>>(),
+            "no count of {word} is lost"
+        );
+    }
+    assert!(
+        lines > WORDS,
+        "the redone epoch's output appears twice: {lines} lines for {WORDS} words"
+    );
+}
+
+#[test]
+fn at_most_once_never_repeats_a_record_but_loses_the_epoch_that_did_not_commit() {
+    let d = dirs(3, WORDS, 6);
+    let mut args = vec!["run"];
+    args.extend(["--set", "guarantee=at-most-once"]);
+    crash_with(&d, &args, "after-sink-flush=2*off->return");
+    run_ok(&mut wordcount(&args, &d));
+    let expected = common::expected_counts(&d.input);
+    let seen = common::output_counts(&d.output);
+    let lines: usize = seen.values().map(Vec::len).sum();
+    assert_eq!(
+        lines, WORDS,
+        "each input record was processed once: it was not read again"
+    );
+    let short = expected
+        .iter()
+        .filter(|(w, n)| seen[*w].iter().max() < Some(*n))
+        .count();
+    assert!(short > 0, "the aborted epoch's state updates are lost");
+}

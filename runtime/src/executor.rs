@@ -295,7 +295,8 @@ fn source_loop<T: Send + 'static>(t: &mut SourceTask<T>, s: &Shared) -> Result<(
                 t.output.push(r)?;
             }
             if let Some(delay) = t.watermark_delay {
-                let wm = max_ts.saturating_sub(delay);
+                // Watermark W promises no more events at or before W.
+                let wm = max_ts.saturating_sub(delay).saturating_sub(1);
                 if wm > sent_watermark {
                     sent_watermark = wm;
                     t.output.watermark(wm)?;

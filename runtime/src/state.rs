@@ -5,7 +5,7 @@
 //! So RocksDB is written once per key per epoch, not once per record, and
 //! never holds a write of an epoch that has not committed (I2).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use rocksdb::DB;
@@ -21,34 +21,44 @@ pub(crate) type Write = (Vec<u8>, Option<Vec<u8>>);
 
 pub(crate) struct CachedState {
     db: Arc<DB>,
-    map: HashMap<Vec<u8>, Entry>,
-    dirty: usize,
+    /// Ordered, so that prefix scans (map state, timers) are range reads.
+    map: BTreeMap<Vec<u8>, Entry>,
+    /// Keys written in the open epoch, each once.
+    dirty: Vec<Vec<u8>>,
     capacity: usize,
+    /// Prefixes whose every entry is in `map` (loaded by a scan, kept
+    /// current by writes), so that a second scan needs no RocksDB iterator:
+    /// an iterator per scan would wade through every tombstone of the prefix.
+    complete: BTreeSet<Vec<u8>>,
 }
 
 impl CachedState {
     pub(crate) fn new(db: Arc<DB>, capacity: usize) -> Self {
         CachedState {
             db,
-            map: HashMap::new(),
-            dirty: 0,
+            map: BTreeMap::new(),
+            dirty: Vec::new(),
             capacity,
+            complete: BTreeSet::new(),
         }
     }
 
-    /// Takes the epoch's writes; they stay cached, clean, so that reads
-    /// never miss them before the commit lands.
+    /// Takes the epoch's writes, in O(keys written). Written values stay
+    /// cached, clean, so that reads never miss them before the commit lands;
+    /// deleted keys leave the cache (absent means absent once committed).
     pub(crate) fn take_writes(&mut self) -> Vec<Write> {
-        let mut out = Vec::with_capacity(self.dirty);
-        if self.dirty > 0 {
-            for (k, e) in &mut self.map {
-                if e.dirty {
-                    e.dirty = false;
-                    out.push((k.clone(), e.value.clone()));
-                }
+        let mut out = Vec::with_capacity(self.dirty.len());
+        for key in std::mem::take(&mut self.dirty) {
+            let Some(e) = self.map.get_mut(&key) else {
+                continue;
+            };
+            e.dirty = false;
+            let value = e.value.clone();
+            if value.is_none() {
+                self.map.remove(&key);
             }
+            out.push((key, value));
         }
-        self.dirty = 0;
         out
     }
 
@@ -57,6 +67,7 @@ impl CachedState {
     pub(crate) fn trim(&mut self) {
         if self.map.len() > self.capacity {
             self.map.retain(|_, e| e.dirty);
+            self.complete.clear();
         }
     }
 
@@ -65,12 +76,12 @@ impl CachedState {
             Some(e) => {
                 if !e.dirty {
                     e.dirty = true;
-                    self.dirty += 1;
+                    self.dirty.push(key);
                 }
                 e.value = value;
             }
             None => {
-                self.dirty += 1;
+                self.dirty.push(key.clone());
                 self.map.insert(key, Entry { value, dirty: true });
             }
         }
@@ -107,23 +118,34 @@ impl StateBackend for CachedState {
     }
 
     fn scan_prefix(&mut self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mut merged = std::collections::BTreeMap::new();
-        for item in self.db.prefix_iterator(prefix) {
-            let (k, v) = item.map_err(state_err)?;
+        let known = self
+            .complete
+            .range(..=prefix.to_vec())
+            .next_back()
+            .is_some_and(|p| prefix.starts_with(p));
+        if !known {
+            for item in self.db.prefix_iterator(prefix) {
+                let (k, v) = item.map_err(state_err)?;
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                // The cache is authoritative for every key it holds.
+                self.map.entry(k.to_vec()).or_insert_with(|| Entry {
+                    value: Some(v.to_vec()),
+                    dirty: false,
+                });
+            }
+            self.complete.insert(prefix.to_vec());
+        }
+        let mut out = Vec::new();
+        for (k, e) in self.map.range(prefix.to_vec()..) {
             if !k.starts_with(prefix) {
                 break;
             }
-            merged.insert(k.to_vec(), Some(v.to_vec()));
-        }
-        // The cache is authoritative for every key it holds.
-        for (k, e) in &self.map {
-            if k.starts_with(prefix) {
-                merged.insert(k.clone(), e.value.clone());
+            if let Some(v) = &e.value {
+                out.push((k.clone(), v.clone()));
             }
         }
-        Ok(merged
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k, v)))
-            .collect())
+        Ok(out)
     }
 }
