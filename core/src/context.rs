@@ -1,3 +1,4 @@
+use crate::exec::SideRecord;
 use crate::state::{keyed_key, MapState, StateBackend, ValueState};
 use crate::timer::TimerQueues;
 use crate::{Codec, Processor, Record, Result, TimeDomain};
@@ -8,6 +9,7 @@ pub struct Context<'a, P: Processor> {
     pub(crate) state: &'a mut dyn StateBackend,
     pub(crate) timers: &'a mut TimerQueues,
     pub(crate) out: &'a mut Vec<Record<P::Key, P::Out>>,
+    pub(crate) side: &'a mut Vec<SideRecord>,
     pub(crate) key: &'a P::Key,
     pub(crate) key_bytes: &'a [u8],
     pub(crate) group: u16,
@@ -73,6 +75,27 @@ impl<'a, P: Processor> Context<'a, P> {
     /// Emits a fully formed record downstream.
     pub fn emit_record(&mut self, record: Record<P::Key, P::Out>) {
         self.out.push(record);
+    }
+
+    /// Emits a record to the named sink `sink` (declared on the pipeline
+    /// with the same key and value types), beside the main output: late
+    /// events, rejects, alerts. It commits with the epoch like all output.
+    pub fn emit_to<K: Send + 'static, V: Send + 'static>(
+        &mut self,
+        sink: &'static str,
+        key: K,
+        value: V,
+    ) {
+        self.side.push(SideRecord {
+            sink,
+            record: Box::new(Record {
+                key,
+                value,
+                timestamp: self.timestamp,
+                headers: Vec::new(),
+            }),
+            type_name: std::any::type_name::<Record<K, V>>(),
+        });
     }
 
     /// Fires [`Processor::on_timer`] for the current key once the watermark

@@ -8,6 +8,16 @@ use crate::state::StateBackend;
 use crate::timer::TimerQueues;
 use crate::{Codec, Context, Error, Processor, Record, Result, TimeDomain, Timer};
 
+/// A record emitted to a named sink, its type erased until the sink takes it.
+pub struct SideRecord {
+    /// The sink's name.
+    pub sink: &'static str,
+    /// A boxed `Record<K, V>`.
+    pub record: Box<dyn std::any::Any + Send>,
+    /// `Record<K, V>`'s type name, for the error when the sink expects another.
+    pub type_name: &'static str,
+}
+
 /// The clocks and state a node runs against.
 pub struct NodeEnv<'a> {
     /// The worker's state.
@@ -25,6 +35,7 @@ pub struct KeyedNode<P: Processor> {
     key_groups: u16,
     timers: TimerQueues,
     out: Vec<Record<P::Key, P::Out>>,
+    side: Vec<SideRecord>,
     key_buf: Vec<u8>,
 }
 
@@ -37,6 +48,7 @@ impl<P: Processor> KeyedNode<P> {
             key_groups,
             timers: TimerQueues::new(node),
             out: Vec::new(),
+            side: Vec::new(),
             key_buf: Vec::new(),
         }
     }
@@ -66,6 +78,7 @@ impl<P: Processor> KeyedNode<P> {
             state: &mut *env.state,
             timers: &mut self.timers,
             out: &mut self.out,
+            side: &mut self.side,
             key: &key,
             key_bytes: &self.key_buf,
             group,
@@ -94,6 +107,7 @@ impl<P: Processor> KeyedNode<P> {
                     state: &mut *env.state,
                     timers: &mut self.timers,
                     out: &mut self.out,
+                    side: &mut self.side,
                     key: &key,
                     key_bytes: &key_bytes,
                     group,
@@ -125,6 +139,11 @@ impl<P: Processor> KeyedNode<P> {
     /// Takes the buffered output.
     pub fn take_output(&mut self) -> Vec<Record<P::Key, P::Out>> {
         std::mem::take(&mut self.out)
+    }
+
+    /// Takes the records emitted to named sinks.
+    pub fn take_side_output(&mut self) -> Vec<SideRecord> {
+        std::mem::take(&mut self.side)
     }
 
     /// Moves the buffered output into `out`.

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::exec::{KeyedNode, NodeEnv};
+use crate::exec::{KeyedNode, NodeEnv, SideRecord};
 use crate::keygroup::{key_group, DEFAULT_KEY_GROUPS};
 use crate::state::{keyed_key, StateBackend};
 use crate::{Codec, Processor, Record, Result};
@@ -88,6 +88,8 @@ pub struct TestDriver<P: Processor + Clone> {
     now: i64,
     committed_output: Vec<Record<P::Key, P::Out>>,
     pending_output: Vec<Record<P::Key, P::Out>>,
+    side_output: Vec<SideRecord>,
+    side_committed: usize,
 }
 
 impl<P: Processor + Clone> TestDriver<P> {
@@ -106,6 +108,8 @@ impl<P: Processor + Clone> TestDriver<P> {
             now: 0,
             committed_output: Vec::new(),
             pending_output: Vec::new(),
+            side_output: Vec::new(),
+            side_committed: 0,
         })
     }
 
@@ -129,6 +133,7 @@ impl<P: Processor + Clone> TestDriver<P> {
         };
         self.node.process(record, &mut env).await?;
         self.node.drain_output_into(&mut self.pending_output);
+        self.side_output.extend(self.node.take_side_output());
         Ok(())
     }
 
@@ -152,6 +157,7 @@ impl<P: Processor + Clone> TestDriver<P> {
         };
         let n = self.node.fire_due(&mut env).await?;
         self.node.drain_output_into(&mut self.pending_output);
+        self.side_output.extend(self.node.take_side_output());
         Ok(n)
     }
 
@@ -164,6 +170,7 @@ impl<P: Processor + Clone> TestDriver<P> {
             };
         }
         self.committed_output.append(&mut self.pending_output);
+        self.side_committed = self.side_output.len();
     }
 
     /// Simulates a crash and a restart: the open epoch's state writes, timers
@@ -172,6 +179,7 @@ impl<P: Processor + Clone> TestDriver<P> {
     pub async fn crash_and_restore(&mut self) -> Result<()> {
         self.state.overlay.clear();
         self.pending_output.clear();
+        self.side_output.truncate(self.side_committed);
         self.node = KeyedNode::new(self.template.clone(), 0, self.key_groups);
         self.node.open(&mut self.state, 0..self.key_groups).await
     }
@@ -181,6 +189,16 @@ impl<P: Processor + Clone> TestDriver<P> {
         self.committed_output
             .iter()
             .chain(self.pending_output.iter())
+            .collect()
+    }
+
+    /// The records emitted to the named sink `sink`, as `Record<K, V>`
+    /// (those of another type are left out).
+    pub fn side_output<K: 'static, V: 'static>(&self, sink: &str) -> Vec<&Record<K, V>> {
+        self.side_output
+            .iter()
+            .filter(|s| s.sink == sink)
+            .filter_map(|s| s.record.downcast_ref::<Record<K, V>>())
             .collect()
     }
 

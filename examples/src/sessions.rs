@@ -52,6 +52,10 @@ pub struct Sessionizer {
 /// Open sessions of the current user, by start time.
 const OPEN: &str = "open";
 
+/// The named sink of events that came after their session would have
+/// closed (`Record<String, String>`: user, event line).
+pub const LATE: &str = "late";
+
 impl Processor for Sessionizer {
     type Key = String;
     type In = String;
@@ -69,6 +73,11 @@ impl Processor for Sessionizer {
                 Error::user(format!("not `<timestamp-ms> <user> ...`: {:?}", rec.value))
             })?;
         let gap = self.gap_ms;
+        if ts.saturating_add(gap) <= ctx.watermark() {
+            // Its session would have closed already: too late to count.
+            ctx.emit_to(LATE, rec.key, rec.value);
+            return Ok(());
+        }
         let mut merged = Session {
             start: ts,
             end: ts,

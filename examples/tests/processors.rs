@@ -109,3 +109,19 @@ async fn a_bad_event_line_is_an_error_the_policy_can_skip() -> Result<()> {
     assert!(matches!(e, Some((true, m)) if m.contains("not a timestamp")));
     Ok(())
 }
+
+#[tokio::test]
+async fn an_event_after_its_session_would_have_closed_goes_to_the_late_sink() -> Result<()> {
+    let mut d = TestDriver::new(Sessionizer { gap_ms: 100 }).await?;
+    d.pipe_at(w("u"), event(1000, "u"), 1000).await?;
+    d.advance_watermark(1200).await?;
+    d.pipe_at(w("u"), event(1050, "u"), 1050).await?;
+    d.pipe_at(w("u"), event(1150, "u"), 1150).await?;
+    let late = d.side_output::<String, String>(weir_examples::sessions::LATE);
+    assert_eq!(late.len(), 1);
+    assert_eq!(late[0].value, event(1050, "u"));
+    d.advance_watermark(i64::MAX).await?;
+    let sessions: Vec<i64> = d.output().iter().map(|r| r.value.start).collect();
+    assert_eq!(sessions, vec![1000, 1150], "the late event joined nothing");
+    Ok(())
+}

@@ -321,7 +321,7 @@ pub async fn run(
             rc.key_groups,
         ),
     };
-    let job = pipeline.into_job()?;
+    let (job, named) = pipeline.into_job()?;
     let (tx, shutdown) = tokio::sync::watch::channel(false);
     let signals = tokio::spawn(async move {
         let term = async {
@@ -340,6 +340,7 @@ pub async fn run(
     });
     let result = job
         .run(JobEnv {
+            named,
             store,
             manifest,
             config: rc,

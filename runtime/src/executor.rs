@@ -25,8 +25,8 @@ use crate::control::Control;
 use crate::failpoints::{self, crash_point};
 use crate::manifest::{Manifest, SourcePosition};
 use crate::stage::{
-    BoxFuture, ChainedReader, FlushedSink, Metrics, SinkStage, SourceSide, Stage, StageCx,
-    StageFactory, StageInit,
+    BoxFuture, ChainedReader, FlushedSink, Metrics, SideOpener, SideSinks, SinkStage, SourceSide,
+    Stage, StageCx, StageFactory, StageInit,
 };
 use crate::state::{CachedState, Write};
 use crate::store::{now_ms, Store};
@@ -46,6 +46,7 @@ pub struct RunSummary {
 
 /// Everything a job runs with.
 pub(crate) struct JobEnv {
+    pub(crate) named: Vec<(&'static str, SideOpener)>,
     pub(crate) store: Arc<Store>,
     pub(crate) manifest: Manifest,
     pub(crate) config: RuntimeConfig,
@@ -320,6 +321,7 @@ fn source_loop<T: Send + 'static>(t: &mut SourceTask<T>, s: &Shared) -> Result<(
 
 struct Worker<K, V> {
     stage: Box<dyn Stage<K, V>>,
+    sides: SideSinks,
     rx: mpsc::Receiver<Msg<K, V>>,
     state: CachedState,
     sources: usize,
@@ -345,6 +347,7 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
         macro_rules! cx {
             () => {
                 StageCx {
+                    sides: &mut self.sides,
                     state: &mut self.state,
                     watermark,
                     now: now_ms(),
@@ -382,6 +385,7 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
                         self.state.trim();
                         let mut flushes = Vec::new();
                         self.stage.flush(&mut flushes)?;
+                        self.sides.flush(&mut flushes)?;
                         let writes = self.state.take_writes();
                         self.events
                             .send(Event::WorkerAck {
@@ -494,14 +498,19 @@ impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
                     key_groups,
                     truncate_to: &truncate,
                 };
-                stages.push((self.tail)(&init)?);
+                let mut sides = SideSinks::default();
+                for (name, open) in &env.named {
+                    sides.0.push((name, open(&init)?));
+                }
+                stages.push(((self.tail)(&init)?, sides));
             }
             crash_point(failpoints::MID_RECOVERY);
-            for stage in stages {
+            for (stage, sides) in stages {
                 let (tx, wrx) = mpsc::channel(16);
                 txs.push(tx);
                 let worker = Worker {
                     stage,
+                    sides,
                     rx: wrx,
                     state: CachedState::new(env.store.db(), env.config.cache_entries),
                     sources: tasks.len(),
@@ -560,6 +569,11 @@ impl<T: Send + 'static> Job for DirectJob<T> {
     fn run(self: Box<Self>, env: JobEnv) -> BoxFuture<'static, Result<RunSummary>> {
         Box::pin(async move {
             let tasks = tasks_of(&*self.side)?;
+            if let Some((name, _)) = env.named.first() {
+                return Err(Error::Config(format!(
+                    "the named sink `{name}` is written by processors, and this pipeline has none; add a `key_by` and a `process`, or drop the named sink"
+                )));
+            }
             let control = Arc::new(Control::new(env.manifest.epoch));
             let (events, mut rx) = mpsc::unbounded_channel();
             let metrics = Arc::new(Metrics::default());

@@ -9,8 +9,8 @@ use weir_core::{Error, Key, Processor, Record, Result};
 
 use crate::executor::{DirectJob, Job, KeyedJob, Split};
 use crate::stage::{
-    BaseSide, ChainSide, KeyedOp, OpStage, ProcessStage, SideOp, SinkStage, SourceSide,
-    StageFactory, StageInit,
+    BaseSide, ChainSide, KeyedOp, OpStage, ProcessStage, SideOp, SideOpener, SinkStage, SourceSide,
+    StageFactory, StageInit, TypedSide,
 };
 
 /// A pipeline under construction. Built by the closure handed to
@@ -21,6 +21,7 @@ pub struct Pipeline {
     topology: Vec<String>,
     next_node: u16,
     job: Option<Box<dyn Job>>,
+    named: Vec<(&'static str, SideOpener)>,
     error: Option<Error>,
 }
 
@@ -32,6 +33,7 @@ impl Pipeline {
             topology: Vec::new(),
             next_node: 0,
             job: None,
+            named: Vec::new(),
             error: None,
         }
     }
@@ -54,7 +56,7 @@ impl Pipeline {
 
     /// Starts the pipeline at `source`; one task per input partition.
     pub fn source<S: Source>(&mut self, source: S) -> Stream<'_, S::Item> {
-        if !self.topology.is_empty() {
+        if self.topology.iter().any(|t| t.starts_with("source:")) {
             self.error.get_or_insert(Error::Config(
                 "a pipeline has one source and one sink; build one chain from `source` to `sink`"
                     .into(),
@@ -67,11 +69,38 @@ impl Pipeline {
         }
     }
 
-    pub(crate) fn into_job(self) -> Result<Box<dyn Job>> {
+    /// Declares the named sink `name` of `Record<K, V>`, which processors
+    /// reach with [`Context::emit_to`](weir_core::Context::emit_to); one
+    /// output per worker, committed with the epoch like the main sink.
+    pub fn named_sink<K, V, S>(&mut self, name: &'static str, sink: S)
+    where
+        K: Send + 'static,
+        V: Send + 'static,
+        S: Sink<Record<K, V>>,
+    {
+        if self.named.iter().any(|(n, _)| *n == name) {
+            self.error.get_or_insert(Error::Config(format!(
+                "the named sink `{name}` is declared twice; give each a name of its own"
+            )));
+        }
+        self.topology
+            .push(format!("named_sink:{name}:{}", sink.describe()));
+        let sink = Arc::new(sink);
+        let opener: SideOpener = Arc::new(move |init: &StageInit<'_>| {
+            Ok(Box::new(TypedSide::<K, V> {
+                name,
+                stage: SinkStage::open_named(&*sink, init, Some(name))?,
+            }))
+        });
+        self.named.push((name, opener));
+    }
+
+    pub(crate) fn into_job(self) -> Result<(Box<dyn Job>, Vec<(&'static str, SideOpener)>)> {
         if let Some(e) = self.error {
             return Err(e);
         }
-        self.job.ok_or_else(|| {
+        let named = self.named;
+        self.job.map(|j| (j, named)).ok_or_else(|| {
             Error::Config(format!(
                 "pipeline `{}` has no sink; end the chain with `.sink(...)`",
                 self.name

@@ -8,10 +8,10 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use weir_core::exec::{KeyedNode, NodeEnv};
+use weir_core::exec::{KeyedNode, NodeEnv, SideRecord};
 use weir_core::sink::{Flushed, Sink, SinkWriter};
 use weir_core::source::{ReadStatus, Source, SourceReader};
-use weir_core::{Processor, Record, Result};
+use weir_core::{Error, Processor, Record, Result};
 
 use crate::config::OnBadInput;
 use crate::state::CachedState;
@@ -26,7 +26,7 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    pub(crate) fn skip(&self, what: &str, e: &weir_core::Error) {
+    pub(crate) fn skip(&self, what: &str, e: &Error) {
         let n = self.skipped.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::warn!(skipped_total = n, "skipping {what}: {e}");
     }
@@ -136,8 +136,66 @@ pub(crate) struct FlushedSink {
     pub(crate) flushed: Flushed,
 }
 
+/// A worker's writer of one named sink.
+pub(crate) trait SideWriter: Send {
+    fn write(&mut self, record: SideRecord) -> Result<()>;
+    fn flush(&mut self, out: &mut Vec<FlushedSink>) -> Result<()>;
+}
+
+/// Opens a worker's writer of a named sink.
+pub(crate) type SideOpener =
+    Arc<dyn Fn(&StageInit<'_>) -> Result<Box<dyn SideWriter>> + Send + Sync>;
+
+/// A named sink of `Record<K, V>`.
+pub(crate) struct TypedSide<K, V> {
+    pub(crate) name: &'static str,
+    pub(crate) stage: SinkStage<Record<K, V>>,
+}
+
+impl<K: Send + 'static, V: Send + 'static> SideWriter for TypedSide<K, V> {
+    fn write(&mut self, side: SideRecord) -> Result<()> {
+        match side.record.downcast::<Record<K, V>>() {
+            Ok(r) => self.stage.writer.write(&r),
+            Err(_) => Err(Error::Config(format!(
+                "a processor emitted {} to the named sink `{}`, which takes {}; emit the declared types",
+                side.type_name,
+                self.name,
+                std::any::type_name::<Record<K, V>>()
+            ))),
+        }
+    }
+
+    fn flush(&mut self, out: &mut Vec<FlushedSink>) -> Result<()> {
+        Stage::<K, V>::flush(&mut self.stage, out)
+    }
+}
+
+/// A worker's named sinks, by name.
+#[derive(Default)]
+pub(crate) struct SideSinks(pub(crate) Vec<(&'static str, Box<dyn SideWriter>)>);
+
+impl SideSinks {
+    fn write(&mut self, records: Vec<SideRecord>) -> Result<()> {
+        for r in records {
+            let Some((_, w)) = self.0.iter_mut().find(|(n, _)| *n == r.sink) else {
+                return Err(Error::Config(format!(
+                    "a processor emitted to the sink `{}`, which the pipeline does not declare; add `p.named_sink(\"{}\", ...)`",
+                    r.sink, r.sink
+                )));
+            };
+            w.write(r)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn flush(&mut self, out: &mut Vec<FlushedSink>) -> Result<()> {
+        self.0.iter_mut().try_for_each(|(_, w)| w.flush(out))
+    }
+}
+
 /// What a stage needs while running.
 pub(crate) struct StageCx<'a> {
+    pub(crate) sides: &'a mut SideSinks,
     pub(crate) state: &'a mut CachedState,
     pub(crate) watermark: i64,
     pub(crate) now: i64,
@@ -207,6 +265,7 @@ impl<P: Processor> Stage<P::Key, P::In> for ProcessStage<P> {
                     }
                 }
             }
+            cx.sides.write(self.node.take_side_output())?;
             let out = self.node.take_output();
             if out.is_empty() {
                 Ok(())
@@ -225,6 +284,7 @@ impl<P: Processor> Stage<P::Key, P::In> for ProcessStage<P> {
                     now: cx.now,
                 };
                 self.node.fire_due(&mut env).await?;
+                cx.sides.write(self.node.take_side_output())?;
                 let out = self.node.take_output();
                 if !out.is_empty() {
                     self.next.push(out, cx).await?;
@@ -292,7 +352,19 @@ pub(crate) struct SinkStage<T> {
 
 impl<T> SinkStage<T> {
     pub(crate) fn open<S: Sink<T>>(sink: &S, init: &StageInit<'_>) -> Result<Self> {
-        let id = sink.id(&init.task);
+        Self::open_named(sink, init, None)
+    }
+
+    /// Opens a sink; a named sink's manifest id is prefixed with its name.
+    pub(crate) fn open_named<S: Sink<T>>(
+        sink: &S,
+        init: &StageInit<'_>,
+        name: Option<&str>,
+    ) -> Result<Self> {
+        let id = match name {
+            Some(n) => format!("{n}:{}", sink.id(&init.task)),
+            None => sink.id(&init.task),
+        };
         let writer = sink.open(&init.task, (init.truncate_to)(&id))?;
         Ok(SinkStage { id, writer })
     }

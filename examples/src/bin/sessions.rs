@@ -6,8 +6,11 @@
 //! that end after `--gap-ms` (default 1800000, 30 min) without an event. A
 //! session is written as `user<TAB>start<TAB>end<TAB>events` under `--output`
 //! once the watermark passes its end plus the gap; at the end of the input
-//! every open session is closed. A malformed line stops the run, or with
-//! `--set on_bad_input=skip` is logged, counted and skipped.
+//! every open session is closed. An event that comes after its session
+//! would have closed goes to the named sink `late`, under `--late-output`
+//! (default: the output directory's name plus `-late`). A malformed line
+//! stops the run, or with `--set on_bad_input=skip` is logged, counted and
+//! skipped.
 //!
 //! Guarantee: exactly-once, timers included: a timer registered in an epoch
 //! that did not commit is forgotten with it, and one that fired in a
@@ -19,7 +22,7 @@
 use std::process::ExitCode;
 
 use weir_connectors::file::{FileSink, FileSource};
-use weir_examples::sessions::{parse_timestamp, user_of, Sessionizer};
+use weir_examples::sessions::{parse_timestamp, user_of, Sessionizer, LATE};
 use weir_runtime::cli::App;
 
 fn main() -> ExitCode {
@@ -48,6 +51,12 @@ fn main() -> ExitCode {
                     weir_core::Error::Config(format!("--max-delay-ms {s}: expected milliseconds"))
                 })
             })?;
+            let output = cfg.path("output")?;
+            let late = match cfg.get_opt::<String>("late_output")? {
+                Some(dir) => dir.into(),
+                None => std::path::PathBuf::from(format!("{}-late", output.display())),
+            };
+            p.named_sink::<String, String, _>(LATE, FileSink::tsv(late));
             p.source(FileSource::lines(cfg.path("input")?))
                 // Unparseable lines keep the lowest time: the processor reports them.
                 .event_time(
@@ -56,7 +65,7 @@ fn main() -> ExitCode {
                 )
                 .key_with(|line: String| (user_of(&line), line))
                 .process(Sessionizer { gap_ms })
-                .sink(FileSink::tsv(cfg.path("output")?));
+                .sink(FileSink::tsv(output));
             Ok(())
         })
 }
