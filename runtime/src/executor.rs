@@ -25,7 +25,7 @@ use crate::control::Control;
 use crate::failpoints::{self, crash_point};
 use crate::manifest::{Manifest, SourcePosition};
 use crate::stage::{
-    BoxFuture, ChainedReader, FlushedSink, Metrics, SideOpener, SideSinks, SinkStage, SourceSide,
+    BoxFuture, ChainedReader, FlushedSink, Metrics, NamedSinks, SideSinks, SinkStage, SourceSide,
     Stage, StageCx, StageFactory, StageInit,
 };
 use crate::state::{CachedState, Write};
@@ -46,7 +46,7 @@ pub struct RunSummary {
 
 /// Everything a job runs with.
 pub(crate) struct JobEnv {
-    pub(crate) named: Vec<(&'static str, SideOpener)>,
+    pub(crate) named: NamedSinks,
     pub(crate) store: Arc<Store>,
     pub(crate) manifest: Manifest,
     pub(crate) config: RuntimeConfig,

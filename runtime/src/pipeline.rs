@@ -9,8 +9,8 @@ use weir_core::{Error, Key, Processor, Record, Result};
 
 use crate::executor::{DirectJob, Job, KeyedJob, Split};
 use crate::stage::{
-    BaseSide, ChainSide, KeyedOp, OpStage, ProcessStage, SideOp, SideOpener, SinkStage, SourceSide,
-    StageFactory, StageInit, TypedSide,
+    BaseSide, ChainSide, KeyedOp, NamedSinks, OpStage, ProcessStage, SideOp, SideOpener, SinkStage,
+    SourceSide, StageFactory, StageInit, TypedSide,
 };
 
 /// A pipeline under construction. Built by the closure handed to
@@ -21,7 +21,7 @@ pub struct Pipeline {
     topology: Vec<String>,
     next_node: u16,
     job: Option<Box<dyn Job>>,
-    named: Vec<(&'static str, SideOpener)>,
+    named: NamedSinks,
     error: Option<Error>,
 }
 
@@ -95,7 +95,7 @@ impl Pipeline {
         self.named.push((name, opener));
     }
 
-    pub(crate) fn into_job(self) -> Result<(Box<dyn Job>, Vec<(&'static str, SideOpener)>)> {
+    pub(crate) fn into_job(self) -> Result<(Box<dyn Job>, NamedSinks)> {
         if let Some(e) = self.error {
             return Err(e);
         }

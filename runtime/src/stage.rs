@@ -146,6 +146,9 @@ pub(crate) trait SideWriter: Send {
 pub(crate) type SideOpener =
     Arc<dyn Fn(&StageInit<'_>) -> Result<Box<dyn SideWriter>> + Send + Sync>;
 
+/// The named sinks a pipeline declares, with how to open them.
+pub(crate) type NamedSinks = Vec<(&'static str, SideOpener)>;
+
 /// A named sink of `Record<K, V>`.
 pub(crate) struct TypedSide<K, V> {
     pub(crate) name: &'static str,
