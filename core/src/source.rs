@@ -42,4 +42,12 @@ pub trait SourceReader<T>: Send {
 
     /// The position just after the last record returned.
     fn position(&self) -> u64;
+
+    /// Told once a checkpoint holding `position` has committed, e.g. to
+    /// copy it to a Kafka consumer group for lag monitors (advisory: the
+    /// checkpoint stays the truth). Does nothing by default.
+    fn committed(&mut self, position: u64) -> Result<()> {
+        let _ = position;
+        Ok(())
+    }
 }

@@ -232,6 +232,85 @@ impl Config {
         }
     }
 
+    /// An optional setting parsed from its text (`FromStr`), whether it was
+    /// given as a string (`--gap-ms 100`) or a number (`gap_ms = 100`).
+    pub fn parse<T>(&self, key: &str) -> Result<Option<T>>
+    where
+        T: std::str::FromStr,
+        T::Err: std::fmt::Display,
+    {
+        use figment::value::Value;
+        let Ok(value) = self.figment.find_value(key) else {
+            return Ok(None);
+        };
+        let text = match value {
+            Value::String(_, s) => s,
+            Value::Num(_, n) => match n.to_i128() {
+                Some(i) => i.to_string(),
+                None => n.to_f64().map_or_else(String::new, |f| f.to_string()),
+            },
+            Value::Bool(_, b) => b.to_string(),
+            other => {
+                return Err(Error::Config(format!(
+                    "`{key}` must be a single value, not {other:?}"
+                )))
+            }
+        };
+        text.trim()
+            .parse()
+            .map(Some)
+            .map_err(|e| Error::Config(format!("`{key}` = {text:?}: {e}")))
+    }
+
+    /// The table `key` flattened to `dotted.name -> text`, for pass-through
+    /// client properties: `[kafka]` with `"socket.timeout.ms" = 1000`, or
+    /// `--set kafka.socket.timeout.ms=1000`, both give `socket.timeout.ms`.
+    pub fn flat_table(&self, key: &str) -> Result<std::collections::BTreeMap<String, String>> {
+        use figment::value::Value;
+        fn walk(
+            prefix: &str,
+            v: &Value,
+            out: &mut std::collections::BTreeMap<String, String>,
+        ) -> Result<()> {
+            match v {
+                Value::Dict(_, d) => {
+                    for (k, v) in d {
+                        let name = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
+                        walk(&name, v, out)?;
+                    }
+                }
+                Value::String(_, s) => {
+                    out.insert(prefix.to_owned(), s.clone());
+                }
+                Value::Num(_, n) => {
+                    let text = match n.to_i128() {
+                        Some(i) => i.to_string(),
+                        None => n.to_f64().map_or_else(String::new, |f| f.to_string()),
+                    };
+                    out.insert(prefix.to_owned(), text);
+                }
+                Value::Bool(_, b) => {
+                    out.insert(prefix.to_owned(), b.to_string());
+                }
+                other => {
+                    return Err(Error::Config(format!(
+                        "`{prefix}` must be a string, number or boolean, not {other:?}"
+                    )))
+                }
+            }
+            Ok(())
+        }
+        let mut out = std::collections::BTreeMap::new();
+        if let Ok(v) = self.figment.find_value(key) {
+            walk("", &v, &mut out)?;
+        }
+        Ok(out)
+    }
+
     /// A required path setting.
     pub fn path(&self, key: &str) -> Result<PathBuf> {
         self.get::<String>(key).map(PathBuf::from)
@@ -260,6 +339,25 @@ mod tests {
         assert_eq!(cfg.path("input")?, PathBuf::from("a"));
         let missing = cfg.path("output");
         assert!(matches!(missing, Err(Error::Config(m)) if m.contains("--output")));
+        Ok(())
+    }
+
+    #[test]
+    fn client_properties_flatten_from_file_and_overrides() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
+        let file = dir.path().join("weir.toml");
+        std::fs::write(&file, "[kafka]\n\"linger.ms\" = 5\n")
+            .map_err(|e| Error::io("write", file.display(), e))?;
+        let cfg = Config::load(
+            Some(&file),
+            &[("kafka.socket.timeout.ms".into(), "1000".into())],
+        )?;
+        let props = cfg.flat_table("kafka")?;
+        assert_eq!(props.get("linger.ms").map(String::as_str), Some("5"));
+        assert_eq!(
+            props.get("socket.timeout.ms").map(String::as_str),
+            Some("1000")
+        );
         Ok(())
     }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 #[derive(Default)]
 struct Inner {
     released: u64,
+    committed: u64,
     shutdown: bool,
 }
 
@@ -50,6 +51,17 @@ impl Control {
         let mut g = self.lock();
         g.released = g.released.max(epoch);
         self.cv.notify_all();
+    }
+
+    /// Records that the checkpoint of `epoch` committed.
+    pub(crate) fn committed(&self, epoch: u64) {
+        let mut g = self.lock();
+        g.committed = g.committed.max(epoch);
+    }
+
+    /// Whether the checkpoint of `epoch` (or a later one) committed.
+    pub(crate) fn is_committed(&self, epoch: u64) -> bool {
+        self.lock().committed >= epoch
     }
 
     /// Stops every source thread.

@@ -252,16 +252,21 @@ fn source_loop<T: Send + 'static>(t: &mut SourceTask<T>, s: &Shared) -> Result<(
         let requested = s.control.requested();
         if requested > last {
             let flushes = t.output.barrier(requested)?;
+            let position = t.reader.position();
             s.events
                 .send(Event::SourceAck {
                     task: t.task.clone(),
-                    position: t.reader.position(),
+                    position,
                     finished: t.finished,
                     flushes,
                 })
                 .map_err(|_| gone())?;
             last = requested;
-            if s.control.wait_released(requested) {
+            let shutdown = s.control.wait_released(requested);
+            if s.control.is_committed(requested) {
+                t.reader.committed(position)?;
+            }
+            if shutdown {
                 return Ok(());
             }
             continue;
@@ -741,6 +746,7 @@ async fn coordinate(
             .await
             .map_err(|e| Error::State(format!("the commit task failed: {e}")))??;
             manifest = next;
+            control.committed(epoch);
             summary.commits += 1;
             summary.last_epoch = epoch;
             tracing::debug!(epoch, "committed");

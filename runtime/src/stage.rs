@@ -48,6 +48,7 @@ pub(crate) trait SourceSide<T>: Send + Sync {
 pub(crate) trait ChainedReader<T>: Send {
     fn read(&mut self, max: usize, out: &mut dyn FnMut(Record<(), T>)) -> Result<ReadStatus>;
     fn position(&self) -> u64;
+    fn committed(&mut self, position: u64) -> Result<()>;
 }
 
 pub(crate) struct BaseSide<S>(pub(crate) S);
@@ -86,6 +87,10 @@ impl<T: Send> ChainedReader<T> for BaseReader<T> {
 
     fn position(&self) -> u64 {
         self.reader.position()
+    }
+
+    fn committed(&mut self, position: u64) -> Result<()> {
+        self.reader.committed(position)
     }
 }
 
@@ -127,6 +132,10 @@ impl<T: Send, U: Send> ChainedReader<U> for ChainReader<T, U> {
 
     fn position(&self) -> u64 {
         self.inner.position()
+    }
+
+    fn committed(&mut self, position: u64) -> Result<()> {
+        self.inner.committed(position)
     }
 }
 

@@ -39,18 +39,8 @@ fn main() -> ExitCode {
             "how far out of order events may come, ms (default 0)",
         )
         .run(|cfg, p| {
-            let gap_ms = cfg
-                .get_opt::<String>("gap_ms")?
-                .map_or(Ok(1_800_000), |s| {
-                    s.parse::<i64>().map_err(|_| {
-                        weir_core::Error::Config(format!("--gap-ms {s}: expected milliseconds"))
-                    })
-                })?;
-            let max_delay = cfg.get_opt::<String>("max_delay_ms")?.map_or(Ok(0), |s| {
-                s.parse::<i64>().map_err(|_| {
-                    weir_core::Error::Config(format!("--max-delay-ms {s}: expected milliseconds"))
-                })
-            })?;
+            let gap_ms = cfg.parse::<i64>("gap_ms")?.unwrap_or(1_800_000);
+            let max_delay = cfg.parse::<i64>("max_delay_ms")?.unwrap_or(0);
             let output = cfg.path("output")?;
             let late = match cfg.get_opt::<String>("late_output")? {
                 Some(dir) => dir.into(),

@@ -1,0 +1,80 @@
+//! The one place that builds Kafka clients, with weir's defaults.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use weir_core::{Error, Result};
+
+/// Where the cluster is and how to talk to it.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// `host:port[,host:port...]`.
+    pub brokers: String,
+    /// Extra librdkafka properties (the `[kafka]` table of the config); they
+    /// override weir's defaults, except the ones exactly-once depends on.
+    pub properties: BTreeMap<String, String>,
+    /// How long to wait for the cluster's metadata before giving up.
+    pub metadata_timeout: Duration,
+}
+
+impl KafkaSettings {
+    /// Settings for the cluster at `brokers`.
+    pub fn new(brokers: impl Into<String>) -> Self {
+        KafkaSettings {
+            brokers: brokers.into(),
+            properties: BTreeMap::new(),
+            metadata_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Adds librdkafka properties.
+    pub fn with_properties(mut self, props: BTreeMap<String, String>) -> Self {
+        self.properties.extend(props);
+        self
+    }
+}
+
+/// A client config with weir's defaults, the user's properties, then
+/// `fixed`: the properties a guarantee depends on, which nothing overrides.
+pub fn client_config(settings: &KafkaSettings, fixed: &[(&str, &str)]) -> Result<ClientConfig> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &settings.brokers)
+        .set("client.id", "weir")
+        .set("socket.keepalive.enable", "true");
+    for (k, v) in &settings.properties {
+        if fixed.iter().any(|(f, _)| f == k) {
+            return Err(Error::Config(format!(
+                "kafka property `{k}` is set by weir for its guarantee and cannot be overridden; remove it from [kafka]"
+            )));
+        }
+        c.set(k, v);
+    }
+    for (k, v) in fixed {
+        c.set(*k, *v);
+    }
+    Ok(c)
+}
+
+/// Maps a client error to one that names the broker and the fix.
+pub(crate) fn kafka_error(what: &str, brokers: &str, e: rdkafka::error::KafkaError) -> Error {
+    Error::Config(format!(
+        "{what} on Kafka at {brokers}: {e}; check that the brokers are reachable (--brokers) and the topic exists"
+    ))
+}
+
+/// weir's client context: librdkafka's errors go to `tracing`, without the
+/// end-of-partition notices that are normal for a source.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WeirContext;
+
+impl rdkafka::ClientContext for WeirContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if matches!(error, rdkafka::error::KafkaError::PartitionEOF(_)) {
+            return;
+        }
+        tracing::warn!("kafka: {error}: {reason}");
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for WeirContext {}

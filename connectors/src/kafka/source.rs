@@ -1,0 +1,246 @@
+//! Reading Kafka topic-partitions as source tasks.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use weir_core::source::{ReadStatus, Source, SourceReader};
+use weir_core::{Error, Record, Result};
+
+use super::client::{client_config, kafka_error, KafkaSettings, WeirContext};
+
+/// Where a new application (no checkpoint yet) starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// The oldest retained record.
+    Earliest,
+    /// Only records produced from now on.
+    Latest,
+    /// The first record at or after this time (ms since the Unix epoch).
+    Timestamp(i64),
+}
+
+/// The records of one topic as UTF-8 strings, one task per partition,
+/// read `read_committed` without auto-commit.
+#[derive(Debug, Clone)]
+pub struct KafkaSource {
+    settings: KafkaSettings,
+    topic: String,
+    group: String,
+    start: StartAt,
+    until_idle: Option<Duration>,
+}
+
+impl KafkaSource {
+    /// Values of `topic` as UTF-8 strings; `group` is the consumer group
+    /// (the application id) that receives a copy of each committed position.
+    pub fn utf8(settings: KafkaSettings, topic: &str, group: &str) -> Self {
+        KafkaSource {
+            settings,
+            topic: topic.to_owned(),
+            group: group.to_owned(),
+            start: StartAt::Earliest,
+            until_idle: None,
+        }
+    }
+
+    /// Where to start without a checkpoint (default: earliest).
+    pub fn start_at(mut self, start: StartAt) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// Ends a partition's task once no record arrived for `idle`: a bounded
+    /// run over what the topic holds.
+    pub fn until_idle(mut self, idle: Duration) -> Self {
+        self.until_idle = Some(idle);
+        self
+    }
+
+    fn consumer(&self) -> Result<BaseConsumer<WeirContext>> {
+        client_config(
+            &self.settings,
+            &[
+                ("group.id", &self.group),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("isolation.level", "read_committed"),
+                ("enable.partition.eof", "true"),
+                // Only when a checkpointed offset was deleted by retention.
+                ("auto.offset.reset", "earliest"),
+            ],
+        )?
+        .create_with_context(WeirContext)
+        .map_err(|e| kafka_error("cannot create a consumer", &self.settings.brokers, e))
+    }
+
+    fn partition_of(&self, task: &str) -> Result<i32> {
+        task.strip_prefix(&self.topic)
+            .and_then(|r| r.strip_prefix('-'))
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "`{task}` is not a partition of topic `{}`",
+                    self.topic
+                ))
+            })
+    }
+}
+
+impl Source for KafkaSource {
+    type Item = String;
+
+    fn describe(&self) -> String {
+        "kafka-utf8".to_owned()
+    }
+
+    fn tasks(&self) -> Result<Vec<String>> {
+        let consumer = self.consumer()?;
+        let md = consumer
+            .fetch_metadata(Some(&self.topic), self.settings.metadata_timeout)
+            .map_err(|e| kafka_error("cannot read metadata", &self.settings.brokers, e))?;
+        let topic = md.topics().iter().find(|t| t.name() == self.topic);
+        match topic {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t
+                .partitions()
+                .iter()
+                .map(|p| format!("{}-{}", self.topic, p.id()))
+                .collect()),
+            _ => Err(Error::Config(format!(
+                "topic `{}` does not exist on {}; create it (e.g. kafka-topics --create --topic {} --partitions 4) or fix --input-topic",
+                self.topic, self.settings.brokers, self.topic
+            ))),
+        }
+    }
+
+    fn open(&self, task: &str, position: Option<u64>) -> Result<Box<dyn SourceReader<String>>> {
+        let partition = self.partition_of(task)?;
+        let consumer = self.consumer()?;
+        // Resolve a concrete offset, so that the position is known before
+        // the first record: a checkpoint taken then must not say "0".
+        let timeout = self.settings.metadata_timeout;
+        let (low, high) = consumer
+            .fetch_watermarks(&self.topic, partition, timeout)
+            .map_err(|e| kafka_error("cannot read offsets", &self.settings.brokers, e))?;
+        let start = match (position, self.start) {
+            (Some(p), _) => p as i64,
+            (None, StartAt::Earliest) => low,
+            (None, StartAt::Latest) => high,
+            (None, StartAt::Timestamp(ts)) => {
+                let mut q = TopicPartitionList::new();
+                q.add_partition_offset(&self.topic, partition, Offset::Offset(ts))
+                    .map_err(|e| kafka_error("bad timestamp", &self.settings.brokers, e))?;
+                let found = consumer.offsets_for_times(q, timeout).map_err(|e| {
+                    kafka_error("cannot look up offsets by time", &self.settings.brokers, e)
+                })?;
+                match found
+                    .find_partition(&self.topic, partition)
+                    .map(|e| e.offset())
+                {
+                    Some(Offset::Offset(o)) if o >= 0 => o,
+                    _ => high,
+                }
+            }
+        };
+        let offset = Offset::Offset(start);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, partition, offset)
+            .map_err(|e| kafka_error("bad offset", &self.settings.brokers, e))?;
+        consumer
+            .assign(&tpl)
+            .map_err(|e| kafka_error("cannot assign", &self.settings.brokers, e))?;
+        Ok(Box::new(PartitionReader {
+            consumer,
+            task: task.to_owned(),
+            topic: self.topic.clone(),
+            partition,
+            next: start as u64,
+            until_idle: self.until_idle,
+            idle_since: None,
+        }))
+    }
+}
+
+struct PartitionReader {
+    consumer: BaseConsumer<WeirContext>,
+    task: String,
+    topic: String,
+    partition: i32,
+    /// The next offset to read.
+    next: u64,
+    until_idle: Option<Duration>,
+    idle_since: Option<Instant>,
+}
+
+impl PartitionReader {
+    fn idle(&mut self) -> ReadStatus {
+        let since = *self.idle_since.get_or_insert_with(Instant::now);
+        match self.until_idle {
+            Some(limit) if since.elapsed() >= limit => ReadStatus::End,
+            _ => ReadStatus::Idle,
+        }
+    }
+}
+
+impl SourceReader<String> for PartitionReader {
+    fn read(&mut self, out: &mut Vec<Record<(), String>>, max: usize) -> Result<ReadStatus> {
+        let mut timeout = Duration::from_millis(50);
+        for _ in 0..max {
+            let Some(result) = self.consumer.poll(timeout) else {
+                return Ok(if out.is_empty() {
+                    self.idle()
+                } else {
+                    ReadStatus::More
+                });
+            };
+            timeout = Duration::ZERO;
+            match result {
+                Ok(m) => {
+                    self.idle_since = None;
+                    let offset = m.offset() as u64;
+                    self.next = offset + 1;
+                    let value = std::str::from_utf8(m.payload().unwrap_or_default())
+                        .map_err(|e| Error::BadInput {
+                            task: self.task.clone(),
+                            position: offset,
+                            message: format!("value is not UTF-8: {e}"),
+                        })?
+                        .to_owned();
+                    let mut r = Record::new((), value);
+                    r.timestamp = m.timestamp().to_millis();
+                    out.push(r);
+                }
+                Err(KafkaError::PartitionEOF(_)) => {
+                    return Ok(if out.is_empty() {
+                        self.idle()
+                    } else {
+                        ReadStatus::More
+                    });
+                }
+                Err(e) => {
+                    // Transient broker trouble: librdkafka retries; report it.
+                    tracing::warn!(task = %self.task, "kafka: {e}; retrying");
+                    return Ok(ReadStatus::Idle);
+                }
+            }
+        }
+        Ok(ReadStatus::More)
+    }
+
+    fn position(&self) -> u64 {
+        self.next
+    }
+
+    fn committed(&mut self, position: u64) -> Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, self.partition, Offset::Offset(position as i64))
+            .map_err(|e| Error::State(format!("cannot commit group offset: {e}")))?;
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
+            // Advisory only: the checkpoint is the truth.
+            tracing::warn!(task = %self.task, "cannot copy the committed position to the consumer group: {e}");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,223 @@
+//! Kafka -> files in local mode against the real broker that `dev/kafka`
+//! runs: `kill -9` at random moments, then an independent verifier on the
+//! files, and Kafka's own `kafka-consumer-groups` as the witness that the
+//! committed offsets reached the end of the topic.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kafka_to_files");
+
+fn dev_kafka() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev/kafka")
+}
+
+/// Starts the test broker once per test binary (idempotent across binaries).
+fn bootstrap() -> &'static str {
+    static B: OnceLock<String> = OnceLock::new();
+    B.get_or_init(|| {
+        let out = Command::new(dev_kafka())
+            .arg("start")
+            .output()
+            .expect("dev/kafka start");
+        assert!(
+            out.status.success(),
+            "dev/kafka start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf8")
+            .trim()
+            .to_owned()
+    })
+}
+
+fn tool(args: &[&str], stdin: Option<&Path>) -> String {
+    let mut c = Command::new(dev_kafka());
+    c.arg("tool").args(args);
+    if let Some(f) = stdin {
+        c.stdin(std::fs::File::open(f).expect("stdin file"));
+    } else {
+        c.stdin(Stdio::null());
+    }
+    let out = c.output().expect("dev/kafka tool");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf8")
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    format!("{prefix}-{nanos}")
+}
+
+/// Creates a topic of `partitions` and produces `lines` (spread round-robin).
+fn topic_with(partitions: u32, lines_file: &Path) -> String {
+    let b = bootstrap();
+    let topic = unique("words");
+    tool(
+        &[
+            "kafka-topics",
+            "--bootstrap-server",
+            b,
+            "--create",
+            "--topic",
+            &topic,
+            "--partitions",
+            &partitions.to_string(),
+        ],
+        None,
+    );
+    tool(
+        &[
+            "kafka-console-producer",
+            "--bootstrap-server",
+            b,
+            "--topic",
+            &topic,
+            "--command-property",
+            "partitioner.class=org.apache.kafka.clients.producer.RoundRobinPartitioner",
+        ],
+        Some(lines_file),
+    );
+    topic
+}
+
+fn run(topic: &str, group: &str, out: &Path, state: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.args([
+        "run",
+        "--brokers",
+        bootstrap(),
+        "--input-topic",
+        topic,
+        "--application-id",
+        group,
+        "--until-idle-ms",
+        "1500",
+    ])
+    .args(["--set", "checkpoint.interval_ms=20", "--output"])
+    .arg(out)
+    .arg("--state")
+    .arg(state)
+    .env("RUST_LOG", "warn")
+    .stdin(Stdio::null());
+    c
+}
+
+#[test]
+fn kafka_to_files_is_exactly_once_across_kill_9_and_the_group_sees_the_end() {
+    let d = common::dirs(1, 300_000, 21);
+    let file = std::fs::read_dir(&d.input)
+        .expect("ls")
+        .next()
+        .expect("one file")
+        .expect("entry")
+        .path();
+    let topic = topic_with(4, &file);
+    let group = unique("app");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(rand::rng().random());
+    let mut kills = 0;
+    while kills < 10 {
+        let child = run(&topic, &group, &d.output, &d.state)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let mut child = common::KillOnDrop(child);
+        let deadline = Instant::now() + Duration::from_millis(rng.random_range(50..400));
+        while Instant::now() < deadline && child.0.try_wait().expect("poll").is_none() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if child.0.try_wait().expect("poll").is_some() {
+            break;
+        }
+        child.0.kill().expect("kill -9");
+        assert!(common::died(child.0.wait().expect("reap")));
+        kills += 1;
+    }
+    let out = run(&topic, &group, &d.output, &d.state)
+        .output()
+        .expect("final run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = common::verify_exactly_once(&d.input, &d.output);
+    assert_eq!(lines, 300_000);
+    eprintln!("{kills} kills, {lines} lines");
+
+    // The witness: Kafka's own tool sees the group at the end of every partition.
+    let described = tool(
+        &[
+            "kafka-consumer-groups",
+            "--bootstrap-server",
+            bootstrap(),
+            "--describe",
+            "--group",
+            &group,
+        ],
+        None,
+    );
+    let rows: Vec<Vec<&str>> = described
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|c| c.len() >= 6 && c[1] == topic)
+        .collect();
+    assert_eq!(rows.len(), 4, "{described}");
+    for r in rows {
+        assert_eq!(r[3], r[4], "committed offset = log end offset: {described}");
+        assert_eq!(r[5], "0", "no lag: {described}");
+    }
+}
+
+#[test]
+fn a_missing_topic_and_an_unreachable_broker_are_named_with_the_fix() {
+    let d = common::dirs(1, 10, 22);
+    let out = run("no-such-topic", "g", &d.output, &d.state)
+        .output()
+        .expect("spawn");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("topic `no-such-topic` does not exist") && err.contains("--create"),
+        "{err}"
+    );
+
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            "--brokers",
+            "127.0.0.1:1",
+            "--input-topic",
+            "t",
+            "--application-id",
+            "g",
+            "--output",
+        ])
+        .arg(&d.output)
+        .arg("--state")
+        .arg(&d.state)
+        .args(["--set", "kafka.socket.connection.setup.timeout.ms=1000"])
+        .output()
+        .expect("spawn");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("127.0.0.1:1") && err.contains("reachable"),
+        "{err}"
+    );
+}
