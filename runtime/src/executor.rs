@@ -231,11 +231,50 @@ fn spawn_source<T: Send + 'static>(
     std::thread::Builder::new()
         .name(name.chars().take(15).collect())
         .spawn(move || {
-            if let Err(e) = source_loop(&mut t, &shared) {
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                source_loop(&mut t, &shared)
+            }));
+            let failure = match run {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e),
+                Err(panic) => Some(Error::State(format!(
+                    "source task {} panicked: {}; nothing of the open epoch was committed",
+                    t.task,
+                    panic_message(&panic)
+                ))),
+            };
+            if let Some(e) = failure {
                 let _ = shared.events.send(Event::Failed(e));
             }
         })
         .map_err(|e| Error::io("cannot spawn a thread for", name, e))
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
+}
+
+/// Runs a worker; a panic becomes an error for the coordinator, which would
+/// otherwise wait for the worker's acknowledgement forever.
+fn spawn_worker<K: Send + 'static, V: Send + 'static>(
+    worker: Worker<K, V>,
+    events: Events,
+) -> tokio::task::JoinHandle<()> {
+    let task = tokio::spawn(worker.run());
+    tokio::spawn(async move {
+        if let Err(e) = task.await {
+            if e.is_panic() {
+                let msg = panic_message(&e.into_panic());
+                let _ = events.send(Event::Failed(Error::State(format!(
+                    "a worker panicked: {msg}; nothing of the open epoch was committed"
+                ))));
+            }
+        }
+    })
 }
 
 fn source_loop<T: Send + 'static>(t: &mut SourceTask<T>, s: &Shared) -> Result<()> {
@@ -244,10 +283,6 @@ fn source_loop<T: Send + 'static>(t: &mut SourceTask<T>, s: &Shared) -> Result<(
     let mut max_ts = i64::MIN;
     let mut sent_watermark = i64::MIN;
     let gone = || Error::State("the coordinator stopped".into());
-    if t.finished {
-        t.output.finish()?;
-        s.events.send(Event::SourceFinished).map_err(|_| gone())?;
-    }
     loop {
         let requested = s.control.requested();
         if requested > last {
@@ -286,14 +321,14 @@ fn source_loop<T: Send + 'static>(t: &mut SourceTask<T>, s: &Shared) -> Result<(
             }
             Err(e) => return Err(e),
         };
+        s.metrics
+            .records_read
+            .fetch_add(t.reader.take_read_count(), Ordering::Relaxed);
         if !buf.is_empty() {
             if s.guarantee == Guarantee::AtMostOnce {
                 // Commit the position before processing: a crash loses these records.
                 s.store.save_read_position(&t.task, t.reader.position())?;
             }
-            s.metrics
-                .records_read
-                .fetch_add(buf.len() as u64, Ordering::Relaxed);
             for r in buf.drain(..) {
                 if let Some(ts) = r.timestamp {
                     max_ts = max_ts.max(ts);
@@ -441,16 +476,16 @@ fn truncate_fn(env: &JobEnv) -> impl Fn(&str) -> Option<u64> + Sync + '_ {
     }
 }
 
-fn start_position(env: &JobEnv, task: &str) -> Result<(Option<u64>, bool)> {
-    let checkpointed = env.manifest.sources.get(task);
-    let mut pos = checkpointed.map(|p| p.position);
-    let finished = checkpointed.is_some_and(|p| p.finished);
+/// Where task `task` resumes. A task that had reached the end of a bounded
+/// input is read again from there: input appended since is not missed.
+fn start_position(env: &JobEnv, task: &str) -> Result<Option<u64>> {
+    let mut pos = env.manifest.sources.get(task).map(|p| p.position);
     if env.config.guarantee == Guarantee::AtMostOnce {
         if let Some(read) = env.store.read_position(task)? {
             pos = Some(pos.map_or(read, |p| p.max(read)));
         }
     }
-    Ok((pos, finished))
+    Ok(pos)
 }
 
 fn shared(
@@ -523,12 +558,12 @@ impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
                     policy: env.config.on_bad_input,
                     metrics: metrics.clone(),
                 };
-                handles.push(tokio::spawn(worker.run()));
+                handles.push(spawn_worker(worker, events.clone()));
             }
             let shared = shared(&env, &control, &events, &metrics);
             let mut threads = Vec::new();
             for (i, task) in tasks.iter().enumerate() {
-                let (pos, finished) = start_position(&env, task)?;
+                let pos = start_position(&env, task)?;
                 let t = SourceTask {
                     task: task.clone(),
                     reader: self.side.open(task, pos)?,
@@ -541,7 +576,7 @@ impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
                         key_groups,
                         key_buf: Vec::new(),
                     }),
-                    finished,
+                    finished: false,
                     watermark_delay: self.side.watermark_delay(),
                 };
                 threads.push(spawn_source(t, shared.clone())?);
@@ -597,12 +632,12 @@ impl<T: Send + 'static> Job for DirectJob<T> {
             let shared = shared(&env, &control, &events, &metrics);
             let mut threads = Vec::new();
             for (task, sink) in tasks.iter().zip(sinks) {
-                let (pos, finished) = start_position(&env, task)?;
+                let pos = start_position(&env, task)?;
                 let t = SourceTask {
                     task: task.clone(),
                     reader: self.side.open(task, pos)?,
                     output: Box::new(Direct { sink }),
-                    finished,
+                    finished: false,
                     watermark_delay: None,
                 };
                 threads.push(spawn_source(t, shared.clone())?);

@@ -49,6 +49,8 @@ pub(crate) trait ChainedReader<T>: Send {
     fn read(&mut self, max: usize, out: &mut dyn FnMut(Record<(), T>)) -> Result<ReadStatus>;
     fn position(&self) -> u64;
     fn committed(&mut self, position: u64) -> Result<()>;
+    /// Records read from the source since the last call (before any operator).
+    fn take_read_count(&mut self) -> u64;
 }
 
 pub(crate) struct BaseSide<S>(pub(crate) S);
@@ -56,6 +58,7 @@ pub(crate) struct BaseSide<S>(pub(crate) S);
 struct BaseReader<T> {
     reader: Box<dyn SourceReader<T>>,
     buf: Vec<Record<(), T>>,
+    read: u64,
 }
 
 impl<S: Source> SourceSide<S::Item> for BaseSide<S> {
@@ -67,6 +70,7 @@ impl<S: Source> SourceSide<S::Item> for BaseSide<S> {
         Ok(Box::new(BaseReader {
             reader: self.0.open(task, position)?,
             buf: Vec::new(),
+            read: 0,
         }))
     }
 
@@ -79,6 +83,7 @@ impl<T: Send> ChainedReader<T> for BaseReader<T> {
     fn read(&mut self, max: usize, out: &mut dyn FnMut(Record<(), T>)) -> Result<ReadStatus> {
         let status = self.reader.read(&mut self.buf, max);
         // Records before a bad one were read: hand them on either way.
+        self.read += self.buf.len() as u64;
         for r in self.buf.drain(..) {
             out(r);
         }
@@ -91,6 +96,10 @@ impl<T: Send> ChainedReader<T> for BaseReader<T> {
 
     fn committed(&mut self, position: u64) -> Result<()> {
         self.reader.committed(position)
+    }
+
+    fn take_read_count(&mut self) -> u64 {
+        std::mem::take(&mut self.read)
     }
 }
 
@@ -136,6 +145,10 @@ impl<T: Send, U: Send> ChainedReader<U> for ChainReader<T, U> {
 
     fn committed(&mut self, position: u64) -> Result<()> {
         self.inner.committed(position)
+    }
+
+    fn take_read_count(&mut self) -> u64 {
+        self.inner.take_read_count()
     }
 }
 

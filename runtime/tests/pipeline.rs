@@ -1,0 +1,130 @@
+//! Pipelines run in-process through `cli::run`, on real files and RocksDB.
+
+use std::path::Path;
+
+use weir_connectors::file::{FileSink, FileSource};
+use weir_runtime::prelude::*;
+
+fn config(state: &Path, extra: &[(&str, &str)]) -> Result<Config> {
+    let mut o = vec![(
+        "state".to_owned(),
+        format!("{:?}", state.display().to_string()),
+    )];
+    o.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    Config::load(None, &o)
+}
+
+fn write_input(dir: &Path, files: &[(&str, &str)]) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).expect("write");
+    }
+}
+
+fn read_all(dir: &Path) -> Vec<String> {
+    let mut lines: Vec<String> = std::fs::read_dir(dir)
+        .expect("ls")
+        .flat_map(|e| {
+            std::fs::read_to_string(e.expect("entry").path())
+                .expect("read")
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stateless_pipeline_writes_one_output_per_input_file_and_resumes_without_repeating(
+) -> Result<()> {
+    let tmp = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
+    let (input, output, state) = (
+        tmp.path().join("in"),
+        tmp.path().join("out"),
+        tmp.path().join("state"),
+    );
+    write_input(&input, &[("a.txt", "1\n2\n3\n"), ("b.txt", "10\n")]);
+    let build = |p: &mut Pipeline| {
+        p.source(FileSource::lines(&input))
+            .map(|l: String| l.parse::<u64>().map_or(0, |n| n * 2))
+            .filter(|n| *n > 2)
+            .sink(FileSink::lines(&output));
+    };
+    let mut p = Pipeline::new("double");
+    build(&mut p);
+    let s = weir_runtime::cli::run(p, &config(&state, &[])?, None).await?;
+    assert_eq!(s.records_read, 4);
+    assert_eq!(read_all(&output), vec!["20", "4", "6"]);
+    assert!(output.join("part-a.txt").is_file() && output.join("part-b.txt").is_file());
+
+    // More input in one file: a second run reads only the new lines.
+    std::fs::write(input.join("a.txt"), "1\n2\n3\n4\n").map_err(|e| Error::io("write", "a", e))?;
+    let mut p = Pipeline::new("double");
+    build(&mut p);
+    let s = weir_runtime::cli::run(p, &config(&state, &[])?, None).await?;
+    assert_eq!(s.records_read, 1);
+    assert_eq!(read_all(&output), vec!["20", "4", "6", "8"]);
+    Ok(())
+}
+
+#[derive(Clone)]
+struct Explodes;
+
+impl Processor for Explodes {
+    type Key = String;
+    type In = String;
+    type Out = String;
+
+    async fn process(
+        &mut self,
+        r: Record<String, String>,
+        ctx: &mut Context<'_, Self>,
+    ) -> Result<()> {
+        assert!(r.value != "boom", "processor bug");
+        ctx.emit(r.key, r.value);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_processor_fails_the_run_instead_of_hanging_it() -> Result<()> {
+    let tmp = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
+    let (input, output, state) = (
+        tmp.path().join("in"),
+        tmp.path().join("out"),
+        tmp.path().join("state"),
+    );
+    write_input(&input, &[("a.txt", "fine\nboom\nfine\n")]);
+    let mut p = Pipeline::new("explodes");
+    p.source(FileSource::lines(&input))
+        .key_by(|l: &String| l.clone())
+        .process(Explodes)
+        .sink(FileSink::tsv(&output));
+    let r = weir_runtime::cli::run(p, &config(&state, &[])?, None).await;
+    let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        msg.contains("panicked") && msg.contains("processor bug"),
+        "{msg}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_without_a_sink_is_refused() -> Result<()> {
+    let tmp = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
+    let state = tmp.path().join("state");
+    let mut p = Pipeline::new("nothing");
+    let _ = p.source(FileSource::lines(tmp.path())).map(|l: String| l);
+    let e = weir_runtime::cli::run(p, &config(&state, &[])?, None)
+        .await
+        .err()
+        .map(|e| e.to_string());
+    assert!(e.is_some_and(|m| m.contains("has no sink")));
+    Ok(())
+}
