@@ -7,8 +7,10 @@ use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
 use weir_core::sink::{Flushed, Sink, SinkWriter};
-use weir_core::source::{ReadStatus, Source, SourceReader};
+
+use weir_core::source::{ReadStatus, ResetTo, Source, SourceReader, TaskOffsets};
 use weir_core::{Error, Record, Result};
 
 const BUFFER: usize = 1 << 20;
@@ -95,6 +97,51 @@ impl Source for FileSource {
         Ok(tasks)
     }
 
+    fn offsets(&self) -> Result<Vec<TaskOffsets>> {
+        self.tasks()?
+            .into_iter()
+            .map(|task| {
+                let path = self.file_of(&task);
+                let len = std::fs::metadata(&path)
+                    .map_err(|e| Error::io("cannot stat", path.display(), e))?
+                    .len();
+                Ok(TaskOffsets {
+                    task,
+                    committed: None,
+                    end: Some(len),
+                })
+            })
+            .collect()
+    }
+
+    fn resolve(&self, to: ResetTo) -> Result<BTreeMap<String, u64>> {
+        let mut out = BTreeMap::new();
+        for t in self.offsets()? {
+            let len = t.end.unwrap_or(0);
+            let pos = match to {
+                ResetTo::Earliest => 0,
+                ResetTo::Latest => len,
+                ResetTo::Offset(n) => {
+                    let path = self.file_of(&t.task);
+                    if n > len || (n > 0 && !is_line_start(&path, n)?) {
+                        return Err(Error::Config(format!(
+                            "byte {n} is not the start of a line of {} ({len} bytes); pick a line start",
+                            path.display()
+                        )));
+                    }
+                    n
+                }
+                ResetTo::Timestamp(_) => {
+                    return Err(Error::Config(
+                        "files carry no record times to reset to; use --to-earliest, --to-latest or --to-offset".into(),
+                    ))
+                }
+            };
+            out.insert(t.task, pos);
+        }
+        Ok(out)
+    }
+
     fn open(&self, task: &str, position: Option<u64>) -> Result<Box<dyn SourceReader<String>>> {
         let path = self.file_of(task);
         let mut file = File::open(&path).map_err(|e| {
@@ -126,6 +173,18 @@ impl Source for FileSource {
             follow: self.follow,
         }))
     }
+}
+
+/// Whether byte `n` of `path` starts a line (the byte before it is a newline).
+fn is_line_start(path: &Path, n: u64) -> Result<bool> {
+    use std::io::Read;
+    let mut f = File::open(path).map_err(|e| Error::io("cannot open", path.display(), e))?;
+    f.seek(SeekFrom::Start(n - 1))
+        .map_err(|e| Error::io("cannot seek in", path.display(), e))?;
+    let mut b = [0u8; 1];
+    f.read_exact(&mut b)
+        .map_err(|e| Error::io("cannot read", path.display(), e))?;
+    Ok(b[0] == b'\n')
 }
 
 struct LineReader {

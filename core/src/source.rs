@@ -1,6 +1,33 @@
 //! The interface between the runtime and source connectors.
 
-use crate::{Record, Result};
+use std::collections::BTreeMap;
+
+use crate::{Error, Record, Result};
+
+/// Where `offsets reset` moves a pipeline's input positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetTo {
+    /// The start of every task's input.
+    Earliest,
+    /// The end of every task's input: skip what is there now.
+    Latest,
+    /// This position in every task.
+    Offset(u64),
+    /// The first record at or after this time (ms since the Unix epoch).
+    Timestamp(i64),
+}
+
+/// One task's positions as the source system sees them (`offsets show`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskOffsets {
+    /// The task (input partition).
+    pub task: String,
+    /// What the source system records as committed (a consumer group's
+    /// offset), if it keeps such a thing.
+    pub committed: Option<u64>,
+    /// The end of the input now (a partition's high watermark, a file's length).
+    pub end: Option<u64>,
+}
 
 /// What a [`SourceReader::read`] call found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +54,30 @@ pub trait Source: Send + Sync + 'static {
 
     /// Opens task `task` at `position` (its start when `None`).
     fn open(&self, task: &str, position: Option<u64>) -> Result<Box<dyn SourceReader<Self::Item>>>;
+
+    /// Every task's committed and end positions, for `offsets show`.
+    fn offsets(&self) -> Result<Vec<TaskOffsets>> {
+        Err(Error::Config(format!(
+            "the {} source keeps no offsets to show",
+            self.describe()
+        )))
+    }
+
+    /// The position of every task for a reset to `to`.
+    fn resolve(&self, to: ResetTo) -> Result<BTreeMap<String, u64>> {
+        let _ = to;
+        Err(Error::Config(format!(
+            "the {} source cannot be reset",
+            self.describe()
+        )))
+    }
+
+    /// Records `positions` where the source system keeps progress (a
+    /// consumer group), after a reset; advisory, like every such copy.
+    fn publish(&self, positions: &BTreeMap<String, u64>) -> Result<()> {
+        let _ = positions;
+        Ok(())
+    }
 }
 
 /// Reads one task. Positions are opaque to the runtime but must be

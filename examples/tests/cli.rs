@@ -169,3 +169,90 @@ fn a_missing_input_directory_is_named_with_the_fix() {
         "{err}"
     );
 }
+
+fn counts_per_word(d: &common::Dirs) -> std::collections::HashMap<String, Vec<u64>> {
+    let mut seen = common::output_counts(&d.output);
+    for v in seen.values_mut() {
+        v.sort_unstable();
+    }
+    seen
+}
+
+#[test]
+fn offsets_reset_asks_about_state_and_then_reprocesses_with_or_without_it() {
+    let d = dirs(2, 5_000, 15);
+    run_ok(&mut wordcount(&["run"], &d));
+    let expected = common::expected_counts(&d.input);
+
+    let out = wordcount(&["offsets", "reset", "--to-earliest"], &d)
+        .output()
+        .expect("spawn");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--keep-state") && err.contains("--reset-state"),
+        "{err}"
+    );
+
+    // Reset with the state kept: the input is counted a second time on top.
+    run_ok(&mut wordcount(
+        &["offsets", "reset", "--to-earliest", "--keep-state"],
+        &d,
+    ));
+    let shown = String::from_utf8(
+        wordcount(&["offsets", "show"], &d)
+            .output()
+            .expect("show")
+            .stdout,
+    )
+    .expect("utf8");
+    assert!(
+        shown
+            .lines()
+            .skip(1)
+            .all(|l| l.split_whitespace().nth(1) == Some("0")),
+        "{shown}"
+    );
+    run_ok(&mut wordcount(&["run"], &d));
+    for (w, n) in &expected {
+        assert_eq!(
+            counts_per_word(&d)[w],
+            (1..=2 * n).collect::<Vec<_>>(),
+            "{w}"
+        );
+    }
+
+    // Reset with the state wiped: a new timeline counting from 1 again.
+    run_ok(&mut wordcount(
+        &["offsets", "reset", "--to-earliest", "--reset-state"],
+        &d,
+    ));
+    run_ok(&mut wordcount(&["run"], &d));
+    for (w, n) in &expected {
+        let mut want: Vec<u64> = (1..=2 * n).chain(1..=*n).collect();
+        want.sort_unstable();
+        assert_eq!(counts_per_word(&d)[w], want, "{w}");
+    }
+}
+
+#[test]
+fn offsets_reset_is_refused_while_an_instance_runs() {
+    let d = dirs(1, 1_000, 16);
+    let child = wordcount(&["run", "--set", "follow=true"], &d)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let _guard = common::KillOnDrop(child);
+    // The running instance holds the state directory's lock once RocksDB is open.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !d.state.join("db").join("LOCK").exists() {
+        assert!(Instant::now() < deadline, "never opened its state");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = wordcount(&["offsets", "reset", "--to-earliest", "--keep-state"], &d)
+        .output()
+        .expect("spawn");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another running instance"), "{err}");
+}

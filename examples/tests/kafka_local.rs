@@ -160,6 +160,40 @@ fn kafka_to_files_is_exactly_once_across_kill_9_and_the_group_sees_the_end() {
     assert_eq!(lines, 300_000);
     eprintln!("{kills} kills, {lines} lines");
 
+    // The pipeline's own view: checkpointed = group-committed = end, no lag.
+    let out = Command::new(BIN)
+        .args([
+            "offsets",
+            "show",
+            "--brokers",
+            bootstrap(),
+            "--input-topic",
+            &topic,
+            "--application-id",
+            &group,
+            "--output",
+        ])
+        .arg(&d.output)
+        .arg("--state")
+        .arg(&d.state)
+        .output()
+        .expect("offsets show");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = String::from_utf8(out.stdout).expect("utf8");
+    let rows: Vec<Vec<&str>> = shown
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 4, "{shown}");
+    for r in &rows {
+        assert!(r[1] == r[2] && r[2] == r[3] && r[4] == "0", "{shown}");
+    }
+
     // The witness: Kafka's own tool sees the group at the end of every partition.
     let described = tool(
         &[

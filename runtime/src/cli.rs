@@ -20,6 +20,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
+use weir_core::source::ResetTo;
 use weir_core::{Codec, Error, Result};
 
 use crate::executor::{JobEnv, RunSummary};
@@ -110,7 +111,44 @@ impl App {
                             .value_parser(clap::value_parser!(u64))
                             .help("checkpoint id, from `checkpoints list`"),
                     )
-                    .args(run_args),
+                    .args(run_args.clone()),
+            )
+            .subcommand(
+                Command::new("offsets")
+                    .about("input positions per task: show, or reset while no instance runs")
+                    .subcommand_required(true)
+                    .subcommand(
+                        Command::new("show")
+                            .about("per task: checkpointed position, group-committed offset, end, lag")
+                            .args(run_args.clone()),
+                    )
+                    .subcommand(
+                        Command::new("reset")
+                            .about("move the input positions (refused while an instance runs)")
+                            .arg(Arg::new("to-earliest").long("to-earliest").action(ArgAction::SetTrue).help("the start of every input"))
+                            .arg(Arg::new("to-latest").long("to-latest").action(ArgAction::SetTrue).help("the end of every input: skip what is there"))
+                            .arg(
+                                Arg::new("to-offset")
+                                    .long("to-offset")
+                                    .value_name("N")
+                                    .value_parser(clap::value_parser!(u64))
+                                    .help("position N of every task"),
+                            )
+                            .arg(
+                                Arg::new("to-datetime")
+                                    .long("to-datetime")
+                                    .value_name("T")
+                                    .help("the first record at or after T (RFC 3339, e.g. 2026-11-25T10:00:00Z)"),
+                            )
+                            .group(
+                                clap::ArgGroup::new("to")
+                                    .args(["to-earliest", "to-latest", "to-offset", "to-datetime"])
+                                    .required(true),
+                            )
+                            .arg(Arg::new("keep-state").long("keep-state").action(ArgAction::SetTrue).help("keep the state (counts stay, inputs re-read are counted again)"))
+                            .arg(Arg::new("reset-state").long("reset-state").action(ArgAction::SetTrue).help("wipe the keyed state and timers (state restarts from the new positions)"))
+                            .args(run_args.clone()),
+                    ),
             )
             .subcommand(
                 Command::new("checkpoints")
@@ -176,6 +214,11 @@ impl App {
                 let from = sub.get_one::<u64>("from").copied();
                 self.run_cmd(sub, build, from)
             }
+            Some(("offsets", sub)) => match sub.subcommand() {
+                Some(("show", s)) => self.offsets_show(s, build),
+                Some(("reset", s)) => self.offsets_reset(s, build),
+                _ => Err(Error::Config("unknown offsets command; see --help".into())),
+            },
             Some(("checkpoints", sub)) => match sub.subcommand() {
                 Some(("list", s)) => list(&state_arg(s)?),
                 Some(("inspect", s)) => inspect(&state_arg(s)?, s.get_one::<String>("id")),
@@ -195,7 +238,8 @@ impl App {
         }
     }
 
-    fn run_cmd(&self, m: &ArgMatches, build: &Build<'_>, replay_from: Option<u64>) -> Result<()> {
+    /// The configuration and the built pipeline of a `run`-like command.
+    fn load(&self, m: &ArgMatches, build: &Build<'_>) -> Result<(Config, Pipeline)> {
         let mut overrides = Vec::new();
         for kv in m.get_many::<String>("set").into_iter().flatten() {
             let (k, v) = kv.split_once('=').ok_or_else(|| {
@@ -216,6 +260,134 @@ impl App {
         let config = Config::load(m.get_one::<String>("config").map(Path::new), &overrides)?;
         let mut pipeline = Pipeline::new(&self.name);
         build(&config, &mut pipeline)?;
+        Ok((config, pipeline))
+    }
+
+    fn offsets_show(&self, m: &ArgMatches, build: &Build<'_>) -> Result<()> {
+        let (config, pipeline) = self.load(m, build)?;
+        let dir = state_dir(&config)?;
+        let manifest = match store::open_read_only(&dir) {
+            Ok(ro) => ro.manifest()?,
+            Err(_) => None,
+        };
+        if let Some(m) = &manifest {
+            check_fingerprint(m, &pipeline, &dir)?;
+        }
+        let (job, _) = pipeline.into_job()?;
+        let offsets = job.source().offsets()?;
+        println!(
+            "{:<28} {:>14} {:>16} {:>14} {:>10}",
+            "TASK", "CHECKPOINTED", "GROUP-COMMITTED", "END", "LAG"
+        );
+        let show = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+        for t in offsets {
+            let chk = manifest
+                .as_ref()
+                .and_then(|m| m.sources.get(&t.task))
+                .map(|p| p.position);
+            let lag = t.end.map(|e| e.saturating_sub(chk.unwrap_or(0)));
+            println!(
+                "{:<28} {:>14} {:>16} {:>14} {:>10}",
+                t.task,
+                show(chk),
+                show(t.committed),
+                show(t.end),
+                show(lag)
+            );
+        }
+        Ok(())
+    }
+
+    fn offsets_reset(&self, m: &ArgMatches, build: &Build<'_>) -> Result<()> {
+        let wipe = match (m.get_flag("keep-state"), m.get_flag("reset-state")) {
+            (true, false) => false,
+            (false, true) => true,
+            _ => {
+                return Err(Error::Config(
+                    "say what happens to the state: --keep-state keeps it (the counts stay, and input read again is counted again), --reset-state wipes keyed state and timers (the state is rebuilt from the new positions); output already written stays either way"
+                        .into(),
+                ))
+            }
+        };
+        let to = if m.get_flag("to-earliest") {
+            ResetTo::Earliest
+        } else if m.get_flag("to-latest") {
+            ResetTo::Latest
+        } else if let Some(n) = m.get_one::<u64>("to-offset") {
+            ResetTo::Offset(*n)
+        } else {
+            let t = m
+                .get_one::<String>("to-datetime")
+                .map(String::as_str)
+                .unwrap_or_default();
+            let when = humantime::parse_rfc3339_weak(t).map_err(|e| {
+                Error::Config(format!(
+                    "--to-datetime {t}: {e}; use RFC 3339, e.g. 2026-11-25T10:00:00Z"
+                ))
+            })?;
+            let ms = when
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_err(|_| Error::Config(format!("--to-datetime {t} is before 1970")))?
+                .as_millis() as i64;
+            ResetTo::Timestamp(ms)
+        };
+        let (config, pipeline) = self.load(m, build)?;
+        let dir = state_dir(&config)?;
+        // Opening the live state takes its lock: refused while an instance runs.
+        let store = Store::open(&dir)?;
+        let current = match store.manifest()? {
+            Some(m) => {
+                check_fingerprint(&m, &pipeline, &dir)?;
+                m
+            }
+            None => Manifest::empty(
+                pipeline.name(),
+                &pipeline.fingerprint(),
+                &pipeline.topology(),
+                config.runtime().key_groups,
+            ),
+        };
+        let (job, _) = pipeline.into_job()?;
+        let positions = job.source().resolve(to)?;
+        let mut next = current.clone();
+        next.epoch = current.epoch + 1;
+        next.time_ms = store::now_ms();
+        next.generation = current.generation + 1;
+        next.replayed_from = None;
+        for (task, pos) in &positions {
+            next.sources.insert(
+                task.clone(),
+                crate::manifest::SourcePosition {
+                    position: *pos,
+                    finished: false,
+                },
+            );
+        }
+        store.reset(&next, wipe)?;
+        println!("{:<28} {:>14} {:>14}", "TASK", "FROM", "TO");
+        for (task, pos) in &positions {
+            let from = current
+                .sources
+                .get(task)
+                .map_or_else(|| "-".to_owned(), |p| p.position.to_string());
+            println!("{task:<28} {from:>14} {pos:>14}");
+        }
+        println!(
+            "{}",
+            if wipe {
+                "state: wiped (keyed state and timers); it is rebuilt from the new positions"
+            } else {
+                "state: kept; input read again is counted again"
+            }
+        );
+        if let Err(e) = job.source().publish(&positions) {
+            eprintln!("warning: the reset is committed, but copying it to the source's own record failed: {e}");
+        }
+        Ok(())
+    }
+
+    fn run_cmd(&self, m: &ArgMatches, build: &Build<'_>, replay_from: Option<u64>) -> Result<()> {
+        let (config, pipeline) = self.load(m, build)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.runtime().parallelism.max(1))
             .enable_all()
@@ -247,6 +419,12 @@ fn init_tracing() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+}
+
+fn state_dir(config: &Config) -> Result<PathBuf> {
+    config.runtime().state.clone().ok_or_else(|| {
+        Error::Config("no state directory; pass --state DIR (or set `state` in the config)".into())
+    })
 }
 
 fn state_arg(m: &ArgMatches) -> Result<PathBuf> {

@@ -25,8 +25,8 @@ use crate::control::Control;
 use crate::failpoints::{self, crash_point};
 use crate::manifest::{Manifest, SourcePosition};
 use crate::stage::{
-    BoxFuture, ChainedReader, FlushedSink, Metrics, NamedSinks, SideSinks, SinkStage, SourceSide,
-    Stage, StageCx, StageFactory, StageInit,
+    BoxFuture, ChainedReader, FlushedSink, Metrics, NamedSinks, SideSinks, SinkStage, SourceAdmin,
+    SourceSide, Stage, StageCx, StageFactory, StageInit,
 };
 use crate::state::{CachedState, Write};
 use crate::store::{now_ms, Store};
@@ -56,6 +56,8 @@ pub(crate) struct JobEnv {
 /// A pipeline with its types erased, ready to run.
 pub(crate) trait Job: Send {
     fn run(self: Box<Self>, env: JobEnv) -> BoxFuture<'static, Result<RunSummary>>;
+    /// The pipeline's source, for the offsets commands.
+    fn source(&self) -> &dyn SourceAdmin;
 }
 
 enum Msg<K, V> {
@@ -517,6 +519,10 @@ fn tasks_of<T>(side: &dyn SourceSide<T>) -> Result<Vec<String>> {
 }
 
 impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
+    fn source(&self) -> &dyn SourceAdmin {
+        &*self.side
+    }
+
     fn run(self: Box<Self>, env: JobEnv) -> BoxFuture<'static, Result<RunSummary>> {
         Box::pin(async move {
             let tasks = tasks_of(&*self.side)?;
@@ -606,6 +612,10 @@ impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
 }
 
 impl<T: Send + 'static> Job for DirectJob<T> {
+    fn source(&self) -> &dyn SourceAdmin {
+        &*self.side
+    }
+
     fn run(self: Box<Self>, env: JobEnv) -> BoxFuture<'static, Result<RunSummary>> {
         Box::pin(async move {
             let tasks = tasks_of(&*self.side)?;

@@ -2,6 +2,7 @@
 //! task fused with the stateless operators before the exchange) and the
 //! keyed stages a worker runs after it (processors, maps, sinks).
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::ops::Range;
 use std::pin::Pin;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 
 use weir_core::exec::{KeyedNode, NodeEnv, SideRecord};
 use weir_core::sink::{Flushed, Sink, SinkWriter};
-use weir_core::source::{ReadStatus, Source, SourceReader};
+use weir_core::source::{ReadStatus, ResetTo, Source, SourceReader, TaskOffsets};
 use weir_core::{Error, Processor, Record, Result};
 
 use crate::config::OnBadInput;
@@ -36,8 +37,15 @@ impl Metrics {
 pub(crate) type SideOp<T, U> =
     Arc<dyn Fn(Record<(), T>, &mut dyn FnMut(Record<(), U>)) + Send + Sync>;
 
+/// What the offsets commands ask of a pipeline's source.
+pub(crate) trait SourceAdmin: Send + Sync {
+    fn offsets(&self) -> Result<Vec<TaskOffsets>>;
+    fn resolve(&self, to: ResetTo) -> Result<BTreeMap<String, u64>>;
+    fn publish(&self, positions: &BTreeMap<String, u64>) -> Result<()>;
+}
+
 /// A source with its stateless operators fused in.
-pub(crate) trait SourceSide<T>: Send + Sync {
+pub(crate) trait SourceSide<T>: SourceAdmin {
     fn tasks(&self) -> Result<Vec<String>>;
     fn open(&self, task: &str, position: Option<u64>) -> Result<Box<dyn ChainedReader<T>>>;
     /// Watermark lag behind the highest event time seen; `None` when the
@@ -59,6 +67,20 @@ struct BaseReader<T> {
     reader: Box<dyn SourceReader<T>>,
     buf: Vec<Record<(), T>>,
     read: u64,
+}
+
+impl<S: Source> SourceAdmin for BaseSide<S> {
+    fn offsets(&self) -> Result<Vec<TaskOffsets>> {
+        self.0.offsets()
+    }
+
+    fn resolve(&self, to: ResetTo) -> Result<BTreeMap<String, u64>> {
+        self.0.resolve(to)
+    }
+
+    fn publish(&self, positions: &BTreeMap<String, u64>) -> Result<()> {
+        self.0.publish(positions)
+    }
 }
 
 impl<S: Source> SourceSide<S::Item> for BaseSide<S> {
@@ -113,6 +135,20 @@ pub(crate) struct ChainSide<T, U> {
 struct ChainReader<T, U> {
     inner: Box<dyn ChainedReader<T>>,
     op: SideOp<T, U>,
+}
+
+impl<T: Send + 'static, U: Send + 'static> SourceAdmin for ChainSide<T, U> {
+    fn offsets(&self) -> Result<Vec<TaskOffsets>> {
+        self.inner.offsets()
+    }
+
+    fn resolve(&self, to: ResetTo) -> Result<BTreeMap<String, u64>> {
+        self.inner.resolve(to)
+    }
+
+    fn publish(&self, positions: &BTreeMap<String, u64>) -> Result<()> {
+        self.inner.publish(positions)
+    }
 }
 
 impl<T: Send + 'static, U: Send + 'static> SourceSide<U> for ChainSide<T, U> {

@@ -124,6 +124,36 @@ impl Store {
             .map_err(|e| db_err("commit to", &self.dir, e))
     }
 
+    /// `offsets reset`: commits `manifest` (its new source positions) in one
+    /// synced batch, dropping at-most-once read positions and, with
+    /// `wipe_state`, every keyed state entry and timer.
+    pub fn reset(&self, manifest: &Manifest, wipe_state: bool) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        if wipe_state {
+            batch.delete_range(
+                &[weir_core::state::KEYED_TAG][..],
+                &[weir_core::state::KEYED_TAG + 1][..],
+            );
+            batch.delete_range(
+                &[weir_core::state::TIMER_TAG][..],
+                &[weir_core::state::TIMER_TAG + 1][..],
+            );
+        }
+        let mut end = READ_POSITION_PREFIX.to_vec();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        batch.delete_range(READ_POSITION_PREFIX, end.as_slice());
+        let m = serde_json::to_vec(manifest)
+            .map_err(|e| Error::State(format!("cannot encode manifest: {e}")))?;
+        batch.put(MANIFEST_KEY, m);
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db
+            .write_opt(batch, &wo)
+            .map_err(|e| db_err("reset", &self.dir, e))
+    }
+
     /// Records, synced, that task `task` has read up to `position`
     /// (at-most-once: positions are committed before processing).
     pub fn save_read_position(&self, task: &str, position: u64) -> Result<()> {

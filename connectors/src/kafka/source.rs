@@ -6,7 +6,9 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use weir_core::source::{ReadStatus, Source, SourceReader};
+use std::collections::BTreeMap;
+
+use weir_core::source::{ReadStatus, ResetTo, Source, SourceReader, TaskOffsets};
 use weir_core::{Error, Record, Result};
 
 use super::client::{client_config, kafka_error, KafkaSettings, WeirContext};
@@ -113,6 +115,90 @@ impl Source for KafkaSource {
                 self.topic, self.settings.brokers, self.topic
             ))),
         }
+    }
+
+    fn offsets(&self) -> Result<Vec<TaskOffsets>> {
+        let consumer = self.consumer()?;
+        let timeout = self.settings.metadata_timeout;
+        let brokers = &self.settings.brokers;
+        let mut tpl = TopicPartitionList::new();
+        let tasks = self.tasks()?;
+        for task in &tasks {
+            tpl.add_partition(&self.topic, self.partition_of(task)?);
+        }
+        let committed = consumer
+            .committed_offsets(tpl, timeout)
+            .map_err(|e| kafka_error("cannot read the group's offsets", brokers, e))?;
+        tasks
+            .into_iter()
+            .map(|task| {
+                let p = self.partition_of(&task)?;
+                let (_, high) = consumer
+                    .fetch_watermarks(&self.topic, p, timeout)
+                    .map_err(|e| kafka_error("cannot read offsets", brokers, e))?;
+                let committed = match committed.find_partition(&self.topic, p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) if o >= 0 => Some(o as u64),
+                    _ => None,
+                };
+                Ok(TaskOffsets {
+                    task,
+                    committed,
+                    end: Some(high.max(0) as u64),
+                })
+            })
+            .collect()
+    }
+
+    fn resolve(&self, to: ResetTo) -> Result<BTreeMap<String, u64>> {
+        let consumer = self.consumer()?;
+        let timeout = self.settings.metadata_timeout;
+        let brokers = &self.settings.brokers;
+        let mut out = BTreeMap::new();
+        for task in self.tasks()? {
+            let p = self.partition_of(&task)?;
+            let (low, high) = consumer
+                .fetch_watermarks(&self.topic, p, timeout)
+                .map_err(|e| kafka_error("cannot read offsets", brokers, e))?;
+            let pos = match to {
+                ResetTo::Earliest => low,
+                ResetTo::Latest => high,
+                ResetTo::Offset(n) => (n as i64).clamp(low, high),
+                ResetTo::Timestamp(ts) => {
+                    let mut q = TopicPartitionList::new();
+                    q.add_partition_offset(&self.topic, p, Offset::Offset(ts))
+                        .map_err(|e| kafka_error("bad timestamp", brokers, e))?;
+                    let found = consumer
+                        .offsets_for_times(q, timeout)
+                        .map_err(|e| kafka_error("cannot look up offsets by time", brokers, e))?;
+                    match found.find_partition(&self.topic, p).map(|e| e.offset()) {
+                        Some(Offset::Offset(o)) if o >= 0 => o,
+                        _ => high,
+                    }
+                }
+            };
+            out.insert(task, pos.max(0) as u64);
+        }
+        Ok(out)
+    }
+
+    fn publish(&self, positions: &BTreeMap<String, u64>) -> Result<()> {
+        let consumer = self.consumer()?;
+        let mut tpl = TopicPartitionList::new();
+        for (task, pos) in positions {
+            tpl.add_partition_offset(
+                &self.topic,
+                self.partition_of(task)?,
+                Offset::Offset(*pos as i64),
+            )
+            .map_err(|e| kafka_error("bad offset", &self.settings.brokers, e))?;
+        }
+        consumer.commit(&tpl, CommitMode::Sync).map_err(|e| {
+            kafka_error(
+                "cannot commit the group's offsets",
+                &self.settings.brokers,
+                e,
+            )
+        })
     }
 
     fn open(&self, task: &str, position: Option<u64>) -> Result<Box<dyn SourceReader<String>>> {
