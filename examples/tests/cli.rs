@@ -256,3 +256,58 @@ fn offsets_reset_is_refused_while_an_instance_runs() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use by another running instance"), "{err}");
 }
+
+#[test]
+fn environment_variables_configure_the_runtime() {
+    let d = dirs(1, 2_000, 17);
+    run_ok(
+        wordcount(&["run"], &d)
+            .env("WEIR_CHECKPOINT__RETAIN_EVERY", "1")
+            .env("WEIR_CHECKPOINT__RETAIN_COUNT", "7"),
+    );
+    let list = common::cli_output(&["checkpoints", "list", "--state"], &d.state);
+    assert!(
+        list.lines().count() >= 2,
+        "every checkpoint retained: {list}"
+    );
+}
+
+#[test]
+fn a_processor_error_fails_the_run_by_default_and_is_skipped_on_request() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).expect("mkdir");
+    std::fs::write(input.join("e.log"), "100 u a\nnot-a-time u b\n200 u c\n").expect("write");
+    let cmd = |extra: &[&str]| {
+        let mut c = Command::new(SESSIONS);
+        c.args(["run", "--gap-ms", "50", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(tmp.path().join("out"))
+            .arg("--state")
+            .arg(tmp.path().join("state"))
+            .args(extra)
+            .env("RUST_LOG", "warn");
+        c.output().expect("spawn")
+    };
+    let out = cmd(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Sessionizer") && err.contains("not-a-time"),
+        "{err}"
+    );
+    let out = cmd(&["--set", "on_bad_input=skip"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sessions = std::fs::read_dir(tmp.path().join("out"))
+        .expect("ls")
+        .map(|e| std::fs::read_to_string(e.expect("entry").path()).expect("read"))
+        .collect::<String>();
+    let mut lines: Vec<&str> = sessions.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines, vec!["u\t100\t100\t1", "u\t200\t200\t1"]);
+}

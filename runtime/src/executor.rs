@@ -670,6 +670,9 @@ async fn finish_threads(threads: Vec<std::thread::JoinHandle<()>>) {
     .await;
 }
 
+/// How often a long run logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
 /// The checkpoint coordinator: triggers epochs, gathers acks, commits.
 async fn coordinate(
     env: &JobEnv,
@@ -692,6 +695,7 @@ async fn coordinate(
         ..RunSummary::default()
     };
     let closed = || Error::State("every task stopped without a reason".into());
+    let mut last_progress = std::time::Instant::now();
     loop {
         let deadline = tokio::time::Instant::now() + interval;
         let last = loop {
@@ -795,6 +799,16 @@ async fn coordinate(
             summary.commits += 1;
             summary.last_epoch = epoch;
             tracing::debug!(epoch, "committed");
+        }
+        if last_progress.elapsed() >= PROGRESS_EVERY {
+            last_progress = std::time::Instant::now();
+            let read = metrics.records_read.load(Ordering::Relaxed);
+            tracing::info!(
+                epoch = summary.last_epoch,
+                commits = summary.commits,
+                records = read,
+                "progress"
+            );
         }
         if last {
             control.shutdown();
