@@ -25,7 +25,9 @@ pub struct FileSource {
 
 impl FileSource {
     /// Lines of every regular, non-hidden file in `path` (or of the file
-    /// `path`), read to their end.
+    /// `path`), read to their end. A last line without a newline counts as a
+    /// line when the end is reached: append to a file only whole lines, or
+    /// use [`follow`](Self::follow), which waits for the newline.
     pub fn lines(path: impl Into<PathBuf>) -> Self {
         FileSource {
             path: path.into(),
@@ -120,7 +122,8 @@ impl Source for FileSource {
             let len = t.end.unwrap_or(0);
             let pos = match to {
                 ResetTo::Earliest => 0,
-                ResetTo::Latest => len,
+                // After the last complete line: a partial one is still being written.
+                ResetTo::Latest => end_of_last_line(&self.file_of(&t.task), len)?,
                 ResetTo::Offset(n) => {
                     let path = self.file_of(&t.task);
                     if n > len || (n > 0 && !is_line_start(&path, n)?) {
@@ -173,6 +176,26 @@ impl Source for FileSource {
             follow: self.follow,
         }))
     }
+}
+
+/// The offset just after the last newline of `path` (of length `len`).
+fn end_of_last_line(path: &Path, len: u64) -> Result<u64> {
+    use std::io::Read;
+    let mut f = File::open(path).map_err(|e| Error::io("cannot open", path.display(), e))?;
+    let mut end = len;
+    let mut chunk = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let n = (end - start) as usize;
+        f.seek(SeekFrom::Start(start))
+            .and_then(|_| f.read_exact(&mut chunk[..n]))
+            .map_err(|e| Error::io("cannot read", path.display(), e))?;
+        if let Some(i) = chunk[..n].iter().rposition(|b| *b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 /// Whether byte `n` of `path` starts a line (the byte before it is a newline).

@@ -99,9 +99,10 @@ fn replay_that_crashes_midway_is_finished_or_undone_cleanly() {
         "checkpoint.retain_count=50",
     ]));
     let live = inspect(&["latest"], &d.state).expect("committed");
-    let first = inspect(&["2"], &d.state).expect("checkpoint 2 is retained");
+    let id = common::first_retained(&d.state);
+    let first = inspect(&[&id], &d.state).expect("a retained checkpoint");
     // Dies after preparing the restored state, before swapping it in.
-    crash_with(&d, &["replay", "--from", "2"], "mid-replay=return");
+    crash_with(&d, &["replay", "--from", &id], "mid-replay=return");
     let after = inspect(&["latest"], &d.state).expect("committed");
     assert_eq!(
         after.epoch, live.epoch,
@@ -110,7 +111,7 @@ fn replay_that_crashes_midway_is_finished_or_undone_cleanly() {
     assert_eq!(after.sources, live.sources);
     // A replay run to the end: state and positions from checkpoint 2, output
     // appended after what was already written.
-    run_ok(&mut wordcount(&["replay", "--from", "2"], &d));
+    run_ok(&mut wordcount(&["replay", "--from", &id], &d));
     let replayed = inspect(&["latest"], &d.state).expect("committed");
     assert!(replayed.epoch > live.epoch);
     common::verify_replay_output(&d.input, &d.output, &live, &first);
@@ -164,4 +165,26 @@ fn at_most_once_never_repeats_a_record_but_loses_the_epoch_that_did_not_commit()
         .filter(|(w, n)| seen[*w].iter().max() < Some(*n))
         .count();
     assert!(short > 0, "the aborted epoch's state updates are lost");
+}
+
+#[test]
+fn a_crash_while_a_finished_replay_replaces_the_state_is_completed_by_the_next_start() {
+    let d = dirs(2, WORDS, 7);
+    run_ok(wordcount(&["run"], &d).args([
+        "--set",
+        "checkpoint.interval_ms=2",
+        "--set",
+        "checkpoint.retain_every=2",
+        "--set",
+        "checkpoint.retain_count=50",
+    ]));
+    let live = inspect(&["latest"], &d.state).expect("committed");
+    let id = common::first_retained(&d.state);
+    let first = inspect(&[&id], &d.state).expect("a retained checkpoint");
+    // The old state is gone, the new one not yet in place.
+    crash_with(&d, &["replay", "--from", &id], "mid-replay-swap=return");
+    assert!(!d.state.join("db").exists());
+    // A plain start finishes the replay rather than starting empty.
+    run_ok(&mut wordcount(&["run"], &d));
+    common::verify_replay_output(&d.input, &d.output, &live, &first);
 }

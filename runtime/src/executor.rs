@@ -400,8 +400,8 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
         }
         self.stage.open(&mut cx!()).await?;
         loop {
+            // Unbiased: a full channel must not starve processing-time timers.
             let msg = tokio::select! {
-                biased;
                 m = self.rx.recv() => m,
                 _ = tick.tick() => {
                     // Processing-time timers.
@@ -769,11 +769,9 @@ async fn coordinate(
         }
         let changed =
             !writes.is_empty() || next.sources != manifest.sources || next.sinks != manifest.sinks;
+        let mut retain = None;
         if changed {
             let store = env.store.clone();
-            let retain = (cfg.checkpoint.retain_every > 0
-                && epoch % cfg.checkpoint.retain_every == 0)
-                .then_some(cfg.checkpoint.retain_count.max(1));
             let committed = next.clone();
             tokio::task::spawn_blocking(move || -> Result<()> {
                 for sync in syncs {
@@ -782,23 +780,40 @@ async fn coordinate(
                 crash_point(failpoints::AFTER_SINK_FLUSH);
                 store.commit(writes, &committed)?;
                 crash_point(failpoints::AFTER_STATE_BATCH);
-                if let Some(keep) = retain {
-                    store.retain(&committed, keep)?;
-                    tracing::info!(
-                        epoch = committed.epoch,
-                        "retained checkpoint {}",
-                        committed.epoch
-                    );
-                }
                 Ok(())
             })
             .await
             .map_err(|e| Error::State(format!("the commit task failed: {e}")))??;
+            // Every K-th: when the committed epoch crosses a multiple of K
+            // (epochs without changes are not committed, so some are skipped).
+            let k = cfg.checkpoint.retain_every;
+            if k > 0 && epoch / k != manifest.epoch / k {
+                retain = Some(next.clone());
+            }
             manifest = next;
             control.committed(epoch);
             summary.commits += 1;
             summary.last_epoch = epoch;
             tracing::debug!(epoch, "committed");
+        }
+        if !last {
+            control.release(epoch);
+        }
+        if let Some(m) = retain {
+            // After the release: sources run on while the checkpoint is cut.
+            // A failure here loses a replay point, not committed data.
+            let store = env.store.clone();
+            let keep = cfg.checkpoint.retain_count.max(1);
+            let done =
+                tokio::task::spawn_blocking(move || store.retain(&m, keep).map(|()| m.epoch))
+                    .await
+                    .map_err(|e| Error::State(format!("the retain task failed: {e}")))?;
+            match done {
+                Ok(id) => tracing::info!(epoch = id, "retained checkpoint {id}"),
+                Err(e) => {
+                    tracing::warn!("could not retain checkpoint {epoch}: {e}; the run goes on")
+                }
+            }
         }
         if last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = std::time::Instant::now();
@@ -814,7 +829,6 @@ async fn coordinate(
             control.shutdown();
             break;
         }
-        control.release(epoch);
     }
     summary.records_read = metrics.records_read.load(Ordering::Relaxed);
     summary.skipped = metrics.skipped.load(Ordering::Relaxed);

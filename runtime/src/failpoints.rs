@@ -18,12 +18,18 @@ pub const MID_RECOVERY: &str = "mid-recovery";
 /// the live state (I3 for replay).
 pub const MID_REPLAY: &str = "mid-replay";
 
+/// While a complete replay replaces the live state: after the old state is
+/// removed, before the new one is renamed into place. The next start must
+/// finish the swap, never start empty (I3).
+pub const MID_REPLAY_SWAP: &str = "mid-replay-swap";
+
 /// All crash points, for documentation and tests.
 pub const ALL: &[&str] = &[
     AFTER_SINK_FLUSH,
     AFTER_STATE_BATCH,
     MID_RECOVERY,
     MID_REPLAY,
+    MID_REPLAY_SWAP,
 ];
 
 /// Aborts the process if crash point `name` is armed (a no-op without the

@@ -25,6 +25,8 @@ pub(crate) struct CachedState {
     map: BTreeMap<Vec<u8>, Entry>,
     /// Keys written in the open epoch, each once.
     dirty: Vec<Vec<u8>>,
+    /// Keys deleted by the last drained epoch, cached as absent until trimmed.
+    deleted: Vec<Vec<u8>>,
     capacity: usize,
     /// Prefixes whose every entry is in `map` (loaded by a scan, kept
     /// current by writes), so that a second scan needs no RocksDB iterator:
@@ -38,14 +40,16 @@ impl CachedState {
             db,
             map: BTreeMap::new(),
             dirty: Vec::new(),
+            deleted: Vec::new(),
             capacity,
             complete: BTreeSet::new(),
         }
     }
 
-    /// Takes the epoch's writes, in O(keys written). Written values stay
-    /// cached, clean, so that reads never miss them before the commit lands;
-    /// deleted keys leave the cache (absent means absent once committed).
+    /// Takes the epoch's writes, in O(keys written). They stay cached,
+    /// clean, so that reads never miss them before the commit lands: a
+    /// deleted key stays as an "absent" marker (RocksDB still has the old
+    /// value until then), dropped by the next [`trim`](Self::trim).
     pub(crate) fn take_writes(&mut self) -> Vec<Write> {
         let mut out = Vec::with_capacity(self.dirty.len());
         for key in std::mem::take(&mut self.dirty) {
@@ -53,18 +57,27 @@ impl CachedState {
                 continue;
             };
             e.dirty = false;
-            let value = e.value.clone();
-            if value.is_none() {
-                self.map.remove(&key);
+            if e.value.is_none() {
+                self.deleted.push(key.clone());
             }
-            out.push((key, value));
+            out.push((key, e.value.clone()));
         }
         out
     }
 
-    /// Drops clean entries when over capacity; called once the previous
-    /// epoch is committed.
+    /// Called once the previous epoch is committed: drops the absent
+    /// markers it left (absent in RocksDB too now), and every clean entry
+    /// when over capacity.
     pub(crate) fn trim(&mut self) {
+        for key in std::mem::take(&mut self.deleted) {
+            if self
+                .map
+                .get(&key)
+                .is_some_and(|e| !e.dirty && e.value.is_none())
+            {
+                self.map.remove(&key);
+            }
+        }
         if self.map.len() > self.capacity {
             self.map.retain(|_, e| e.dirty);
             self.complete.clear();

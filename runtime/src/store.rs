@@ -16,6 +16,8 @@ use crate::failpoints;
 use crate::manifest::Manifest;
 
 const MANIFEST_KEY: &[u8] = b"meta/manifest";
+/// Marks a staged replay as complete (ready to replace the live state).
+const PROMOTE: &str = "PROMOTE";
 const READ_POSITION_PREFIX: &[u8] = b"meta/read/";
 
 fn db_err(action: &str, dir: &Path, e: rocksdb::Error) -> Error {
@@ -65,19 +67,23 @@ impl Store {
         std::fs::create_dir_all(dir).map_err(|e| io("cannot create state directory", dir, e))?;
         let live = dir.join("db");
         let staged = dir.join("db.replay");
-        let promoted = staged.join("PROMOTE");
-        if staged.exists() {
-            if promoted.exists() {
-                // The replay was complete: finish swapping it in (idempotent, I3).
-                if live.exists() {
-                    std::fs::remove_dir_all(&live).map_err(|e| io("cannot remove", &live, e))?;
-                }
-                std::fs::remove_file(&promoted).map_err(|e| io("cannot remove", &promoted, e))?;
-                std::fs::rename(&staged, &live).map_err(|e| io("cannot rename", &staged, e))?;
-                sync_dir(dir)?;
-            } else {
-                std::fs::remove_dir_all(&staged).map_err(|e| io("cannot remove", &staged, e))?;
+        if staged.join(PROMOTE).exists() {
+            // The replay was complete: finish swapping it in. Each step can be
+            // redone after a crash, and `db/` is gone only while the complete
+            // replacement still waits under `db.replay/` (I3).
+            if live.exists() {
+                std::fs::remove_dir_all(&live).map_err(|e| io("cannot remove", &live, e))?;
             }
+            failpoints::crash_point(failpoints::MID_REPLAY_SWAP);
+            std::fs::rename(&staged, &live).map_err(|e| io("cannot rename", &staged, e))?;
+            sync_dir(dir)?;
+        } else if staged.exists() {
+            // An unfinished replay: the live state was never touched.
+            std::fs::remove_dir_all(&staged).map_err(|e| io("cannot remove", &staged, e))?;
+        }
+        let marker = live.join(PROMOTE);
+        if marker.exists() {
+            std::fs::remove_file(&marker).map_err(|e| io("cannot remove", &marker, e))?;
         }
         let db = DB::open(&options(), &live).map_err(|e| db_err("open", &live, e))?;
         Ok(Store {
@@ -244,14 +250,9 @@ impl Store {
         if staged.exists() {
             std::fs::remove_dir_all(&staged).map_err(|e| io("cannot remove", &staged, e))?;
         }
-        // A checkpoint of the retained checkpoint: hard links, cheap.
-        {
-            let src = DB::open(&options(), chk.join("db"))
-                .map_err(|e| db_err("open checkpoint", &chk, e))?;
-            rocksdb::checkpoint::Checkpoint::new(&src)
-                .and_then(|c| c.create_checkpoint(&staged))
-                .map_err(|e| db_err("copy checkpoint", &chk, e))?;
-        }
+        // Hard links of the retained checkpoint's files, which are never
+        // opened for writing, so that replaying leaves it as it was.
+        link_dir(&chk.join("db"), &staged)?;
         let db = DB::open(&options(), &staged).map_err(|e| db_err("open", &staged, e))?;
         let restored = read_manifest(&db, &staged)?
             .ok_or_else(|| Error::State(format!("checkpoint {} has no manifest", chk.display())))?;
@@ -281,7 +282,7 @@ impl Store {
             .map_err(|e| db_err("write", &staged, e))?;
         drop(db);
         failpoints::crash_point(failpoints::MID_REPLAY);
-        write_synced(&staged.join("PROMOTE"), b"")?;
+        write_synced(&staged.join(PROMOTE), b"")?;
         sync_dir(&staged)?;
         // Swap it in now; a crash from here on is finished by the next open.
         drop(Store::open(dir)?);
@@ -294,6 +295,20 @@ pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Hard-links (or copies, across file systems) every file of `src` into a
+/// new directory `dst`.
+fn link_dir(src: &Path, dst: &Path) -> Result<()> {
+    std::fs::create_dir_all(dst).map_err(|e| io("cannot create", dst, e))?;
+    for entry in std::fs::read_dir(src).map_err(|e| io("cannot list", src, e))? {
+        let entry = entry.map_err(|e| io("cannot list", src, e))?;
+        let to = dst.join(entry.file_name());
+        if std::fs::hard_link(entry.path(), &to).is_err() {
+            std::fs::copy(entry.path(), &to).map_err(|e| io("cannot copy", &entry.path(), e))?;
+        }
+    }
+    sync_dir(dst)
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -337,3 +337,13 @@ pub fn bytes_read_by(pid: u32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// The id of the oldest retained checkpoint, from `checkpoints list`.
+pub fn first_retained(state: &Path) -> String {
+    let list = cli_output(&["checkpoints", "list", "--state"], state);
+    list.lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no retained checkpoint: {list}"))
+        .to_owned()
+}
