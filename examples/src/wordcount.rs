@@ -1,6 +1,11 @@
-//! The word count processor.
+//! The word count: its processor and its pipeline over any line source.
 
+use std::path::PathBuf;
+
+use weir_connectors::file::FileSink;
 use weir_core::prelude::*;
+use weir_core::source::Source;
+use weir_runtime::Pipeline;
 
 /// Counts occurrences per word; emits the running count of each occurrence.
 #[derive(Clone, Debug, Default)]
@@ -22,4 +27,19 @@ impl Processor for WordCount {
         ctx.emit(rec.key, n);
         Ok(())
     }
+}
+
+/// The word count pipeline: lines from `source`, split on ASCII whitespace,
+/// keyed by word through the exchange, counted, written as `word<TAB>count`
+/// under `output`.
+pub fn pipeline<S: Source<Item = String>>(p: &mut Pipeline, source: S, output: PathBuf) {
+    p.source(source)
+        .flat_map(|line: String| {
+            line.split_ascii_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .key_with(|word| (word, ()))
+        .process(WordCount)
+        .sink(FileSink::tsv(output));
 }

@@ -35,6 +35,23 @@ fn crash_with(d: &Dirs, args: &[&str], spec: &str) {
     );
 }
 
+/// Runs to the end retaining every 2nd checkpoint; returns the live
+/// checkpoint, the oldest retained id and that checkpoint.
+fn run_retaining(d: &Dirs) -> (common::Committed, String, common::Committed) {
+    run_ok(wordcount(&["run"], d).args([
+        "--set",
+        "checkpoint.interval_ms=2",
+        "--set",
+        "checkpoint.retain_every=2",
+        "--set",
+        "checkpoint.retain_count=50",
+    ]));
+    let live = inspect(&["latest"], &d.state).expect("committed");
+    let id = common::first_retained(&d.state);
+    let first = inspect(&[&id], &d.state).expect("a retained checkpoint");
+    (live, id, first)
+}
+
 fn finish(d: &Dirs) {
     run_ok(&mut wordcount(&["run"], d));
     let lines = verify_exactly_once(&d.input, &d.output);
@@ -90,17 +107,7 @@ fn recovery_that_crashes_midway_ends_in_the_same_place() {
 #[test]
 fn replay_that_crashes_midway_is_finished_or_undone_cleanly() {
     let d = dirs(2, WORDS, 4);
-    run_ok(wordcount(&["run"], &d).args([
-        "--set",
-        "checkpoint.interval_ms=5",
-        "--set",
-        "checkpoint.retain_every=2",
-        "--set",
-        "checkpoint.retain_count=50",
-    ]));
-    let live = inspect(&["latest"], &d.state).expect("committed");
-    let id = common::first_retained(&d.state);
-    let first = inspect(&[&id], &d.state).expect("a retained checkpoint");
+    let (live, id, first) = run_retaining(&d);
     // Dies after preparing the restored state, before swapping it in.
     crash_with(&d, &["replay", "--from", &id], "mid-replay=return");
     let after = inspect(&["latest"], &d.state).expect("committed");
@@ -170,17 +177,7 @@ fn at_most_once_never_repeats_a_record_but_loses_the_epoch_that_did_not_commit()
 #[test]
 fn a_crash_while_a_finished_replay_replaces_the_state_is_completed_by_the_next_start() {
     let d = dirs(2, WORDS, 7);
-    run_ok(wordcount(&["run"], &d).args([
-        "--set",
-        "checkpoint.interval_ms=2",
-        "--set",
-        "checkpoint.retain_every=2",
-        "--set",
-        "checkpoint.retain_count=50",
-    ]));
-    let live = inspect(&["latest"], &d.state).expect("committed");
-    let id = common::first_retained(&d.state);
-    let first = inspect(&[&id], &d.state).expect("a retained checkpoint");
+    let (live, id, first) = run_retaining(&d);
     // The old state is gone, the new one not yet in place.
     crash_with(&d, &["replay", "--from", &id], "mid-replay-swap=return");
     assert!(!d.state.join("db").exists());

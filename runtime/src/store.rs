@@ -120,6 +120,16 @@ impl Store {
                 None => batch.delete(k),
             }
         }
+        self.write_with_manifest(batch, manifest, "commit to")
+    }
+
+    /// Adds `manifest` to `batch` and writes it, synced: the commit point.
+    fn write_with_manifest(
+        &self,
+        mut batch: WriteBatch,
+        manifest: &Manifest,
+        action: &str,
+    ) -> Result<()> {
         let m = serde_json::to_vec(manifest)
             .map_err(|e| Error::State(format!("cannot encode manifest: {e}")))?;
         batch.put(MANIFEST_KEY, m);
@@ -127,7 +137,7 @@ impl Store {
         wo.set_sync(true);
         self.db
             .write_opt(batch, &wo)
-            .map_err(|e| db_err("commit to", &self.dir, e))
+            .map_err(|e| db_err(action, &self.dir, e))
     }
 
     /// `offsets reset`: commits `manifest` (its new source positions) in one
@@ -150,14 +160,7 @@ impl Store {
             *last += 1;
         }
         batch.delete_range(READ_POSITION_PREFIX, end.as_slice());
-        let m = serde_json::to_vec(manifest)
-            .map_err(|e| Error::State(format!("cannot encode manifest: {e}")))?;
-        batch.put(MANIFEST_KEY, m);
-        let mut wo = WriteOptions::default();
-        wo.set_sync(true);
-        self.db
-            .write_opt(batch, &wo)
-            .map_err(|e| db_err("reset", &self.dir, e))
+        self.write_with_manifest(batch, manifest, "reset")
     }
 
     /// Records, synced, that task `task` has read up to `position`

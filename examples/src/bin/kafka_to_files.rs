@@ -20,9 +20,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use weir_connectors::file::FileSink;
 use weir_connectors::kafka::{KafkaSettings, KafkaSource};
-use weir_examples::wordcount::WordCount;
 use weir_runtime::cli::App;
 
 fn main() -> ExitCode {
@@ -48,15 +46,7 @@ fn main() -> ExitCode {
             if let Some(ms) = cfg.parse::<u64>("until_idle_ms")? {
                 source = source.until_idle(Duration::from_millis(ms));
             }
-            p.source(source)
-                .flat_map(|line: String| {
-                    line.split_ascii_whitespace()
-                        .map(str::to_owned)
-                        .collect::<Vec<_>>()
-                })
-                .key_with(|word| (word, ()))
-                .process(WordCount)
-                .sink(FileSink::tsv(cfg.path("output")?));
+            weir_examples::wordcount::pipeline(p, source, cfg.path("output")?);
             Ok(())
         })
 }

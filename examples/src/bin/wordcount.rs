@@ -18,8 +18,7 @@
 
 use std::process::ExitCode;
 
-use weir_connectors::file::{FileSink, FileSource};
-use weir_examples::wordcount::WordCount;
+use weir_connectors::file::FileSource;
 
 fn main() -> ExitCode {
     weir_runtime::cli::main("wordcount", |cfg, p| {
@@ -27,15 +26,7 @@ fn main() -> ExitCode {
         if cfg.get_opt::<bool>("follow")?.unwrap_or(false) {
             source = source.follow();
         }
-        p.source(source)
-            .flat_map(|line: String| {
-                line.split_ascii_whitespace()
-                    .map(str::to_owned)
-                    .collect::<Vec<_>>()
-            })
-            .key_with(|word| (word, ()))
-            .process(WordCount)
-            .sink(FileSink::tsv(cfg.path("output")?));
+        weir_examples::wordcount::pipeline(p, source, cfg.path("output")?);
         Ok(())
     })
 }
