@@ -162,16 +162,20 @@ fn at_most_once_never_repeats_a_record_but_loses_the_epoch_that_did_not_commit()
     run_ok(&mut wordcount(&args, &d));
     let expected = common::expected_counts(&d.input);
     let seen = common::output_counts(&d.output);
+    // Each input record yields at most one line: none is read twice.
     let lines: usize = seen.values().map(Vec::len).sum();
-    assert_eq!(
-        lines, WORDS,
-        "each input record was processed once: it was not read again"
-    );
+    assert!(lines <= WORDS, "{lines} lines for {WORDS} words");
+    // What was read after the last checkpoint is lost: its output (records
+    // read but not yet written) or its state updates (counts that never reach N).
     let short = expected
         .iter()
-        .filter(|(w, n)| seen[*w].iter().max() < Some(*n))
+        .filter(|(w, n)| seen.get(*w).and_then(|c| c.iter().max()) < Some(*n))
         .count();
-    assert!(short > 0, "the aborted epoch's state updates are lost");
+    assert!(
+        lines < WORDS || short > 0,
+        "something of the aborted epoch is lost"
+    );
+    assert!(short > 0, "{short} words never reach their count");
 }
 
 #[test]

@@ -6,9 +6,10 @@
 //! every worker, reports its position and pauses. A worker that has the
 //! barrier of every source has processed exactly the epoch's records: it
 //! flushes its sinks and hands its dirty state to the coordinator. The
-//! coordinator fsyncs the sink output, writes state, positions, sink lengths
-//! and the manifest in one synced RocksDB batch, and only then releases the
-//! sources into the next epoch.
+//! coordinator releases the sources into the next epoch, then fsyncs the sink
+//! output and writes state, positions, sink lengths and the manifest in one
+//! synced RocksDB batch: the commit point. The next barrier is requested
+//! only once that batch is written.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -279,12 +280,29 @@ fn spawn_worker<K: Send + 'static, V: Send + 'static>(
     })
 }
 
+/// Hands the reader the position of the last epoch it acknowledged, once
+/// that epoch's checkpoint has committed.
+fn publish<T>(
+    t: &mut SourceTask<T>,
+    s: &Shared,
+    unpublished: &mut Option<(u64, u64)>,
+) -> Result<()> {
+    if let Some((epoch, position)) = *unpublished {
+        if s.control.is_committed(epoch) {
+            *unpublished = None;
+            t.reader.committed(position)?;
+        }
+    }
+    Ok(())
+}
+
 fn source_loop<T: Send + 'static>(t: &mut SourceTask<T>, s: &Shared) -> Result<()> {
     let mut last = s.start_epoch;
     let mut buf: Vec<Record<(), T>> = Vec::with_capacity(s.batch);
     let mut max_ts = i64::MIN;
     let mut sent_watermark = i64::MIN;
     let gone = || Error::State("the coordinator stopped".into());
+    let mut unpublished: Option<(u64, u64)> = None;
     loop {
         let requested = s.control.requested();
         if requested > last {
@@ -300,14 +318,15 @@ fn source_loop<T: Send + 'static>(t: &mut SourceTask<T>, s: &Shared) -> Result<(
                 .map_err(|_| gone())?;
             last = requested;
             let shutdown = s.control.wait_released(requested);
-            if s.control.is_committed(requested) {
-                t.reader.committed(position)?;
-            }
+            // Released before its commit lands: tell the reader once it has.
+            unpublished = Some((requested, position));
+            publish(t, s, &mut unpublished)?;
             if shutdown {
                 return Ok(());
             }
             continue;
         }
+        publish(t, s, &mut unpublished)?;
         if s.control.is_shutdown() {
             return Ok(());
         }
@@ -769,6 +788,14 @@ async fn coordinate(
         }
         let changed =
             !writes.is_empty() || next.sources != manifest.sources || next.sinks != manifest.sinks;
+        // Every worker holds the epoch's writes and every sink its bytes:
+        // the next epoch may start while this one commits. Reads stay right
+        // meanwhile, because the workers' caches keep what RocksDB lacks
+        // until the commit lands (see `state.rs`), and the next barrier is
+        // only requested after it has.
+        if !last {
+            control.release(epoch);
+        }
         let mut retain = None;
         if changed {
             let store = env.store.clone();
@@ -796,11 +823,8 @@ async fn coordinate(
             summary.last_epoch = epoch;
             tracing::debug!(epoch, "committed");
         }
-        if !last {
-            control.release(epoch);
-        }
         if let Some(m) = retain {
-            // After the release: sources run on while the checkpoint is cut.
+            // Sources run on while the checkpoint is cut.
             // A failure here loses a replay point, not committed data.
             let store = env.store.clone();
             let keep = cfg.checkpoint.retain_count.max(1);
