@@ -306,6 +306,8 @@ fn source_loop<T: Send + 'static>(t: &mut SourceTask<T>, s: &Shared) -> Result<(
     loop {
         let requested = s.control.requested();
         if requested > last {
+            // The previous epoch committed before this barrier was asked for.
+            publish(t, s, &mut unpublished)?;
             let flushes = t.output.barrier(requested)?;
             let position = t.reader.position();
             s.events
