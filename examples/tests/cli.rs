@@ -56,11 +56,7 @@ fn undecodable_input_fails_by_default_and_is_skipped_and_counted_on_request() {
         .env("RUST_LOG", "warn")
         .output()
         .expect("spawn");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("skipping") && err.contains("skipped_total=1"),
@@ -304,16 +300,7 @@ fn a_processor_error_fails_the_run_by_default_and_is_skipped_on_request() {
         "{err}"
     );
     let out = cmd(&["--set", "on_bad_input=skip"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let sessions = std::fs::read_dir(tmp.path().join("out"))
-        .expect("ls")
-        .map(|e| std::fs::read_to_string(e.expect("entry").path()).expect("read"))
-        .collect::<String>();
-    let mut lines: Vec<&str> = sessions.lines().collect();
-    lines.sort_unstable();
+    common::assert_success(&out);
+    let lines = common::sorted_lines(&tmp.path().join("out"));
     assert_eq!(lines, vec!["u\t100\t100\t1", "u\t200\t200\t1"]);
 }

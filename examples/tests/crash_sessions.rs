@@ -96,17 +96,7 @@ fn sessions_are_emitted_exactly_once_across_kills() {
     }
     let status = cmd().status().expect("final run");
     assert!(status.success());
-    let mut got: Vec<String> = std::fs::read_dir(&output)
-        .expect("ls")
-        .flat_map(|e| {
-            std::fs::read_to_string(e.expect("entry").path())
-                .expect("read")
-                .lines()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    got.sort();
+    let got = common::sorted_lines(&output);
     eprintln!("{kills} kills, {} sessions", got.len());
     assert_eq!(got.len(), expected.len());
     assert!(got == expected, "sessions differ");

@@ -135,13 +135,7 @@ pub fn dirs(files: usize, words: usize, seed: u64) -> Dirs {
 
 /// Runs to completion and asserts exit 0.
 pub fn run_ok(cmd: &mut Command) {
-    let out = cmd.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&cmd.output().expect("spawn"));
 }
 
 /// True if the process was killed by a signal (abort or kill -9).
@@ -300,6 +294,16 @@ pub fn verify_replay_output(input: &Path, output: &Path, live: &Committed, from:
     }
 }
 
+/// Asserts that a finished command succeeded, showing its stderr if not.
+pub fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Stdout of `wordcount ARGS STATE`, asserting success.
 pub fn cli_output(args: &[&str], state: &Path) -> String {
     let out = Command::new(WORDCOUNT)
@@ -307,12 +311,24 @@ pub fn cli_output(args: &[&str], state: &Path) -> String {
         .arg(state)
         .output()
         .expect("spawn");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     String::from_utf8(out.stdout).expect("utf8")
+}
+
+/// Every line of every file under `dir`, sorted.
+pub fn sorted_lines(dir: &Path) -> Vec<String> {
+    let mut lines: Vec<String> = std::fs::read_dir(dir)
+        .expect("list output")
+        .flat_map(|e| {
+            std::fs::read_to_string(e.expect("entry").path())
+                .expect("read output")
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    lines.sort();
+    lines
 }
 
 /// Kills (SIGKILL) and reaps the child when dropped, so that a failing test
