@@ -5,95 +5,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kafka_to_files");
-
-fn dev_kafka() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev/kafka")
-}
-
-/// Starts the test broker once per test binary (idempotent across binaries).
-fn bootstrap() -> &'static str {
-    static B: OnceLock<String> = OnceLock::new();
-    B.get_or_init(|| {
-        let out = Command::new(dev_kafka())
-            .arg("start")
-            .output()
-            .expect("dev/kafka start");
-        assert!(
-            out.status.success(),
-            "dev/kafka start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .expect("utf8")
-            .trim()
-            .to_owned()
-    })
-}
-
-fn tool(args: &[&str], stdin: Option<&Path>) -> String {
-    let mut c = Command::new(dev_kafka());
-    c.arg("tool").args(args);
-    if let Some(f) = stdin {
-        c.stdin(std::fs::File::open(f).expect("stdin file"));
-    } else {
-        c.stdin(Stdio::null());
-    }
-    let out = c.output().expect("dev/kafka tool");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf8")
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos();
-    format!("{prefix}-{nanos}")
-}
-
-/// Creates a topic of `partitions` and produces `lines` (spread round-robin).
-fn topic_with(partitions: u32, lines_file: &Path) -> String {
-    let b = bootstrap();
-    let topic = unique("words");
-    tool(
-        &[
-            "kafka-topics",
-            "--bootstrap-server",
-            b,
-            "--create",
-            "--topic",
-            &topic,
-            "--partitions",
-            &partitions.to_string(),
-        ],
-        None,
-    );
-    tool(
-        &[
-            "kafka-console-producer",
-            "--bootstrap-server",
-            b,
-            "--topic",
-            &topic,
-            "--command-property",
-            "partitioner.class=org.apache.kafka.clients.producer.RoundRobinPartitioner",
-        ],
-        Some(lines_file),
-    );
-    topic
-}
+use common::kafka::{bootstrap, tool, topic_with, unique, BIN};
 
 fn run(topic: &str, group: &str, out: &Path, state: &Path) -> Command {
     let mut c = Command::new(BIN);

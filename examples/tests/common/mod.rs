@@ -3,6 +3,8 @@
 //! files itself.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod kafka;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -1,0 +1,78 @@
+//! The broker restarts while `kafka_to_files` runs: the pipeline carries
+//! on, and the output is still exactly once. In its own test binary, since
+//! it stops the broker that the other Kafka tests use.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::kafka::{bootstrap, broker, produce, topic_with, BIN};
+
+/// Waits until the output holds `lines` lines (all of them committed
+/// output of whole epochs: files grow at barriers).
+fn wait_for_lines(d: &common::Dirs, lines: usize, child: &mut common::KillOnDrop) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let n: usize = common::output_counts(&d.output)
+            .values()
+            .map(Vec::len)
+            .sum();
+        if n >= lines {
+            assert_eq!(n, lines, "more lines than words");
+            return;
+        }
+        assert!(
+            child.0.try_wait().expect("poll").is_none(),
+            "the pipeline exited"
+        );
+        assert!(Instant::now() < deadline, "stuck at {n} of {lines} lines");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_broker_restart_mid_run_is_ridden_out_exactly_once() {
+    let d = common::dirs(2, 40_000, 31);
+    let mut files: Vec<_> = std::fs::read_dir(&d.input)
+        .expect("ls")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    let topic = topic_with(2, &files[0]);
+    let child = Command::new(BIN)
+        .args([
+            "run",
+            "--brokers",
+            bootstrap(),
+            "--input-topic",
+            &topic,
+            "--application-id",
+            &topic,
+        ])
+        .args(["--set", "checkpoint.interval_ms=100", "--output"])
+        .arg(&d.output)
+        .arg("--state")
+        .arg(&d.state)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut child = common::KillOnDrop(child);
+    wait_for_lines(&d, 20_000, &mut child);
+
+    broker("stop");
+    broker("start");
+    produce(&topic, &files[1]);
+    wait_for_lines(&d, 40_000, &mut child);
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    assert!(child.0.wait().expect("wait").success());
+    assert_eq!(common::verify_exactly_once(&d.input, &d.output), 40_000);
+}
