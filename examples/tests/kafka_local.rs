@@ -172,4 +172,24 @@ fn a_missing_topic_and_an_unreachable_broker_are_named_with_the_fix() {
         err.contains("127.0.0.1:1") && err.contains("reachable"),
         "{err}"
     );
+
+    // Properties exactly-once depends on, and properties librdkafka does not know.
+    for (set, says) in [
+        ("kafka.enable.auto.commit=true", "cannot be overridden"),
+        (
+            "kafka.no.such.property=1",
+            "invalid Kafka client configuration",
+        ),
+    ] {
+        let out = run("t", "g", &d.output, &d.state)
+            .args(["--set", set])
+            .output()
+            .expect("spawn");
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(says) && err.contains("[kafka]"),
+            "{set}: {err}"
+        );
+    }
 }

@@ -58,6 +58,15 @@ pub fn client_config(settings: &KafkaSettings, fixed: &[(&str, &str)]) -> Result
 
 /// Maps a client error to one that names the broker and the fix.
 pub(crate) fn kafka_error(what: &str, brokers: &str, e: rdkafka::error::KafkaError) -> Error {
+    use rdkafka::error::KafkaError;
+    if matches!(
+        e,
+        KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_)
+    ) {
+        return Error::Config(format!(
+            "invalid Kafka client configuration: {e}; fix or remove that property under [kafka] (or --set kafka.NAME=VALUE)"
+        ));
+    }
     Error::Config(format!(
         "{what} on Kafka at {brokers}: {e}; check that the brokers are reachable (--brokers) and the topic exists"
     ))
