@@ -1,5 +1,5 @@
 use crate::exec::SideRecord;
-use crate::state::{keyed_key, MapState, StateBackend, ValueState};
+use crate::state::{keyed_key, MapState, StateBackend, ValueState, KEYED_TAG, MAP_TAG};
 use crate::timer::TimerQueues;
 use crate::{Codec, Processor, Record, Result, TimeDomain};
 
@@ -45,7 +45,7 @@ impl<'a, P: Processor> Context<'a, P> {
     /// # Errors
     /// If `name` is empty or longer than 255 bytes.
     pub fn value_state<T: Codec>(&mut self, name: &'static str) -> Result<ValueState<'_, T>> {
-        let key = keyed_key(self.group, self.node, name, self.key_bytes)?;
+        let key = keyed_key(KEYED_TAG, self.group, self.node, name, self.key_bytes)?;
         Ok(ValueState::new(self.state, key, name))
     }
 
@@ -57,7 +57,7 @@ impl<'a, P: Processor> Context<'a, P> {
         &mut self,
         name: &'static str,
     ) -> Result<MapState<'_, K, V>> {
-        let prefix = keyed_key(self.group, self.node, name, self.key_bytes)?;
+        let prefix = keyed_key(MAP_TAG, self.group, self.node, name, self.key_bytes)?;
         Ok(MapState::new(self.state, prefix, name))
     }
 

@@ -1,9 +1,13 @@
 //! Keyed state: the backend interface the runtime implements, the typed
 //! handles processors use, and the byte layout of state keys.
 //!
-//! Layout (big-endian numbers, so that a key group's entries are contiguous):
-//! - value / map entry: `k | group:u16 | node:u16 | name_len:u8 | name | key_len:u32 | key [| map_key]`
+//! Layout (big-endian numbers):
+//! - value: `k | group:u16 | node:u16 | name_len:u8 | name | key_len:u32 | key`
+//! - map entry: `m | group:u16 | node:u16 | name_len:u8 | name | key_len:u32 | key | map_key`
 //! - timer: `t | group:u16 | node:u16 | domain:u8 | timestamp:u64 (sign-flipped) | key`
+//!
+//! Only map entries and timers are ever scanned by prefix ([`is_scanned`]),
+//! so a backend may keep those alone in an ordered structure.
 
 use std::marker::PhantomData;
 
@@ -22,8 +26,16 @@ pub trait StateBackend: Send {
     fn scan_prefix(&mut self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
 }
 
-/// First byte of keyed-state entries.
+/// First byte of value-state entries.
 pub const KEYED_TAG: u8 = b'k';
+/// First byte of map-state entries.
+pub const MAP_TAG: u8 = b'm';
+
+/// Whether keys like `key` are read by prefix scans (map entries, timers)
+/// rather than by point reads only (values).
+pub fn is_scanned(key: &[u8]) -> bool {
+    matches!(key.first(), Some(&MAP_TAG) | Some(&TIMER_TAG))
+}
 /// First byte of timer entries.
 pub const TIMER_TAG: u8 = b't';
 
@@ -39,10 +51,11 @@ fn name_bytes(name: &str) -> Result<&[u8]> {
 }
 
 /// The prefix of every entry of state `name` of `node` in key group `group`.
-pub fn keyed_prefix(group: u16, node: u16, name: &str) -> Result<Vec<u8>> {
+/// `tag` is [`KEYED_TAG`] or [`MAP_TAG`].
+pub fn keyed_prefix(tag: u8, group: u16, node: u16, name: &str) -> Result<Vec<u8>> {
     let n = name_bytes(name)?;
     let mut k = Vec::with_capacity(6 + n.len() + 16);
-    k.push(KEYED_TAG);
+    k.push(tag);
     k.extend_from_slice(&group.to_be_bytes());
     k.extend_from_slice(&node.to_be_bytes());
     k.push(n.len() as u8);
@@ -51,8 +64,10 @@ pub fn keyed_prefix(group: u16, node: u16, name: &str) -> Result<Vec<u8>> {
 }
 
 /// The state key of `name` for the encoded record key `key`.
-pub fn keyed_key(group: u16, node: u16, name: &str, key: &[u8]) -> Result<Vec<u8>> {
-    let mut k = keyed_prefix(group, node, name)?;
+/// For map state this is the prefix of its entries; `tag` is [`KEYED_TAG`]
+/// or [`MAP_TAG`].
+pub fn keyed_key(tag: u8, group: u16, node: u16, name: &str, key: &[u8]) -> Result<Vec<u8>> {
+    let mut k = keyed_prefix(tag, group, node, name)?;
     let len = u32::try_from(key.len())
         .map_err(|_| Error::State(format!("key of {} bytes is too long", key.len())))?;
     k.extend_from_slice(&len.to_be_bytes());
@@ -63,7 +78,7 @@ pub fn keyed_key(group: u16, node: u16, name: &str, key: &[u8]) -> Result<Vec<u8
 /// The key group encoded in a keyed-state or timer key, if it is one.
 pub fn group_of(state_key: &[u8]) -> Option<u16> {
     match state_key {
-        [KEYED_TAG | TIMER_TAG, a, b, ..] => Some(u16::from_be_bytes([*a, *b])),
+        [KEYED_TAG | MAP_TAG | TIMER_TAG, a, b, ..] => Some(u16::from_be_bytes([*a, *b])),
         _ => None,
     }
 }

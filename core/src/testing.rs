@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::exec::{KeyedNode, NodeEnv, SideRecord};
 use crate::keygroup::{key_group, DEFAULT_KEY_GROUPS};
-use crate::state::{keyed_key, StateBackend};
+use crate::state::{keyed_key, StateBackend, KEYED_TAG, MAP_TAG};
 use crate::{Codec, Processor, Record, Result};
 
 /// Committed state plus an overlay of the open epoch's writes.
@@ -210,7 +210,7 @@ impl<P: Processor + Clone> TestDriver<P> {
     /// The value state `name` of `key`, as the processor would read it now.
     pub fn value<T: Codec>(&mut self, key: &P::Key, name: &str) -> Result<Option<T>> {
         let kb = key.encode()?;
-        let k = keyed_key(key_group(&kb, self.key_groups), 0, name, &kb)?;
+        let k = keyed_key(KEYED_TAG, key_group(&kb, self.key_groups), 0, name, &kb)?;
         match self.state.get(&k)? {
             Some(b) => T::decode(b).map(Some),
             None => Ok(None),
@@ -224,7 +224,7 @@ impl<P: Processor + Clone> TestDriver<P> {
         name: &str,
     ) -> Result<Vec<(K, V)>> {
         let kb = key.encode()?;
-        let prefix = keyed_key(key_group(&kb, self.key_groups), 0, name, &kb)?;
+        let prefix = keyed_key(MAP_TAG, key_group(&kb, self.key_groups), 0, name, &kb)?;
         self.state
             .scan_prefix(&prefix)?
             .into_iter()

@@ -630,7 +630,9 @@ fn dump(dir: &Path, only: Option<&str>, limit: Option<usize>) -> Result<()> {
             return false;
         }
         // k | group:2 | node:2 | name_len:1 | name | key_len:4 | key [| map key]
-        if k.len() >= 6 && k[0] == weir_core::state::KEYED_TAG {
+        if k.len() >= 6
+            && (k[0] == weir_core::state::KEYED_TAG || k[0] == weir_core::state::MAP_TAG)
+        {
             let group = u16::from_be_bytes([k[1], k[2]]);
             let node = u16::from_be_bytes([k[3], k[4]]);
             let nlen = usize::from(k[5]);

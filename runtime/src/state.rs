@@ -5,10 +5,11 @@
 //! So RocksDB is written once per key per epoch, not once per record, and
 //! never holds a write of an epoch that has not committed (I2).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use rocksdb::DB;
+use weir_core::state::is_scanned;
 use weir_core::{Error, Result, StateBackend};
 
 struct Entry {
@@ -19,10 +20,65 @@ struct Entry {
 /// A state write of the epoch: key and new value (`None` deletes).
 pub(crate) type Write = (Vec<u8>, Option<Vec<u8>>);
 
+/// The cached entries: values in a hash map (point reads are one lookup),
+/// map entries and timers in an ordered map (prefix scans are range reads).
+/// Each key lives in exactly one, chosen by [`is_scanned`].
+#[derive(Default)]
+struct Tables {
+    points: HashMap<Vec<u8>, Entry>,
+    scanned: BTreeMap<Vec<u8>, Entry>,
+}
+
+impl Tables {
+    fn get(&self, key: &[u8]) -> Option<&Entry> {
+        if is_scanned(key) {
+            self.scanned.get(key)
+        } else {
+            self.points.get(key)
+        }
+    }
+
+    fn get_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
+        if is_scanned(key) {
+            self.scanned.get_mut(key)
+        } else {
+            self.points.get_mut(key)
+        }
+    }
+
+    fn contains_key(&self, key: &[u8]) -> bool {
+        self.get(key).is_some()
+    }
+
+    fn insert(&mut self, key: Vec<u8>, entry: Entry) {
+        if is_scanned(&key) {
+            self.scanned.insert(key, entry);
+        } else {
+            self.points.insert(key, entry);
+        }
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        if is_scanned(key) {
+            self.scanned.remove(key);
+        } else {
+            self.points.remove(key);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.points.len() + self.scanned.len()
+    }
+
+    fn retain_dirty(&mut self) {
+        self.points.retain(|_, e| e.dirty);
+        self.scanned.retain(|_, e| e.dirty);
+    }
+}
+
 pub(crate) struct CachedState {
     db: Arc<DB>,
-    /// Ordered, so that prefix scans (map state, timers) are range reads.
-    map: BTreeMap<Vec<u8>, Entry>,
+    map: Tables,
     /// Keys written in the open epoch, each once.
     dirty: Vec<Vec<u8>>,
     /// Keys deleted by the last drained epoch, cached as absent until trimmed.
@@ -38,7 +94,7 @@ impl CachedState {
     pub(crate) fn new(db: Arc<DB>, capacity: usize) -> Self {
         CachedState {
             db,
-            map: BTreeMap::new(),
+            map: Tables::default(),
             dirty: Vec::new(),
             deleted: Vec::new(),
             capacity,
@@ -79,7 +135,7 @@ impl CachedState {
             }
         }
         if self.map.len() > self.capacity {
-            self.map.retain(|_, e| e.dirty);
+            self.map.retain_dirty();
             self.complete.clear();
         }
     }
@@ -143,21 +199,41 @@ impl StateBackend for CachedState {
                     break;
                 }
                 // The cache is authoritative for every key it holds.
-                self.map.entry(k.to_vec()).or_insert_with(|| Entry {
-                    value: Some(v.to_vec()),
-                    dirty: false,
-                });
+                if !self.map.contains_key(&k) {
+                    self.map.insert(
+                        k.to_vec(),
+                        Entry {
+                            value: Some(v.to_vec()),
+                            dirty: false,
+                        },
+                    );
+                }
             }
             self.complete.insert(prefix.to_vec());
         }
         let mut out = Vec::new();
-        for (k, e) in self.map.range(prefix.to_vec()..) {
-            if !k.starts_with(prefix) {
-                break;
+        if is_scanned(prefix) {
+            for (k, e) in self.map.scanned.range(prefix.to_vec()..) {
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                if let Some(v) = &e.value {
+                    out.push((k.clone(), v.clone()));
+                }
             }
-            if let Some(v) = &e.value {
-                out.push((k.clone(), v.clone()));
-            }
+        } else {
+            // Values are not scanned by the API; a full pass, in order.
+            let mut all: Vec<_> = self
+                .map
+                .points
+                .iter()
+                .filter(|(k, e)| k.starts_with(prefix) && e.value.is_some())
+                .collect();
+            all.sort_by(|a, b| a.0.cmp(b.0));
+            out.extend(
+                all.into_iter()
+                    .filter_map(|(k, e)| Some((k.clone(), e.value.clone()?))),
+            );
         }
         Ok(out)
     }

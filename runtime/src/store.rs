@@ -146,14 +146,10 @@ impl Store {
     pub fn reset(&self, manifest: &Manifest, wipe_state: bool) -> Result<()> {
         let mut batch = WriteBatch::default();
         if wipe_state {
-            batch.delete_range(
-                &[weir_core::state::KEYED_TAG][..],
-                &[weir_core::state::KEYED_TAG + 1][..],
-            );
-            batch.delete_range(
-                &[weir_core::state::TIMER_TAG][..],
-                &[weir_core::state::TIMER_TAG + 1][..],
-            );
+            use weir_core::state::{KEYED_TAG, MAP_TAG, TIMER_TAG};
+            for tag in [KEYED_TAG, MAP_TAG, TIMER_TAG] {
+                batch.delete_range(&[tag][..], &[tag + 1][..]);
+            }
         }
         let mut end = READ_POSITION_PREFIX.to_vec();
         if let Some(last) = end.last_mut() {
