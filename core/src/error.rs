@@ -51,6 +51,10 @@ pub enum Error {
     /// Invalid configuration or pipeline wiring.
     #[error("configuration: {0}")]
     Config(String),
+    /// This instance was replaced by another with the same identity (a Kafka
+    /// transactional id): it must stop at once and commit nothing more (I4).
+    #[error("fenced: {0}")]
+    Fenced(String),
     /// A user-defined error from processor code.
     #[error("{0}")]
     User(String),

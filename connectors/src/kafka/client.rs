@@ -87,3 +87,15 @@ impl rdkafka::ClientContext for WeirContext {
 }
 
 impl rdkafka::consumer::ConsumerContext for WeirContext {}
+
+impl rdkafka::producer::ProducerContext for WeirContext {
+    type DeliveryOpaque = ();
+
+    /// A failed delivery inside a transaction also fails its commit, which
+    /// is what keeps the output exactly once; this only reports it.
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            tracing::warn!("kafka: a record was not delivered: {e}");
+        }
+    }
+}

@@ -2,6 +2,8 @@
 
 mod client;
 mod source;
+mod txn;
 
 pub use client::{client_config, KafkaSettings, WeirContext};
 pub use source::{KafkaSource, StartAt};
+pub use txn::TxnProducer;
