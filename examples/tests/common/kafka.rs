@@ -13,21 +13,7 @@ pub fn dev_kafka() -> PathBuf {
 /// Starts the test broker once per test binary (idempotent across binaries).
 pub fn bootstrap() -> &'static str {
     static B: OnceLock<String> = OnceLock::new();
-    B.get_or_init(|| {
-        let out = Command::new(dev_kafka())
-            .arg("start")
-            .output()
-            .expect("dev/kafka start");
-        assert!(
-            out.status.success(),
-            "dev/kafka start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .expect("utf8")
-            .trim()
-            .to_owned()
-    })
+    B.get_or_init(|| broker("start").trim().to_owned())
 }
 
 pub fn tool(args: &[&str], stdin: Option<&Path>) -> String {
@@ -92,8 +78,8 @@ pub fn produce(topic: &str, lines_file: &Path) {
     );
 }
 
-/// Runs `dev/kafka ARG` (start, stop), asserting success.
-pub fn broker(arg: &str) {
+/// Runs `dev/kafka ARG` (start, stop), asserting success; returns its stdout.
+pub fn broker(arg: &str) -> String {
     let out = Command::new(dev_kafka())
         .arg(arg)
         .output()
@@ -103,4 +89,5 @@ pub fn broker(arg: &str) {
         "dev/kafka {arg}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8(out.stdout).expect("utf8")
 }
