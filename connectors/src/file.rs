@@ -232,7 +232,8 @@ impl LineReader {
         String::from_utf8(line).map_err(|e| Error::BadInput {
             task: self.task.clone(),
             position: start,
-            message: format!("line is not valid UTF-8: {e}"),
+            message: format!("line is not valid UTF-8: {}", e.utf8_error()),
+            raw: Some(e.into_bytes()),
         })
     }
 }

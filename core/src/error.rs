@@ -25,6 +25,8 @@ pub enum Error {
         position: u64,
         /// What is wrong with it.
         message: String,
+        /// The record's raw bytes, for a dead-letter sink.
+        raw: Option<Vec<u8>>,
     },
     /// A processor returned an error for a record or timer.
     #[error("processor `{processor}` failed: {message}")]
@@ -55,6 +57,11 @@ pub enum Error {
     /// transactional id): it must stop at once and commit nothing more (I4).
     #[error("fenced: {0}")]
     Fenced(String),
+    /// The open epoch's transaction was aborted, or its outcome is unknown
+    /// (e.g. the broker went away mid-commit): nothing of it is visible.
+    /// The runtime recovers and redoes the epoch.
+    #[error("epoch aborted: {0}")]
+    Aborted(String),
     /// A user-defined error from processor code.
     #[error("{0}")]
     User(String),

@@ -11,6 +11,7 @@
 #![deny(clippy::unwrap_used)]
 
 pub mod codec;
+pub mod commit;
 mod context;
 pub mod error;
 pub mod exec;

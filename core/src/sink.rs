@@ -1,5 +1,8 @@
 //! The interface between the runtime and sink connectors.
 
+use std::sync::Arc;
+
+use crate::commit::CommitPoint;
 use crate::Result;
 
 /// A deferred durability step (e.g. an fsync), run by the checkpoint
@@ -27,6 +30,13 @@ pub trait Sink<T>: Send + Sync + 'static {
     /// the committed position `n` is discarded first (exactly-once recovery);
     /// `Some(0)` for output with nothing committed; `None` keeps what is there.
     fn open(&self, task: &str, truncate_to: Option<u64>) -> Result<Box<dyn SinkWriter<T>>>;
+
+    /// The transaction this sink writes through, for a sink whose output
+    /// commits in an external system (a Kafka transaction); `None` (the
+    /// default) for a sink the local commit point covers (files).
+    fn commit_point(&self) -> Option<Arc<dyn CommitPoint>> {
+        None
+    }
 }
 
 /// Writes one task's output.

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::commit::GroupOffsets;
 use crate::{Error, Record, Result};
 
 /// Where `offsets reset` moves a pipeline's input positions.
@@ -27,6 +28,19 @@ pub struct TaskOffsets {
     pub committed: Option<u64>,
     /// The end of the input now (a partition's high watermark, a file's length).
     pub end: Option<u64>,
+}
+
+/// An input record that could not be decoded, as a dead-letter sink gets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The task (input partition) it came from.
+    pub task: String,
+    /// Its position in that input.
+    pub position: u64,
+    /// Why it could not be decoded.
+    pub error: String,
+    /// Its raw bytes, when the source has them.
+    pub raw: Option<Vec<u8>>,
 }
 
 /// What a [`SourceReader::read`] call found.
@@ -70,6 +84,15 @@ pub trait Source: Send + Sync + 'static {
             "the {} source cannot be reset",
             self.describe()
         )))
+    }
+
+    /// The consumer-group offsets for task positions `positions`, to be
+    /// committed inside a transaction (Kafka mode); `None` (the default)
+    /// for a source without consumer groups, whose positions the runtime
+    /// then keeps in the changelog.
+    fn group_offsets(&self, positions: &BTreeMap<String, u64>) -> Result<Option<GroupOffsets>> {
+        let _ = positions;
+        Ok(None)
     }
 
     /// Records `positions` where the source system keeps progress (a

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use weir_connectors::file::FileSink;
 use weir_core::prelude::*;
+use weir_core::sink::Sink;
 use weir_core::source::Source;
 use weir_runtime::Pipeline;
 
@@ -30,9 +31,13 @@ impl Processor for WordCount {
 }
 
 /// The word count pipeline: lines from `source`, split on ASCII whitespace,
-/// keyed by word through the exchange, counted, written as `word<TAB>count`
-/// under `output`.
-pub fn pipeline<S: Source<Item = String>>(p: &mut Pipeline, source: S, output: PathBuf) {
+/// keyed by word through the exchange, counted, and every occurrence's
+/// `(word, count)` written to `sink`.
+pub fn pipeline<S, K>(p: &mut Pipeline, source: S, sink: K)
+where
+    S: Source<Item = String>,
+    K: Sink<Record<String, u64>>,
+{
     p.source(source)
         .flat_map(|line: String| {
             line.split_ascii_whitespace()
@@ -41,5 +46,10 @@ pub fn pipeline<S: Source<Item = String>>(p: &mut Pipeline, source: S, output: P
         })
         .key_with(|word| (word, ()))
         .process(WordCount)
-        .sink(FileSink::tsv(output));
+        .sink(sink);
+}
+
+/// [`pipeline`] into files: `word<TAB>count` lines under `output`.
+pub fn to_files<S: Source<Item = String>>(p: &mut Pipeline, source: S, output: PathBuf) {
+    pipeline(p, source, FileSink::tsv(output));
 }

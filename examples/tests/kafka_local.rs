@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 
-use common::kafka::{bootstrap, tool, topic_with, unique, BIN};
+use common::kafka::{assert_group_at_end, bootstrap, topic_with, unique, BIN};
 
 fn run(topic: &str, group: &str, out: &Path, state: &Path) -> Command {
     let mut c = Command::new(BIN);
@@ -113,27 +113,7 @@ fn kafka_to_files_is_exactly_once_across_kill_9_and_the_group_sees_the_end() {
     }
 
     // The witness: Kafka's own tool sees the group at the end of every partition.
-    let described = tool(
-        &[
-            "kafka-consumer-groups",
-            "--bootstrap-server",
-            bootstrap(),
-            "--describe",
-            "--group",
-            &group,
-        ],
-        None,
-    );
-    let rows: Vec<Vec<&str>> = described
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .filter(|c| c.len() >= 6 && c[1] == topic)
-        .collect();
-    assert_eq!(rows.len(), 4, "{described}");
-    for r in rows {
-        assert_eq!(r[3], r[4], "committed offset = log end offset: {described}");
-        assert_eq!(r[5], "0", "no lag: {described}");
-    }
+    assert_group_at_end(&group, &topic, 4);
 }
 
 #[test]

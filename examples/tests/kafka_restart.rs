@@ -1,13 +1,20 @@
-//! The broker restarts while `kafka_to_files` runs: the pipeline carries
-//! on, and the output is still exactly once. In its own test binary, since
-//! it stops the broker that the other Kafka tests use.
+//! The broker restarts while a pipeline runs: `kafka_to_files` (local
+//! mode) and `kafka_wordcount` (Kafka transactions) carry on, and the
+//! output is still exactly once. In its own test binary, since it stops the
+//! broker that the other Kafka tests use; its tests run one at a time.
 
 mod common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::kafka::{bootstrap, broker, produce, topic_with, BIN};
+use common::kafka::{
+    assert_group_at_end, bootstrap, broker, committed_counts, first_part, produce, topic_with,
+    wait_for_group_at_end, wordcount_idle, Parts, BIN,
+};
+
+/// One broker restart at a time.
+static BROKER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Waits until the output holds `lines` lines (all of them committed
 /// output of whole epochs: files grow at barriers).
@@ -33,12 +40,9 @@ fn wait_for_lines(d: &common::Dirs, lines: usize, child: &mut common::KillOnDrop
 
 #[test]
 fn a_broker_restart_mid_run_is_ridden_out_exactly_once() {
+    let _one = BROKER.lock().unwrap_or_else(|p| p.into_inner());
     let d = common::dirs(2, 40_000, 31);
-    let mut files: Vec<_> = std::fs::read_dir(&d.input)
-        .expect("ls")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    files.sort();
+    let files = common::input_files(&d);
     let topic = topic_with(2, &files[0]);
     let child = Command::new(BIN)
         .args([
@@ -75,4 +79,45 @@ fn a_broker_restart_mid_run_is_ridden_out_exactly_once() {
     assert!(status.success());
     assert!(child.0.wait().expect("wait").success());
     assert_eq!(common::verify_exactly_once(&d.input, &d.output), 40_000);
+}
+
+#[test]
+fn a_broker_restart_under_transactions_aborts_and_redoes_the_epoch_exactly_once() {
+    let _one = BROKER.lock().unwrap_or_else(|p| p.into_inner());
+    let d = common::dirs(2, 200_000, 32);
+    let Parts {
+        files,
+        input,
+        output,
+        app,
+    } = first_part(&d, "restart");
+    let child = wordcount_idle(&input, &output, &app, &d.state, None)
+        .args(["--set", "checkpoint.interval_ms=100"])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut child = common::KillOnDrop(child);
+    wait_for_group_at_end(&app, &input, &mut child);
+
+    // The pipeline is busy with these when the broker stops: its open
+    // epoch is aborted and redone.
+    produce(&input, &files[1]);
+    broker("stop");
+    broker("start");
+    wait_for_group_at_end(&app, &input, &mut child);
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    assert!(child.0.wait().expect("wait").success());
+    let expected = common::expected_counts(&d.input);
+    assert_eq!(
+        common::verify_counts(&expected, committed_counts(&output)),
+        200_000
+    );
+    assert_group_at_end(&app, &input, 4);
 }

@@ -273,7 +273,7 @@ impl App {
         if let Some(m) = &manifest {
             check_fingerprint(m, &pipeline, &dir)?;
         }
-        let (job, _) = pipeline.into_job()?;
+        let job = pipeline.into_job()?.job;
         let offsets = job.source().offsets()?;
         println!(
             "{:<28} {:>14} {:>16} {:>14} {:>10}",
@@ -347,13 +347,16 @@ impl App {
                 config.runtime().key_groups,
             ),
         };
-        let (job, _) = pipeline.into_job()?;
+        let job = pipeline.into_job()?.job;
         let positions = job.source().resolve(to)?;
         let mut next = current.clone();
         next.epoch = current.epoch + 1;
         next.time_ms = store::now_ms();
         next.generation = current.generation + 1;
         next.replayed_from = None;
+        // Kafka mode: a new timeline in the changelog, from the kept state.
+        next.changelog.clear();
+        next.reseed = true;
         for (task, pos) in &positions {
             next.sources.insert(
                 task.clone(),
@@ -393,7 +396,25 @@ impl App {
             .enable_all()
             .build()
             .map_err(|e| Error::io("cannot start the tokio runtime", "", e))?;
-        let summary = rt.block_on(run(pipeline, &config, replay_from))?;
+        let mut pipeline = Some(pipeline);
+        let mut replay_from = replay_from;
+        let mut retry = Retry::default();
+        let summary = loop {
+            let p = match pipeline.take() {
+                Some(p) => p,
+                None => {
+                    let (_, p) = self.load(m, build)?;
+                    p
+                }
+            };
+            let started = std::time::Instant::now();
+            match rt.block_on(run(p, &config, replay_from)) {
+                Ok(summary) => break summary,
+                Err(e) => retry.after(e, started)?,
+            }
+            // A replay is done once its state is in place: never twice.
+            replay_from = None;
+        };
         tracing::info!(
             commits = summary.commits,
             epoch = summary.last_epoch,
@@ -401,6 +422,44 @@ impl App {
             skipped = summary.skipped,
             "done"
         );
+        Ok(())
+    }
+}
+
+/// Recovers from aborted epochs (e.g. the broker restarted mid-commit):
+/// the run starts over from the last commit point, as after a crash,
+/// with a growing pause; errors while the cluster is still away are
+/// retried for a while.
+#[derive(Default)]
+struct Retry {
+    since: Option<std::time::Instant>,
+    attempts: u32,
+}
+
+/// How long a run keeps recovering from aborted epochs before giving up.
+const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(120);
+
+impl Retry {
+    fn after(&mut self, e: Error, run_started: std::time::Instant) -> Result<()> {
+        if run_started.elapsed() > RETRY_FOR / 4 {
+            // The run got going before this abort: a new incident.
+            *self = Retry::default();
+        }
+        let since = match (&e, self.since) {
+            (Error::Aborted(_), None) => *self.since.insert(std::time::Instant::now()),
+            (Error::Fenced(_), _) | (_, None) => return Err(e),
+            (_, Some(since)) => since,
+        };
+        if since.elapsed() > RETRY_FOR {
+            return Err(e);
+        }
+        self.attempts += 1;
+        let pause = std::time::Duration::from_millis(250 << self.attempts.min(5));
+        tracing::warn!(
+            attempt = self.attempts,
+            "{e}; recovering from the last commit and redoing the epoch in {pause:?}"
+        );
+        std::thread::sleep(pause);
         Ok(())
     }
 }
@@ -499,7 +558,12 @@ pub async fn run(
             rc.key_groups,
         ),
     };
-    let (job, named) = pipeline.into_job()?;
+    let built = pipeline.into_job()?;
+    if rc.on_bad_input == crate::OnBadInput::DeadLetter && built.dead_letter.is_none() {
+        return Err(Error::Config(
+            "on_bad_input = \"dead-letter\", but this pipeline has no dead-letter sink; declare one (Pipeline::dead_letter, e.g. through the binary's --dead-letter-topic option) or choose fail or skip".into(),
+        ));
+    }
     let (tx, shutdown) = tokio::sync::watch::channel(false);
     let signals = tokio::spawn(async move {
         let term = async {
@@ -516,9 +580,12 @@ pub async fn run(
         }
         let _ = tx.send(true);
     });
-    let result = job
+    let result = built
+        .job
         .run(JobEnv {
-            named,
+            named: built.named,
+            commit: built.commit,
+            dead_letter: built.dead_letter,
             store,
             manifest,
             config: rc,

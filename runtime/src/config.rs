@@ -52,6 +52,9 @@ impl std::fmt::Display for Guarantee {
     }
 }
 
+/// The most key groups a pipeline may have.
+pub const MAX_KEY_GROUPS: u16 = 16_384;
+
 /// What to do with a record that cannot be decoded or that a processor fails on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -61,6 +64,10 @@ pub enum OnBadInput {
     Fail,
     /// Log the record's position and the error, count it, and go on.
     Skip,
+    /// Write an undecodable record to the pipeline's dead-letter sink
+    /// (inside the epoch's commit, like any output), log and count it, and
+    /// go on; a processor's failure is skipped as with `skip`.
+    DeadLetter,
 }
 
 /// Checkpoint settings.
@@ -179,6 +186,15 @@ impl Config {
             return Err(Error::Config(
                 "checkpoint.interval_ms must be at least 1".into(),
             ));
+        }
+        // Above 16384 a map entry's key could collide with the `meta/`
+        // keys (both start with `m`), and a Kafka changelog needs a
+        // partition per key group.
+        if runtime.key_groups == 0 || runtime.key_groups > MAX_KEY_GROUPS {
+            return Err(Error::Config(format!(
+                "key_groups must be between 1 and {MAX_KEY_GROUPS}, not {}",
+                runtime.key_groups
+            )));
         }
         if runtime.parallelism == 0 || runtime.parallelism > usize::from(runtime.key_groups) {
             return Err(Error::Config(format!(

@@ -13,19 +13,30 @@ struct Inner {
 }
 
 /// Shared by the coordinator (async) and the source threads (blocking).
-#[derive(Default)]
 pub(crate) struct Control {
     requested: AtomicU64,
     inner: Mutex<Inner>,
     cv: Condvar,
+    /// The released epoch, for async waiters (`u64::MAX` on shutdown).
+    released: tokio::sync::watch::Sender<u64>,
 }
 
 impl Control {
     pub(crate) fn new(last_epoch: u64) -> Self {
-        let c = Control::default();
-        c.requested.store(last_epoch, Ordering::SeqCst);
-        c.lock().released = last_epoch;
-        c
+        Control {
+            requested: AtomicU64::new(last_epoch),
+            inner: Mutex::new(Inner {
+                released: last_epoch,
+                ..Inner::default()
+            }),
+            cv: Condvar::new(),
+            released: tokio::sync::watch::Sender::new(last_epoch),
+        }
+    }
+
+    /// Watches the released epoch (async side of [`wait_released`](Self::wait_released)).
+    pub(crate) fn watch_released(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.released.subscribe()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -50,6 +61,11 @@ impl Control {
     pub(crate) fn release(&self, epoch: u64) {
         let mut g = self.lock();
         g.released = g.released.max(epoch);
+        self.released.send_if_modified(|r| {
+            let before = *r;
+            *r = (*r).max(epoch);
+            *r != before
+        });
         self.cv.notify_all();
     }
 
@@ -68,6 +84,7 @@ impl Control {
     pub(crate) fn shutdown(&self) {
         let mut g = self.lock();
         g.shutdown = true;
+        self.released.send_replace(u64::MAX);
         self.cv.notify_all();
     }
 

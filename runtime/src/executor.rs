@@ -17,20 +17,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use weir_core::commit::CommitPoint;
 use weir_core::keygroup::{key_group, owned_range, owner};
-use weir_core::source::ReadStatus;
+use weir_core::source::{DeadLetter, ReadStatus};
 use weir_core::{Error, Key, Record, Result};
 
 use crate::config::{Guarantee, OnBadInput, RuntimeConfig};
 use crate::control::Control;
 use crate::failpoints::{self, crash_point};
 use crate::manifest::{Manifest, SourcePosition};
+use crate::pipeline::DeadLetterOpener;
 use crate::stage::{
     BoxFuture, ChainedReader, FlushedSink, Metrics, NamedSinks, SideSinks, SinkStage, SourceAdmin,
     SourceSide, Stage, StageCx, StageFactory, StageInit,
 };
 use crate::state::{CachedState, Write};
 use crate::store::{now_ms, Store};
+use crate::txn::Txn;
 
 /// What a run did.
 #[derive(Debug, Clone, Default)]
@@ -48,6 +51,10 @@ pub struct RunSummary {
 /// Everything a job runs with.
 pub(crate) struct JobEnv {
     pub(crate) named: NamedSinks,
+    /// The transactional commit point of the sinks (Kafka mode), if any.
+    pub(crate) commit: Option<Arc<dyn CommitPoint>>,
+    /// Where undecodable input goes under `on_bad_input = "dead-letter"`.
+    pub(crate) dead_letter: Option<DeadLetterOpener>,
     pub(crate) store: Arc<Store>,
     pub(crate) manifest: Manifest,
     pub(crate) config: RuntimeConfig,
@@ -213,6 +220,7 @@ struct SourceTask<T> {
     output: Box<dyn SourceOutput<T>>,
     finished: bool,
     watermark_delay: Option<i64>,
+    dead_letter: Option<SinkStage<DeadLetter>>,
 }
 
 struct Shared {
@@ -224,6 +232,9 @@ struct Shared {
     policy: OnBadInput,
     guarantee: Guarantee,
     start_epoch: u64,
+    /// Local mode: tell readers about committed positions (e.g. to copy
+    /// them to a consumer group). Kafka mode commits them in the transaction.
+    advisory: bool,
 }
 
 fn spawn_source<T: Send + 'static>(
@@ -290,7 +301,9 @@ fn publish<T>(
     if let Some((epoch, position)) = *unpublished {
         if s.control.is_committed(epoch) {
             *unpublished = None;
-            t.reader.committed(position)?;
+            if s.advisory {
+                t.reader.committed(position)?;
+            }
         }
     }
     Ok(())
@@ -308,7 +321,13 @@ fn source_loop<T: Send + 'static>(t: &mut SourceTask<T>, s: &Shared) -> Result<(
         if requested > last {
             // The previous epoch committed before this barrier was asked for.
             publish(t, s, &mut unpublished)?;
-            let flushes = t.output.barrier(requested)?;
+            let mut flushes = t.output.barrier(requested)?;
+            if let Some(dl) = &mut t.dead_letter {
+                flushes.push(FlushedSink {
+                    id: dl.id.clone(),
+                    flushed: dl.writer.flush()?,
+                });
+            }
             let position = t.reader.position();
             s.events
                 .send(Event::SourceAck {
@@ -340,6 +359,32 @@ fn source_loop<T: Send + 'static>(t: &mut SourceTask<T>, s: &Shared) -> Result<(
             Ok(status) => status,
             Err(e @ Error::BadInput { .. }) if s.policy == OnBadInput::Skip => {
                 s.metrics.skip("an undecodable input record", &e);
+                ReadStatus::More
+            }
+            Err(Error::BadInput {
+                task,
+                position,
+                message,
+                raw,
+            }) if s.policy == OnBadInput::DeadLetter => {
+                let letter = DeadLetter {
+                    task,
+                    position,
+                    error: message,
+                    raw,
+                };
+                if let Some(dl) = &mut t.dead_letter {
+                    dl.writer.write(&letter)?;
+                }
+                s.metrics.skip(
+                    "an undecodable input record (sent to the dead-letter sink)",
+                    &Error::BadInput {
+                        task: letter.task,
+                        position: letter.position,
+                        message: letter.error,
+                        raw: None,
+                    },
+                );
                 ReadStatus::More
             }
             Err(e) => return Err(e),
@@ -391,6 +436,9 @@ struct Worker<K, V> {
     events: Events,
     policy: OnBadInput,
     metrics: Arc<Metrics>,
+    /// Kafka mode: after acknowledging a barrier, wait for the release, so
+    /// that nothing (not even a timer) writes between two transactions.
+    release: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
@@ -457,6 +505,10 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
                                 flushes,
                             })
                             .map_err(|_| Error::State("the coordinator stopped".into()))?;
+                        if let Some(release) = &mut self.release {
+                            // Shutdown releases everything (u64::MAX).
+                            let _ = release.wait_for(|r| *r >= epoch).await;
+                        }
                     }
                     continue;
                 }
@@ -526,7 +578,49 @@ fn shared(
         policy: env.config.on_bad_input,
         guarantee: env.config.guarantee,
         start_epoch: env.manifest.epoch,
+        advisory: env.commit.is_none() || env.config.guarantee != Guarantee::ExactlyOnce,
     })
+}
+
+/// Kafka mode (an exactly-once pipeline whose sinks commit through a
+/// transaction): opens the commit point and recovers from it, updating
+/// `env.manifest`. Must run before the sinks are opened.
+async fn open_txn(env: &mut JobEnv, source: Arc<dyn SourceAdmin>) -> Result<Option<Txn>> {
+    let Some(commit) = env.commit.clone() else {
+        return Ok(None);
+    };
+    if env.config.guarantee != Guarantee::ExactlyOnce {
+        return Ok(None);
+    }
+    let store = env.store.clone();
+    let mut manifest = env.manifest.clone();
+    let (txn, manifest) = tokio::task::spawn_blocking(move || {
+        Txn::open(&*commit, source, &store, &mut manifest).map(|t| (t, manifest))
+    })
+    .await
+    .map_err(|e| Error::State(format!("the recovery task failed: {e}")))??;
+    env.manifest = manifest;
+    Ok(Some(txn))
+}
+
+/// Opens each source task's dead-letter output, if the pipeline has one.
+fn dead_letters(
+    env: &JobEnv,
+    tasks: &[String],
+    truncate: &(dyn Fn(&str) -> Option<u64> + Sync),
+) -> Result<Vec<Option<SinkStage<DeadLetter>>>> {
+    tasks
+        .iter()
+        .map(|task| {
+            let init = StageInit {
+                task: task.clone(),
+                groups: 0..0,
+                key_groups: env.manifest.key_groups,
+                truncate_to: truncate,
+            };
+            env.dead_letter.as_ref().map(|open| open(&init)).transpose()
+        })
+        .collect()
 }
 
 fn tasks_of<T>(side: &dyn SourceSide<T>) -> Result<Vec<String>> {
@@ -544,9 +638,10 @@ impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
         &*self.side
     }
 
-    fn run(self: Box<Self>, env: JobEnv) -> BoxFuture<'static, Result<RunSummary>> {
+    fn run(self: Box<Self>, mut env: JobEnv) -> BoxFuture<'static, Result<RunSummary>> {
         Box::pin(async move {
             let tasks = tasks_of(&*self.side)?;
+            let txn = open_txn(&mut env, self.side.clone()).await?;
             let workers = env.config.parallelism;
             let key_groups = env.manifest.key_groups;
             let control = Arc::new(Control::new(env.manifest.epoch));
@@ -571,6 +666,7 @@ impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
                 }
                 stages.push(((self.tail)(&init)?, sides));
             }
+            let mut letters = dead_letters(&env, &tasks, &truncate)?.into_iter();
             crash_point(failpoints::MID_RECOVERY);
             for (stage, sides) in stages {
                 let (tx, wrx) = mpsc::channel(16);
@@ -584,6 +680,7 @@ impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
                     events: events.clone(),
                     policy: env.config.on_bad_input,
                     metrics: metrics.clone(),
+                    release: txn.as_ref().map(|_| control.watch_released()),
                 };
                 handles.push(spawn_worker(worker, events.clone()));
             }
@@ -605,12 +702,22 @@ impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
                     }),
                     finished: false,
                     watermark_delay: self.side.watermark_delay(),
+                    dead_letter: letters.next().flatten(),
                 };
                 threads.push(spawn_source(t, shared.clone())?);
             }
             drop(txs);
             drop(events);
-            let result = coordinate(&env, &control, &mut rx, tasks.len(), workers, &metrics).await;
+            let result = coordinate(
+                &env,
+                &control,
+                &mut rx,
+                tasks.len(),
+                workers,
+                &metrics,
+                txn.as_ref(),
+            )
+            .await;
             control.shutdown();
             finish_threads(threads).await;
             if result.is_ok() {
@@ -637,7 +744,7 @@ impl<T: Send + 'static> Job for DirectJob<T> {
         &*self.side
     }
 
-    fn run(self: Box<Self>, env: JobEnv) -> BoxFuture<'static, Result<RunSummary>> {
+    fn run(self: Box<Self>, mut env: JobEnv) -> BoxFuture<'static, Result<RunSummary>> {
         Box::pin(async move {
             let tasks = tasks_of(&*self.side)?;
             if let Some((name, _)) = env.named.first() {
@@ -645,6 +752,7 @@ impl<T: Send + 'static> Job for DirectJob<T> {
                     "the named sink `{name}` is written by processors, and this pipeline has none; add a `key_by` and a `process`, or drop the named sink"
                 )));
             }
+            let txn = open_txn(&mut env, self.side.clone()).await?;
             let control = Arc::new(Control::new(env.manifest.epoch));
             let (events, mut rx) = mpsc::unbounded_channel();
             let metrics = Arc::new(Metrics::default());
@@ -659,6 +767,7 @@ impl<T: Send + 'static> Job for DirectJob<T> {
                 };
                 sinks.push((self.open_sink)(&init)?);
             }
+            let mut letters = dead_letters(&env, &tasks, &truncate)?.into_iter();
             crash_point(failpoints::MID_RECOVERY);
             let shared = shared(&env, &control, &events, &metrics);
             let mut threads = Vec::new();
@@ -670,11 +779,21 @@ impl<T: Send + 'static> Job for DirectJob<T> {
                     output: Box::new(Direct { sink }),
                     finished: false,
                     watermark_delay: None,
+                    dead_letter: letters.next().flatten(),
                 };
                 threads.push(spawn_source(t, shared.clone())?);
             }
             drop(events);
-            let result = coordinate(&env, &control, &mut rx, tasks.len(), 0, &metrics).await;
+            let result = coordinate(
+                &env,
+                &control,
+                &mut rx,
+                tasks.len(),
+                0,
+                &metrics,
+                txn.as_ref(),
+            )
+            .await;
             control.shutdown();
             finish_threads(threads).await;
             result
@@ -702,6 +821,7 @@ async fn coordinate(
     sources: usize,
     workers: usize,
     metrics: &Metrics,
+    txn: Option<&Txn>,
 ) -> Result<RunSummary> {
     let cfg = &env.config;
     let interval = Duration::from_millis(cfg.checkpoint.interval_ms);
@@ -790,29 +910,61 @@ async fn coordinate(
         }
         let changed =
             !writes.is_empty() || next.sources != manifest.sources || next.sinks != manifest.sinks;
-        // Every worker holds the epoch's writes and every sink its bytes:
-        // the next epoch may start while this one commits. Reads stay right
-        // meanwhile, because the workers' caches keep what RocksDB lacks
-        // until the commit lands (see `state.rs`), and the next barrier is
-        // only requested after it has.
-        if !last {
-            control.release(epoch);
-        }
         let mut retain = None;
-        if changed {
-            let store = env.store.clone();
-            let committed = next.clone();
-            tokio::task::spawn_blocking(move || -> Result<()> {
-                for sync in syncs {
-                    sync()?;
+        if let Some(txn) = txn {
+            // Kafka mode: the transaction is the commit point; the next
+            // epoch starts once the next transaction is open.
+            if changed {
+                let t = txn.clone();
+                let sources = next.sources.clone();
+                let done = tokio::task::spawn_blocking(move || {
+                    t.commit(&writes, &sources, last).map(|()| writes)
+                })
+                .await
+                .map_err(|e| Error::State(format!("the commit task failed: {e}")))?;
+                let writes = done?;
+                if !last {
+                    control.release(epoch);
                 }
-                crash_point(failpoints::AFTER_SINK_FLUSH);
-                store.commit(writes, &committed)?;
-                crash_point(failpoints::AFTER_STATE_BATCH);
-                Ok(())
-            })
-            .await
-            .map_err(|e| Error::State(format!("the commit task failed: {e}")))??;
+                next.changelog.extend(txn.changelog_positions());
+                let store = env.store.clone();
+                let committed = next.clone();
+                tokio::task::spawn_blocking(move || {
+                    store.apply_committed(writes, &committed)?;
+                    crash_point(failpoints::AFTER_STATE_BATCH);
+                    Ok::<_, Error>(())
+                })
+                .await
+                .map_err(|e| Error::State(format!("the commit task failed: {e}")))??;
+            } else if !last {
+                control.release(epoch);
+            }
+        } else {
+            // Every worker holds the epoch's writes and every sink its bytes:
+            // the next epoch may start while this one commits. Reads stay
+            // right meanwhile, because the workers' caches keep what RocksDB
+            // lacks until the commit lands (see `state.rs`), and the next
+            // barrier is only requested after it has.
+            if !last {
+                control.release(epoch);
+            }
+            if changed {
+                let store = env.store.clone();
+                let committed = next.clone();
+                tokio::task::spawn_blocking(move || -> Result<()> {
+                    for sync in syncs {
+                        sync()?;
+                    }
+                    crash_point(failpoints::AFTER_SINK_FLUSH);
+                    store.commit(writes, &committed)?;
+                    crash_point(failpoints::AFTER_STATE_BATCH);
+                    Ok(())
+                })
+                .await
+                .map_err(|e| Error::State(format!("the commit task failed: {e}")))??;
+            }
+        }
+        if changed {
             // Every K-th: when the committed epoch crosses a multiple of K
             // (epochs without changes are not committed, so some are skipped).
             let k = cfg.checkpoint.retain_every;

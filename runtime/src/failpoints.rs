@@ -11,8 +11,16 @@ pub const AFTER_SINK_FLUSH: &str = "after-sink-flush";
 /// After the commit batch is written, before anything else (retained
 /// checkpoint, next epoch). Recovery must resume exactly there (I1).
 pub const AFTER_STATE_BATCH: &str = "after-state-batch";
+/// Kafka mode: the epoch's output, changelog and offsets are in the open
+/// transaction, which has not committed. Recovery: it is aborted, and the
+/// epoch is redone from the previous offsets.
+pub const BEFORE_TXN_COMMIT: &str = "before-txn-commit";
+/// Kafka mode: the transaction committed, RocksDB has not applied the
+/// epoch. Recovery rolls the state forward from the changelog.
+pub const AFTER_TXN_COMMIT: &str = "after-txn-commit";
 /// In the middle of recovery: after the sinks were truncated, before the
-/// sources are opened. Running recovery again must end in the same place (I3).
+/// sources are opened; in Kafka mode, after part of the changelog was
+/// applied. Running recovery again must end in the same place (I3).
 pub const MID_RECOVERY: &str = "mid-recovery";
 /// During replay, after the restored state was prepared, before it replaces
 /// the live state (I3 for replay).
@@ -26,6 +34,8 @@ pub const MID_REPLAY_SWAP: &str = "mid-replay-swap";
 /// All crash points, for documentation and tests.
 pub const ALL: &[&str] = &[
     AFTER_SINK_FLUSH,
+    BEFORE_TXN_COMMIT,
+    AFTER_TXN_COMMIT,
     AFTER_STATE_BATCH,
     MID_RECOVERY,
     MID_REPLAY,

@@ -20,6 +20,7 @@ mod pipeline;
 mod stage;
 mod state;
 pub mod store;
+mod txn;
 
 pub use config::{Config, Guarantee, OnBadInput, RuntimeConfig};
 pub use executor::RunSummary;

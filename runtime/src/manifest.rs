@@ -41,6 +41,14 @@ pub struct Manifest {
     pub sources: BTreeMap<String, SourcePosition>,
     /// Per sink output: committed length.
     pub sinks: BTreeMap<String, u64>,
+    /// Kafka mode: per key group, the changelog position up to which the
+    /// state here is known to hold every committed change.
+    #[serde(default)]
+    pub changelog: BTreeMap<u16, u64>,
+    /// Kafka mode: a new timeline (replay, `offsets reset`) must first be
+    /// written to the changelog from the local state, with the positions.
+    #[serde(default)]
+    pub reseed: bool,
 }
 
 impl Manifest {
@@ -58,6 +66,8 @@ impl Manifest {
             replayed_from: None,
             sources: BTreeMap::new(),
             sinks: BTreeMap::new(),
+            changelog: BTreeMap::new(),
+            reseed: false,
         }
     }
 }

@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 
+use weir_core::commit::CommitPoint;
 use weir_core::exec::KeyedNode;
 use weir_core::sink::Sink;
-use weir_core::source::Source;
+use weir_core::source::{DeadLetter, Source};
 use weir_core::{Error, Key, Processor, Record, Result};
 
 use crate::executor::{DirectJob, Job, KeyedJob, Split};
@@ -12,6 +13,19 @@ use crate::stage::{
     BaseSide, ChainSide, KeyedOp, NamedSinks, OpStage, ProcessStage, SideOp, SideOpener, SinkStage,
     SourceSide, StageFactory, StageInit, TypedSide,
 };
+
+/// Opens a source task's dead-letter output.
+pub(crate) type DeadLetterOpener =
+    Arc<dyn Fn(&StageInit<'_>) -> Result<SinkStage<DeadLetter>> + Send + Sync>;
+
+/// A pipeline ready to run.
+pub(crate) struct Built {
+    pub(crate) job: Box<dyn Job>,
+    pub(crate) named: NamedSinks,
+    /// The transactional commit point of the sinks (Kafka mode), if any.
+    pub(crate) commit: Option<Arc<dyn CommitPoint>>,
+    pub(crate) dead_letter: Option<DeadLetterOpener>,
+}
 
 /// A pipeline under construction. Built by the closure handed to
 /// [`App::run`](crate::cli::App::run); it holds one source, the operators
@@ -22,6 +36,8 @@ pub struct Pipeline {
     next_node: u16,
     job: Option<Box<dyn Job>>,
     named: NamedSinks,
+    commit_points: Vec<(String, Option<Arc<dyn CommitPoint>>)>,
+    dead_letter: Option<DeadLetterOpener>,
     error: Option<Error>,
 }
 
@@ -34,6 +50,8 @@ impl Pipeline {
             next_node: 0,
             job: None,
             named: Vec::new(),
+            commit_points: Vec::new(),
+            dead_letter: None,
             error: None,
         }
     }
@@ -85,6 +103,7 @@ impl Pipeline {
         }
         self.topology
             .push(format!("named_sink:{name}:{}", sink.describe()));
+        self.sink_commit_point(&format!("named sink `{name}`"), &sink);
         let sink = Arc::new(sink);
         let opener: SideOpener = Arc::new(move |init: &StageInit<'_>| {
             Ok(Box::new(TypedSide::<K, V> {
@@ -95,16 +114,73 @@ impl Pipeline {
         self.named.push((name, opener));
     }
 
-    pub(crate) fn into_job(self) -> Result<(Box<dyn Job>, NamedSinks)> {
+    /// Declares where undecodable input records go under `on_bad_input =
+    /// "dead-letter"`: one output per source task, committed with the
+    /// epoch like every sink (in Kafka mode, inside its transaction).
+    pub fn dead_letter<S: Sink<DeadLetter>>(&mut self, sink: S) {
+        if self.dead_letter.is_some() {
+            self.error.get_or_insert(Error::Config(
+                "a pipeline has one dead-letter sink; `dead_letter` was called twice".into(),
+            ));
+        }
+        self.sink_commit_point("dead-letter sink", &sink);
+        let sink = Arc::new(sink);
+        self.dead_letter = Some(Arc::new(move |init: &StageInit<'_>| {
+            SinkStage::open_named(&*sink, init, Some("dead-letter"))
+        }));
+    }
+
+    /// Notes the commit point of a sink (see [`Sink::commit_point`]).
+    fn sink_commit_point<T, S: Sink<T>>(&mut self, what: &str, sink: &S) {
+        self.commit_points
+            .push((what.to_owned(), sink.commit_point()));
+    }
+
+    /// The transactional commit point every sink writes through, if the
+    /// sinks have one; an error when only some of them do, or several.
+    fn commit_point(&self) -> Result<Option<Arc<dyn CommitPoint>>> {
+        let mut found: Option<(&str, &Arc<dyn CommitPoint>)> = None;
+        for (what, cp) in &self.commit_points {
+            match (cp, found) {
+                (Some(cp), None) => found = Some((what, cp)),
+                (Some(cp), Some((first, f))) if cp.id() != f.id() => {
+                    return Err(Error::Config(format!(
+                        "the {first} and the {what} write through different transactions (`{}`, `{}`); create every Kafka sink of a pipeline from the same KafkaOutput",
+                        f.id(),
+                        cp.id()
+                    )))
+                }
+                _ => {}
+            }
+        }
+        if let Some((first, f)) = found {
+            if let Some((what, _)) = self.commit_points.iter().find(|(_, cp)| cp.is_none()) {
+                return Err(Error::Config(format!(
+                    "the {first} commits in transaction `{}`, which the {what} cannot join; write every output of an exactly-once Kafka pipeline to Kafka (or run it at-least-once)",
+                    f.id()
+                )));
+            }
+        }
+        Ok(found.map(|(_, cp)| cp.clone()))
+    }
+
+    pub(crate) fn into_job(self) -> Result<Built> {
         if let Some(e) = self.error {
             return Err(e);
         }
-        let named = self.named;
-        self.job.map(|j| (j, named)).ok_or_else(|| {
+        let commit = self.commit_point()?;
+        let (named, dead_letter) = (self.named, self.dead_letter);
+        let job = self.job.ok_or_else(|| {
             Error::Config(format!(
                 "pipeline `{}` has no sink; end the chain with `.sink(...)`",
                 self.name
             ))
+        })?;
+        Ok(Built {
+            job,
+            named,
+            commit,
+            dead_letter,
         })
     }
 
@@ -238,6 +314,7 @@ impl<'p, T: Send + 'static> Stream<'p, T> {
     /// Ends the pipeline at `sink`, one output per source task, without an exchange.
     pub fn sink<S: Sink<Record<(), T>>>(self, sink: S) {
         self.p.topology.push(format!("sink:{}", sink.describe()));
+        self.p.sink_commit_point("sink", &sink);
         let sink = Arc::new(sink);
         let job = DirectJob {
             side: self.side,
@@ -326,6 +403,7 @@ impl<'p, K: Key, V: Send + 'static> KeyedStream<'p, K, V> {
     /// Ends the pipeline at `sink`, one output per worker.
     pub fn sink<S: Sink<Record<K, V>>>(self, sink: S) {
         self.p.topology.push(format!("sink:{}", sink.describe()));
+        self.p.sink_commit_point("sink", &sink);
         let sink = Arc::new(sink);
         let tail: StageFactory<K, V> =
             Arc::new(move |init: &StageInit<'_>| Ok(Box::new(SinkStage::open(&*sink, init)?)));

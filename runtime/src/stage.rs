@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use weir_core::commit::GroupOffsets;
 use weir_core::exec::{KeyedNode, NodeEnv, SideRecord};
 use weir_core::sink::{Flushed, Sink, SinkWriter};
 use weir_core::source::{ReadStatus, ResetTo, Source, SourceReader, TaskOffsets};
@@ -42,6 +43,7 @@ pub(crate) trait SourceAdmin: Send + Sync {
     fn offsets(&self) -> Result<Vec<TaskOffsets>>;
     fn resolve(&self, to: ResetTo) -> Result<BTreeMap<String, u64>>;
     fn publish(&self, positions: &BTreeMap<String, u64>) -> Result<()>;
+    fn group_offsets(&self, positions: &BTreeMap<String, u64>) -> Result<Option<GroupOffsets>>;
 }
 
 /// A source with its stateless operators fused in.
@@ -80,6 +82,10 @@ impl<S: Source> SourceAdmin for BaseSide<S> {
 
     fn publish(&self, positions: &BTreeMap<String, u64>) -> Result<()> {
         self.0.publish(positions)
+    }
+
+    fn group_offsets(&self, positions: &BTreeMap<String, u64>) -> Result<Option<GroupOffsets>> {
+        self.0.group_offsets(positions)
     }
 }
 
@@ -148,6 +154,10 @@ impl<T: Send + 'static, U: Send + 'static> SourceAdmin for ChainSide<T, U> {
 
     fn publish(&self, positions: &BTreeMap<String, u64>) -> Result<()> {
         self.inner.publish(positions)
+    }
+
+    fn group_offsets(&self, positions: &BTreeMap<String, u64>) -> Result<Option<GroupOffsets>> {
+        self.inner.group_offsets(positions)
     }
 }
 
@@ -319,7 +329,7 @@ impl<P: Processor> Stage<P::Key, P::In> for ProcessStage<P> {
                     now: cx.now,
                 };
                 if let Err(e) = self.node.process(record, &mut env).await {
-                    if cx.policy == OnBadInput::Skip && e.is_record_error() {
+                    if cx.policy != OnBadInput::Fail && e.is_record_error() {
                         cx.metrics.skip("a record its processor failed on", &e);
                     } else {
                         return Err(e);

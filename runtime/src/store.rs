@@ -6,6 +6,7 @@
 //! - `checkpoints/<epoch>/db` + `manifest.json`: retained checkpoints.
 //! - `db.replay/`: a replay being prepared (removed or promoted at open).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -113,28 +114,89 @@ impl Store {
         writes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
         manifest: &Manifest,
     ) -> Result<()> {
-        let mut batch = WriteBatch::default();
-        for (k, v) in writes {
-            match v {
-                Some(v) => batch.put(k, v),
-                None => batch.delete(k),
-            }
-        }
-        self.write_with_manifest(batch, manifest, "commit to")
+        self.write_with_manifest(batch_of(writes), manifest, "commit to", true)
     }
 
-    /// Adds `manifest` to `batch` and writes it, synced: the commit point.
+    /// Kafka mode (ARCHITECTURE §4.2): after the transaction committed, the
+    /// epoch's state writes and its manifest in one batch, not synced (a
+    /// lost batch is rolled forward from the changelog).
+    pub fn apply_committed(
+        &self,
+        writes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+        manifest: &Manifest,
+    ) -> Result<()> {
+        self.write_with_manifest(batch_of(writes), manifest, "commit to", false)
+    }
+
+    /// Kafka-mode recovery: writes changelog records ahead of the manifest,
+    /// not synced. Safe, because applying the changelog again from the
+    /// manifest's positions ends in the same state.
+    pub fn apply_changelog(
+        &self,
+        writes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<()> {
+        self.db
+            .write(batch_of(writes))
+            .map_err(|e| db_err("write to", &self.dir, e))
+    }
+
+    /// Drops the keyed state and timers of key group `group` (a new
+    /// timeline starts in the changelog), not synced.
+    pub fn clear_group(&self, group: u16) -> Result<()> {
+        use weir_core::state::{KEYED_TAG, MAP_TAG, TIMER_TAG};
+        let mut batch = WriteBatch::default();
+        let [hi, lo] = group.to_be_bytes();
+        let end = u32::from(group) + 1;
+        for tag in [KEYED_TAG, MAP_TAG, TIMER_TAG] {
+            let to = if end > u32::from(u16::MAX) {
+                vec![tag + 1]
+            } else {
+                let e = (end as u16).to_be_bytes();
+                vec![tag, e[0], e[1]]
+            };
+            batch.delete_range(vec![tag, hi, lo], to);
+        }
+        self.db
+            .write(batch)
+            .map_err(|e| db_err("write to", &self.dir, e))
+    }
+
+    /// Visits every keyed-state and timer entry (the changelog's content).
+    pub fn for_each_state(&self, mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+        use weir_core::state::{KEYED_TAG, MAP_TAG, TIMER_TAG};
+        for tag in [KEYED_TAG, MAP_TAG, TIMER_TAG] {
+            let mut ro = rocksdb::ReadOptions::default();
+            ro.set_iterate_upper_bound(vec![tag + 1]);
+            let from = [tag];
+            let it = self.db.iterator_opt(
+                rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward),
+                ro,
+            );
+            for item in it {
+                let (k, v) = item.map_err(|e| db_err("read", &self.dir, e))?;
+                // `meta/` keys share the map entries' first byte.
+                if !k.starts_with(b"meta/") {
+                    f(&k, &v)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds `manifest` to `batch` and writes it; synced, it is the local
+    /// commit point.
     fn write_with_manifest(
         &self,
         mut batch: WriteBatch,
         manifest: &Manifest,
         action: &str,
+        sync: bool,
     ) -> Result<()> {
         let m = serde_json::to_vec(manifest)
             .map_err(|e| Error::State(format!("cannot encode manifest: {e}")))?;
         batch.put(MANIFEST_KEY, m);
         let mut wo = WriteOptions::default();
-        wo.set_sync(true);
+        wo.set_sync(sync);
         self.db
             .write_opt(batch, &wo)
             .map_err(|e| db_err(action, &self.dir, e))
@@ -156,7 +218,7 @@ impl Store {
             *last += 1;
         }
         batch.delete_range(READ_POSITION_PREFIX, end.as_slice());
-        self.write_with_manifest(batch, manifest, "reset")
+        self.write_with_manifest(batch, manifest, "reset", true)
     }
 
     /// Records, synced, that task `task` has read up to `position`
@@ -270,6 +332,8 @@ impl Store {
             generation: current.generation.max(restored.generation) + 1,
             replayed_from: Some(epoch),
             sinks: current.sinks.clone(),
+            changelog: BTreeMap::new(),
+            reseed: true,
             ..restored
         };
         let m = serde_json::to_vec(&manifest)
@@ -287,6 +351,17 @@ impl Store {
         drop(Store::open(dir)?);
         Ok(manifest)
     }
+}
+
+fn batch_of(writes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>) -> WriteBatch {
+    let mut batch = WriteBatch::default();
+    for (k, v) in writes {
+        match v {
+            Some(v) => batch.put(k, v),
+            None => batch.delete(k),
+        }
+    }
+    batch
 }
 
 /// Milliseconds since the Unix epoch.

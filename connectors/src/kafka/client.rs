@@ -79,14 +79,30 @@ pub struct WeirContext;
 
 impl rdkafka::ClientContext for WeirContext {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        if matches!(error, rdkafka::error::KafkaError::PartitionEOF(_)) {
+        use rdkafka::error::KafkaError;
+        use rdkafka::types::RDKafkaErrorCode;
+        if matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
             return;
         }
         tracing::warn!("kafka: {error}: {reason}");
     }
 }
 
-impl rdkafka::consumer::ConsumerContext for WeirContext {}
+impl rdkafka::consumer::ConsumerContext for WeirContext {
+    /// Asynchronous commits are advisory copies of a checkpoint's positions.
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        _offsets: &rdkafka::TopicPartitionList,
+    ) {
+        if let Err(e) = result {
+            tracing::warn!("kafka: cannot copy committed positions to the consumer group: {e}");
+        }
+    }
+}
 
 impl rdkafka::producer::ProducerContext for WeirContext {
     type DeliveryOpaque = ();

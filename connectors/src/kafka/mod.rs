@@ -1,9 +1,11 @@
 //! Apache Kafka connectors (the only place weir links librdkafka).
 
 mod client;
+mod sink;
 mod source;
 mod txn;
 
 pub use client::{client_config, KafkaSettings, WeirContext};
+pub use sink::{KafkaOutput, KafkaSink};
 pub use source::{KafkaSource, StartAt};
 pub use txn::TxnProducer;

@@ -8,6 +8,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 
+use weir_core::commit::GroupOffsets;
 use weir_core::source::{ReadStatus, ResetTo, Source, SourceReader, TaskOffsets};
 use weir_core::{Error, Record, Result};
 
@@ -181,6 +182,17 @@ impl Source for KafkaSource {
         Ok(out)
     }
 
+    fn group_offsets(&self, positions: &BTreeMap<String, u64>) -> Result<Option<GroupOffsets>> {
+        let offsets = positions
+            .iter()
+            .map(|(task, pos)| Ok((self.topic.clone(), self.partition_of(task)?, *pos)))
+            .collect::<Result<_>>()?;
+        Ok(Some(GroupOffsets {
+            group: self.group.clone(),
+            offsets,
+        }))
+    }
+
     fn publish(&self, positions: &BTreeMap<String, u64>) -> Result<()> {
         let consumer = self.consumer()?;
         let mut tpl = TopicPartitionList::new();
@@ -245,6 +257,9 @@ impl Source for KafkaSource {
             next: start as u64,
             until_idle: self.until_idle,
             idle_since: None,
+            checked: None,
+            copied: None,
+            source: self.clone(),
         }))
     }
 }
@@ -258,11 +273,98 @@ struct PartitionReader {
     next: u64,
     until_idle: Option<Duration>,
     idle_since: Option<Instant>,
+    /// When an idle partition was last checked for records it should have seen.
+    checked: Option<Instant>,
+    /// The last position copied to the consumer group (asynchronously).
+    copied: Option<u64>,
+    /// To make a new consumer when this one is stuck.
+    source: KafkaSource,
 }
 
+impl Drop for PartitionReader {
+    /// The last copy to the group waits for its outcome, so that a finished
+    /// run leaves the group at its last checkpoint.
+    fn drop(&mut self) {
+        if let Some(position) = self.copied {
+            let mut tpl = TopicPartitionList::new();
+            if tpl
+                .add_partition_offset(&self.topic, self.partition, Offset::Offset(position as i64))
+                .is_ok()
+            {
+                if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
+                    tracing::warn!(task = %self.task, "cannot copy the committed position to the consumer group: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// How long a partition may stay idle before the reader checks whether the
+/// broker holds records past its position.
+const STALL_CHECK: Duration = Duration::from_secs(5);
+
 impl PartitionReader {
+    /// After a broker restart, a consumer has been seen to stay wedged:
+    /// its requests to the broker queue up and time out, and it reads
+    /// nothing although the partition has more records. If the partition's
+    /// end is past the position (or the consumer cannot even ask), read on
+    /// from the position with a new consumer.
+    fn unstick(&mut self) {
+        let behind = match self.consumer.fetch_watermarks(
+            &self.topic,
+            self.partition,
+            Duration::from_secs(2),
+        ) {
+            Ok((_, high)) => high.max(0) as u64 > self.next,
+            Err(_) => true,
+        };
+        if !behind {
+            return;
+        }
+        let fresh = self.source.consumer().and_then(|c| {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(
+                &self.topic,
+                self.partition,
+                Offset::Offset(self.next as i64),
+            )
+            .and_then(|()| c.assign(&tpl))
+            .map_err(|e| kafka_error("cannot assign", &self.source.settings.brokers, e))?;
+            Ok(c)
+        });
+        match fresh {
+            Ok(c) => {
+                tracing::info!(
+                    task = %self.task,
+                    position = self.next,
+                    "no records for a while below the partition's end: reading on with a new consumer"
+                );
+                self.consumer = c;
+            }
+            Err(e) => tracing::warn!(task = %self.task, "cannot make a new consumer: {e}"),
+        }
+    }
+
+    /// Moves the position to the consumer's, which may be past control
+    /// records (transaction markers) that yield no message.
+    fn skip_to_position(&mut self) {
+        if let Ok(tpl) = self.consumer.position() {
+            if let Some(Offset::Offset(o)) = tpl
+                .find_partition(&self.topic, self.partition)
+                .map(|e| e.offset())
+            {
+                self.next = self.next.max(o.max(0) as u64);
+            }
+        }
+    }
+
     fn idle(&mut self) -> ReadStatus {
         let since = *self.idle_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= STALL_CHECK && self.checked.is_none_or(|c| c.elapsed() >= STALL_CHECK)
+        {
+            self.checked = Some(Instant::now());
+            self.unstick();
+        }
         match self.until_idle {
             Some(limit) if since.elapsed() >= limit => ReadStatus::End,
             _ => ReadStatus::Idle,
@@ -287,11 +389,13 @@ impl SourceReader<String> for PartitionReader {
                     self.idle_since = None;
                     let offset = m.offset() as u64;
                     self.next = offset + 1;
-                    let value = std::str::from_utf8(m.payload().unwrap_or_default())
+                    let payload = m.payload().unwrap_or_default();
+                    let value = std::str::from_utf8(payload)
                         .map_err(|e| Error::BadInput {
                             task: self.task.clone(),
                             position: offset,
                             message: format!("value is not UTF-8: {e}"),
+                            raw: Some(payload.to_vec()),
                         })?
                         .to_owned();
                     let mut r = Record::new((), value);
@@ -299,6 +403,9 @@ impl SourceReader<String> for PartitionReader {
                     out.push(r);
                 }
                 Err(KafkaError::PartitionEOF(_)) => {
+                    // Past the end's transaction markers too: a group at
+                    // this position shows no lag.
+                    self.skip_to_position();
                     return Ok(if out.is_empty() {
                         self.idle()
                     } else {
@@ -308,6 +415,7 @@ impl SourceReader<String> for PartitionReader {
                 Err(e) => {
                     // Transient broker trouble: librdkafka retries; report it.
                     tracing::warn!(task = %self.task, "kafka: {e}; retrying");
+                    let _ = self.idle();
                     return Ok(ReadStatus::Idle);
                 }
             }
@@ -323,10 +431,14 @@ impl SourceReader<String> for PartitionReader {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.topic, self.partition, Offset::Offset(position as i64))
             .map_err(|e| Error::State(format!("cannot commit group offset: {e}")))?;
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
+        // Asynchronous: a group coordinator that is slow to come back (a
+        // broker restart) must not hold up reading. The outcome is logged
+        // by the consumer's context.
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
             // Advisory only: the checkpoint is the truth.
             tracing::warn!(task = %self.task, "cannot copy the committed position to the consumer group: {e}");
         }
+        self.copied = Some(position);
         Ok(())
     }
 }

@@ -2,23 +2,76 @@
 //! a fenced producer stops at once and never retries; after an ambiguous
 //! commit or abort (a timeout) the producer is re-initialised, never reused.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer as _, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::TopicPartitionList;
 use weir_core::{Error, Result};
 
-use super::client::{client_config, kafka_error, KafkaSettings, WeirContext};
+use super::client::{client_config, kafka_error, KafkaSettings};
+
+/// A producer as weir uses it.
+pub(crate) type Producer = ThreadedProducer<ProducerCx>;
+
+/// What a producer's delivery reports tell weir.
+#[derive(Default)]
+pub(crate) struct Deliveries {
+    /// The changelog topic, whose end positions are tracked.
+    pub(crate) changelog: Option<String>,
+    /// Per changelog partition: one past the highest delivered offset.
+    pub(crate) ends: Mutex<BTreeMap<u16, u64>>,
+    /// Records that were not delivered.
+    pub(crate) failed: AtomicU64,
+}
+
+/// A producer's context: librdkafka's errors go to `tracing`; delivery
+/// reports update [`Deliveries`].
+#[derive(Clone, Default)]
+pub(crate) struct ProducerCx(pub(crate) Arc<Deliveries>);
+
+impl rdkafka::ClientContext for ProducerCx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!("kafka: {error}: {reason}");
+    }
+}
+
+impl rdkafka::producer::ProducerContext for ProducerCx {
+    type DeliveryOpaque = ();
+
+    /// A failed delivery inside a transaction also fails its commit, which
+    /// is what keeps the output exactly once; outside one, the flush before
+    /// the commit point checks the count.
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        use rdkafka::message::Message;
+        match result {
+            Ok(m) => {
+                if self.0.changelog.as_deref() == Some(m.topic()) {
+                    let mut ends = self.0.ends.lock().unwrap_or_else(|p| p.into_inner());
+                    let e = ends.entry(m.partition() as u16).or_insert(0);
+                    *e = (*e).max(m.offset() as u64 + 1);
+                }
+            }
+            Err((e, _)) => {
+                self.0.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("kafka: a record was not delivered: {e}");
+            }
+        }
+    }
+}
 
 /// One instance's transactional producer, `transactional.id` = `id`.
 pub struct TxnProducer {
     settings: KafkaSettings,
     id: String,
     timeout: Duration,
-    producer: ThreadedProducer<WeirContext>,
+    cx: ProducerCx,
+    producer: Arc<Producer>,
 }
 
 /// How long a transaction may stay open before the broker aborts it: longer
@@ -29,8 +82,9 @@ fn create(
     settings: &KafkaSettings,
     id: &str,
     timeout: Duration,
-) -> Result<ThreadedProducer<WeirContext>> {
-    let producer: ThreadedProducer<WeirContext> = client_config(
+    cx: ProducerCx,
+) -> Result<Producer> {
+    let producer: Producer = client_config(
         settings,
         &[
             ("transactional.id", id),
@@ -38,33 +92,49 @@ fn create(
             ("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS),
         ],
     )?
-    .create_with_context(WeirContext)
+    .create_with_context(cx)
     .map_err(|e| kafka_error("cannot create a producer", &settings.brokers, e))?;
     // Fences every older producer with this id and aborts its open transaction.
     producer
         .init_transactions(timeout)
-        .map_err(|e| txn_error("initialise transactions", id, e))?;
+        .map_err(|e| producer_error("initialise transactions", id, e, &producer))?;
     Ok(producer)
 }
 
-/// Sorts a transaction error into: fenced (stop), or another failure.
-fn txn_error(what: &str, id: &str, e: KafkaError) -> Error {
-    let fenced = match &e {
-        KafkaError::Transaction(rd) => {
-            rd.is_fatal()
-                || matches!(
-                    rd.code(),
-                    RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced
-                )
-        }
-        _ => false,
-    };
+/// Whether `code` says a newer producer with the same transactional id
+/// took over.
+fn is_fencing(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::Fenced
+            | RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+    )
+}
+
+/// Sorts a producer error into: fenced, or fatal (stop: the producer can
+/// do nothing more, and a zombie must never start over), or a failure that
+/// aborts the epoch. After a fatal error librdkafka fails later calls with
+/// generic codes; the producer's recorded fatal error tells the cause.
+pub(crate) fn producer_error(what: &str, id: &str, e: KafkaError, producer: &Producer) -> Error {
+    let fatal = producer.client().fatal_error();
+    let fenced = e.rdkafka_error_code().is_some_and(is_fencing)
+        || fatal.as_ref().is_some_and(|(code, _)| is_fencing(*code));
+    let txn_fatal = matches!(&e, KafkaError::Transaction(rd) if rd.is_fatal());
     if fenced {
         Error::Fenced(format!(
             "cannot {what}: producer `{id}` was replaced by a newer instance ({e}); this instance stops and commits nothing more"
         ))
+    } else if let Some((code, reason)) = fatal {
+        Error::Fenced(format!(
+            "cannot {what}: producer `{id}` failed fatally ({code}: {reason}); this instance stops and commits nothing more"
+        ))
+    } else if txn_fatal {
+        Error::Fenced(format!(
+            "cannot {what}: producer `{id}` failed fatally ({e}); this instance stops and commits nothing more"
+        ))
     } else {
-        Error::State(format!("cannot {what} with producer `{id}`: {e}"))
+        Error::Aborted(format!("cannot {what} with producer `{id}`: {e}"))
     }
 }
 
@@ -72,19 +142,35 @@ impl TxnProducer {
     /// Creates the producer and initialises transactions, which fences any
     /// older instance with the same id (its open transaction is aborted).
     pub fn new(settings: &KafkaSettings, id: &str, timeout: Duration) -> Result<Self> {
+        Self::with_deliveries(settings, id, timeout, Arc::default())
+    }
+
+    pub(crate) fn with_deliveries(
+        settings: &KafkaSettings,
+        id: &str,
+        timeout: Duration,
+        deliveries: Arc<Deliveries>,
+    ) -> Result<Self> {
+        let cx = ProducerCx(deliveries);
         Ok(TxnProducer {
-            producer: create(settings, id, timeout)?,
+            producer: Arc::new(create(settings, id, timeout, cx.clone())?),
             settings: settings.clone(),
             id: id.to_owned(),
             timeout,
+            cx,
         })
+    }
+
+    /// The producer, for sink writers sending into the open transaction.
+    pub(crate) fn producer(&self) -> Arc<Producer> {
+        self.producer.clone()
     }
 
     /// Starts a transaction.
     pub fn begin(&self) -> Result<()> {
         self.producer
             .begin_transaction()
-            .map_err(|e| txn_error("begin a transaction", &self.id, e))
+            .map_err(|e| producer_error("begin a transaction", &self.id, e, &self.producer))
     }
 
     /// Sends one record inside the open transaction, waiting while the
@@ -96,23 +182,8 @@ impl TxnProducer {
         key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<()> {
-        let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(key);
-        if let Some(v) = value {
-            record = record.payload(v);
-        }
-        if let Some(p) = partition {
-            record = record.partition(p);
-        }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((e, _)) => return Err(txn_error("send", &self.id, e)),
-            }
-        }
+        send(&self.producer, topic, partition, Some(key), value, None)
+            .map_err(|e| producer_error("send", &self.id, e, &self.producer))
     }
 
     /// Commits the open transaction, with the consumer positions `offsets`
@@ -128,11 +199,18 @@ impl TxnProducer {
             if let Some((tpl, group)) = offsets {
                 self.producer
                     .send_offsets_to_transaction(tpl, group, self.timeout)
-                    .map_err(|e| txn_error("add offsets to the transaction", &self.id, e))?;
+                    .map_err(|e| {
+                        producer_error(
+                            "add offsets to the transaction",
+                            &self.id,
+                            e,
+                            &self.producer,
+                        )
+                    })?;
             }
             self.producer
                 .commit_transaction(self.timeout)
-                .map_err(|e| txn_error("commit", &self.id, e))
+                .map_err(|e| producer_error("commit", &self.id, e, &self.producer))
         })();
         match result {
             Err(e @ Error::Fenced(_)) => Err(e),
@@ -148,7 +226,7 @@ impl TxnProducer {
     pub fn abort(&mut self) -> Result<()> {
         match self.producer.abort_transaction(self.timeout) {
             Ok(()) => Ok(()),
-            Err(e) => match txn_error("abort", &self.id, e) {
+            Err(e) => match producer_error("abort", &self.id, e, &self.producer) {
                 fenced @ Error::Fenced(_) => Err(fenced),
                 _ => self.reinit(),
             },
@@ -158,7 +236,47 @@ impl TxnProducer {
     /// A fresh producer under the same id: its `init_transactions` settles
     /// whatever the old one left open.
     fn reinit(&mut self) -> Result<()> {
-        self.producer = create(&self.settings, &self.id, self.timeout)?;
+        self.producer = Arc::new(create(
+            &self.settings,
+            &self.id,
+            self.timeout,
+            self.cx.clone(),
+        )?);
         Ok(())
+    }
+}
+
+/// Sends one record, waiting while the local queue is full (the producer's
+/// own thread drains it).
+pub(crate) fn send(
+    producer: &Producer,
+    topic: &str,
+    partition: Option<i32>,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: Option<rdkafka::message::OwnedHeaders>,
+) -> std::result::Result<(), KafkaError> {
+    let mut record = BaseRecord::<[u8], [u8]>::to(topic);
+    if let Some(h) = headers {
+        record = record.headers(h);
+    }
+    if let Some(k) = key {
+        record = record.key(k);
+    }
+    if let Some(v) = value {
+        record = record.payload(v);
+    }
+    if let Some(p) = partition {
+        record = record.partition(p);
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, _)) => return Err(e),
+        }
     }
 }

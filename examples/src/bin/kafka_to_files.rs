@@ -46,7 +46,7 @@ fn main() -> ExitCode {
             if let Some(ms) = cfg.parse::<u64>("until_idle_ms")? {
                 source = source.until_idle(Duration::from_millis(ms));
             }
-            weir_examples::wordcount::pipeline(p, source, cfg.path("output")?);
+            weir_examples::wordcount::to_files(p, source, cfg.path("output")?);
             Ok(())
         })
 }

@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         if cfg.get_opt::<bool>("follow")?.unwrap_or(false) {
             source = source.follow();
         }
-        weir_examples::wordcount::pipeline(p, source, cfg.path("output")?);
+        weir_examples::wordcount::to_files(p, source, cfg.path("output")?);
         Ok(())
     })
 }

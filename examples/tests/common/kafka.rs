@@ -1,10 +1,12 @@
 //! The test broker and Kafka's own tools, for the Kafka tests.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_kafka_to_files");
+pub const WC_BIN: &str = env!("CARGO_BIN_EXE_kafka_wordcount");
 
 pub fn dev_kafka() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev/kafka")
@@ -30,7 +32,8 @@ pub fn tool(args: &[&str], stdin: Option<&Path>) -> String {
         "{args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).expect("utf8")
+    // Lossy: a dead-letter topic holds bytes that are not UTF-8.
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 pub fn unique(prefix: &str) -> String {
@@ -43,8 +46,15 @@ pub fn unique(prefix: &str) -> String {
 
 /// Creates a topic of `partitions` and produces `lines` (spread round-robin).
 pub fn topic_with(partitions: u32, lines_file: &Path) -> String {
+    let topic = create_topic("words", partitions);
+    produce(&topic, lines_file);
+    topic
+}
+
+/// Creates a new topic named after `prefix`.
+pub fn create_topic(prefix: &str, partitions: u32) -> String {
     let b = bootstrap();
-    let topic = unique("words");
+    let topic = unique(prefix);
     tool(
         &[
             "kafka-topics",
@@ -58,7 +68,6 @@ pub fn topic_with(partitions: u32, lines_file: &Path) -> String {
         ],
         None,
     );
-    produce(&topic, lines_file);
     topic
 }
 
@@ -90,4 +99,243 @@ pub fn broker(arg: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("utf8")
+}
+
+/// The `kafka_wordcount` binary for `input` -> `output` as application
+/// `app` with state in `state`, bounded (`--until-idle-ms 1500`), with a
+/// 50 ms checkpoint interval.
+pub fn wordcount(input: &str, output: &str, app: &str, state: &Path) -> Command {
+    wordcount_idle(input, output, app, state, Some(1500))
+}
+
+/// Like [`wordcount`], with `--until-idle-ms idle_ms`, or unbounded.
+pub fn wordcount_idle(
+    input: &str,
+    output: &str,
+    app: &str,
+    state: &Path,
+    idle_ms: Option<u64>,
+) -> Command {
+    let mut c = Command::new(WC_BIN);
+    c.arg("run");
+    if let Some(ms) = idle_ms {
+        c.args(["--until-idle-ms".to_owned(), ms.to_string()]);
+    }
+    c.args([
+        "--brokers",
+        bootstrap(),
+        "--input-topic",
+        input,
+        "--output-topic",
+        output,
+        "--application-id",
+        app,
+        "--set",
+        "checkpoint.interval_ms=50",
+        // 16 changelog partitions per application, not 128: the suite
+        // creates dozens, and the broker restart test restarts them all.
+        "--set",
+        "key_groups=16",
+        "--state",
+    ])
+    .arg(state)
+    .env("RUST_LOG", "warn")
+    .env_remove("FAILPOINTS")
+    .stdin(Stdio::null());
+    c
+}
+
+/// What a `read_committed` consumer reads from `topic` (key = word, value
+/// = count), with Kafka's own console consumer as the witness.
+pub fn committed_counts(topic: &str) -> HashMap<String, Vec<u64>> {
+    let text = tool(
+        &[
+            "kafka-console-consumer",
+            "--bootstrap-server",
+            bootstrap(),
+            "--topic",
+            topic,
+            "--from-beginning",
+            "--isolation-level",
+            "read_committed",
+            "--formatter-property",
+            "print.key=true",
+            "--timeout-ms",
+            "10000",
+        ],
+        None,
+    );
+    let mut seen: HashMap<String, Vec<u64>> = HashMap::new();
+    for line in text.lines() {
+        let (w, c) = line
+            .split_once('\t')
+            .unwrap_or_else(|| panic!("malformed record {line:?}"));
+        seen.entry(w.to_owned()).or_default().push(
+            c.parse()
+                .unwrap_or_else(|_| panic!("bad count in {line:?}")),
+        );
+    }
+    seen
+}
+
+/// Group `group`'s committed offsets of `topic`, per partition, as Kafka's
+/// `kafka-consumer-groups --describe` shows them (partitions without one
+/// are left out), with the log end offsets.
+pub fn group_offsets(group: &str, topic: &str) -> BTreeMap<i32, (Option<u64>, u64)> {
+    let described = tool(
+        &[
+            "kafka-consumer-groups",
+            "--bootstrap-server",
+            bootstrap(),
+            "--describe",
+            "--group",
+            group,
+        ],
+        None,
+    );
+    described
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|c| c.len() >= 5 && c[1] == topic)
+        .map(|c| {
+            let p = c[2].parse().expect("partition");
+            (
+                p,
+                (c[3].parse().ok(), c[4].parse().expect("log end offset")),
+            )
+        })
+        .collect()
+}
+
+/// The log end offset of every partition of `topic`.
+fn group_offsets_or_ends(topic: &str) -> BTreeMap<i32, u64> {
+    let text = tool(
+        &[
+            "kafka-get-offsets",
+            "--bootstrap-server",
+            bootstrap(),
+            "--topic",
+            topic,
+        ],
+        None,
+    );
+    // topic:partition:offset
+    text.lines()
+        .filter_map(|l| {
+            let mut c = l.rsplitn(3, ':');
+            let end = c.next()?.parse().ok()?;
+            let p = c.next()?.parse().ok()?;
+            Some((p, end))
+        })
+        .collect()
+}
+
+/// Asserts that group `group` committed the end of every partition of `topic`.
+pub fn assert_group_at_end(group: &str, topic: &str, partitions: usize) {
+    let offsets = group_offsets(group, topic);
+    assert_eq!(offsets.len(), partitions, "{offsets:?}");
+    for (p, (committed, end)) in &offsets {
+        assert_eq!(*committed, Some(*end), "partition {p}: {offsets:?}");
+    }
+}
+
+/// Occurrences of each word in the records of `topic` below the offsets
+/// `upto` (per partition; a partition not listed counts nothing).
+pub fn input_counts_below(topic: &str, upto: &BTreeMap<i32, u64>) -> HashMap<String, u64> {
+    // Every record of the topic (produced without transactions: one per
+    // offset), so that the reader stops as soon as it has them all.
+    let total: u64 = group_offsets_or_ends(topic).values().sum();
+    let max = total.to_string();
+    let text = tool(
+        &[
+            "kafka-console-consumer",
+            "--bootstrap-server",
+            bootstrap(),
+            "--topic",
+            topic,
+            "--from-beginning",
+            "--formatter-property",
+            "print.partition=true",
+            "--formatter-property",
+            "print.offset=true",
+            "--max-messages",
+            &max,
+            "--timeout-ms",
+            "30000",
+        ],
+        None,
+    );
+    let mut counts = HashMap::new();
+    for line in text.lines() {
+        let mut cols = line.splitn(3, '\t');
+        let (Some(p), Some(o), Some(value)) = (cols.next(), cols.next(), cols.next()) else {
+            continue;
+        };
+        let p: i32 = p
+            .trim_start_matches("Partition:")
+            .parse()
+            .expect("partition");
+        let o: u64 = o.trim_start_matches("Offset:").parse().expect("offset");
+        if upto.get(&p).is_some_and(|end| o < *end) {
+            for w in value.split_ascii_whitespace() {
+                *counts.entry(w.to_owned()).or_insert(0) += 1;
+            }
+        }
+    }
+    counts
+}
+
+/// A run over the input files of some `Dirs` in two parts.
+pub struct Parts {
+    /// The input files, in order.
+    pub files: Vec<PathBuf>,
+    /// A 4-partition topic holding the first file.
+    pub input: String,
+    /// An empty 4-partition output topic.
+    pub output: String,
+    /// A new application id.
+    pub app: String,
+}
+
+/// The input files of `d`, the first produced into a new 4-partition
+/// topic, a new output topic, and a new application id named `prefix-...`.
+pub fn first_part(d: &super::Dirs, prefix: &str) -> Parts {
+    let files = super::input_files(d);
+    let input = create_topic("words", 4);
+    produce(&input, &files[0]);
+    Parts {
+        files,
+        input,
+        output: create_topic("counts", 4),
+        app: unique(prefix),
+    }
+}
+
+/// Waits until group `app` has committed the end of every one of the 4
+/// partitions of `topic`, while `child` runs.
+pub fn wait_for_group_at_end(app: &str, topic: &str, child: &mut super::KillOnDrop) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    loop {
+        let o = group_offsets(app, topic);
+        if o.len() == 4 && o.values().all(|(c, end)| *c == Some(*end)) {
+            return;
+        }
+        assert!(
+            child.0.try_wait().expect("poll").is_none(),
+            "the pipeline exited"
+        );
+        assert!(std::time::Instant::now() < deadline, "stuck at {o:?}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// The input file of `d` (one file) produced into a new topic of 4 partitions.
+pub fn input_topic(d: &super::Dirs) -> (String, PathBuf) {
+    let file = std::fs::read_dir(&d.input)
+        .expect("ls")
+        .next()
+        .expect("one file")
+        .expect("entry")
+        .path();
+    (topic_with(4, &file), file)
 }

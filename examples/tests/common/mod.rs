@@ -47,6 +47,18 @@ pub fn expected_counts(input: &Path) -> HashMap<String, u64> {
     counts
 }
 
+/// Occurrences of each word in `files`, split on ASCII whitespace.
+pub fn expected_counts_of(files: &[&Path]) -> HashMap<String, u64> {
+    let mut counts = HashMap::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).expect("read input");
+        for w in text.split_ascii_whitespace() {
+            *counts.entry(w.to_owned()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
 /// Every `word<TAB>count` line of every file under `output`.
 pub fn output_counts(output: &Path) -> HashMap<String, Vec<u64>> {
     let mut seen: HashMap<String, Vec<u64>> = HashMap::new();
@@ -71,11 +83,15 @@ pub fn output_counts(output: &Path) -> HashMap<String, Vec<u64>> {
 /// Checks that the output holds, for every word, exactly the counts 1..N
 /// once each, N being its occurrences in the input. Returns the line count.
 pub fn verify_exactly_once(input: &Path, output: &Path) -> u64 {
-    let expected = expected_counts(input);
-    let mut seen = output_counts(output);
+    verify_counts(&expected_counts(input), output_counts(output))
+}
+
+/// Checks that `seen` holds, for every word, exactly the counts 1..N once
+/// each, N being `expected[word]`, and no other word. Returns the lines.
+pub fn verify_counts(expected: &HashMap<String, u64>, mut seen: HashMap<String, Vec<u64>>) -> u64 {
     let mut problems = BTreeMap::new();
     let mut lines = 0;
-    for (word, n) in &expected {
+    for (word, n) in expected {
         let mut counts = seen.remove(word).unwrap_or_default();
         lines += counts.len() as u64;
         counts.sort_unstable();
@@ -115,6 +131,16 @@ pub fn wordcount(args: &[&str], dirs: &Dirs) -> Command {
         .env_remove("FAILPOINTS")
         .stdin(Stdio::null());
     c
+}
+
+/// The input files of `dirs`, in name order.
+pub fn input_files(dirs: &Dirs) -> Vec<PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(&dirs.input)
+        .expect("ls")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    files
 }
 
 pub struct Dirs {

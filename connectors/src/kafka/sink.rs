@@ -1,0 +1,547 @@
+//! Writing to Kafka. Exactly-once: every sink of a [`KafkaOutput`] sends
+//! into one transaction per epoch, which is also the pipeline's commit
+//! point (ARCHITECTURE §4.2): it holds the output, the state changes as
+//! changelog records, and the source offsets. At-least-once and
+//! at-most-once: an idempotent producer, flushed before each checkpoint.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Display;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::Producer as _;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use weir_core::commit::{ApplyFn, CommitPoint, GroupOffsets, Transaction, TxnInit};
+use weir_core::sink::{Flushed, Sink, SinkWriter};
+use weir_core::source::DeadLetter;
+use weir_core::{Error, Record, Result};
+
+use super::client::{client_config, kafka_error, KafkaSettings, WeirContext};
+use super::txn::{producer_error, send, Deliveries, Producer, ProducerCx, TxnProducer};
+
+/// How long a commit, an abort or a flush may take before it counts as failed.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The Kafka output of one application (`application_id`): the sinks made
+/// from it share one producer, so that they commit together.
+///
+/// ```no_run
+/// # use weir_connectors::kafka::{KafkaOutput, KafkaSettings};
+/// let out = KafkaOutput::new(KafkaSettings::new("127.0.0.1:9092"), "wordcount");
+/// let counts = out.key_value_sink::<String, u64>("counts");
+/// ```
+#[derive(Clone)]
+pub struct KafkaOutput {
+    inner: Arc<Output>,
+}
+
+struct Output {
+    settings: KafkaSettings,
+    app: String,
+    topics: Mutex<BTreeSet<String>>,
+    producer: Mutex<Option<Active>>,
+}
+
+/// The producer the sinks write through.
+#[derive(Clone)]
+struct Active {
+    producer: Arc<Producer>,
+    /// The transactional id, or the client's role for a plain producer.
+    id: String,
+    /// Set for a plain producer (no transaction): its delivery reports.
+    plain: Option<Arc<Deliveries>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl KafkaOutput {
+    /// The output of application `application_id` (also the consumer
+    /// group of its Kafka source) on the cluster of `settings`.
+    pub fn new(settings: KafkaSettings, application_id: &str) -> Self {
+        KafkaOutput {
+            inner: Arc::new(Output {
+                settings,
+                app: application_id.to_owned(),
+                topics: Mutex::new(BTreeSet::new()),
+                producer: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The stable transactional id: `<application-id>-0`. A pipeline with
+    /// an in-memory exchange runs as one instance, so every instance of it
+    /// uses this id, and a newer one fences the older (ARCHITECTURE §7).
+    pub fn transactional_id(&self) -> String {
+        format!("{}-0", self.inner.app)
+    }
+
+    /// The changelog topic: `<application-id>-changelog`, compacted, one
+    /// partition per key group.
+    pub fn changelog_topic(&self) -> String {
+        format!("{}-changelog", self.inner.app)
+    }
+
+    /// A sink of `T` into `topic`; `encode(item, key, value)` fills the
+    /// record's key and value bytes and returns whether it has a key.
+    pub fn sink<T: 'static>(
+        &self,
+        topic: &str,
+        encode: impl Fn(&T, &mut Vec<u8>, &mut Vec<u8>) -> bool + Send + Sync + 'static,
+    ) -> KafkaSink<T> {
+        lock(&self.inner.topics).insert(topic.to_owned());
+        KafkaSink {
+            out: self.inner.clone(),
+            topic: topic.to_owned(),
+            encode: Arc::new(encode),
+            headers: None,
+        }
+    }
+
+    /// A dead-letter sink into `topic` (see `Pipeline::dead_letter`): the
+    /// value is the record's raw bytes; the key is `task@position`; the
+    /// headers `weir.error`, `weir.task` and `weir.position` say what and
+    /// where.
+    pub fn dead_letter_sink(&self, topic: &str) -> KafkaSink<DeadLetter> {
+        use std::io::Write;
+        let mut sink = self.sink(topic, |d: &DeadLetter, key, value| {
+            let _ = write!(key, "{}@{}", d.task, d.position);
+            value.extend_from_slice(d.raw.as_deref().unwrap_or_default());
+            true
+        });
+        sink.headers = Some(Arc::new(|d: &DeadLetter| {
+            OwnedHeaders::new()
+                .insert(Header {
+                    key: "weir.error",
+                    value: Some(d.error.as_bytes()),
+                })
+                .insert(Header {
+                    key: "weir.task",
+                    value: Some(d.task.as_bytes()),
+                })
+                .insert(Header {
+                    key: "weir.position",
+                    value: Some(d.position.to_string().as_bytes()),
+                })
+        }));
+        sink
+    }
+
+    /// A sink of records into `topic`: key and value as their `Display` text.
+    pub fn key_value_sink<K: Display + 'static, V: Display + 'static>(
+        &self,
+        topic: &str,
+    ) -> KafkaSink<Record<K, V>> {
+        use std::io::Write;
+        self.sink(topic, |r: &Record<K, V>, key, value| {
+            // Writing into a Vec cannot fail.
+            let _ = write!(key, "{}", r.key);
+            let _ = write!(value, "{}", r.value);
+            true
+        })
+    }
+}
+
+impl Output {
+    /// Checks that every sink's topic exists: nothing is written otherwise.
+    fn check_topics(&self) -> Result<()> {
+        let consumer: BaseConsumer<WeirContext> = client_config(&self.settings, &[])?
+            .create_with_context(WeirContext)
+            .map_err(|e| kafka_error("cannot create a client", &self.settings.brokers, e))?;
+        let md = consumer
+            .fetch_metadata(None, self.settings.metadata_timeout)
+            .map_err(|e| kafka_error("cannot read metadata", &self.settings.brokers, e))?;
+        for topic in lock(&self.topics).iter() {
+            let found = md
+                .topics()
+                .iter()
+                .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+            if !found {
+                return Err(Error::Config(format!(
+                    "output topic `{topic}` does not exist on {}; create it (e.g. kafka-topics --create --topic {topic} --partitions 4) or fix --output-topic",
+                    self.settings.brokers
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The producer for a sink writer: the open transaction's, or else (at
+    /// least / at most once) a plain idempotent one, made on first use.
+    fn active(&self) -> Result<Active> {
+        let mut p = lock(&self.producer);
+        if let Some(a) = &*p {
+            return Ok(a.clone());
+        }
+        self.check_topics()?;
+        let deliveries = Arc::new(Deliveries::default());
+        let producer: Producer = client_config(&self.settings, &[("enable.idempotence", "true")])?
+            .set_if_absent("partitioner", "murmur2_random")
+            .create_with_context(ProducerCx(deliveries.clone()))
+            .map_err(|e| kafka_error("cannot create a producer", &self.settings.brokers, e))?;
+        let a = Active {
+            producer: Arc::new(producer),
+            id: format!("{} (idempotent)", self.app),
+            plain: Some(deliveries),
+        };
+        *p = Some(a.clone());
+        Ok(a)
+    }
+}
+
+trait SetIfAbsent {
+    fn set_if_absent(&mut self, key: &str, value: &str) -> &mut Self;
+}
+
+impl SetIfAbsent for rdkafka::ClientConfig {
+    fn set_if_absent(&mut self, key: &str, value: &str) -> &mut Self {
+        if self.get(key).is_none() {
+            self.set(key, value);
+        }
+        self
+    }
+}
+
+/// Fills a record's key and value bytes from an item; true if it has a key.
+type Encode<T> = dyn Fn(&T, &mut Vec<u8>, &mut Vec<u8>) -> bool + Send + Sync;
+
+/// A sink into one Kafka topic, made by [`KafkaOutput::sink`].
+pub struct KafkaSink<T> {
+    out: Arc<Output>,
+    topic: String,
+    encode: Arc<Encode<T>>,
+    headers: Option<Arc<HeadersOf<T>>>,
+}
+
+/// The headers of an item's record.
+type HeadersOf<T> = dyn Fn(&T) -> OwnedHeaders + Send + Sync;
+
+impl<T: 'static> Sink<T> for KafkaSink<T> {
+    fn describe(&self) -> String {
+        "kafka".to_owned()
+    }
+
+    fn id(&self, _task: &str) -> String {
+        format!("kafka:{}", self.topic)
+    }
+
+    fn open(&self, _task: &str, _truncate_to: Option<u64>) -> Result<Box<dyn SinkWriter<T>>> {
+        Ok(Box::new(KafkaWriter {
+            active: self.out.active()?,
+            topic: self.topic.clone(),
+            encode: self.encode.clone(),
+            headers: self.headers.clone(),
+            key: Vec::new(),
+            value: Vec::new(),
+        }))
+    }
+
+    fn commit_point(&self) -> Option<Arc<dyn CommitPoint>> {
+        Some(Arc::new(KafkaCommit(self.out.clone())))
+    }
+}
+
+struct KafkaWriter<T> {
+    active: Active,
+    topic: String,
+    encode: Arc<Encode<T>>,
+    headers: Option<Arc<HeadersOf<T>>>,
+    key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+impl<T> SinkWriter<T> for KafkaWriter<T> {
+    fn write(&mut self, item: &T) -> Result<()> {
+        self.key.clear();
+        self.value.clear();
+        let keyed = (self.encode)(item, &mut self.key, &mut self.value);
+        send(
+            &self.active.producer,
+            &self.topic,
+            None,
+            keyed.then_some(self.key.as_slice()),
+            Some(&self.value),
+            self.headers.as_ref().map(|h| h(item)),
+        )
+        .map_err(|e| {
+            producer_error(
+                &format!("send to `{}`", self.topic),
+                &self.active.id,
+                e,
+                &self.active.producer,
+            )
+        })
+    }
+
+    fn flush(&mut self) -> Result<Flushed> {
+        let Some(deliveries) = self.active.plain.clone() else {
+            // The transaction's commit flushes.
+            return Ok(Flushed {
+                position: None,
+                sync: None,
+            });
+        };
+        let producer = self.active.producer.clone();
+        let topic = self.topic.clone();
+        Ok(Flushed {
+            position: None,
+            // Before the checkpoint: every record delivered, or no checkpoint.
+            sync: Some(Box::new(move || {
+                producer.flush(TIMEOUT).map_err(|e| {
+                    Error::State(format!(
+                        "cannot deliver the output to `{topic}` ({e}); the checkpoint is not taken"
+                    ))
+                })?;
+                match deliveries.failed.load(Ordering::Relaxed) {
+                    0 => Ok(()),
+                    n => Err(Error::State(format!(
+                        "{n} output records to `{topic}` were not delivered; the checkpoint is not taken, and the run stops to redo it"
+                    ))),
+                }
+            })),
+        })
+    }
+}
+
+/// The commit point of a [`KafkaOutput`]: its transactions.
+struct KafkaCommit(Arc<Output>);
+
+impl CommitPoint for KafkaCommit {
+    fn id(&self) -> String {
+        format!("{}-0", self.0.app)
+    }
+
+    fn open(&self, init: &TxnInit) -> Result<Box<dyn Transaction>> {
+        let out = &self.0;
+        out.check_topics()?;
+        let handle = KafkaOutput { inner: out.clone() };
+        let changelog = handle.changelog_topic();
+        ensure_changelog(&out.settings, &changelog, init.key_groups)?;
+        let deliveries = Arc::new(Deliveries {
+            changelog: Some(changelog.clone()),
+            ..Deliveries::default()
+        });
+        let producer = TxnProducer::with_deliveries(
+            &out.settings,
+            &handle.transactional_id(),
+            TIMEOUT,
+            deliveries.clone(),
+        )?;
+        *lock(&out.producer) = Some(Active {
+            producer: producer.producer(),
+            id: handle.transactional_id(),
+            plain: None,
+        });
+        Ok(Box::new(KafkaTransaction {
+            out: out.clone(),
+            producer,
+            changelog,
+            key_groups: init.key_groups,
+            deliveries,
+            groups: HashMap::new(),
+        }))
+    }
+}
+
+struct KafkaTransaction {
+    out: Arc<Output>,
+    producer: TxnProducer,
+    changelog: String,
+    key_groups: u16,
+    deliveries: Arc<Deliveries>,
+    /// Per consumer group: a consumer for its group metadata.
+    groups: HashMap<String, BaseConsumer<WeirContext>>,
+}
+
+impl KafkaTransaction {
+    fn group_metadata(&mut self, group: &str) -> Result<ConsumerGroupMetadata> {
+        let settings = &self.out.settings;
+        if !self.groups.contains_key(group) {
+            let c: BaseConsumer<WeirContext> = client_config(
+                settings,
+                &[("group.id", group), ("enable.auto.commit", "false")],
+            )?
+            .create_with_context(WeirContext)
+            .map_err(|e| kafka_error("cannot create a consumer", &settings.brokers, e))?;
+            self.groups.insert(group.to_owned(), c);
+        }
+        self.groups
+            .get(group)
+            .and_then(|c| c.group_metadata())
+            .ok_or_else(|| Error::State(format!("no group metadata for consumer group `{group}`")))
+    }
+}
+
+impl Transaction for KafkaTransaction {
+    fn begin(&mut self) -> Result<()> {
+        self.producer.begin()
+    }
+
+    fn changelog(&mut self, group: u16, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        self.producer
+            .send(&self.changelog, Some(i32::from(group)), key, value)
+    }
+
+    fn commit(&mut self, offsets: Option<&GroupOffsets>) -> Result<()> {
+        let Some(o) = offsets else {
+            return self.producer.commit(None);
+        };
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition, offset) in &o.offsets {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset as i64))
+                .map_err(|e| Error::State(format!("bad offset for {topic}-{partition}: {e}")))?;
+        }
+        let meta = self.group_metadata(&o.group)?;
+        self.producer.commit(Some((&tpl, &meta)))
+    }
+
+    fn changelog_positions(&self) -> BTreeMap<u16, u64> {
+        lock(&self.deliveries.ends).clone()
+    }
+
+    fn restore(
+        &mut self,
+        from: &BTreeMap<u16, u64>,
+        apply: &mut ApplyFn<'_>,
+    ) -> Result<BTreeMap<u16, u64>> {
+        let settings = &self.out.settings;
+        let restore_group = format!("{}-restore", self.out.app);
+        let consumer: BaseConsumer<WeirContext> = client_config(
+            settings,
+            &[
+                ("group.id", &restore_group),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("isolation.level", "read_committed"),
+                ("enable.partition.eof", "true"),
+                ("auto.offset.reset", "earliest"),
+                // The end of a partition is an empty fetch: do not wait for one.
+                ("fetch.wait.max.ms", "10"),
+            ],
+        )?
+        .create_with_context(WeirContext)
+        .map_err(|e| kafka_error("cannot create a consumer", &settings.brokers, e))?;
+        let mut tpl = TopicPartitionList::new();
+        for g in 0..self.key_groups {
+            let offset = from
+                .get(&g)
+                .map_or(Offset::Beginning, |o| Offset::Offset(*o as i64));
+            tpl.add_partition_offset(&self.changelog, i32::from(g), offset)
+                .map_err(|e| Error::State(format!("bad changelog offset: {e}")))?;
+        }
+        consumer
+            .assign(&tpl)
+            .map_err(|e| kafka_error("cannot read the changelog", &settings.brokers, e))?;
+        let mut pending: BTreeSet<i32> = (0..i32::from(self.key_groups)).collect();
+        let mut progress = Instant::now();
+        let stall = settings.metadata_timeout.max(Duration::from_secs(10)) * 6;
+        while !pending.is_empty() {
+            match consumer.poll(Duration::from_millis(200)) {
+                None => {
+                    if progress.elapsed() > stall {
+                        return Err(Error::State(format!(
+                            "reading the changelog `{}` made no progress for {stall:?} ({} partitions left); check the brokers at {}",
+                            self.changelog,
+                            pending.len(),
+                            settings.brokers
+                        )));
+                    }
+                }
+                Some(Ok(m)) => {
+                    progress = Instant::now();
+                    apply(m.key().unwrap_or_default(), m.payload())?;
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    progress = Instant::now();
+                    pending.remove(&p);
+                }
+                Some(Err(e)) => tracing::warn!("kafka: reading the changelog: {e}; retrying"),
+            }
+        }
+        let positions = consumer
+            .position()
+            .map_err(|e| kafka_error("cannot read the changelog", &settings.brokers, e))?;
+        let mut reached = from.clone();
+        for e in positions.elements_for_topic(&self.changelog) {
+            if let Offset::Offset(o) = e.offset() {
+                reached.insert(e.partition() as u16, o.max(0) as u64);
+            }
+        }
+        Ok(reached)
+    }
+}
+
+/// Creates the compacted changelog topic, one partition per key group, or
+/// checks that the existing one has that many partitions.
+fn ensure_changelog(settings: &KafkaSettings, topic: &str, key_groups: u16) -> Result<()> {
+    let admin: AdminClient<WeirContext> = client_config(settings, &[])?
+        .create_with_context(WeirContext)
+        .map_err(|e| kafka_error("cannot create an admin client", &settings.brokers, e))?;
+    let new = NewTopic::new(topic, i32::from(key_groups), TopicReplication::Fixed(-1))
+        .set("cleanup.policy", "compact");
+    let opts = AdminOptions::new().operation_timeout(Some(settings.metadata_timeout));
+    let results = block_on(admin.create_topics([&new], &opts))
+        .map_err(|e| kafka_error("cannot create the changelog topic", &settings.brokers, e))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => {
+                return Err(Error::Config(format!(
+                    "cannot create the changelog topic `{t}` on {}: {code}; create it (compacted, {key_groups} partitions) or grant the right to",
+                    settings.brokers
+                )))
+            }
+        }
+    }
+    // A topic just created takes a moment to show in the metadata.
+    let deadline = Instant::now() + settings.metadata_timeout;
+    let partitions = loop {
+        let md = admin
+            .inner()
+            .fetch_metadata(Some(topic), settings.metadata_timeout)
+            .map_err(|e| kafka_error("cannot read metadata", &settings.brokers, e))?;
+        let n = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map_or(0, |t| t.partitions().len());
+        if n > 0 || Instant::now() >= deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    if partitions != usize::from(key_groups) {
+        return Err(Error::Config(format!(
+            "the changelog topic `{topic}` has {partitions} partitions, but the pipeline has {key_groups} key groups (one partition each); delete the topic, or set key_groups = {partitions}"
+        )));
+    }
+    Ok(())
+}
+
+/// Waits for a future on this thread (librdkafka's own threads complete
+/// the admin futures).
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(v) => return v,
+            Poll::Pending => std::thread::park(),
+        }
+    }
+}

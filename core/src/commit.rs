@@ -1,0 +1,77 @@
+//! The commit point outside RocksDB (ARCHITECTURE §4.2): a transaction in
+//! an external system (a Kafka transaction) that holds an epoch's output,
+//! its state changes as changelog records, and its source positions.
+//!
+//! A sink that writes through such a transaction declares it with
+//! [`Sink::commit_point`](crate::sink::Sink::commit_point); the runtime then
+//! commits every exactly-once epoch through it and applies the epoch's
+//! state to RocksDB only after it committed.
+
+use std::collections::BTreeMap;
+
+use crate::Result;
+
+/// Applies one changelog record during a restore: `(key, value)`, where
+/// `None` deletes the key.
+pub type ApplyFn<'a> = dyn FnMut(&[u8], Option<&[u8]>) -> Result<()> + 'a;
+
+/// Consumer-group offsets committed inside a transaction (Kafka's
+/// `send_offsets_to_transaction`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupOffsets {
+    /// The consumer group (the application id).
+    pub group: String,
+    /// `(topic, partition, next offset to read)`.
+    pub offsets: Vec<(String, i32, u64)>,
+}
+
+/// What the runtime tells a commit point when a run starts.
+#[derive(Debug, Clone)]
+pub struct TxnInit {
+    /// The pipeline's number of key groups: one changelog partition each.
+    pub key_groups: u16,
+}
+
+/// A transactional commit point shared by the sinks that write through it.
+pub trait CommitPoint: Send + Sync + 'static {
+    /// Identifies the commit point (its transactional id): every sink of a
+    /// pipeline must write through the same one.
+    fn id(&self) -> String;
+
+    /// Starts a run: fences every older instance with the same identity
+    /// (aborting its open transaction) and prepares the changelog. No
+    /// transaction is open yet.
+    fn open(&self, init: &TxnInit) -> Result<Box<dyn Transaction>>;
+}
+
+/// One run's handle on the commit point; one transaction at a time.
+pub trait Transaction: Send {
+    /// Opens the next epoch's transaction; sinks write into it from now on.
+    fn begin(&mut self) -> Result<()>;
+
+    /// Adds a state change of key group `group` to the open transaction:
+    /// `value = None` deletes `key`.
+    fn changelog(&mut self, group: u16, key: &[u8], value: Option<&[u8]>) -> Result<()>;
+
+    /// Commits the open transaction with `offsets` inside it.
+    ///
+    /// # Errors
+    /// [`Error::Fenced`](crate::Error::Fenced) when a newer instance took
+    /// over (stop, never retry); any other error leaves the transaction
+    /// aborted or unknown, and the runtime recovers before going on.
+    fn commit(&mut self, offsets: Option<&GroupOffsets>) -> Result<()>;
+
+    /// Per key group, the changelog position before which every committed
+    /// record is known to be applied once the last commit's state is.
+    /// Conservative: restoring from an earlier position is always correct.
+    fn changelog_positions(&self) -> BTreeMap<u16, u64>;
+
+    /// Reads the committed changelog of every key group from `from` (from
+    /// the start for a group it lacks) to its end, in order, calling
+    /// `apply(key, value)` for each record; returns the positions reached.
+    fn restore(
+        &mut self,
+        from: &BTreeMap<u16, u64>,
+        apply: &mut ApplyFn<'_>,
+    ) -> Result<BTreeMap<u16, u64>>;
+}

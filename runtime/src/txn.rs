@@ -1,0 +1,283 @@
+//! Kafka transactional mode (ARCHITECTURE §4.2): the commit point is the
+//! transaction of a [`CommitPoint`]; RocksDB is a cache of committed state,
+//! never ahead of it.
+//!
+//! Per epoch: the workers' state writes become changelog records in the
+//! open transaction, next to the sinks' output; the source positions go in
+//! as consumer-group offsets (or, for a source without groups, as changelog
+//! records); the transaction commits; then RocksDB applies the same writes
+//! and the manifest in one unsynced batch.
+//!
+//! Recovery: fence older instances (which aborts their open transaction),
+//! roll RocksDB forward from the changelog (from the manifest's positions,
+//! or from the start for a task without local state), then resume from the
+//! positions committed in Kafka. Local state is never wiped.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use weir_core::commit::{CommitPoint, GroupOffsets, Transaction, TxnInit};
+use weir_core::state::group_of;
+use weir_core::{Error, Result};
+
+use crate::failpoints::{self, crash_point};
+use crate::manifest::{Manifest, SourcePosition};
+use crate::stage::SourceAdmin;
+use crate::state::Write;
+use crate::store::{now_ms, Store};
+
+/// Changelog key of a source position, for sources without consumer groups.
+const POSITION_KEY: &[u8] = b"meta/position/";
+/// Changelog key that starts a new timeline (replay, `offsets reset`) in a
+/// key group's partition: a restore drops the group's state there, and the
+/// new timeline's whole state follows it.
+const TIMELINE_KEY: &[u8] = b"meta/timeline/";
+
+/// How many changelog records recovery applies per RocksDB batch.
+const RESTORE_BATCH: usize = 10_000;
+
+/// The open transactional commit point of a run.
+#[derive(Clone)]
+pub(crate) struct Txn {
+    inner: Arc<Mutex<Box<dyn Transaction>>>,
+    source: Arc<dyn SourceAdmin>,
+}
+
+/// A commit's outcome as the coordinator needs it: a fenced instance stops,
+/// anything else aborted the epoch, which recovery redoes.
+fn aborted(e: Error) -> Error {
+    match e {
+        e @ (Error::Fenced(_) | Error::Aborted(_) | Error::Config(_)) => e,
+        e => Error::Aborted(e.to_string()),
+    }
+}
+
+impl Txn {
+    fn lock(&self) -> MutexGuard<'_, Box<dyn Transaction>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens the commit point and recovers (see the module doc); on return
+    /// `manifest` describes the committed state and positions, and the first
+    /// epoch's transaction is open.
+    pub(crate) fn open(
+        commit: &dyn CommitPoint,
+        source: Arc<dyn SourceAdmin>,
+        store: &Store,
+        manifest: &mut Manifest,
+    ) -> Result<Txn> {
+        let mut txn = commit.open(&TxnInit {
+            key_groups: manifest.key_groups,
+        })?;
+        if manifest.reseed {
+            seed(&mut *txn, &*source, store, manifest)?;
+        } else {
+            roll_forward(&mut *txn, &*source, store, manifest)?;
+        }
+        txn.begin()?;
+        Ok(Txn {
+            inner: Arc::new(Mutex::new(txn)),
+            source,
+        })
+    }
+
+    /// Commits epoch `positions`' transaction with `writes` as changelog
+    /// records (blocking); opens the next one unless `last`.
+    pub(crate) fn commit(
+        &self,
+        writes: &[Write],
+        positions: &BTreeMap<String, SourcePosition>,
+        last: bool,
+    ) -> Result<()> {
+        let mut t = self.lock();
+        let started = std::time::Instant::now();
+        let run = |t: &mut Box<dyn Transaction>| -> Result<()> {
+            for (k, v) in writes {
+                t.changelog(group_of(k).unwrap_or(0), k, v.as_deref())?;
+            }
+            let sent = started.elapsed();
+            let plain = positions
+                .iter()
+                .map(|(task, p)| (task.clone(), p.position))
+                .collect();
+            let offsets = group_offsets(&*self.source, &mut **t, &plain)?;
+            crash_point(failpoints::BEFORE_TXN_COMMIT);
+            t.commit(offsets.as_ref())?;
+            tracing::debug!(
+                changes = writes.len(),
+                changelog_ms = sent.as_millis() as u64,
+                commit_ms = started.elapsed().as_millis() as u64,
+                "transaction committed"
+            );
+            crash_point(failpoints::AFTER_TXN_COMMIT);
+            Ok(())
+        };
+        run(&mut t).map_err(aborted)?;
+        if !last {
+            t.begin().map_err(aborted)?;
+        }
+        Ok(())
+    }
+
+    /// The changelog positions to record in the manifest after a commit.
+    pub(crate) fn changelog_positions(&self) -> BTreeMap<u16, u64> {
+        self.lock().changelog_positions()
+    }
+}
+
+/// The group offsets for `positions`; a source without consumer groups has
+/// its positions written to the changelog instead.
+fn group_offsets(
+    source: &dyn SourceAdmin,
+    t: &mut dyn Transaction,
+    positions: &BTreeMap<String, u64>,
+) -> Result<Option<GroupOffsets>> {
+    let offsets = source.group_offsets(positions)?;
+    if offsets.is_none() {
+        for (task, pos) in positions {
+            let mut key = POSITION_KEY.to_vec();
+            key.extend_from_slice(task.as_bytes());
+            t.changelog(0, &key, Some(&pos.to_be_bytes()))?;
+        }
+    }
+    Ok(offsets)
+}
+
+/// Applies the committed changelog after the manifest's positions, then
+/// takes the source positions committed in Kafka.
+fn roll_forward(
+    txn: &mut dyn Transaction,
+    source: &dyn SourceAdmin,
+    store: &Store,
+    manifest: &mut Manifest,
+) -> Result<()> {
+    let started = std::time::Instant::now();
+    let from = manifest.changelog.clone();
+    let mut batch: Vec<Write> = Vec::new();
+    let mut applied = 0u64;
+    let mut positions = BTreeMap::new();
+    let reached = txn.restore(&from, &mut |key, value| {
+        if let Some(group) = key.strip_prefix(TIMELINE_KEY) {
+            if let Ok(group) = <[u8; 2]>::try_from(group) {
+                store.apply_changelog(std::mem::take(&mut batch))?;
+                store.clear_group(u16::from_be_bytes(group))?;
+            }
+            return Ok(());
+        }
+        if let Some(task) = key.strip_prefix(POSITION_KEY) {
+            if let (Ok(task), Some(Ok(pos))) =
+                (std::str::from_utf8(task), value.map(<[u8; 8]>::try_from))
+            {
+                positions.insert(task.to_owned(), u64::from_be_bytes(pos));
+            }
+            return Ok(());
+        }
+        batch.push((key.to_vec(), value.map(<[u8]>::to_vec)));
+        applied += 1;
+        if batch.len() >= RESTORE_BATCH {
+            store.apply_changelog(std::mem::take(&mut batch))?;
+            if applied % 100_000 == 0 {
+                tracing::info!(records = applied, "restoring state from the changelog");
+            }
+        }
+        Ok(())
+    })?;
+    store.apply_changelog(std::mem::take(&mut batch))?;
+    crash_point(failpoints::MID_RECOVERY);
+    // The positions committed in Kafka are the truth (§5).
+    for t in committed_offsets(source)? {
+        if let Some(c) = t.committed {
+            positions.insert(t.task, c);
+        }
+    }
+    let mut next = manifest.clone();
+    next.changelog.extend(reached);
+    for (task, pos) in positions {
+        let finished = manifest
+            .sources
+            .get(&task)
+            .is_some_and(|p| p.finished && p.position == pos);
+        next.sources.insert(
+            task,
+            SourcePosition {
+                position: pos,
+                finished,
+            },
+        );
+    }
+    if next != *manifest {
+        next.epoch = manifest.epoch + 1;
+        next.time_ms = now_ms();
+        store.commit(Vec::new(), &next)?;
+        tracing::info!(
+            records = applied,
+            epoch = next.epoch,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "rolled the state forward from the changelog"
+        );
+        *manifest = next;
+    }
+    Ok(())
+}
+
+/// How long recovery waits for the group's committed offsets to settle.
+const OFFSETS_SETTLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The source's committed offsets. Right after an instance died in the
+/// middle of a transaction, the broker may still be aborting it and
+/// refuse to answer (the group's offsets are unstable): wait and ask again.
+fn committed_offsets(source: &dyn SourceAdmin) -> Result<Vec<weir_core::source::TaskOffsets>> {
+    let started = std::time::Instant::now();
+    loop {
+        match source.offsets() {
+            Ok(o) => return Ok(o),
+            Err(e) if started.elapsed() < OFFSETS_SETTLE => {
+                tracing::warn!("cannot read the committed offsets yet ({e}); asking again");
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Starts a new timeline in the changelog (after replay or `offsets
+/// reset`): one transaction with a timeline marker per key group, every
+/// local state entry, and the manifest's positions. A restore from the
+/// start drops what came before each marker, so that the abandoned
+/// timeline never mixes in. Redone in full if interrupted.
+fn seed(
+    txn: &mut dyn Transaction,
+    source: &dyn SourceAdmin,
+    store: &Store,
+    manifest: &mut Manifest,
+) -> Result<()> {
+    txn.begin()?;
+    for group in 0..manifest.key_groups {
+        let mut key = TIMELINE_KEY.to_vec();
+        key.extend_from_slice(&group.to_be_bytes());
+        txn.changelog(group, &key, Some(&manifest.generation.to_be_bytes()))?;
+    }
+    let mut n = 0u64;
+    store.for_each_state(|k, v| {
+        n += 1;
+        txn.changelog(group_of(k).unwrap_or(0), k, Some(v))
+    })?;
+    let plain: BTreeMap<String, u64> = manifest
+        .sources
+        .iter()
+        .map(|(task, p)| (task.clone(), p.position))
+        .collect();
+    let offsets = group_offsets(source, txn, &plain)?;
+    txn.commit(offsets.as_ref())?;
+    let mut next = manifest.clone();
+    next.reseed = false;
+    next.changelog.extend(txn.changelog_positions());
+    store.commit(Vec::new(), &next)?;
+    tracing::info!(
+        entries = n,
+        generation = next.generation,
+        "started a new timeline in the changelog from the local state"
+    );
+    *manifest = next;
+    Ok(())
+}
