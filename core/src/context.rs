@@ -1,5 +1,7 @@
 use crate::exec::SideRecord;
-use crate::state::{keyed_key, MapState, StateBackend, ValueState, KEYED_TAG, MAP_TAG};
+use crate::state::{
+    keyed_key, keyed_key_into, MapState, StateBackend, ValueState, KEYED_TAG, MAP_TAG,
+};
 use crate::timer::TimerQueues;
 use crate::{Codec, Processor, Record, Result, TimeDomain};
 
@@ -12,6 +14,8 @@ pub struct Context<'a, P: Processor> {
     pub(crate) side: &'a mut Vec<SideRecord>,
     pub(crate) key: &'a P::Key,
     pub(crate) key_bytes: &'a [u8],
+    /// Reused for the state key of `value_state`.
+    pub(crate) state_key: &'a mut Vec<u8>,
     pub(crate) group: u16,
     pub(crate) node: u16,
     pub(crate) timestamp: Option<i64>,
@@ -45,8 +49,15 @@ impl<'a, P: Processor> Context<'a, P> {
     /// # Errors
     /// If `name` is empty or longer than 255 bytes.
     pub fn value_state<T: Codec>(&mut self, name: &'static str) -> Result<ValueState<'_, T>> {
-        let key = keyed_key(KEYED_TAG, self.group, self.node, name, self.key_bytes)?;
-        Ok(ValueState::new(self.state, key, name))
+        keyed_key_into(
+            self.state_key,
+            KEYED_TAG,
+            self.group,
+            self.node,
+            name,
+            self.key_bytes,
+        )?;
+        Ok(ValueState::new(self.state, self.state_key, name))
     }
 
     /// The current key's map state called `name`.

@@ -37,6 +37,7 @@ pub struct KeyedNode<P: Processor> {
     out: Vec<Record<P::Key, P::Out>>,
     side: Vec<SideRecord>,
     key_buf: Vec<u8>,
+    state_key: Vec<u8>,
 }
 
 impl<P: Processor> KeyedNode<P> {
@@ -50,6 +51,7 @@ impl<P: Processor> KeyedNode<P> {
             out: Vec::new(),
             side: Vec::new(),
             key_buf: Vec::new(),
+            state_key: Vec::new(),
         }
     }
 
@@ -81,6 +83,7 @@ impl<P: Processor> KeyedNode<P> {
             side: &mut self.side,
             key: &key,
             key_bytes: &self.key_buf,
+            state_key: &mut self.state_key,
             group,
             node: self.node,
             timestamp: record.timestamp,
@@ -110,6 +113,7 @@ impl<P: Processor> KeyedNode<P> {
                     side: &mut self.side,
                     key: &key,
                     key_bytes: &key_bytes,
+                    state_key: &mut self.state_key,
                     group,
                     node: self.node,
                     timestamp: (domain == TimeDomain::EventTime).then_some(ts),

@@ -20,6 +20,11 @@ pub trait StateBackend: Send {
     fn get(&mut self, key: &[u8]) -> Result<Option<&[u8]>>;
     /// Stores `value` under `key`.
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>);
+    /// Stores a copy of `value` under `key`; a backend may reuse the
+    /// buffers of an entry it already holds (no allocation per update).
+    fn put_slice(&mut self, key: &[u8], value: &[u8]) {
+        self.put(key.to_vec(), value.to_vec());
+    }
     /// Removes `key`.
     fn delete(&mut self, key: Vec<u8>);
     /// Every live entry whose key starts with `prefix`, in key order.
@@ -53,26 +58,46 @@ fn name_bytes(name: &str) -> Result<&[u8]> {
 /// The prefix of every entry of state `name` of `node` in key group `group`.
 /// `tag` is [`KEYED_TAG`] or [`MAP_TAG`].
 pub fn keyed_prefix(tag: u8, group: u16, node: u16, name: &str) -> Result<Vec<u8>> {
+    let mut k = Vec::with_capacity(6 + name.len() + 16);
+    keyed_prefix_into(&mut k, tag, group, node, name)?;
+    Ok(k)
+}
+
+fn keyed_prefix_into(k: &mut Vec<u8>, tag: u8, group: u16, node: u16, name: &str) -> Result<()> {
     let n = name_bytes(name)?;
-    let mut k = Vec::with_capacity(6 + n.len() + 16);
     k.push(tag);
     k.extend_from_slice(&group.to_be_bytes());
     k.extend_from_slice(&node.to_be_bytes());
     k.push(n.len() as u8);
     k.extend_from_slice(n);
-    Ok(k)
+    Ok(())
 }
 
 /// The state key of `name` for the encoded record key `key`.
 /// For map state this is the prefix of its entries; `tag` is [`KEYED_TAG`]
 /// or [`MAP_TAG`].
 pub fn keyed_key(tag: u8, group: u16, node: u16, name: &str, key: &[u8]) -> Result<Vec<u8>> {
-    let mut k = keyed_prefix(tag, group, node, name)?;
+    let mut k = Vec::with_capacity(10 + name.len() + key.len());
+    keyed_key_into(&mut k, tag, group, node, name, key)?;
+    Ok(k)
+}
+
+/// [`keyed_key`] into `out`, which is cleared first (a reused buffer).
+pub fn keyed_key_into(
+    out: &mut Vec<u8>,
+    tag: u8,
+    group: u16,
+    node: u16,
+    name: &str,
+    key: &[u8],
+) -> Result<()> {
+    out.clear();
+    keyed_prefix_into(out, tag, group, node, name)?;
     let len = u32::try_from(key.len())
         .map_err(|_| Error::State(format!("key of {} bytes is too long", key.len())))?;
-    k.extend_from_slice(&len.to_be_bytes());
-    k.extend_from_slice(key);
-    Ok(k)
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(key);
+    Ok(())
 }
 
 /// The key group encoded in a keyed-state or timer key, if it is one.
@@ -86,13 +111,18 @@ pub fn group_of(state_key: &[u8]) -> Option<u16> {
 /// One value per key, of type `T`.
 pub struct ValueState<'a, T> {
     backend: &'a mut dyn StateBackend,
-    key: Vec<u8>,
+    key: &'a [u8],
     name: &'a str,
     _t: PhantomData<fn() -> T>,
 }
 
+thread_local! {
+    /// Where values are encoded before the backend copies them.
+    static ENCODED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl<'a, T: Codec> ValueState<'a, T> {
-    pub(crate) fn new(backend: &'a mut dyn StateBackend, key: Vec<u8>, name: &'a str) -> Self {
+    pub(crate) fn new(backend: &'a mut dyn StateBackend, key: &'a [u8], name: &'a str) -> Self {
         ValueState {
             backend,
             key,
@@ -103,7 +133,7 @@ impl<'a, T: Codec> ValueState<'a, T> {
 
     /// The current value, if one was put.
     pub fn get(&mut self) -> Result<Option<T>> {
-        match self.backend.get(&self.key)? {
+        match self.backend.get(self.key)? {
             Some(bytes) => T::decode(bytes).map(Some).map_err(|e| named(e, self.name)),
             None => Ok(None),
         }
@@ -111,14 +141,17 @@ impl<'a, T: Codec> ValueState<'a, T> {
 
     /// Replaces the value.
     pub fn put(&mut self, value: &T) -> Result<()> {
-        let bytes = value.encode().map_err(|e| named(e, self.name))?;
-        self.backend.put(self.key.clone(), bytes);
-        Ok(())
+        ENCODED.with_borrow_mut(|buf| {
+            buf.clear();
+            value.encode_into(buf).map_err(|e| named(e, self.name))?;
+            self.backend.put_slice(self.key, buf);
+            Ok(())
+        })
     }
 
     /// Removes the value.
     pub fn clear(&mut self) {
-        self.backend.delete(self.key.clone());
+        self.backend.delete(self.key.to_vec());
     }
 }
 

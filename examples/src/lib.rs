@@ -5,3 +5,9 @@
 
 pub mod sessions;
 pub mod wordcount;
+
+/// Every example binary allocates through mimalloc: the record path
+/// allocates many small, short-lived buffers (words, keys, batches), which
+/// glibc's allocator serves markedly slower (see `benches/README.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -420,6 +420,9 @@ impl App {
             epoch = summary.last_epoch,
             records = summary.records_read,
             skipped = summary.skipped,
+            commit_p50_ms = summary.commit_times.percentile_ms(0.5),
+            commit_p99_ms = summary.commit_times.percentile_ms(0.99),
+            commit_max_ms = summary.commit_times.max().as_secs_f64() * 1000.0,
             "done"
         );
         Ok(())

@@ -15,6 +15,7 @@ pub mod config;
 mod control;
 mod executor;
 pub mod failpoints;
+mod histogram;
 pub mod manifest;
 mod pipeline;
 mod stage;
@@ -24,6 +25,7 @@ mod txn;
 
 pub use config::{Config, Guarantee, OnBadInput, RuntimeConfig};
 pub use executor::RunSummary;
+pub use histogram::Histogram;
 pub use manifest::Manifest;
 pub use pipeline::{KeyedStream, Pipeline, Stream};
 

@@ -5,12 +5,16 @@
 //! So RocksDB is written once per key per epoch, not once per record, and
 //! never holds a write of an epoch that has not committed (I2).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use hashbrown::hash_map::EntryRef;
+use hashbrown::HashMap;
 use std::sync::Arc;
 
 use rocksdb::DB;
 use weir_core::state::is_scanned;
 use weir_core::{Error, Result, StateBackend};
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 struct Entry {
     value: Option<Vec<u8>>,
@@ -20,13 +24,52 @@ struct Entry {
 /// A state write of the epoch: key and new value (`None` deletes).
 pub(crate) type Write = (Vec<u8>, Option<Vec<u8>>);
 
+/// Hashes a state key with one xxh3 call over its bytes, seeded per
+/// process (so that crafted keys cannot be made to collide on purpose).
+#[derive(Clone, Copy)]
+struct KeyHash {
+    seed: u64,
+}
+
+impl std::hash::BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(self.seed)
+    }
+}
+
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = xxh3_64_with_seed(bytes, self.0);
+    }
+    // A `Vec<u8>`'s length prefix: the byte hash covers it well enough.
+    fn write_usize(&mut self, n: usize) {
+        self.0 ^= n as u64;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// The cached entries: values in a hash map (point reads are one lookup),
 /// map entries and timers in an ordered map (prefix scans are range reads).
 /// Each key lives in exactly one, chosen by [`is_scanned`].
-#[derive(Default)]
 struct Tables {
-    points: HashMap<Vec<u8>, Entry>,
+    points: HashMap<Vec<u8>, Entry, KeyHash>,
     scanned: BTreeMap<Vec<u8>, Entry>,
+}
+
+impl Default for Tables {
+    fn default() -> Self {
+        use std::hash::BuildHasher;
+        let seed = std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64);
+        Tables {
+            points: HashMap::with_hasher(KeyHash { seed }),
+            scanned: BTreeMap::new(),
+        }
+    }
 }
 
 impl Tables {
@@ -165,6 +208,18 @@ fn state_err(e: rocksdb::Error) -> Error {
 
 impl StateBackend for CachedState {
     fn get(&mut self, key: &[u8]) -> Result<Option<&[u8]>> {
+        if !is_scanned(key) {
+            // One hash lookup, hit or miss.
+            let db = &self.db;
+            let entry = match self.map.points.entry_ref(key) {
+                EntryRef::Occupied(o) => o.into_mut(),
+                EntryRef::Vacant(v) => v.insert(Entry {
+                    value: db.get(key).map_err(state_err)?,
+                    dirty: false,
+                }),
+            };
+            return Ok(entry.value.as_deref());
+        }
         if !self.map.contains_key(key) {
             let v = self.db.get(key).map_err(state_err)?;
             self.map.insert(
@@ -180,6 +235,25 @@ impl StateBackend for CachedState {
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
         self.set(key, Some(value));
+    }
+
+    fn put_slice(&mut self, key: &[u8], value: &[u8]) {
+        match self.map.get_mut(key) {
+            Some(e) => {
+                if !e.dirty {
+                    e.dirty = true;
+                    self.dirty.push(key.to_vec());
+                }
+                match &mut e.value {
+                    Some(v) => {
+                        v.clear();
+                        v.extend_from_slice(value);
+                    }
+                    None => e.value = Some(value.to_vec()),
+                }
+            }
+            None => self.set(key.to_vec(), Some(value.to_vec())),
+        }
     }
 
     fn delete(&mut self, key: Vec<u8>) {

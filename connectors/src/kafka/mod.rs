@@ -6,6 +6,6 @@ mod source;
 mod txn;
 
 pub use client::{client_config, KafkaSettings, WeirContext};
-pub use sink::{KafkaOutput, KafkaSink};
+pub use sink::{KafkaOutput, KafkaSink, CHANGELOG_PARTITIONS};
 pub use source::{KafkaSource, StartAt};
 pub use txn::TxnProducer;

@@ -83,8 +83,10 @@ impl KafkaOutput {
         format!("{}-0", self.inner.app)
     }
 
-    /// The changelog topic: `<application-id>-changelog`, compacted, one
-    /// partition per key group.
+    /// The changelog topic: `<application-id>-changelog`, compacted. Key
+    /// group `g` goes to partition `g % P`, P being the topic's partition
+    /// count (created with [`CHANGELOG_PARTITIONS`], or fewer when the
+    /// pipeline has fewer key groups).
     pub fn changelog_topic(&self) -> String {
         format!("{}-changelog", self.inner.app)
     }
@@ -323,7 +325,7 @@ impl CommitPoint for KafkaCommit {
         out.check_topics()?;
         let handle = KafkaOutput { inner: out.clone() };
         let changelog = handle.changelog_topic();
-        ensure_changelog(&out.settings, &changelog, init.key_groups)?;
+        let partitions = ensure_changelog(&out.settings, &changelog, init.key_groups)?;
         let deliveries = Arc::new(Deliveries {
             changelog: Some(changelog.clone()),
             ..Deliveries::default()
@@ -343,7 +345,7 @@ impl CommitPoint for KafkaCommit {
             out: out.clone(),
             producer,
             changelog,
-            key_groups: init.key_groups,
+            partitions,
             deliveries,
             groups: HashMap::new(),
         }))
@@ -354,7 +356,8 @@ struct KafkaTransaction {
     out: Arc<Output>,
     producer: TxnProducer,
     changelog: String,
-    key_groups: u16,
+    /// The changelog topic's partition count.
+    partitions: u16,
     deliveries: Arc<Deliveries>,
     /// Per consumer group: a consumer for its group metadata.
     groups: HashMap<String, BaseConsumer<WeirContext>>,
@@ -385,8 +388,9 @@ impl Transaction for KafkaTransaction {
     }
 
     fn changelog(&mut self, group: u16, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        let partition = group % self.partitions;
         self.producer
-            .send(&self.changelog, Some(i32::from(group)), key, value)
+            .send(&self.changelog, Some(i32::from(partition)), key, value)
     }
 
     fn commit(&mut self, offsets: Option<&GroupOffsets>) -> Result<()> {
@@ -429,17 +433,17 @@ impl Transaction for KafkaTransaction {
         .create_with_context(WeirContext)
         .map_err(|e| kafka_error("cannot create a consumer", &settings.brokers, e))?;
         let mut tpl = TopicPartitionList::new();
-        for g in 0..self.key_groups {
+        for p in 0..self.partitions {
             let offset = from
-                .get(&g)
+                .get(&p)
                 .map_or(Offset::Beginning, |o| Offset::Offset(*o as i64));
-            tpl.add_partition_offset(&self.changelog, i32::from(g), offset)
+            tpl.add_partition_offset(&self.changelog, i32::from(p), offset)
                 .map_err(|e| Error::State(format!("bad changelog offset: {e}")))?;
         }
         consumer
             .assign(&tpl)
             .map_err(|e| kafka_error("cannot read the changelog", &settings.brokers, e))?;
-        let mut pending: BTreeSet<i32> = (0..i32::from(self.key_groups)).collect();
+        let mut pending: BTreeSet<i32> = (0..i32::from(self.partitions)).collect();
         let mut progress = Instant::now();
         let stall = settings.metadata_timeout.max(Duration::from_secs(10)) * 6;
         while !pending.is_empty() {
@@ -478,13 +482,22 @@ impl Transaction for KafkaTransaction {
     }
 }
 
-/// Creates the compacted changelog topic, one partition per key group, or
-/// checks that the existing one has that many partitions.
-fn ensure_changelog(settings: &KafkaSettings, topic: &str, key_groups: u16) -> Result<()> {
+/// Partitions of a new changelog topic. Every partition an epoch writes to
+/// costs its transaction a commit marker, which the broker writes before the
+/// next transaction may start: measured here, a commit touching 128
+/// partitions held the next epoch about 450 ms, one touching 16 about 80 ms
+/// (`benches/README.md`). Restores read every partition in parallel anyway.
+pub const CHANGELOG_PARTITIONS: u16 = 8;
+
+/// Creates the compacted changelog topic (with [`CHANGELOG_PARTITIONS`], at
+/// most one per key group) unless it exists; returns its partition count,
+/// which the existing topic decides.
+fn ensure_changelog(settings: &KafkaSettings, topic: &str, key_groups: u16) -> Result<u16> {
     let admin: AdminClient<WeirContext> = client_config(settings, &[])?
         .create_with_context(WeirContext)
         .map_err(|e| kafka_error("cannot create an admin client", &settings.brokers, e))?;
-    let new = NewTopic::new(topic, i32::from(key_groups), TopicReplication::Fixed(-1))
+    let wanted = CHANGELOG_PARTITIONS.min(key_groups).max(1);
+    let new = NewTopic::new(topic, i32::from(wanted), TopicReplication::Fixed(-1))
         .set("cleanup.policy", "compact");
     let opts = AdminOptions::new().operation_timeout(Some(settings.metadata_timeout));
     let results = block_on(admin.create_topics([&new], &opts))
@@ -494,7 +507,7 @@ fn ensure_changelog(settings: &KafkaSettings, topic: &str, key_groups: u16) -> R
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((t, code)) => {
                 return Err(Error::Config(format!(
-                    "cannot create the changelog topic `{t}` on {}: {code}; create it (compacted, {key_groups} partitions) or grant the right to",
+                    "cannot create the changelog topic `{t}` on {}: {code}; create it (compacted, {wanted} partitions) or grant the right to",
                     settings.brokers
                 )))
             }
@@ -517,12 +530,13 @@ fn ensure_changelog(settings: &KafkaSettings, topic: &str, key_groups: u16) -> R
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    if partitions != usize::from(key_groups) {
-        return Err(Error::Config(format!(
-            "the changelog topic `{topic}` has {partitions} partitions, but the pipeline has {key_groups} key groups (one partition each); delete the topic, or set key_groups = {partitions}"
-        )));
+    match u16::try_from(partitions) {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(Error::Config(format!(
+            "the changelog topic `{topic}` shows {partitions} partitions on {}; wait for the brokers to settle, or delete the topic and let weir create it",
+            settings.brokers
+        ))),
     }
-    Ok(())
 }
 
 /// Waits for a future on this thread (librdkafka's own threads complete

@@ -78,22 +78,36 @@ pub struct TxnProducer {
 /// than the longest commit plus a restart.
 const TRANSACTION_TIMEOUT_MS: &str = "60000";
 
+/// Defaults of the transactional producer that a `[kafka]` property may
+/// override. Right after a commit the coordinator answers the next
+/// transaction's first request with CONCURRENT_TRANSACTIONS until the
+/// commit markers are written; librdkafka's default backoff (100 ms growing
+/// to 1 s) then idles the next epoch for seconds, where the markers take
+/// milliseconds. Java's producer retries that case every 20 ms.
+const TXN_DEFAULTS: &[(&str, &str)] = &[("retry.backoff.ms", "10"), ("retry.backoff.max.ms", "50")];
+
 fn create(
     settings: &KafkaSettings,
     id: &str,
     timeout: Duration,
     cx: ProducerCx,
 ) -> Result<Producer> {
-    let producer: Producer = client_config(
+    let mut config = client_config(
         settings,
         &[
             ("transactional.id", id),
             ("enable.idempotence", "true"),
             ("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS),
         ],
-    )?
-    .create_with_context(cx)
-    .map_err(|e| kafka_error("cannot create a producer", &settings.brokers, e))?;
+    )?;
+    for (k, v) in TXN_DEFAULTS {
+        if !settings.properties.contains_key(*k) {
+            config.set(*k, *v);
+        }
+    }
+    let producer: Producer = config
+        .create_with_context(cx)
+        .map_err(|e| kafka_error("cannot create a producer", &settings.brokers, e))?;
     // Fences every older producer with this id and aborts its open transaction.
     producer
         .init_transactions(timeout)

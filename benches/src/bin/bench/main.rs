@@ -1,0 +1,797 @@
+//! The benchmark harness behind `dev/bench`: runs every workload of
+//! issue 5 against the running test broker, weir beside its peer (Kafka
+//! Streams, under `benches/kstreams`) or its ceiling (`plain_wordcount`),
+//! prints each figure as it is measured, then one table, then a
+//! machine-readable summary line.
+//!
+//! Guarantee: none of its own; it measures. Each run checks its output
+//! (record count and the sum of the counts), so a figure is never taken
+//! from a wrong answer.
+//!
+//! Run: `dev/bench` (full) or `dev/bench --quick` (CI-sized); by hand,
+//! `bench --bin target/release --kstreams benches/kstreams --work DIR
+//! --brokers 127.0.0.1:9092 [--quick] [--only w1,w2,w3,w4,w5]`.
+
+mod data;
+mod kafka;
+mod proc;
+
+use std::collections::HashMap;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::data::Zipf;
+use crate::kafka::{create_topics, Loader, Watcher};
+use crate::proc::{log_field, Proc};
+
+/// Words per input line.
+const LINE_WORDS: usize = 10;
+/// Distinct words in the Zipf vocabulary.
+const VOCABULARY: usize = 100_000;
+/// Input partitions (and output partitions) of every Kafka workload.
+const PARTITIONS: i32 = 4;
+/// Longest any single run may take.
+const RUN_TIMEOUT: Duration = Duration::from_secs(1800);
+
+struct Sizes {
+    kafka_words: u64,
+    local_words: u64,
+    state_keys: Vec<u64>,
+    state_epochs: u64,
+    big_keys: u64,
+    big_len: usize,
+    latency_rate: u64,
+    latency_secs: u64,
+}
+
+impl Sizes {
+    fn full() -> Self {
+        Sizes {
+            kafka_words: 5_000_000,
+            local_words: 20_000_000,
+            state_keys: vec![10_000, 100_000, 1_000_000, 10_000_000],
+            state_epochs: 30,
+            big_keys: 1_000_000,
+            big_len: 1024,
+            latency_rate: 1000,
+            latency_secs: 20,
+        }
+    }
+
+    fn quick() -> Self {
+        Sizes {
+            kafka_words: 200_000,
+            local_words: 1_000_000,
+            state_keys: vec![10_000, 100_000],
+            state_epochs: 10,
+            big_keys: 4_000,
+            big_len: 1024,
+            latency_rate: 200,
+            latency_secs: 3,
+        }
+    }
+}
+
+/// One line of the table.
+struct Row {
+    workload: &'static str,
+    system: String,
+    setting: String,
+    figure: String,
+    ratio: String,
+    rss_mb: Option<f64>,
+}
+
+struct Bench {
+    bin: PathBuf,
+    kstreams: PathBuf,
+    work: PathBuf,
+    brokers: String,
+    run_id: String,
+    sizes: Sizes,
+    rows: Vec<Row>,
+    summary: HashMap<&'static str, f64>,
+    weir_rss: f64,
+}
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let mut bin = PathBuf::from("target/release");
+    let mut kstreams = PathBuf::from("benches/kstreams");
+    let mut work = std::env::temp_dir().join("weir-bench");
+    let mut brokers = "127.0.0.1:9092".to_owned();
+    let mut quick = false;
+    let mut only: Option<String> = None;
+    while let Some(a) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--bin" => bin = value()?.into(),
+            "--kstreams" => kstreams = value()?.into(),
+            "--work" => work = value()?.into(),
+            "--brokers" => brokers = value()?,
+            "--only" => only = Some(value()?),
+            "--quick" => quick = true,
+            other => {
+                bail!("unknown argument {other}; see the header of benches/src/bin/bench/main.rs")
+            }
+        }
+    }
+    std::fs::create_dir_all(&work)?;
+    let run_id = format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+    );
+    let mut b = Bench {
+        bin,
+        kstreams,
+        work,
+        brokers,
+        run_id,
+        sizes: if quick { Sizes::quick() } else { Sizes::full() },
+        rows: Vec::new(),
+        summary: HashMap::new(),
+        weir_rss: 0.0,
+    };
+    let wants = |w: &str| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == w));
+    if wants("w1") {
+        b.kafka_throughput()?;
+    }
+    if wants("w2") {
+        b.local_throughput()?;
+    }
+    if wants("w3") {
+        b.checkpoint_cost()?;
+    }
+    if wants("w4") {
+        b.recovery()?;
+    }
+    if wants("w5") {
+        b.latency()?;
+    }
+    b.print_table();
+    Ok(())
+}
+
+impl Bench {
+    fn dir(&self, name: &str) -> Result<PathBuf> {
+        let d = self.work.join(name);
+        if d.exists() {
+            std::fs::remove_dir_all(&d).with_context(|| format!("cannot clear {}", d.display()))?;
+        }
+        std::fs::create_dir_all(&d)?;
+        Ok(d)
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.work.join(format!("{name}.log"))
+    }
+
+    fn topic(&self, name: &str) -> String {
+        format!("bench-{}-{name}", self.run_id)
+    }
+
+    fn row(
+        &mut self,
+        workload: &'static str,
+        system: &str,
+        setting: &str,
+        figure: String,
+        ratio: String,
+        rss: Option<f64>,
+    ) {
+        println!(
+            "bench: {workload:<22} {system:<14} {setting:<26} {figure:<28} {ratio:<18} {}",
+            rss.map(|r| format!("{r:.0} MiB")).unwrap_or_default()
+        );
+        if system.starts_with("weir") {
+            if let Some(r) = rss {
+                self.weir_rss = self.weir_rss.max(r);
+            }
+        }
+        self.rows.push(Row {
+            workload,
+            system: system.to_owned(),
+            setting: setting.to_owned(),
+            figure,
+            ratio,
+            rss_mb: rss,
+        });
+    }
+
+    /// `kafka_wordcount` (weir) or the Kafka Streams word count, from
+    /// `input` into `output`; the output topic's name is also the
+    /// application id (consumer group, transactional id, changelog prefix).
+    fn wordcount_cmd(
+        &self,
+        system: &str,
+        input: &str,
+        output: &str,
+        state: &Path,
+        interval_ms: u64,
+        eos: bool,
+    ) -> Command {
+        let app = output;
+        if system == "weir" {
+            let mut c = Command::new(self.bin.join("kafka_wordcount"));
+            c.args([
+                "run",
+                "--brokers",
+                &self.brokers,
+                "--input-topic",
+                input,
+                "--output-topic",
+                output,
+            ])
+            .args(["--application-id", app, "--state"])
+            .arg(state)
+            .args(["--set", &format!("checkpoint.interval_ms={interval_ms}")])
+            .args([
+                "--set",
+                if eos {
+                    "guarantee=exactly-once"
+                } else {
+                    "guarantee=at-least-once"
+                },
+            ]);
+            c
+        } else {
+            let mut c = Command::new(self.kstreams.join("run"));
+            c.args([
+                "--brokers",
+                &self.brokers,
+                "--input-topic",
+                input,
+                "--output-topic",
+                output,
+            ])
+            .args(["--application-id", app, "--state-dir"])
+            .arg(state)
+            .args(["--commit-interval-ms", &interval_ms.to_string()])
+            .args([
+                "--guarantee",
+                if eos {
+                    "exactly_once_v2"
+                } else {
+                    "at_least_once"
+                },
+            ]);
+            c
+        }
+    }
+
+    /// Workload 1: Kafka -> Kafka word count, weir against Kafka Streams.
+    fn kafka_throughput(&mut self) -> Result<()> {
+        let words = self.sizes.kafka_words;
+        let input = self.topic("words");
+        create_topics(&self.brokers, &[(&input, PARTITIONS)])?;
+        let mut loader = Loader::new(&self.brokers, &input, PARTITIONS, 20)?;
+        let mut zipf = Zipf::new(VOCABULARY, 1);
+        let mut counts: HashMap<String, u64> = HashMap::new();
+        let mut line = String::new();
+        let started = Instant::now();
+        for _ in 0..words / LINE_WORDS as u64 {
+            zipf.line(LINE_WORDS, &mut line);
+            for w in line.split_ascii_whitespace() {
+                *counts.entry(w.to_owned()).or_default() += 1;
+            }
+            loader.send(line.as_bytes())?;
+        }
+        loader.flush()?;
+        let total: u64 = counts.values().sum();
+        let sum: u64 = counts.values().map(|n| n * (n + 1) / 2).sum();
+        println!(
+            "bench: loaded {total} words ({} records, {} distinct) into {input} in {:.1} s",
+            loader.records,
+            counts.len(),
+            started.elapsed().as_secs_f64()
+        );
+        for interval in [100u64, 1000] {
+            for eos in [true, false] {
+                let mut rate = HashMap::new();
+                for system in ["weir", "kstreams"] {
+                    let name =
+                        format!("w1-{system}-{interval}-{}", if eos { "eos" } else { "alo" });
+                    let output = self.topic(&name);
+                    create_topics(&self.brokers, &[(&output, PARTITIONS)])?;
+                    let state = self.dir(&name)?;
+                    let watcher = Watcher::start(&self.brokers, &output, PARTITIONS, None)?;
+                    let cmd = self.wordcount_cmd(system, &input, &output, &state, interval, eos);
+                    let mut p = Proc::spawn(&name, cmd, &self.log(&name))?;
+                    let at = watcher.wait_for(total, RUN_TIMEOUT, &mut || p.check_alive())?;
+                    let secs = (at - p.started).as_secs_f64();
+                    if watcher.sum() != sum || watcher.seen() != total {
+                        bail!("{name}: wrong output: {} records summing to {} (expected {total}, {sum})", watcher.seen(), watcher.sum());
+                    }
+                    let exit = p.stop(Duration::from_secs(60))?;
+                    rate.insert(system, total as f64 / secs);
+                    let ratio = if system == "kstreams" {
+                        format!("weir/kstreams {:.2}x", rate["weir"] / rate["kstreams"])
+                    } else {
+                        String::new()
+                    };
+                    self.row(
+                        "1 kafka wordcount",
+                        system,
+                        &format!(
+                            "{} {interval} ms",
+                            if eos { "exactly-once" } else { "at-least-once" }
+                        ),
+                        format!("{:.0} words/s ({secs:.2} s)", total as f64 / secs),
+                        ratio,
+                        Some(exit.peak_rss_mb),
+                    );
+                }
+                if eos {
+                    let key = if interval == 100 {
+                        "kafka_eos_ratio_100ms"
+                    } else {
+                        "kafka_eos_ratio_1s"
+                    };
+                    self.summary.insert(key, rate["weir"] / rate["kstreams"]);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Workload 2: local word count against the plain program.
+    fn local_throughput(&mut self) -> Result<()> {
+        let words = self.sizes.local_words;
+        let input = self.dir("w2-input")?;
+        let mut zipf = Zipf::new(VOCABULARY, 2);
+        let mut files = (0..4)
+            .map(|i| {
+                Ok(BufWriter::new(std::fs::File::create(
+                    input.join(format!("words-{i}.txt")),
+                )?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut line = String::new();
+        let lines = words / LINE_WORDS as u64;
+        for i in 0..lines {
+            zipf.line(LINE_WORDS, &mut line);
+            let f = &mut files[(i % 4) as usize];
+            f.write_all(line.as_bytes())?;
+            f.write_all(b"\n")?;
+        }
+        for f in files {
+            f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        }
+        let total = lines * LINE_WORDS as u64;
+        let out = self.dir("w2-plain")?;
+        let mut cmd = Command::new(self.bin.join("plain_wordcount"));
+        cmd.arg(&input).arg(out.join("counts.tsv"));
+        let mut p = Proc::spawn("w2-plain", cmd, &self.log("w2-plain"))?;
+        let exit = p.wait(RUN_TIMEOUT)?;
+        if exit.code != Some(0) {
+            bail!("plain_wordcount failed: {}", proc::tail(&p.log, 20));
+        }
+        check_lines(&out, total)?;
+        let plain = total as f64 / exit.elapsed.as_secs_f64();
+        self.row(
+            "2 local wordcount",
+            "plain",
+            "no checkpoints",
+            format!("{plain:.0} words/s ({:.2} s)", exit.elapsed.as_secs_f64()),
+            "ceiling".into(),
+            Some(exit.peak_rss_mb),
+        );
+        for interval in [1000u64, 100] {
+            let name = format!("w2-weir-{interval}");
+            let out = self.dir(&name)?;
+            let state = self.dir(&format!("{name}-state"))?;
+            let mut cmd = Command::new(self.bin.join("wordcount"));
+            cmd.args(["run", "--input"])
+                .arg(&input)
+                .arg("--output")
+                .arg(&out)
+                .arg("--state")
+                .arg(&state);
+            cmd.args(["--set", &format!("checkpoint.interval_ms={interval}")]);
+            let mut p = Proc::spawn(&name, cmd, &self.log(&name))?;
+            let exit = p.wait(RUN_TIMEOUT)?;
+            if exit.code != Some(0) {
+                bail!("{name} failed: {}", proc::tail(&p.log, 20));
+            }
+            check_lines(&out, total)?;
+            let rate = total as f64 / exit.elapsed.as_secs_f64();
+            if interval == 1000 {
+                self.summary.insert("local_ratio", rate / plain);
+            }
+            self.row(
+                "2 local wordcount",
+                "weir",
+                &format!("exactly-once {interval} ms"),
+                format!("{rate:.0} words/s ({:.2} s)", exit.elapsed.as_secs_f64()),
+                format!("weir/plain {:.2}x", rate / plain),
+                Some(exit.peak_rss_mb),
+            );
+        }
+        Ok(())
+    }
+
+    /// Workload 3: commit time against state size.
+    fn checkpoint_cost(&mut self) -> Result<()> {
+        let mut first_p50 = None;
+        let keys_list = self.sizes.state_keys.clone();
+        for keys in keys_list {
+            let name = format!("w3-{keys}");
+            let state = self.dir(&format!("{name}-state"))?;
+            let out = self.dir(&format!("{name}-out"))?;
+            let run = |load_only: bool, log: &Path| -> Result<proc::Exit> {
+                let mut cmd = Command::new(self.bin.join("state_cost"));
+                cmd.args(["run", "--state"])
+                    .arg(&state)
+                    .arg("--output")
+                    .arg(&out);
+                cmd.args([
+                    "--keys",
+                    &keys.to_string(),
+                    "--epochs",
+                    &self.sizes.state_epochs.to_string(),
+                ]);
+                cmd.args(["--set", "checkpoint.interval_ms=100"]);
+                if load_only {
+                    cmd.args(["--load-only", "true"]);
+                }
+                let mut p = Proc::spawn("state_cost", cmd, log)?;
+                let exit = p.wait(RUN_TIMEOUT)?;
+                if exit.code != Some(0) {
+                    bail!("state_cost failed: {}", proc::tail(log, 20));
+                }
+                Ok(exit)
+            };
+            let load = run(true, &self.log(&format!("{name}-load")))?;
+            let log = self.log(&name);
+            let exit = run(false, &log)?;
+            let p50 =
+                log_field(&log, " done", "commit_p50_ms").context("no commit_p50_ms in the log")?;
+            let p99 =
+                log_field(&log, " done", "commit_p99_ms").context("no commit_p99_ms in the log")?;
+            let base = *first_p50.get_or_insert(p50);
+            let growth = p50 / base;
+            self.summary.insert("commit_growth", growth);
+            self.row(
+                "3 checkpoint cost",
+                "weir",
+                &format!("{keys} keys, 10^4 per epoch"),
+                format!("commit p50 {p50:.1} ms, p99 {p99:.1} ms"),
+                format!("p50/p50(10^4) {growth:.2}x"),
+                Some(exit.peak_rss_mb.max(load.peak_rss_mb)),
+            );
+        }
+        Ok(())
+    }
+
+    /// Workload 4: recovery after `kill -9` with large state.
+    fn recovery(&mut self) -> Result<()> {
+        let (keys, len) = (self.sizes.big_keys, self.sizes.big_len);
+        let gib = keys as f64 * len as f64 / (1u64 << 30) as f64;
+        let setting = format!("{keys} keys, {:.2} GiB", gib);
+        let mut word = String::new();
+        // Local mode: files in, files out.
+        let input = self.dir("w4-input")?;
+        let mut files = (0..4)
+            .map(|i| {
+                Ok(BufWriter::new(std::fs::File::create(
+                    input.join(format!("big-{i}.txt")),
+                )?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for i in 0..keys {
+            data::long_word(i, len, &mut word);
+            let f = &mut files[(i % 4) as usize];
+            f.write_all(word.as_bytes())?;
+            f.write_all(b"\n")?;
+        }
+        for f in files {
+            f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        }
+        let expected_bytes = keys * (len as u64 + 3);
+        let out = self.dir("w4-local-out")?;
+        let state = self.dir("w4-local-state")?;
+        let cmd = || {
+            let mut c = Command::new(self.bin.join("wordcount"));
+            c.args(["run", "--input"])
+                .arg(&input)
+                .arg("--output")
+                .arg(&out)
+                .arg("--state")
+                .arg(&state);
+            c.args([
+                "--set",
+                "checkpoint.interval_ms=100",
+                "--set",
+                "follow=true",
+            ]);
+            c
+        };
+        let mut p = Proc::spawn("w4-local", cmd(), &self.log("w4-local"))?;
+        wait_until(RUN_TIMEOUT, &mut || {
+            p.check_alive()?;
+            Ok(dir_bytes(&out)? >= expected_bytes)
+        })?;
+        let build = p.started.elapsed().as_secs_f64();
+        let first = p.kill()?;
+        let probe = format!("probe-{}", self.run_id);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(input.join("big-0.txt"))?;
+        writeln!(f, "{probe}")?;
+        f.sync_all()?;
+        let needle = format!("{probe}\t1\n");
+        let mut p = Proc::spawn("w4-local-restart", cmd(), &self.log("w4-local-restart"))?;
+        wait_until(RUN_TIMEOUT, &mut || {
+            p.check_alive()?;
+            tails_contain(&out, needle.as_bytes())
+        })?;
+        let local = p.started.elapsed().as_secs_f64();
+        let exit = p.stop(Duration::from_secs(60))?;
+        self.summary.insert("recovery_local_s", local);
+        self.row(
+            "4 recovery",
+            "weir local",
+            &setting,
+            format!("{local:.2} s (state built in {build:.1} s)"),
+            String::new(),
+            Some(first.peak_rss_mb.max(exit.peak_rss_mb)),
+        );
+        // Kafka mode, weir and Kafka Streams, from the same input topic.
+        let topic = self.topic("big");
+        create_topics(&self.brokers, &[(&topic, PARTITIONS)])?;
+        let mut loader = Loader::new(&self.brokers, &topic, PARTITIONS, 20)?;
+        for i in 0..keys {
+            data::long_word(i, len, &mut word);
+            loader.send(word.as_bytes())?;
+        }
+        loader.flush()?;
+        let mut times = HashMap::new();
+        for system in ["weir", "kstreams"] {
+            let name = format!("w4-{system}");
+            let output = self.topic(&name);
+            create_topics(&self.brokers, &[(&output, PARTITIONS)])?;
+            let state = self.dir(&name)?;
+            let watcher = Watcher::start(&self.brokers, &output, PARTITIONS, None)?;
+            let mut p = Proc::spawn(
+                &name,
+                self.wordcount_cmd(system, &topic, &output, &state, 100, true),
+                &self.log(&name),
+            )?;
+            let at = watcher.wait_for(keys, RUN_TIMEOUT, &mut || p.check_alive())?;
+            let build = (at - p.started).as_secs_f64();
+            let first = p.kill()?;
+            // The probe goes to a partition of its own choosing: any will do.
+            let mut probe_loader = Loader::new(&self.brokers, &topic, PARTITIONS, 0)?;
+            probe_loader.send(format!("probe-{system}-{}", self.run_id).as_bytes())?;
+            probe_loader.flush()?;
+            let restart = format!("{name}-restart");
+            let mut p = Proc::spawn(
+                &restart,
+                self.wordcount_cmd(system, &topic, &output, &state, 100, true),
+                &self.log(&restart),
+            )?;
+            // weir's probe was read by Kafka Streams' run too, and the other way round:
+            // each run's output holds exactly its own input.
+            let expect = keys + if system == "weir" { 1 } else { 2 };
+            let at = watcher.wait_for(expect, RUN_TIMEOUT, &mut || p.check_alive())?;
+            let secs = (at - p.started).as_secs_f64();
+            let exit = p.stop(Duration::from_secs(60))?;
+            if watcher.seen() != expect {
+                bail!(
+                    "{name}: {} output records, expected {expect}",
+                    watcher.seen()
+                );
+            }
+            times.insert(system, secs);
+            let (label, ratio) = if system == "weir" {
+                self.summary.insert("recovery_kafka_s", secs);
+                ("weir kafka", String::new())
+            } else {
+                let r = secs / times["weir"];
+                self.summary.insert("recovery_ratio", r);
+                ("kstreams", format!("kstreams/weir {r:.1}x"))
+            };
+            self.row(
+                "4 recovery",
+                label,
+                &setting,
+                format!("{secs:.2} s (state built in {build:.1} s)"),
+                ratio,
+                Some(first.peak_rss_mb.max(exit.peak_rss_mb)),
+            );
+        }
+        Ok(())
+    }
+
+    /// Workload 5: produce-to-visible latency at a fixed rate.
+    fn latency(&mut self) -> Result<()> {
+        let (rate, secs) = (self.sizes.latency_rate, self.sizes.latency_secs);
+        let n = rate * secs;
+        for system in ["weir", "kstreams"] {
+            let name = format!("w5-{system}");
+            let input = self.topic(&format!("{name}-in"));
+            let output = self.topic(&name);
+            create_topics(
+                &self.brokers,
+                &[(&input, PARTITIONS), (&output, PARTITIONS)],
+            )?;
+            let sent: Arc<Mutex<Vec<Option<Instant>>>> =
+                Arc::new(Mutex::new(vec![None; n as usize]));
+            let latencies = Arc::new(Mutex::new(Vec::with_capacity(n as usize)));
+            let (s, l) = (sent.clone(), latencies.clone());
+            let on = Box::new(move |key: &[u8], _: &[u8], at: Instant| {
+                let seq = std::str::from_utf8(key)
+                    .ok()
+                    .and_then(|k| k.strip_prefix('w'))
+                    .and_then(|k| k.parse::<usize>().ok());
+                if let (Some(seq), Ok(sent), Ok(mut lat)) = (seq, s.lock(), l.lock()) {
+                    if let Some(Some(t)) = sent.get(seq) {
+                        lat.push((at - *t).as_secs_f64() * 1000.0);
+                    }
+                }
+            });
+            let watcher = Watcher::start(&self.brokers, &output, PARTITIONS, Some(on))?;
+            let state = self.dir(&name)?;
+            let mut p = Proc::spawn(
+                &name,
+                self.wordcount_cmd(system, &input, &output, &state, 100, true),
+                &self.log(&name),
+            )?;
+            let mut loader = Loader::new(&self.brokers, &input, PARTITIONS, 0)?;
+            loader.send(b"warmup")?;
+            loader.flush()?;
+            watcher.wait_for(1, Duration::from_secs(120), &mut || p.check_alive())?;
+            let t0 = Instant::now();
+            for i in 0..n {
+                let due = t0 + Duration::from_micros(i * 1_000_000 / rate);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                let key = format!("w{i}");
+                if let Ok(mut s) = sent.lock() {
+                    s[i as usize] = Some(due);
+                }
+                loader.send(key.as_bytes())?;
+            }
+            loader.flush()?;
+            watcher.wait_for(n + 1, Duration::from_secs(120), &mut || p.check_alive())?;
+            let exit = p.stop(Duration::from_secs(60))?;
+            let mut lat = latencies
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .clone();
+            if lat.len() as u64 != n {
+                bail!("{name}: {} latencies for {n} records", lat.len());
+            }
+            lat.sort_by(f64::total_cmp);
+            let pct = |q: f64| lat[((q * n as f64).ceil() as usize).clamp(1, lat.len()) - 1];
+            let (p50, p99) = (pct(0.5), pct(0.99));
+            if system == "weir" {
+                self.summary.insert("p99_ms", p99);
+            }
+            self.row(
+                "5 latency",
+                system,
+                &format!("{rate}/s, exactly-once 100 ms"),
+                format!("p50 {p50:.0} ms, p99 {p99:.0} ms"),
+                String::new(),
+                Some(exit.peak_rss_mb),
+            );
+        }
+        Ok(())
+    }
+
+    fn print_table(&mut self) {
+        self.summary.insert("peak_rss_mb", self.weir_rss);
+        println!();
+        println!("| workload | system | setting | result | ratio | peak RSS |");
+        println!("|---|---|---|---|---|---|");
+        for r in &self.rows {
+            println!(
+                "| {} | {} | {} | {} | {} | {} |",
+                r.workload,
+                r.system,
+                r.setting,
+                r.figure,
+                r.ratio,
+                r.rss_mb.map(|m| format!("{m:.0} MiB")).unwrap_or_default()
+            );
+        }
+        println!();
+        let keys = [
+            "kafka_eos_ratio_100ms",
+            "kafka_eos_ratio_1s",
+            "local_ratio",
+            "commit_growth",
+            "recovery_local_s",
+            "recovery_kafka_s",
+            "recovery_ratio",
+            "p99_ms",
+            "peak_rss_mb",
+        ];
+        let line: Vec<String> = keys
+            .iter()
+            .map(|k| match self.summary.get(k) {
+                Some(v) => format!("{k}={v:.2}"),
+                None => format!("{k}=NA"),
+            })
+            .collect();
+        println!("{}", line.join(" "));
+    }
+}
+
+/// Polls `done` every 20 ms until it holds.
+fn wait_until(timeout: Duration, done: &mut dyn FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !done()? {
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+fn files_of(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_file() {
+            v.push(e.path());
+        }
+    }
+    Ok(v)
+}
+
+fn dir_bytes(dir: &Path) -> Result<u64> {
+    let mut n = 0;
+    for f in files_of(dir)? {
+        n += std::fs::metadata(&f)?.len();
+    }
+    Ok(n)
+}
+
+/// Whether the last 64 KiB of any file under `dir` hold `needle`.
+fn tails_contain(dir: &Path, needle: &[u8]) -> Result<bool> {
+    for f in files_of(dir)? {
+        let mut file = std::fs::File::open(&f)?;
+        let len = file.metadata()?.len();
+        file.seek(SeekFrom::Start(len.saturating_sub(64 << 10)))?;
+        let mut buf = Vec::new();
+        file.read_to_end(&mut buf)?;
+        if buf.windows(needle.len()).any(|w| w == needle) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Fails unless the files under `dir` hold `expected` lines.
+fn check_lines(dir: &Path, expected: u64) -> Result<()> {
+    let mut n = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    for f in files_of(dir)? {
+        let mut file = std::fs::File::open(&f)?;
+        loop {
+            let r = file.read(&mut buf)?;
+            if r == 0 {
+                break;
+            }
+            n += buf[..r].iter().filter(|&&b| b == b'\n').count() as u64;
+        }
+    }
+    if n != expected {
+        bail!(
+            "{} holds {n} output lines, expected {expected}",
+            dir.display()
+        );
+    }
+    Ok(())
+}
