@@ -402,6 +402,7 @@ impl<T: 'static, F: LineFormat<T> + Clone> Sink<T> for FileSink<F> {
                 written: end,
             },
             sync_handle: Arc::new(sync_handle),
+            line: Vec::new(),
             format: self.format.clone(),
             _t: PhantomData,
         }))
@@ -430,14 +431,19 @@ struct FileWriter<T, F> {
     path: PathBuf,
     out: Counting,
     sync_handle: Arc<File>,
+    /// The line being formatted: one copy into the buffered file per
+    /// record, not one per formatted piece.
+    line: Vec<u8>,
     format: F,
     _t: PhantomData<fn(&T)>,
 }
 
 impl<T: 'static, F: LineFormat<T>> SinkWriter<T> for FileWriter<T, F> {
     fn write(&mut self, item: &T) -> Result<()> {
+        self.line.clear();
         self.format
-            .write(item, &mut self.out)
+            .write(item, &mut self.line)
+            .and_then(|()| self.out.write_all(&self.line))
             .map_err(|e| Error::io("cannot write", self.path.display(), e))
     }
 

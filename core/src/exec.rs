@@ -38,6 +38,10 @@ pub struct KeyedNode<P: Processor> {
     side: Vec<SideRecord>,
     key_buf: Vec<u8>,
     state_key: Vec<u8>,
+    /// The current record's key, for [`Context::key`]: refilled with
+    /// `clone_from`, which reuses its buffers (no allocation per record
+    /// for a `String` key).
+    key_slot: Option<P::Key>,
 }
 
 impl<P: Processor> KeyedNode<P> {
@@ -52,6 +56,7 @@ impl<P: Processor> KeyedNode<P> {
             side: Vec::new(),
             key_buf: Vec::new(),
             state_key: Vec::new(),
+            key_slot: None,
         }
     }
 
@@ -75,13 +80,19 @@ impl<P: Processor> KeyedNode<P> {
         self.key_buf.clear();
         record.key.encode_into(&mut self.key_buf)?;
         let group = key_group(&self.key_buf, self.key_groups);
-        let key = record.key.clone();
+        let key: &P::Key = match &mut self.key_slot {
+            Some(k) => {
+                k.clone_from(&record.key);
+                k
+            }
+            slot @ None => slot.insert(record.key.clone()),
+        };
         let mut ctx = Context::<P> {
             state: &mut *env.state,
             timers: &mut self.timers,
             out: &mut self.out,
             side: &mut self.side,
-            key: &key,
+            key,
             key_bytes: &self.key_buf,
             state_key: &mut self.state_key,
             group,

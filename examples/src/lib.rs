@@ -7,7 +7,8 @@ pub mod sessions;
 pub mod wordcount;
 
 /// Every example binary allocates through mimalloc: the record path
-/// allocates many small, short-lived buffers (words, keys, batches), which
-/// glibc's allocator serves markedly slower (see `benches/README.md`).
+/// allocates many small, short-lived buffers (words, keys, batches), often
+/// freed on another thread than the one that allocated them, which is
+/// mimalloc's strength.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -423,6 +423,8 @@ impl App {
             commit_p50_ms = summary.commit_times.percentile_ms(0.5),
             commit_p99_ms = summary.commit_times.percentile_ms(0.99),
             commit_max_ms = summary.commit_times.max().as_secs_f64() * 1000.0,
+            align_p50_ms = summary.align_times.percentile_ms(0.5),
+            align_p99_ms = summary.align_times.percentile_ms(0.99),
             "done"
         );
         Ok(())

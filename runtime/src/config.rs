@@ -14,7 +14,7 @@
 //! | `parallelism` | cores | keyed workers in this instance |
 //! | `key_groups` | 128 | fixed at the first run of a state directory |
 //! | `batch_size` | 1024 | records per exchange batch |
-//! | `cache_entries` | 1000000 | keyed-state write-back cache, entries per worker |
+//! | `cache_mb` | 64 | keyed-state write-back cache, MiB per worker (clean entries are dropped above it; an epoch's writes stay until committed) |
 //!
 //! Environment variables nest with `__`: `WEIR_CHECKPOINT__INTERVAL_MS=100`.
 
@@ -110,8 +110,8 @@ pub struct RuntimeConfig {
     pub key_groups: u16,
     /// Records per exchange batch.
     pub batch_size: usize,
-    /// Write-back cache entries per worker.
-    pub cache_entries: usize,
+    /// Write-back cache size per worker, in MiB.
+    pub cache_mb: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -124,7 +124,7 @@ impl Default for RuntimeConfig {
             parallelism: std::thread::available_parallelism().map_or(2, usize::from),
             key_groups: weir_core::keygroup::DEFAULT_KEY_GROUPS,
             batch_size: 1024,
-            cache_entries: 1_000_000,
+            cache_mb: 64,
         }
     }
 }

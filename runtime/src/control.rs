@@ -19,6 +19,8 @@ pub(crate) struct Control {
     cv: Condvar,
     /// The released epoch, for async waiters (`u64::MAX` on shutdown).
     released: tokio::sync::watch::Sender<u64>,
+    /// The requested epoch, for async waiters (`u64::MAX` on shutdown).
+    requested_watch: tokio::sync::watch::Sender<u64>,
 }
 
 impl Control {
@@ -31,7 +33,13 @@ impl Control {
             }),
             cv: Condvar::new(),
             released: tokio::sync::watch::Sender::new(last_epoch),
+            requested_watch: tokio::sync::watch::Sender::new(last_epoch),
         }
+    }
+
+    /// Watches the requested epoch (async side of [`requested`](Self::requested)).
+    pub(crate) fn watch_requested(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.requested_watch.subscribe()
     }
 
     /// Watches the released epoch (async side of [`wait_released`](Self::wait_released)).
@@ -49,6 +57,7 @@ impl Control {
     pub(crate) fn request(&self, epoch: u64) {
         let _g = self.lock();
         self.requested.store(epoch, Ordering::SeqCst);
+        self.requested_watch.send_replace(epoch);
         self.cv.notify_all();
     }
 
@@ -85,6 +94,7 @@ impl Control {
         let mut g = self.lock();
         g.shutdown = true;
         self.released.send_replace(u64::MAX);
+        self.requested_watch.send_replace(u64::MAX);
         self.cv.notify_all();
     }
 

@@ -46,8 +46,14 @@ pub struct RunSummary {
     pub records_read: u64,
     /// Records skipped by the bad-input policy.
     pub skipped: u64,
-    /// Per committed epoch: from its barrier to its commit being durable.
+    /// Per committed epoch: from the moment every task acknowledged its
+    /// barrier (the epoch's writes are handed over) to the commit being
+    /// durable. The checkpoint's own cost.
     pub commit_times: crate::Histogram,
+    /// Per committed epoch: from the barrier's request to every task's
+    /// acknowledgement, i.e. how long the records queued before the barrier
+    /// took to be processed.
+    pub align_times: crate::Histogram,
 }
 
 /// Everything a job runs with.
@@ -90,6 +96,9 @@ enum Event {
         flushes: Vec<FlushedSink>,
     },
     SourceFinished,
+    /// A worker's writes in epoch `.0` reached its share of the cache: the
+    /// epoch should end now rather than at its interval.
+    EpochFull(u64),
     Failed(Error),
 }
 
@@ -441,6 +450,12 @@ struct Worker<K, V> {
     /// Kafka mode: after acknowledging a barrier, wait for the release, so
     /// that nothing (not even a timer) writes between two transactions.
     release: Option<tokio::sync::watch::Receiver<u64>>,
+    /// The epoch whose barrier was last requested.
+    requested: tokio::sync::watch::Receiver<u64>,
+    /// Bytes of state writes after which an epoch is ended early, and the
+    /// worker waits for that end before reading on (so an epoch's batch,
+    /// changelog and memory stay bounded however fast the input comes).
+    epoch_budget: usize,
 }
 
 impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
@@ -454,6 +469,9 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
         let mut watermarks = vec![i64::MIN; self.sources];
         let mut watermark = i64::MIN;
         let mut barriers = 0usize;
+        // The epoch being filled, and whether it was reported full.
+        let mut filling = *self.requested.borrow() + 1;
+        let mut reported = false;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let metrics = self.metrics.clone();
@@ -482,7 +500,20 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
             };
             let Some(msg) = msg else { break };
             match msg {
-                Msg::Batch(batch) => self.stage.push(batch, &mut cx!()).await?,
+                Msg::Batch(batch) => {
+                    self.stage.push(batch, &mut cx!()).await?;
+                    if self.state.dirty_bytes() >= self.epoch_budget {
+                        if !reported {
+                            reported = true;
+                            self.events
+                                .send(Event::EpochFull(filling))
+                                .map_err(|_| Error::State("the coordinator stopped".into()))?;
+                        }
+                        // Back-pressure: no more input until the epoch's end
+                        // is requested (at once, unless a commit is pending).
+                        let _ = self.requested.wait_for(|r| *r >= filling).await;
+                    }
+                }
                 Msg::Watermark {
                     source,
                     watermark: w,
@@ -494,6 +525,8 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
                     barriers += 1;
                     if barriers == self.sources {
                         barriers = 0;
+                        filling = epoch + 1;
+                        reported = false;
                         // The previous epoch is committed: clean entries may go.
                         self.state.trim();
                         let mut flushes = Vec::new();
@@ -677,12 +710,17 @@ impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
                     stage,
                     sides,
                     rx: wrx,
-                    state: CachedState::new(env.store.db(), env.config.cache_entries),
+                    state: CachedState::new(
+                        env.store.db(),
+                        env.config.cache_mb.saturating_mul(1 << 20),
+                    ),
                     sources: tasks.len(),
                     events: events.clone(),
                     policy: env.config.on_bad_input,
                     metrics: metrics.clone(),
                     release: txn.as_ref().map(|_| control.watch_released()),
+                    requested: control.watch_requested(),
+                    epoch_budget: env.config.cache_mb.saturating_mul(1 << 20) / 4,
                 };
                 handles.push(spawn_worker(worker, events.clone()));
             }
@@ -839,185 +877,216 @@ async fn coordinate(
     };
     let closed = || Error::State("every task stopped without a reason".into());
     let mut last_progress = std::time::Instant::now();
-    loop {
-        let deadline = tokio::time::Instant::now() + interval;
-        let last = loop {
-            if finished == sources || stop {
-                break true;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => break false,
-                ev = events.recv() => match ev {
+    // The retained checkpoint being cut, if any.
+    let mut retaining: Option<tokio::task::JoinHandle<()>> = None;
+    // Barriers come one interval apart (Kafka Streams measures its commit
+    // interval the same way), but never before the previous commit landed.
+    // In Kafka mode processing stops while a transaction commits; when that
+    // takes more than half the interval, the epoch still gets a whole
+    // interval of processing after it, or epochs would shrink to nothing.
+    let mut next_barrier = tokio::time::Instant::now() + interval;
+    let result: Result<()> = async {
+        loop {
+            let deadline = next_barrier;
+            let last = loop {
+                if finished == sources || stop {
+                    break true;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => break false,
+                    ev = events.recv() => match ev {
+                        Some(Event::SourceFinished) => finished += 1,
+                        Some(Event::Failed(e)) => return Err(e),
+                        Some(Event::EpochFull(e)) if e == epoch + 1 => break false,
+                        Some(Event::EpochFull(_)) => {}
+                        Some(_) => return Err(Error::State("an ack arrived outside a checkpoint".into())),
+                        None => return Err(closed()),
+                    },
+                    r = shutdown.changed() => {
+                        if r.is_err() || *shutdown.borrow() {
+                            tracing::info!("shutdown requested: committing the open epoch");
+                            stop = true;
+                        }
+                    }
+                }
+            };
+            epoch += 1;
+            let barrier_at = std::time::Instant::now();
+            let barrier_tick = tokio::time::Instant::now();
+            // How long processing was held for the commit (Kafka mode).
+            let mut held = Duration::ZERO;
+            control.request(epoch);
+            let mut positions = BTreeMap::new();
+            let mut writes = Vec::new();
+            let mut flushes = Vec::new();
+            let (mut source_acks, mut worker_acks) = (0, 0);
+            while source_acks < sources || worker_acks < workers {
+                match events.recv().await {
+                    Some(Event::SourceAck {
+                        task,
+                        position,
+                        finished,
+                        flushes: f,
+                    }) => {
+                        source_acks += 1;
+                        positions.insert(task, SourcePosition { position, finished });
+                        flushes.extend(f);
+                    }
+                    Some(Event::WorkerAck {
+                        epoch: e,
+                        writes: w,
+                        flushes: f,
+                    }) => {
+                        if e != epoch {
+                            return Err(Error::State(format!(
+                                "a worker acknowledged epoch {e} during epoch {epoch}"
+                            )));
+                        }
+                        worker_acks += 1;
+                        writes.extend(w);
+                        flushes.extend(f);
+                    }
                     Some(Event::SourceFinished) => finished += 1,
+                    // The epoch is ending already.
+                    Some(Event::EpochFull(_)) => {}
                     Some(Event::Failed(e)) => return Err(e),
-                    Some(_) => return Err(Error::State("an ack arrived outside a checkpoint".into())),
                     None => return Err(closed()),
-                },
-                r = shutdown.changed() => {
-                    if r.is_err() || *shutdown.borrow() {
-                        tracing::info!("shutdown requested: committing the open epoch");
-                        stop = true;
+                }
+            }
+            let aligned_at = std::time::Instant::now();
+            let mut next = manifest.clone();
+            next.epoch = epoch;
+            next.time_ms = now_ms();
+            // Tasks no longer listed keep their entries: their input may come back.
+            next.sources.extend(positions);
+            let mut syncs = Vec::new();
+            for f in flushes {
+                if let Some(p) = f.flushed.position {
+                    next.sinks.insert(f.id, p);
+                }
+                syncs.extend(f.flushed.sync);
+            }
+            let changed =
+                !writes.is_empty() || next.sources != manifest.sources || next.sinks != manifest.sinks;
+            let mut retain = false;
+            if let Some(txn) = txn {
+                // Kafka mode: the transaction is the commit point; the next
+                // epoch starts once the next transaction is open.
+                if changed {
+                    let t = txn.clone();
+                    let sources = next.sources.clone();
+                    let done = tokio::task::spawn_blocking(move || {
+                        // In key order, RocksDB's memtable inserts are cheapest.
+                        writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                        t.commit(&writes, &sources, last).map(|()| writes)
+                    })
+                    .await
+                    .map_err(|e| Error::State(format!("the commit task failed: {e}")))?;
+                    let writes = done?;
+                    held = barrier_at.elapsed();
+                    if !last {
+                        control.release(epoch);
                     }
+                    next.changelog.extend(txn.changelog_positions());
+                    let store = env.store.clone();
+                    let committed = next.clone();
+                    tokio::task::spawn_blocking(move || {
+                        store.apply_committed(writes, &committed)?;
+                        crash_point(failpoints::AFTER_STATE_BATCH);
+                        Ok::<_, Error>(())
+                    })
+                    .await
+                    .map_err(|e| Error::State(format!("the commit task failed: {e}")))??;
+                } else if !last {
+                    control.release(epoch);
                 }
-            }
-        };
-        epoch += 1;
-        let barrier_at = std::time::Instant::now();
-        control.request(epoch);
-        let mut positions = BTreeMap::new();
-        let mut writes = Vec::new();
-        let mut flushes = Vec::new();
-        let (mut source_acks, mut worker_acks) = (0, 0);
-        while source_acks < sources || worker_acks < workers {
-            match events.recv().await {
-                Some(Event::SourceAck {
-                    task,
-                    position,
-                    finished,
-                    flushes: f,
-                }) => {
-                    source_acks += 1;
-                    positions.insert(task, SourcePosition { position, finished });
-                    flushes.extend(f);
-                }
-                Some(Event::WorkerAck {
-                    epoch: e,
-                    writes: w,
-                    flushes: f,
-                }) => {
-                    if e != epoch {
-                        return Err(Error::State(format!(
-                            "a worker acknowledged epoch {e} during epoch {epoch}"
-                        )));
-                    }
-                    worker_acks += 1;
-                    writes.extend(w);
-                    flushes.extend(f);
-                }
-                Some(Event::SourceFinished) => finished += 1,
-                Some(Event::Failed(e)) => return Err(e),
-                None => return Err(closed()),
-            }
-        }
-        let mut next = manifest.clone();
-        next.epoch = epoch;
-        next.time_ms = now_ms();
-        // Tasks no longer listed keep their entries: their input may come back.
-        next.sources.extend(positions);
-        let mut syncs = Vec::new();
-        for f in flushes {
-            if let Some(p) = f.flushed.position {
-                next.sinks.insert(f.id, p);
-            }
-            syncs.extend(f.flushed.sync);
-        }
-        let changed =
-            !writes.is_empty() || next.sources != manifest.sources || next.sinks != manifest.sinks;
-        let mut retain = None;
-        if let Some(txn) = txn {
-            // Kafka mode: the transaction is the commit point; the next
-            // epoch starts once the next transaction is open.
-            if changed {
-                let t = txn.clone();
-                let sources = next.sources.clone();
-                let done = tokio::task::spawn_blocking(move || {
-                    // In key order, RocksDB's memtable inserts are cheapest.
-                    writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                    t.commit(&writes, &sources, last).map(|()| writes)
-                })
-                .await
-                .map_err(|e| Error::State(format!("the commit task failed: {e}")))?;
-                let writes = done?;
+            } else {
+                // Every worker holds the epoch's writes and every sink its bytes:
+                // the next epoch may start while this one commits. Reads stay
+                // right meanwhile, because the workers' caches keep what RocksDB
+                // lacks until the commit lands (see `state.rs`), and the next
+                // barrier is only requested after it has.
                 if !last {
                     control.release(epoch);
                 }
-                next.changelog.extend(txn.changelog_positions());
-                let store = env.store.clone();
-                let committed = next.clone();
-                tokio::task::spawn_blocking(move || {
-                    store.apply_committed(writes, &committed)?;
-                    crash_point(failpoints::AFTER_STATE_BATCH);
-                    Ok::<_, Error>(())
-                })
-                .await
-                .map_err(|e| Error::State(format!("the commit task failed: {e}")))??;
-            } else if !last {
-                control.release(epoch);
-            }
-        } else {
-            // Every worker holds the epoch's writes and every sink its bytes:
-            // the next epoch may start while this one commits. Reads stay
-            // right meanwhile, because the workers' caches keep what RocksDB
-            // lacks until the commit lands (see `state.rs`), and the next
-            // barrier is only requested after it has.
-            if !last {
-                control.release(epoch);
-            }
-            if changed {
-                let store = env.store.clone();
-                let committed = next.clone();
-                tokio::task::spawn_blocking(move || -> Result<()> {
-                    // In key order, RocksDB's memtable inserts are cheapest.
-                    writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                    for sync in syncs {
-                        sync()?;
-                    }
-                    crash_point(failpoints::AFTER_SINK_FLUSH);
-                    store.commit(writes, &committed)?;
-                    crash_point(failpoints::AFTER_STATE_BATCH);
-                    Ok(())
-                })
-                .await
-                .map_err(|e| Error::State(format!("the commit task failed: {e}")))??;
-            }
-        }
-        if changed {
-            // Every K-th: when the committed epoch crosses a multiple of K
-            // (epochs without changes are not committed, so some are skipped).
-            let k = cfg.checkpoint.retain_every;
-            if k > 0 && epoch / k != manifest.epoch / k {
-                retain = Some(next.clone());
-            }
-            manifest = next;
-            control.committed(epoch);
-            summary.commits += 1;
-            summary.last_epoch = epoch;
-            summary.commit_times.record(barrier_at.elapsed());
-            tracing::debug!(epoch, "committed");
-        }
-        if let Some(m) = retain {
-            // Sources run on while the checkpoint is cut.
-            // A failure here loses a replay point, not committed data.
-            let store = env.store.clone();
-            let keep = cfg.checkpoint.retain_count.max(1);
-            let done =
-                tokio::task::spawn_blocking(move || store.retain(&m, keep).map(|()| m.epoch))
+                if changed {
+                    let store = env.store.clone();
+                    let committed = next.clone();
+                    tokio::task::spawn_blocking(move || -> Result<()> {
+                        // In key order, RocksDB's memtable inserts are cheapest.
+                        writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                        for sync in syncs {
+                            sync()?;
+                        }
+                        crash_point(failpoints::AFTER_SINK_FLUSH);
+                        store.commit(writes, &committed)?;
+                        crash_point(failpoints::AFTER_STATE_BATCH);
+                        Ok(())
+                    })
                     .await
-                    .map_err(|e| Error::State(format!("the retain task failed: {e}")))?;
-            match done {
-                Ok(id) => tracing::info!(epoch = id, "retained checkpoint {id}"),
-                Err(e) => {
-                    tracing::warn!("could not retain checkpoint {epoch}: {e}; the run goes on")
+                    .map_err(|e| Error::State(format!("the commit task failed: {e}")))??;
                 }
             }
+            if changed {
+                // Every K-th: when the committed epoch crosses a multiple of K
+                // (epochs without changes are not committed, so some are skipped).
+                let k = cfg.checkpoint.retain_every;
+                retain = k > 0 && epoch / k != manifest.epoch / k;
+                manifest = next;
+                control.committed(epoch);
+                summary.commits += 1;
+                summary.last_epoch = epoch;
+                summary.commit_times.record(aligned_at.elapsed());
+                summary.align_times.record(aligned_at - barrier_at);
+                tracing::debug!(epoch, "committed");
+            }
+            if retain && retaining.as_ref().is_none_or(|h| h.is_finished()) {
+                // Cut in the background: cutting flushes RocksDB's memtable,
+                // which must not hold up the next epoch. One at a time; while
+                // one is being cut, the next is skipped.
+                // A failure here loses a replay point, not committed data.
+                let store = env.store.clone();
+                let keep = cfg.checkpoint.retain_count.max(1);
+                retaining = Some(tokio::task::spawn_blocking(move || {
+                    match store.retain(keep) {
+                        Ok(id) => tracing::info!(epoch = id, "retained checkpoint {id}"),
+                        Err(e) => tracing::warn!("could not retain a checkpoint: {e}; the run goes on"),
+                    }
+                }));
+            }
+            if last_progress.elapsed() >= PROGRESS_EVERY {
+                last_progress = std::time::Instant::now();
+                let read = metrics.records_read.load(Ordering::Relaxed);
+                tracing::info!(
+                    epoch = summary.last_epoch,
+                    commits = summary.commits,
+                    records = read,
+                    commit_p50_ms = summary.commit_times.percentile_ms(0.5),
+                    commit_p99_ms = summary.commit_times.percentile_ms(0.99),
+                    "progress"
+                );
+            }
+            if last {
+                control.shutdown();
+                break;
+            }
+            next_barrier = barrier_tick
+                + interval
+                + if held > interval / 2 {
+                    held
+                } else {
+                    Duration::ZERO
+                };
         }
-        if last_progress.elapsed() >= PROGRESS_EVERY {
-            last_progress = std::time::Instant::now();
-            let read = metrics.records_read.load(Ordering::Relaxed);
-            tracing::info!(
-                epoch = summary.last_epoch,
-                commits = summary.commits,
-                records = read,
-                commit_p50_ms = summary.commit_times.percentile_ms(0.5),
-                commit_p99_ms = summary.commit_times.percentile_ms(0.99),
-                "progress"
-            );
-        }
-        if last {
-            control.shutdown();
-            break;
-        }
+        Ok(())
     }
+    .await;
+    if let Some(h) = retaining.take() {
+        // Never left running: a retry reopens the state directory, and an
+        // exit should not leave a checkpoint half-made.
+        let _ = h.await;
+    }
+    result?;
     summary.records_read = metrics.records_read.load(Ordering::Relaxed);
     summary.skipped = metrics.skipped.load(Ordering::Relaxed);
     Ok(summary)

@@ -21,6 +21,16 @@ struct Entry {
     dirty: bool,
 }
 
+/// What an entry costs beyond its key and value bytes: the two vectors'
+/// headers, the flag, the table's slot and control byte at its load factor,
+/// and the allocator's rounding of two small allocations.
+const ENTRY_OVERHEAD: usize = 128;
+
+/// The memory an entry of `key` holding `value` is counted for.
+fn cost(key: &[u8], value: Option<&[u8]>) -> usize {
+    key.len() + value.map_or(0, <[u8]>::len) + ENTRY_OVERHEAD
+}
+
 /// A state write of the epoch: key and new value (`None` deletes).
 pub(crate) type Write = (Vec<u8>, Option<Vec<u8>>);
 
@@ -59,6 +69,8 @@ impl std::hash::Hasher for KeyHasher {
 struct Tables {
     points: HashMap<Vec<u8>, Entry, KeyHash>,
     scanned: BTreeMap<Vec<u8>, Entry>,
+    /// The memory the entries are counted for (see [`cost`]).
+    bytes: usize,
 }
 
 impl Default for Tables {
@@ -68,6 +80,7 @@ impl Default for Tables {
         Tables {
             points: HashMap::with_hasher(KeyHash { seed }),
             scanned: BTreeMap::new(),
+            bytes: 0,
         }
     }
 }
@@ -93,7 +106,9 @@ impl Tables {
         self.get(key).is_some()
     }
 
+    /// Inserts an entry for a key that is not cached.
     fn insert(&mut self, key: Vec<u8>, entry: Entry) {
+        self.bytes += cost(&key, entry.value.as_deref());
         if is_scanned(&key) {
             self.scanned.insert(key, entry);
         } else {
@@ -102,20 +117,48 @@ impl Tables {
     }
 
     fn remove(&mut self, key: &[u8]) {
-        if is_scanned(key) {
-            self.scanned.remove(key);
+        let removed = if is_scanned(key) {
+            self.scanned.remove(key)
         } else {
-            self.points.remove(key);
+            self.points.remove(key)
+        };
+        if let Some(e) = removed {
+            self.bytes -= cost(key, e.value.as_deref());
         }
     }
 
-    fn len(&self) -> usize {
-        self.points.len() + self.scanned.len()
+    /// Replaces the value of a cached entry, marking it dirty; true if it
+    /// was clean (so the caller records it as written this epoch).
+    fn update(&mut self, key: &[u8], value: Option<&[u8]>) -> Option<bool> {
+        let e = if is_scanned(key) {
+            self.scanned.get_mut(key)
+        } else {
+            self.points.get_mut(key)
+        }?;
+        let old = e.value.as_ref().map_or(0, Vec::len);
+        match (&mut e.value, value) {
+            // Reuses the buffer: no allocation per update of a hot key.
+            (Some(v), Some(new)) => {
+                v.clear();
+                v.extend_from_slice(new);
+            }
+            (slot, new) => *slot = new.map(<[u8]>::to_vec),
+        }
+        self.bytes = self.bytes - old + value.map_or(0, <[u8]>::len);
+        let was_clean = !e.dirty;
+        e.dirty = true;
+        Some(was_clean)
     }
 
     fn retain_dirty(&mut self) {
         self.points.retain(|_, e| e.dirty);
         self.scanned.retain(|_, e| e.dirty);
+        self.bytes = self
+            .points
+            .iter()
+            .chain(self.scanned.iter())
+            .map(|(k, e)| cost(k, e.value.as_deref()))
+            .sum();
     }
 }
 
@@ -124,8 +167,12 @@ pub(crate) struct CachedState {
     map: Tables,
     /// Keys written in the open epoch, each once.
     dirty: Vec<Vec<u8>>,
+    /// What the entries of `dirty` were counted for when they became
+    /// dirty (see [`cost`]): the size of the epoch's writes, roughly.
+    dirty_bytes: usize,
     /// Keys deleted by the last drained epoch, cached as absent until trimmed.
     deleted: Vec<Vec<u8>>,
+    /// Bytes the cache may hold (see [`cost`]) before clean entries go.
     capacity: usize,
     /// Prefixes whose every entry is in `map` (loaded by a scan, kept
     /// current by writes), so that a second scan needs no RocksDB iterator:
@@ -139,6 +186,7 @@ impl CachedState {
             db,
             map: Tables::default(),
             dirty: Vec::new(),
+            dirty_bytes: 0,
             deleted: Vec::new(),
             capacity,
             complete: BTreeSet::new(),
@@ -151,6 +199,7 @@ impl CachedState {
     /// value until then), dropped by the next [`trim`](Self::trim).
     pub(crate) fn take_writes(&mut self) -> Vec<Write> {
         let mut out = Vec::with_capacity(self.dirty.len());
+        self.dirty_bytes = 0;
         for key in std::mem::take(&mut self.dirty) {
             let Some(e) = self.map.get_mut(&key) else {
                 continue;
@@ -166,7 +215,7 @@ impl CachedState {
 
     /// Called once the previous epoch is committed: drops the absent
     /// markers it left (absent in RocksDB too now), and every clean entry
-    /// when over capacity.
+    /// when the cache holds more bytes than its capacity.
     pub(crate) fn trim(&mut self) {
         for key in std::mem::take(&mut self.deleted) {
             if self
@@ -177,26 +226,32 @@ impl CachedState {
                 self.map.remove(&key);
             }
         }
-        if self.map.len() > self.capacity {
+        if self.map.bytes > self.capacity {
             self.map.retain_dirty();
             self.complete.clear();
         }
     }
 
+    /// Roughly how many bytes the open epoch has written (each key
+    /// counted once, at its first write).
+    pub(crate) fn dirty_bytes(&self) -> usize {
+        self.dirty_bytes
+    }
+
     fn set(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
-        match self.map.get_mut(&key) {
-            Some(e) => {
-                if !e.dirty {
-                    e.dirty = true;
-                    self.dirty.push(key);
-                }
-                e.value = value;
-            }
+        match self.map.update(&key, value.as_deref()) {
+            Some(true) => self.mark_dirty(key, value.as_deref()),
+            Some(false) => {}
             None => {
-                self.dirty.push(key.clone());
+                self.mark_dirty(key.clone(), value.as_deref());
                 self.map.insert(key, Entry { value, dirty: true });
             }
         }
+    }
+
+    fn mark_dirty(&mut self, key: Vec<u8>, value: Option<&[u8]>) {
+        self.dirty_bytes += cost(&key, value);
+        self.dirty.push(key);
     }
 }
 
@@ -213,10 +268,14 @@ impl StateBackend for CachedState {
             let db = &self.db;
             let entry = match self.map.points.entry_ref(key) {
                 EntryRef::Occupied(o) => o.into_mut(),
-                EntryRef::Vacant(v) => v.insert(Entry {
-                    value: db.get(key).map_err(state_err)?,
-                    dirty: false,
-                }),
+                EntryRef::Vacant(v) => {
+                    let value = db.get(key).map_err(state_err)?;
+                    self.map.bytes += cost(key, value.as_deref());
+                    v.insert(Entry {
+                        value,
+                        dirty: false,
+                    })
+                }
             };
             return Ok(entry.value.as_deref());
         }
@@ -238,20 +297,9 @@ impl StateBackend for CachedState {
     }
 
     fn put_slice(&mut self, key: &[u8], value: &[u8]) {
-        match self.map.get_mut(key) {
-            Some(e) => {
-                if !e.dirty {
-                    e.dirty = true;
-                    self.dirty.push(key.to_vec());
-                }
-                match &mut e.value {
-                    Some(v) => {
-                        v.clear();
-                        v.extend_from_slice(value);
-                    }
-                    None => e.value = Some(value.to_vec()),
-                }
-            }
+        match self.map.update(key, Some(value)) {
+            Some(true) => self.mark_dirty(key.to_vec(), Some(value)),
+            Some(false) => {}
             None => self.set(key.to_vec(), Some(value.to_vec())),
         }
     }

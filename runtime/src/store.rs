@@ -44,7 +44,8 @@ fn options() -> Options {
     o.create_if_missing(true);
     o.set_compression_type(rocksdb::DBCompressionType::Lz4);
     o.set_max_background_jobs(2);
-    o.set_write_buffer_size(64 << 20);
+    // Bounds the WAL a restart after a crash replays (and the memory).
+    o.set_write_buffer_size(32 << 20);
     o
 }
 
@@ -245,14 +246,15 @@ impl Store {
         }))
     }
 
-    /// Retains the state just committed as checkpoint `manifest.epoch`
-    /// (hard-linked SST files plus the manifest), then keeps only the
-    /// newest `keep` retained checkpoints.
-    pub fn retain(&self, manifest: &Manifest, keep: usize) -> Result<()> {
+    /// Retains the committed state as a checkpoint (hard-linked SST files
+    /// plus the manifest), then keeps only the newest `keep` retained
+    /// checkpoints; returns its epoch. May run while later epochs commit:
+    /// each commit is one batch with its manifest, so the manifest read
+    /// back from the checkpoint is the one its state belongs to.
+    pub fn retain(&self, keep: usize) -> Result<u64> {
         let root = self.dir.join("checkpoints");
         std::fs::create_dir_all(&root).map_err(|e| io("cannot create", &root, e))?;
-        let name = checkpoint_name(manifest.epoch);
-        let tmp = root.join(format!(".tmp-{name}"));
+        let tmp = root.join(".tmp-retain");
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(|e| io("cannot remove", &tmp, e))?;
         }
@@ -260,8 +262,12 @@ impl Store {
         rocksdb::checkpoint::Checkpoint::new(&self.db)
             .and_then(|c| c.create_checkpoint(tmp.join("db")))
             .map_err(|e| db_err("create a checkpoint of", &self.dir, e))?;
+        let manifest = open_read_only(&tmp)?.manifest()?.ok_or_else(|| {
+            Error::State("the new checkpoint holds no manifest; nothing was committed yet".into())
+        })?;
+        let name = checkpoint_name(manifest.epoch);
         let mpath = tmp.join("manifest.json");
-        let text = serde_json::to_string_pretty(manifest)
+        let text = serde_json::to_string_pretty(&manifest)
             .map_err(|e| Error::State(format!("cannot encode manifest: {e}")))?;
         write_synced(&mpath, text.as_bytes())?;
         sync_dir(&tmp)?;
@@ -278,7 +284,7 @@ impl Store {
                 std::fs::remove_dir_all(&p).map_err(|e| io("cannot remove", &p, e))?;
             }
         }
-        Ok(())
+        Ok(manifest.epoch)
     }
 
     /// Replaces the live state with retained checkpoint `epoch` (ARCHITECTURE

@@ -56,6 +56,27 @@ pub fn client_config(settings: &KafkaSettings, fixed: &[(&str, &str)]) -> Result
     Ok(c)
 }
 
+/// Defaults of every weir consumer that a `[kafka]` property may override.
+/// librdkafka prefetches up to 64 MiB per partition by default, which with
+/// large records is most of a process's memory; 16 MiB still keeps a
+/// partition's fetches flowing.
+pub(crate) const CONSUMER_DEFAULTS: &[(&str, &str)] = &[("queued.max.messages.kbytes", "16384")];
+
+/// Defaults of every weir producer that a `[kafka]` property may override.
+/// librdkafka queues up to 1 GiB by default; with 64 MiB a full queue makes
+/// the sink wait for deliveries (back-pressure) long before memory runs out.
+pub(crate) const PRODUCER_DEFAULTS: &[(&str, &str)] = &[("queue.buffering.max.kbytes", "65536")];
+
+/// `config` with each of `defaults` that neither weir nor the user set.
+pub(crate) fn with_defaults(mut config: ClientConfig, defaults: &[(&str, &str)]) -> ClientConfig {
+    for (k, v) in defaults {
+        if config.get(k).is_none() {
+            config.set(*k, *v);
+        }
+    }
+    config
+}
+
 /// Maps a client error to one that names the broker and the fix.
 pub(crate) fn kafka_error(what: &str, brokers: &str, e: rdkafka::error::KafkaError) -> Error {
     use rdkafka::error::KafkaError;

@@ -14,7 +14,6 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::Producer as _;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use weir_core::commit::{ApplyFn, CommitPoint, GroupOffsets, Transaction, TxnInit};
@@ -22,8 +21,13 @@ use weir_core::sink::{Flushed, Sink, SinkWriter};
 use weir_core::source::DeadLetter;
 use weir_core::{Error, Record, Result};
 
-use super::client::{client_config, kafka_error, KafkaSettings, WeirContext};
-use super::txn::{producer_error, send, Deliveries, Producer, ProducerCx, TxnProducer};
+use super::client::{
+    client_config, kafka_error, with_defaults, KafkaSettings, WeirContext, CONSUMER_DEFAULTS,
+    PRODUCER_DEFAULTS,
+};
+use super::txn::{
+    producer_error, send, wait_delivered, Deliveries, Producer, ProducerCx, TxnProducer,
+};
 
 /// How long a commit, an abort or a flush may take before it counts as failed.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -184,7 +188,8 @@ impl Output {
         }
         self.check_topics()?;
         let deliveries = Arc::new(Deliveries::default());
-        let producer: Producer = client_config(&self.settings, &[("enable.idempotence", "true")])?
+        let producer: Producer = client_config(&self.settings, &[("enable.idempotence", "true")])
+            .map(|c| with_defaults(c, PRODUCER_DEFAULTS))?
             .set_if_absent("partitioner", "murmur2_random")
             .create_with_context(ProducerCx(deliveries.clone()))
             .map_err(|e| kafka_error("cannot create a producer", &self.settings.brokers, e))?;
@@ -296,7 +301,7 @@ impl<T> SinkWriter<T> for KafkaWriter<T> {
             position: None,
             // Before the checkpoint: every record delivered, or no checkpoint.
             sync: Some(Box::new(move || {
-                producer.flush(TIMEOUT).map_err(|e| {
+                wait_delivered(&producer, TIMEOUT).map_err(|e| {
                     Error::State(format!(
                         "cannot deliver the output to `{topic}` ({e}); the checkpoint is not taken"
                     ))
@@ -429,7 +434,8 @@ impl Transaction for KafkaTransaction {
                 // The end of a partition is an empty fetch: do not wait for one.
                 ("fetch.wait.max.ms", "10"),
             ],
-        )?
+        )
+        .map(|c| with_defaults(c, CONSUMER_DEFAULTS))?
         .create_with_context(WeirContext)
         .map_err(|e| kafka_error("cannot create a consumer", &settings.brokers, e))?;
         let mut tpl = TopicPartitionList::new();
@@ -484,9 +490,9 @@ impl Transaction for KafkaTransaction {
 
 /// Partitions of a new changelog topic. Every partition an epoch writes to
 /// costs its transaction a commit marker, which the broker writes before the
-/// next transaction may start: measured here, a commit touching 128
-/// partitions held the next epoch about 450 ms, one touching 16 about 80 ms
-/// (`benches/README.md`). Restores read every partition in parallel anyway.
+/// next transaction may start, so an epoch should touch few partitions; a
+/// restore reads every partition in one consumer either way. Key groups
+/// still partition the state; the topic just carries several per partition.
 pub const CHANGELOG_PARTITIONS: u16 = 8;
 
 /// Creates the compacted changelog topic (with [`CHANGELOG_PARTITIONS`], at

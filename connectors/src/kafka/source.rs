@@ -12,7 +12,9 @@ use weir_core::commit::GroupOffsets;
 use weir_core::source::{ReadStatus, ResetTo, Source, SourceReader, TaskOffsets};
 use weir_core::{Error, Record, Result};
 
-use super::client::{client_config, kafka_error, KafkaSettings, WeirContext};
+use super::client::{
+    client_config, kafka_error, with_defaults, KafkaSettings, WeirContext, CONSUMER_DEFAULTS,
+};
 
 /// Where a new application (no checkpoint yet) starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +76,8 @@ impl KafkaSource {
                 // Only when a checkpointed offset was deleted by retention.
                 ("auto.offset.reset", "earliest"),
             ],
-        )?
+        )
+        .map(|c| with_defaults(c, CONSUMER_DEFAULTS))?
         .create_with_context(WeirContext)
         .map_err(|e| kafka_error("cannot create a consumer", &self.settings.brokers, e))
     }

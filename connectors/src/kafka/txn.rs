@@ -14,7 +14,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::TopicPartitionList;
 use weir_core::{Error, Result};
 
-use super::client::{client_config, kafka_error, KafkaSettings};
+use super::client::{client_config, kafka_error, with_defaults, KafkaSettings, PRODUCER_DEFAULTS};
 
 /// A producer as weir uses it.
 pub(crate) type Producer = ThreadedProducer<ProducerCx>;
@@ -92,7 +92,7 @@ fn create(
     timeout: Duration,
     cx: ProducerCx,
 ) -> Result<Producer> {
-    let mut config = client_config(
+    let config = client_config(
         settings,
         &[
             ("transactional.id", id),
@@ -100,11 +100,7 @@ fn create(
             ("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS),
         ],
     )?;
-    for (k, v) in TXN_DEFAULTS {
-        if !settings.properties.contains_key(*k) {
-            config.set(*k, *v);
-        }
-    }
+    let config = with_defaults(with_defaults(config, TXN_DEFAULTS), PRODUCER_DEFAULTS);
     let producer: Producer = config
         .create_with_context(cx)
         .map_err(|e| kafka_error("cannot create a producer", &settings.brokers, e))?;
@@ -210,6 +206,7 @@ impl TxnProducer {
         offsets: Option<(&TopicPartitionList, &ConsumerGroupMetadata)>,
     ) -> Result<()> {
         let result = (|| {
+            // The offsets' round trips go while the last records are in flight.
             if let Some((tpl, group)) = offsets {
                 self.producer
                     .send_offsets_to_transaction(tpl, group, self.timeout)
@@ -222,6 +219,17 @@ impl TxnProducer {
                         )
                     })?;
             }
+            // commit_transaction flushes first, but rust-rdkafka's flush
+            // waits in steps of up to 100 ms while the producer's own thread
+            // serves the deliveries: with nothing left in flight it returns at once.
+            wait_delivered(&self.producer, self.timeout).map_err(|e| {
+                producer_error(
+                    "deliver the transaction's records",
+                    &self.id,
+                    e,
+                    &self.producer,
+                )
+            })?;
             self.producer
                 .commit_transaction(self.timeout)
                 .map_err(|e| producer_error("commit", &self.id, e, &self.producer))
@@ -258,6 +266,24 @@ impl TxnProducer {
         )?);
         Ok(())
     }
+}
+
+/// Waits until every record sent is acknowledged and its delivery report
+/// served (by the producer's own polling thread), at most `timeout`.
+/// librdkafka has no event for that, so this looks every 200 µs; rust-rdkafka's
+/// `flush` looks every 100 ms, which idles a short transaction for most of that.
+pub(crate) fn wait_delivered(
+    producer: &Producer,
+    timeout: Duration,
+) -> std::result::Result<(), KafkaError> {
+    let deadline = std::time::Instant::now() + timeout;
+    while producer.in_flight_count() > 0 {
+        if std::time::Instant::now() >= deadline {
+            return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok(())
 }
 
 /// Sends one record, waiting while the local queue is full (the producer's

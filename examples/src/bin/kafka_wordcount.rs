@@ -12,7 +12,7 @@
 //! Guarantee: exactly-once (ARCHITECTURE §4.2). Each epoch is one Kafka
 //! transaction (`transactional.id` = `<application-id>-0`) holding the
 //! output records, the state changes as changelog records (compacted topic
-//! `<application-id>-changelog`, one partition per key group), and the
+//! `<application-id>-changelog`, key group g on partition g mod 8), and the
 //! input offsets of consumer group `--application-id`. RocksDB under
 //! `--state` applies the epoch after the commit; after a crash it is rolled
 //! forward from the changelog, or restored from it when `--state` is new.

@@ -2,7 +2,7 @@
 //! `read_committed` consumer that watches an output topic.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -140,7 +140,9 @@ pub(crate) type OnRecord = Box<dyn FnMut(&[u8], &[u8], Instant) + Send>;
 pub(crate) struct Watcher {
     seen: Arc<AtomicU64>,
     sum: Arc<AtomicU64>,
-    last_at: Arc<Mutex<Option<Instant>>>,
+    /// When the last record was read, in µs after `base` (0: none yet).
+    last_at: Arc<AtomicU64>,
+    base: Instant,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<()>>>,
 }
@@ -158,6 +160,12 @@ impl Watcher {
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
             .set("fetch.wait.max.ms", "10")
+            // Large fetches and a deep prefetch queue: the watcher must read
+            // far faster than any pipeline writes, or it measures itself.
+            .set("max.partition.fetch.bytes", "16777216")
+            .set("fetch.max.bytes", "67108864")
+            .set("queued.min.messages", "1000000")
+            .set("queued.max.messages.kbytes", "262144")
             .create()
             .context("cannot create the output consumer")?;
         let mut tpl = TopicPartitionList::new();
@@ -167,7 +175,8 @@ impl Watcher {
         consumer.assign(&tpl)?;
         let seen = Arc::new(AtomicU64::new(0));
         let sum = Arc::new(AtomicU64::new(0));
-        let last_at = Arc::new(Mutex::new(None));
+        let last_at = Arc::new(AtomicU64::new(0));
+        let base = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
         let (s, m, l, st) = (seen.clone(), sum.clone(), last_at.clone(), stop.clone());
         let mut on = on;
@@ -187,7 +196,8 @@ impl Watcher {
                     f(msg.key().unwrap_or_default(), value, now);
                 }
                 m.fetch_add(n, Ordering::Relaxed);
-                *l.lock().map_err(|_| anyhow!("poisoned"))? = Some(now);
+                let us = u64::try_from((now - base).as_micros()).unwrap_or(u64::MAX);
+                l.store(us.max(1), Ordering::Relaxed);
                 s.fetch_add(1, Ordering::Release);
             }
             Ok(())
@@ -196,6 +206,7 @@ impl Watcher {
             seen,
             sum,
             last_at,
+            base,
             stop,
             thread: Some(thread),
         })
@@ -221,8 +232,10 @@ impl Watcher {
         let mut checked = Instant::now();
         loop {
             if self.seen() >= n {
-                return (*self.last_at.lock().map_err(|_| anyhow!("poisoned"))?)
-                    .ok_or_else(|| anyhow!("no arrival time"));
+                return match self.last_at.load(Ordering::Relaxed) {
+                    0 => Err(anyhow!("no arrival time")),
+                    us => Ok(self.base + Duration::from_micros(us)),
+                };
             }
             if self.thread.as_ref().is_some_and(|t| t.is_finished()) {
                 bail!("the output consumer stopped");

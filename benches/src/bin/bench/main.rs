@@ -107,6 +107,7 @@ fn main() -> Result<()> {
     let mut brokers = "127.0.0.1:9092".to_owned();
     let mut quick = false;
     let mut only: Option<String> = None;
+    let mut watch: Option<(String, u64)> = None;
     while let Some(a) = args.next() {
         let mut value = || args.next().with_context(|| format!("{a} needs a value"));
         match a.as_str() {
@@ -116,10 +117,23 @@ fn main() -> Result<()> {
             "--brokers" => brokers = value()?,
             "--only" => only = Some(value()?),
             "--quick" => quick = true,
+            // A self-check: how fast the output watcher reads a topic.
+            "--watch" => watch = Some((value()?, value()?.parse()?)),
             other => {
                 bail!("unknown argument {other}; see the header of benches/src/bin/bench/main.rs")
             }
         }
+    }
+    if let Some((topic, n)) = watch {
+        let started = Instant::now();
+        let watcher = Watcher::start(&brokers, &topic, PARTITIONS, None)?;
+        let at = watcher.wait_for(n, RUN_TIMEOUT, &mut || Ok(()))?;
+        let secs = (at - started).as_secs_f64();
+        println!(
+            "bench: the watcher read {n} records of {topic} in {secs:.2} s: {:.0} records/s",
+            n as f64 / secs
+        );
+        return Ok(());
     }
     std::fs::create_dir_all(&work)?;
     let run_id = format!(
@@ -455,6 +469,8 @@ impl Bench {
                 log_field(&log, " done", "commit_p50_ms").context("no commit_p50_ms in the log")?;
             let p99 =
                 log_field(&log, " done", "commit_p99_ms").context("no commit_p99_ms in the log")?;
+            let align =
+                log_field(&log, " done", "align_p50_ms").context("no align_p50_ms in the log")?;
             let base = *first_p50.get_or_insert(p50);
             let growth = p50 / base;
             self.summary.insert("commit_growth", growth);
@@ -462,12 +478,41 @@ impl Bench {
                 "3 checkpoint cost",
                 "weir",
                 &format!("{keys} keys, 10^4 per epoch"),
-                format!("commit p50 {p50:.1} ms, p99 {p99:.1} ms"),
+                format!("commit p50 {p50:.1} ms, p99 {p99:.1} ms (barrier {align:.1} ms)"),
                 format!("p50/p50(10^4) {growth:.2}x"),
                 Some(exit.peak_rss_mb.max(load.peak_rss_mb)),
             );
         }
         Ok(())
+    }
+
+    /// The source positions of the latest checkpoint under `state`, as
+    /// `BINARY checkpoints inspect latest` prints them (empty before the
+    /// first checkpoint).
+    fn checkpoint_positions(&self, binary: &str, state: &Path) -> Result<HashMap<String, u64>> {
+        let out = Command::new(self.bin.join(binary))
+            .args(["checkpoints", "inspect", "latest", "--state"])
+            .arg(state)
+            .output()?;
+        if !out.status.success() {
+            return Ok(HashMap::new());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (task, pos) = l.trim().split_once("\tposition ")?;
+                Some((task.to_owned(), pos.trim().parse().ok()?))
+            })
+            .collect())
+    }
+
+    /// Whether the latest checkpoint of `wordcount` under `state` has every
+    /// input file at `sizes`.
+    fn checkpoint_covers(&self, state: &Path, sizes: &HashMap<String, u64>) -> Result<bool> {
+        let positions = self.checkpoint_positions("wordcount", state)?;
+        Ok(sizes
+            .iter()
+            .all(|(file, size)| positions.get(file) == Some(size)))
     }
 
     /// Workload 4: recovery after `kill -9` with large state.
@@ -494,7 +539,6 @@ impl Bench {
         for f in files {
             f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         }
-        let expected_bytes = keys * (len as u64 + 3);
         let out = self.dir("w4-local-out")?;
         let state = self.dir("w4-local-state")?;
         let cmd = || {
@@ -513,10 +557,13 @@ impl Bench {
             ]);
             c
         };
+        // Killed once a checkpoint covers the whole input: the restart then
+        // has all the state to recover and nothing to reprocess.
+        let sizes = file_sizes(&input)?;
         let mut p = Proc::spawn("w4-local", cmd(), &self.log("w4-local"))?;
         wait_until(RUN_TIMEOUT, &mut || {
             p.check_alive()?;
-            Ok(dir_bytes(&out)? >= expected_bytes)
+            self.checkpoint_covers(&state, &sizes)
         })?;
         let build = p.started.elapsed().as_secs_f64();
         let first = p.kill()?;
@@ -526,14 +573,24 @@ impl Bench {
             .open(input.join("big-0.txt"))?;
         writeln!(f, "{probe}")?;
         f.sync_all()?;
-        let needle = format!("{probe}\t1\n");
+        let sizes = file_sizes(&input)?;
+        let before = file_sizes(&out)?;
+        // Recovered once the probe's epoch is committed: its position is
+        // in the checkpoint, with its output (one batch, ARCHITECTURE §4.1).
         let mut p = Proc::spawn("w4-local-restart", cmd(), &self.log("w4-local-restart"))?;
         wait_until(RUN_TIMEOUT, &mut || {
             p.check_alive()?;
-            tails_contain(&out, needle.as_bytes())
+            self.checkpoint_covers(&state, &sizes)
         })?;
         let local = p.started.elapsed().as_secs_f64();
         let exit = p.stop(Duration::from_secs(60))?;
+        let added = bytes_added(&out, &before)?;
+        if added != format!("{probe}\t1\n").into_bytes() {
+            bail!(
+                "w4-local: after the restart the output grew by {:?}, expected only the probe's count",
+                String::from_utf8_lossy(&added)
+            );
+        }
         self.summary.insert("recovery_local_s", local);
         self.row(
             "4 recovery",
@@ -566,6 +623,17 @@ impl Bench {
             )?;
             let at = watcher.wait_for(keys, RUN_TIMEOUT, &mut || p.check_alive())?;
             let build = (at - p.started).as_secs_f64();
+            if system == "weir" {
+                // Killed in a steady state: the local checkpoint has caught up
+                // with the last transaction (one record per input offset).
+                // A kill between a commit and its local batch would add a
+                // roll-forward of that one epoch from the changelog.
+                wait_until(RUN_TIMEOUT, &mut || {
+                    p.check_alive()?;
+                    let positions = self.checkpoint_positions("kafka_wordcount", &state)?;
+                    Ok(positions.values().sum::<u64>() >= keys)
+                })?;
+            }
             let first = p.kill()?;
             // The probe goes to a partition of its own choosing: any will do.
             let mut probe_loader = Loader::new(&self.brokers, &topic, PARTITIONS, 0)?;
@@ -750,27 +818,26 @@ fn files_of(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
-fn dir_bytes(dir: &Path) -> Result<u64> {
-    let mut n = 0;
+/// The size of every file under `dir`, by file name.
+fn file_sizes(dir: &Path) -> Result<HashMap<String, u64>> {
+    let mut sizes = HashMap::new();
     for f in files_of(dir)? {
-        n += std::fs::metadata(&f)?.len();
+        let name = f.file_name().map(|n| n.to_string_lossy().into_owned());
+        sizes.insert(name.unwrap_or_default(), std::fs::metadata(&f)?.len());
     }
-    Ok(n)
+    Ok(sizes)
 }
 
-/// Whether the last 64 KiB of any file under `dir` hold `needle`.
-fn tails_contain(dir: &Path, needle: &[u8]) -> Result<bool> {
-    for f in files_of(dir)? {
-        let mut file = std::fs::File::open(&f)?;
-        let len = file.metadata()?.len();
-        file.seek(SeekFrom::Start(len.saturating_sub(64 << 10)))?;
-        let mut buf = Vec::new();
-        file.read_to_end(&mut buf)?;
-        if buf.windows(needle.len()).any(|w| w == needle) {
-            return Ok(true);
-        }
+/// What the files under `dir` hold past the sizes in `before` (a file not
+/// in `before` counts from its start), concatenated.
+fn bytes_added(dir: &Path, before: &HashMap<String, u64>) -> Result<Vec<u8>> {
+    let mut added = Vec::new();
+    for (name, _) in file_sizes(dir)? {
+        let mut file = std::fs::File::open(dir.join(&name))?;
+        file.seek(SeekFrom::Start(before.get(&name).copied().unwrap_or(0)))?;
+        file.read_to_end(&mut added)?;
     }
-    Ok(false)
+    Ok(added)
 }
 
 /// Fails unless the files under `dir` hold `expected` lines.
