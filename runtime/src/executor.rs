@@ -35,6 +35,9 @@ use crate::state::{CachedState, Write};
 use crate::store::{now_ms, Store};
 use crate::txn::Txn;
 
+/// Exchange batches that may wait in a worker's queue.
+const WORKER_QUEUE: usize = 4;
+
 /// What a run did.
 #[derive(Debug, Clone, Default)]
 pub struct RunSummary {
@@ -704,7 +707,9 @@ impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
             let mut letters = dead_letters(&env, &tasks, &truncate)?.into_iter();
             crash_point(failpoints::MID_RECOVERY);
             for (stage, sides) in stages {
-                let (tx, wrx) = mpsc::channel(16);
+                // Few batches in flight per worker: with large records they
+                // are most of the memory, and a barrier waits behind them.
+                let (tx, wrx) = mpsc::channel(WORKER_QUEUE);
                 txs.push(tx);
                 let worker = Worker {
                     stage,

@@ -128,3 +128,76 @@ async fn a_pipeline_without_a_sink_is_refused() -> Result<()> {
     assert!(e.is_some_and(|m| m.contains("has no sink")));
     Ok(())
 }
+
+/// Keeps each key's last value (4 KiB here) and emits its length.
+#[derive(Clone)]
+struct Remembers;
+
+impl Processor for Remembers {
+    type Key = String;
+    type In = String;
+    type Out = usize;
+
+    async fn process(
+        &mut self,
+        r: Record<String, String>,
+        ctx: &mut Context<'_, Self>,
+    ) -> Result<()> {
+        let mut v = ctx.value_state::<String>("v")?;
+        v.put(&r.value)?;
+        ctx.emit(r.key, r.value.len());
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn epochs_end_early_when_their_state_writes_fill_the_cache() -> Result<()> {
+    let tmp = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
+    let (input, output, state) = (
+        tmp.path().join("in"),
+        tmp.path().join("out"),
+        tmp.path().join("state"),
+    );
+    // 2,000 keys of 4 KiB: 8 MiB of state writes against a 1 MiB cache.
+    let value = "x".repeat(4096);
+    let text: String = (0..2000).map(|i| format!("k{i} {value}\n")).collect();
+    write_input(&input, &[("a.txt", &text)]);
+    let build = |p: &mut Pipeline| {
+        p.source(FileSource::lines(&input))
+            .key_with(|l: String| match l.split_once(' ') {
+                Some((k, v)) => (k.to_owned(), v.to_owned()),
+                None => (l, String::new()),
+            })
+            .process(Remembers)
+            .sink(FileSink::tsv(&output));
+    };
+    // An hour's interval: only the cache's bound can end an epoch early
+    // (checked after each exchange batch, here 16 records).
+    let cfg = config(
+        &state,
+        &[
+            ("cache_mb", "1"),
+            ("batch_size", "16"),
+            ("checkpoint.interval_ms", "3600000"),
+        ],
+    )?;
+    let mut p = Pipeline::new("remembers");
+    build(&mut p);
+    let s = weir_runtime::cli::run(p, &cfg, None).await?;
+    assert_eq!(s.records_read, 2000);
+    assert!(
+        s.commits >= 8,
+        "{} commits: epochs were not ended by their size",
+        s.commits
+    );
+    let out = read_all(&output);
+    assert_eq!(out.len(), 2000);
+    assert!(out.iter().all(|l| l.ends_with("\t4096")));
+    // Everything was committed: a second run has nothing to read.
+    let mut p = Pipeline::new("remembers");
+    build(&mut p);
+    let s = weir_runtime::cli::run(p, &cfg, None).await?;
+    assert_eq!(s.records_read, 0);
+    assert_eq!(read_all(&output).len(), 2000);
+    Ok(())
+}

@@ -57,15 +57,19 @@ pub fn client_config(settings: &KafkaSettings, fixed: &[(&str, &str)]) -> Result
 }
 
 /// Defaults of every weir consumer that a `[kafka]` property may override.
-/// librdkafka prefetches up to 64 MiB per partition by default, which with
-/// large records is most of a process's memory; 16 MiB still keeps a
-/// partition's fetches flowing.
-pub(crate) const CONSUMER_DEFAULTS: &[(&str, &str)] = &[("queued.max.messages.kbytes", "16384")];
+/// librdkafka prefetches up to 64 MiB per partition and fetches up to 50 MiB
+/// at a time by default, which with large records is most of a process's
+/// memory; 4 MiB per partition and 16 MiB per fetch still keep the
+/// partitions' fetches flowing.
+pub(crate) const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
+    ("queued.max.messages.kbytes", "4096"),
+    ("fetch.max.bytes", "16777216"),
+];
 
 /// Defaults of every weir producer that a `[kafka]` property may override.
-/// librdkafka queues up to 1 GiB by default; with 64 MiB a full queue makes
+/// librdkafka queues up to 1 GiB by default; with 16 MiB a full queue makes
 /// the sink wait for deliveries (back-pressure) long before memory runs out.
-pub(crate) const PRODUCER_DEFAULTS: &[(&str, &str)] = &[("queue.buffering.max.kbytes", "65536")];
+pub(crate) const PRODUCER_DEFAULTS: &[(&str, &str)] = &[("queue.buffering.max.kbytes", "16384")];
 
 /// `config` with each of `defaults` that neither weir nor the user set.
 pub(crate) fn with_defaults(mut config: ClientConfig, defaults: &[(&str, &str)]) -> ClientConfig {

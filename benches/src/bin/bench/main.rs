@@ -360,24 +360,10 @@ impl Bench {
         let words = self.sizes.local_words;
         let input = self.dir("w2-input")?;
         let mut zipf = Zipf::new(VOCABULARY, 2);
-        let mut files = (0..4)
-            .map(|i| {
-                Ok(BufWriter::new(std::fs::File::create(
-                    input.join(format!("words-{i}.txt")),
-                )?))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut line = String::new();
         let lines = words / LINE_WORDS as u64;
-        for i in 0..lines {
-            zipf.line(LINE_WORDS, &mut line);
-            let f = &mut files[(i % 4) as usize];
-            f.write_all(line.as_bytes())?;
-            f.write_all(b"\n")?;
-        }
-        for f in files {
-            f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        }
+        write_files(&input, "words", lines, |_, line| {
+            zipf.line(LINE_WORDS, line)
+        })?;
         let total = lines * LINE_WORDS as u64;
         let out = self.dir("w2-plain")?;
         let mut cmd = Command::new(self.bin.join("plain_wordcount"));
@@ -523,22 +509,7 @@ impl Bench {
         let mut word = String::new();
         // Local mode: files in, files out.
         let input = self.dir("w4-input")?;
-        let mut files = (0..4)
-            .map(|i| {
-                Ok(BufWriter::new(std::fs::File::create(
-                    input.join(format!("big-{i}.txt")),
-                )?))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        for i in 0..keys {
-            data::long_word(i, len, &mut word);
-            let f = &mut files[(i % 4) as usize];
-            f.write_all(word.as_bytes())?;
-            f.write_all(b"\n")?;
-        }
-        for f in files {
-            f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        }
+        write_files(&input, "big", keys, |i, line| data::long_word(i, len, line))?;
         let out = self.dir("w4-local-out")?;
         let state = self.dir("w4-local-state")?;
         let cmd = || {
@@ -793,6 +764,33 @@ impl Bench {
             .collect();
         println!("{}", line.join(" "));
     }
+}
+
+/// Writes `lines` lines, `fill(i, line)` making the i-th, in turn into the
+/// four files `PREFIX-0.txt`..`PREFIX-3.txt` under `dir`, and syncs them.
+fn write_files(
+    dir: &Path,
+    prefix: &str,
+    lines: u64,
+    mut fill: impl FnMut(u64, &mut String),
+) -> Result<()> {
+    let mut files = (0..4)
+        .map(|i| {
+            let path = dir.join(format!("{prefix}-{i}.txt"));
+            Ok(BufWriter::new(std::fs::File::create(path)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut line = String::new();
+    for i in 0..lines {
+        fill(i, &mut line);
+        let f = &mut files[(i % 4) as usize];
+        f.write_all(line.as_bytes())?;
+        f.write_all(b"\n")?;
+    }
+    for f in files {
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Polls `done` every 20 ms until it holds.
