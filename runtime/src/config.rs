@@ -188,8 +188,7 @@ impl Config {
             ));
         }
         // Above 16384 a map entry's key could collide with the `meta/`
-        // keys (both start with `m`), and a Kafka changelog needs a
-        // partition per key group.
+        // keys (both start with `m`).
         if runtime.key_groups == 0 || runtime.key_groups > MAX_KEY_GROUPS {
             return Err(Error::Config(format!(
                 "key_groups must be between 1 and {MAX_KEY_GROUPS}, not {}",
@@ -204,6 +203,11 @@ impl Config {
         }
         if runtime.batch_size == 0 {
             return Err(Error::Config("batch_size must be at least 1".into()));
+        }
+        if runtime.cache_mb == 0 {
+            return Err(Error::Config(
+                "cache_mb must be at least 1 (MiB of keyed-state cache per worker)".into(),
+            ));
         }
         Ok(Config { figment, runtime })
     }

@@ -1088,7 +1088,11 @@ async fn coordinate(
     .await;
     if let Some(h) = retaining.take() {
         // Never left running: a retry reopens the state directory, and an
-        // exit should not leave a checkpoint half-made.
+        // exit should not leave a checkpoint half-made. On an error the
+        // tasks are stopped first: nothing more will commit.
+        if result.is_err() {
+            control.shutdown();
+        }
         let _ = h.await;
     }
     result?;

@@ -127,9 +127,10 @@ impl Tables {
         }
     }
 
-    /// Replaces the value of a cached entry, marking it dirty; true if it
-    /// was clean (so the caller records it as written this epoch).
-    fn update(&mut self, key: &[u8], value: Option<&[u8]>) -> Option<bool> {
+    /// Replaces the value of a cached entry, marking it dirty; whether it
+    /// was clean (so the caller records it as written this epoch), and by
+    /// how many bytes the value grew.
+    fn update(&mut self, key: &[u8], value: Option<&[u8]>) -> Option<(bool, usize)> {
         let e = if is_scanned(key) {
             self.scanned.get_mut(key)
         } else {
@@ -144,10 +145,11 @@ impl Tables {
             }
             (slot, new) => *slot = new.map(<[u8]>::to_vec),
         }
-        self.bytes = self.bytes - old + value.map_or(0, <[u8]>::len);
+        let new = value.map_or(0, <[u8]>::len);
+        self.bytes = self.bytes - old + new;
         let was_clean = !e.dirty;
         e.dirty = true;
-        Some(was_clean)
+        Some((was_clean, new.saturating_sub(old)))
     }
 
     fn retain_dirty(&mut self) {
@@ -240,8 +242,9 @@ impl CachedState {
 
     fn set(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
         match self.map.update(&key, value.as_deref()) {
-            Some(true) => self.mark_dirty(key, value.as_deref()),
-            Some(false) => {}
+            Some((true, _)) => self.mark_dirty(key, value.as_deref()),
+            // A value rewritten larger within the epoch counts its growth.
+            Some((false, grown)) => self.dirty_bytes += grown,
             None => {
                 self.mark_dirty(key.clone(), value.as_deref());
                 self.map.insert(key, Entry { value, dirty: true });
@@ -298,8 +301,8 @@ impl StateBackend for CachedState {
 
     fn put_slice(&mut self, key: &[u8], value: &[u8]) {
         match self.map.update(key, Some(value)) {
-            Some(true) => self.mark_dirty(key.to_vec(), Some(value)),
-            Some(false) => {}
+            Some((true, _)) => self.mark_dirty(key.to_vec(), Some(value)),
+            Some((false, grown)) => self.dirty_bytes += grown,
             None => self.set(key.to_vec(), Some(value.to_vec())),
         }
     }

@@ -72,11 +72,26 @@ pub(crate) const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
 pub(crate) const PRODUCER_DEFAULTS: &[(&str, &str)] = &[("queue.buffering.max.kbytes", "16384")];
 
 /// `config` with each of `defaults` that neither weir nor the user set.
+/// The size bounds are raised to fit a `message.max.bytes` the user set:
+/// librdkafka refuses a fetch limit below it, and a record larger than
+/// the producer queue could never be queued.
 pub(crate) fn with_defaults(mut config: ClientConfig, defaults: &[(&str, &str)]) -> ClientConfig {
+    let largest = config
+        .get("message.max.bytes")
+        .and_then(|v| v.parse::<u64>().ok());
     for (k, v) in defaults {
-        if config.get(k).is_none() {
-            config.set(*k, *v);
+        if config.get(k).is_some() {
+            continue;
         }
+        let at_least = match (*k, largest) {
+            ("fetch.max.bytes", Some(m)) => m,
+            ("queue.buffering.max.kbytes", Some(m)) => m.div_ceil(1024) * 2,
+            _ => 0,
+        };
+        match v.parse::<u64>() {
+            Ok(n) if n < at_least => config.set(*k, at_least.to_string()),
+            _ => config.set(*k, *v),
+        };
     }
     config
 }

@@ -313,6 +313,13 @@ pub(crate) fn send(
         match producer.send(record) {
             Ok(()) => return Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                if producer.in_flight_count() == 0 {
+                    // Nothing to wait for: the record alone exceeds the
+                    // queue (`queue.buffering.max.kbytes`).
+                    return Err(KafkaError::MessageProduction(
+                        RDKafkaErrorCode::MessageSizeTooLarge,
+                    ));
+                }
                 record = r;
                 std::thread::sleep(Duration::from_millis(1));
             }

@@ -10,7 +10,9 @@
 //!
 //! Run: `dev/bench` (full) or `dev/bench --quick` (CI-sized); by hand,
 //! `bench --bin target/release --kstreams benches/kstreams --work DIR
-//! --brokers 127.0.0.1:9092 [--quick] [--only w1,w2,w3,w4,w5]`.
+//! --brokers 127.0.0.1:9092 [--quick] [--only w1,w2,w3,w4,w5]`; and
+//! `bench --brokers B --watch TOPIC N` times the output watcher alone over
+//! the first N records of TOPIC (it must read far faster than any pipeline).
 
 mod data;
 mod kafka;
