@@ -706,6 +706,7 @@ impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
             }
             let mut letters = dead_letters(&env, &tasks, &truncate)?.into_iter();
             crash_point(failpoints::MID_RECOVERY);
+            let cache_bytes = env.config.cache_mb.saturating_mul(1 << 20);
             for (stage, sides) in stages {
                 // Few batches in flight per worker: with large records they
                 // are most of the memory, and a barrier waits behind them.
@@ -715,17 +716,14 @@ impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
                     stage,
                     sides,
                     rx: wrx,
-                    state: CachedState::new(
-                        env.store.db(),
-                        env.config.cache_mb.saturating_mul(1 << 20),
-                    ),
+                    state: CachedState::new(env.store.db(), cache_bytes),
                     sources: tasks.len(),
                     events: events.clone(),
                     policy: env.config.on_bad_input,
                     metrics: metrics.clone(),
                     release: txn.as_ref().map(|_| control.watch_released()),
                     requested: control.watch_requested(),
-                    epoch_budget: env.config.cache_mb.saturating_mul(1 << 20) / 4,
+                    epoch_budget: cache_bytes / 4,
                 };
                 handles.push(spawn_worker(worker, events.clone()));
             }
@@ -916,8 +914,7 @@ async fn coordinate(
                 }
             };
             epoch += 1;
-            let barrier_at = std::time::Instant::now();
-            let barrier_tick = tokio::time::Instant::now();
+            let barrier_at = tokio::time::Instant::now();
             // How long processing was held for the commit (Kafka mode).
             let mut held = Duration::ZERO;
             control.request(epoch);
@@ -958,7 +955,7 @@ async fn coordinate(
                     None => return Err(closed()),
                 }
             }
-            let aligned_at = std::time::Instant::now();
+            let aligned_at = tokio::time::Instant::now();
             let mut next = manifest.clone();
             next.epoch = epoch;
             next.time_ms = now_ms();
@@ -1075,7 +1072,7 @@ async fn coordinate(
                 control.shutdown();
                 break;
             }
-            next_barrier = barrier_tick
+            next_barrier = barrier_at
                 + interval
                 + if held > interval / 2 {
                     held

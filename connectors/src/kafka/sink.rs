@@ -189,8 +189,8 @@ impl Output {
         self.check_topics()?;
         let deliveries = Arc::new(Deliveries::default());
         let producer: Producer = client_config(&self.settings, &[("enable.idempotence", "true")])
-            .map(|c| with_defaults(c, PRODUCER_DEFAULTS))?
-            .set_if_absent("partitioner", "murmur2_random")
+            .map(|c| with_defaults(c, PRODUCER_DEFAULTS))
+            .map(|c| with_defaults(c, &[("partitioner", "murmur2_random")]))?
             .create_with_context(ProducerCx(deliveries.clone()))
             .map_err(|e| kafka_error("cannot create a producer", &self.settings.brokers, e))?;
         let a = Active {
@@ -200,19 +200,6 @@ impl Output {
         };
         *p = Some(a.clone());
         Ok(a)
-    }
-}
-
-trait SetIfAbsent {
-    fn set_if_absent(&mut self, key: &str, value: &str) -> &mut Self;
-}
-
-impl SetIfAbsent for rdkafka::ClientConfig {
-    fn set_if_absent(&mut self, key: &str, value: &str) -> &mut Self {
-        if self.get(key).is_none() {
-            self.set(key, value);
-        }
-        self
     }
 }
 

@@ -530,14 +530,19 @@ impl Bench {
             ]);
             c
         };
+        // Runs `name` until a checkpoint covers the input as it is now.
+        let run_until_covered = |name: &str| -> Result<Proc> {
+            let sizes = file_sizes(&input)?;
+            let mut p = Proc::spawn(name, cmd(), &self.log(name))?;
+            wait_until(RUN_TIMEOUT, &mut || {
+                p.check_alive()?;
+                self.checkpoint_covers(&state, &sizes)
+            })?;
+            Ok(p)
+        };
         // Killed once a checkpoint covers the whole input: the restart then
         // has all the state to recover and nothing to reprocess.
-        let sizes = file_sizes(&input)?;
-        let mut p = Proc::spawn("w4-local", cmd(), &self.log("w4-local"))?;
-        wait_until(RUN_TIMEOUT, &mut || {
-            p.check_alive()?;
-            self.checkpoint_covers(&state, &sizes)
-        })?;
+        let mut p = run_until_covered("w4-local")?;
         let build = p.started.elapsed().as_secs_f64();
         let first = p.kill()?;
         let probe = format!("probe-{}", self.run_id);
@@ -546,15 +551,10 @@ impl Bench {
             .open(input.join("big-0.txt"))?;
         writeln!(f, "{probe}")?;
         f.sync_all()?;
-        let sizes = file_sizes(&input)?;
         let before = file_sizes(&out)?;
         // Recovered once the probe's epoch is committed: its position is
         // in the checkpoint, with its output (one batch, ARCHITECTURE §4.1).
-        let mut p = Proc::spawn("w4-local-restart", cmd(), &self.log("w4-local-restart"))?;
-        wait_until(RUN_TIMEOUT, &mut || {
-            p.check_alive()?;
-            self.checkpoint_covers(&state, &sizes)
-        })?;
+        let mut p = run_until_covered("w4-local-restart")?;
         let local = p.started.elapsed().as_secs_f64();
         let exit = p.stop(Duration::from_secs(60))?;
         let added = bytes_added(&out, &before)?;
