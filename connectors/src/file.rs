@@ -13,6 +13,8 @@ use weir_core::sink::{Flushed, Sink, SinkWriter};
 use weir_core::source::{ReadStatus, ResetTo, Source, SourceReader, TaskOffsets};
 use weir_core::{Error, Record, Result};
 
+use crate::text::push_display;
+
 const BUFFER: usize = 1 << 20;
 
 /// Reads the lines of every regular file in a directory (or of one file),
@@ -278,20 +280,23 @@ impl SourceReader<String> for LineReader {
 pub trait LineFormat<T>: Send + Sync + 'static {
     /// Short name for the fingerprint.
     fn name(&self) -> &'static str;
-    /// Writes `item` and its newline.
-    fn write(&self, item: &T, out: &mut dyn Write) -> std::io::Result<()>;
+    /// Appends `item` and its newline to `out`.
+    fn write(&self, item: &T, out: &mut Vec<u8>);
 }
 
 /// `key<TAB>value`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Tsv;
 
-impl<K: Display, V: Display> LineFormat<Record<K, V>> for Tsv {
+impl<K: Display + 'static, V: Display + 'static> LineFormat<Record<K, V>> for Tsv {
     fn name(&self) -> &'static str {
         "tsv"
     }
-    fn write(&self, r: &Record<K, V>, out: &mut dyn Write) -> std::io::Result<()> {
-        writeln!(out, "{}\t{}", r.key, r.value)
+    fn write(&self, r: &Record<K, V>, out: &mut Vec<u8>) {
+        push_display(&r.key, out);
+        out.push(b'\t');
+        push_display(&r.value, out);
+        out.push(b'\n');
     }
 }
 
@@ -299,12 +304,13 @@ impl<K: Display, V: Display> LineFormat<Record<K, V>> for Tsv {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Lines;
 
-impl<K, V: Display> LineFormat<Record<K, V>> for Lines {
+impl<K: 'static, V: Display + 'static> LineFormat<Record<K, V>> for Lines {
     fn name(&self) -> &'static str {
         "lines"
     }
-    fn write(&self, r: &Record<K, V>, out: &mut dyn Write) -> std::io::Result<()> {
-        writeln!(out, "{}", r.value)
+    fn write(&self, r: &Record<K, V>, out: &mut Vec<u8>) {
+        push_display(&r.value, out);
+        out.push(b'\n');
     }
 }
 
@@ -441,9 +447,9 @@ struct FileWriter<T, F> {
 impl<T: 'static, F: LineFormat<T>> SinkWriter<T> for FileWriter<T, F> {
     fn write(&mut self, item: &T) -> Result<()> {
         self.line.clear();
-        self.format
-            .write(item, &mut self.line)
-            .and_then(|()| self.out.write_all(&self.line))
+        self.format.write(item, &mut self.line);
+        self.out
+            .write_all(&self.line)
             .map_err(|e| Error::io("cannot write", self.path.display(), e))
     }
 

@@ -14,3 +14,4 @@
 pub mod file;
 pub mod kafka;
 pub mod stdout;
+pub mod text;

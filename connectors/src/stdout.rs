@@ -6,6 +6,8 @@ use std::io::Write;
 use weir_core::sink::{Flushed, Sink, SinkWriter};
 use weir_core::{Error, Record, Result};
 
+use crate::text::push_display;
+
 /// Prints `key<TAB>value` lines to standard output. It cannot take output
 /// back, so it is at-least-once whatever the pipeline's guarantee: after a
 /// crash, the lines of the epoch that did not commit are printed again.
@@ -34,10 +36,12 @@ impl<K: Display + 'static, V: Display + 'static> Sink<Record<K, V>> for StdoutSi
     }
 }
 
-impl<K: Display, V: Display> SinkWriter<Record<K, V>> for StdoutWriter {
+impl<K: Display + 'static, V: Display + 'static> SinkWriter<Record<K, V>> for StdoutWriter {
     fn write(&mut self, r: &Record<K, V>) -> Result<()> {
-        writeln!(self.buf, "{}\t{}", r.key, r.value)
-            .map_err(|e| Error::io("cannot format", "stdout", e))?;
+        push_display(&r.key, &mut self.buf);
+        self.buf.push(b'\t');
+        push_display(&r.value, &mut self.buf);
+        self.buf.push(b'\n');
         if self.buf.len() > 1 << 16 {
             self.flush_buf()?;
         }

@@ -18,6 +18,61 @@ pub struct SideRecord {
     pub type_name: &'static str,
 }
 
+/// The encoded keys of a batch of records and their key groups, in the
+/// records' order: what the exchange computed to route them, handed on so
+/// that the keyed node after it does not encode and hash each key again.
+#[derive(Debug, Default)]
+pub struct EncodedKeys {
+    bytes: Vec<u8>,
+    ends: Vec<u32>,
+    groups: Vec<u16>,
+}
+
+impl EncodedKeys {
+    /// Room for `records` keys of about `bytes_each` bytes.
+    pub fn with_capacity(records: usize, bytes_each: usize) -> Self {
+        EncodedKeys {
+            bytes: Vec::with_capacity(records * bytes_each),
+            ends: Vec::with_capacity(records),
+            groups: Vec::with_capacity(records),
+        }
+    }
+
+    /// Appends the next record's encoded key and its key group.
+    ///
+    /// # Errors
+    /// If the keys of one batch exceed 4 GiB.
+    pub fn push(&mut self, key_bytes: &[u8], group: u16) -> Result<()> {
+        self.bytes.extend_from_slice(key_bytes);
+        let end = u32::try_from(self.bytes.len()).map_err(|_| {
+            Error::State("a batch's keys exceed 4 GiB; lower `batch_size`".to_owned())
+        })?;
+        self.ends.push(end);
+        self.groups.push(group);
+        Ok(())
+    }
+
+    /// How many keys it holds.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether it holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The `i`th key's bytes and key group.
+    pub fn get(&self, i: usize) -> Option<(&[u8], u16)> {
+        let end = *self.ends.get(i)? as usize;
+        let start = match i {
+            0 => 0,
+            _ => self.ends[i - 1] as usize,
+        };
+        Some((&self.bytes[start..end], self.groups[i]))
+    }
+}
+
 /// The clocks and state a node runs against.
 pub struct NodeEnv<'a> {
     /// The worker's state.
@@ -77,9 +132,30 @@ impl<P: Processor> KeyedNode<P> {
         record: Record<P::Key, P::In>,
         env: &mut NodeEnv<'_>,
     ) -> Result<()> {
-        self.key_buf.clear();
-        record.key.encode_into(&mut self.key_buf)?;
-        let group = key_group(&self.key_buf, self.key_groups);
+        let mut key_buf = std::mem::take(&mut self.key_buf);
+        key_buf.clear();
+        let result = match record.key.encode_into(&mut key_buf) {
+            Ok(()) => {
+                let group = key_group(&key_buf, self.key_groups);
+                self.process_encoded(record, &key_buf, group, env).await
+            }
+            Err(e) => Err(e),
+        };
+        self.key_buf = key_buf;
+        result
+    }
+
+    /// [`process`](Self::process) for a record whose key is already
+    /// encoded (`key_bytes`) and placed in its key `group`, as the
+    /// exchange did to route it: neither is computed again.
+    pub async fn process_encoded(
+        &mut self,
+        record: Record<P::Key, P::In>,
+        key_bytes: &[u8],
+        group: u16,
+        env: &mut NodeEnv<'_>,
+    ) -> Result<()> {
+        debug_assert_eq!(group, key_group(key_bytes, self.key_groups));
         let key: &P::Key = match &mut self.key_slot {
             Some(k) => {
                 k.clone_from(&record.key);
@@ -93,7 +169,7 @@ impl<P: Processor> KeyedNode<P> {
             out: &mut self.out,
             side: &mut self.side,
             key,
-            key_bytes: &self.key_buf,
+            key_bytes,
             state_key: &mut self.state_key,
             group,
             node: self.node,
@@ -151,9 +227,12 @@ impl<P: Processor> KeyedNode<P> {
         !self.timers.is_empty()
     }
 
-    /// Takes the buffered output.
+    /// Takes the buffered output, leaving room for as much again (an
+    /// output vector grown record by record would reallocate and copy
+    /// about ten times per batch).
     pub fn take_output(&mut self) -> Vec<Record<P::Key, P::Out>> {
-        std::mem::take(&mut self.out)
+        let room = self.out.len();
+        std::mem::replace(&mut self.out, Vec::with_capacity(room))
     }
 
     /// Takes the records emitted to named sinks.

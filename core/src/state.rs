@@ -65,10 +65,10 @@ pub fn keyed_prefix(tag: u8, group: u16, node: u16, name: &str) -> Result<Vec<u8
 
 fn keyed_prefix_into(k: &mut Vec<u8>, tag: u8, group: u16, node: u16, name: &str) -> Result<()> {
     let n = name_bytes(name)?;
-    k.push(tag);
-    k.extend_from_slice(&group.to_be_bytes());
-    k.extend_from_slice(&node.to_be_bytes());
-    k.push(n.len() as u8);
+    let [g0, g1] = group.to_be_bytes();
+    let [n0, n1] = node.to_be_bytes();
+    // `name_bytes` bounds the length to 255.
+    k.extend_from_slice(&[tag, g0, g1, n0, n1, n.len() as u8]);
     k.extend_from_slice(n);
     Ok(())
 }
@@ -91,10 +91,11 @@ pub fn keyed_key_into(
     name: &str,
     key: &[u8],
 ) -> Result<()> {
-    out.clear();
-    keyed_prefix_into(out, tag, group, node, name)?;
     let len = u32::try_from(key.len())
         .map_err(|_| Error::State(format!("key of {} bytes is too long", key.len())))?;
+    out.clear();
+    out.reserve(10 + name.len() + key.len());
+    keyed_prefix_into(out, tag, group, node, name)?;
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(key);
     Ok(())

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use weir_core::commit::CommitPoint;
+use weir_core::exec::EncodedKeys;
 use weir_core::keygroup::{key_group, owned_range, owner};
 use weir_core::source::{DeadLetter, ReadStatus};
 use weir_core::{Error, Key, Record, Result};
@@ -80,9 +81,15 @@ pub(crate) trait Job: Send {
 }
 
 enum Msg<K, V> {
-    Batch(Vec<Record<K, V>>),
-    Watermark { source: usize, watermark: i64 },
-    Finished { source: usize },
+    /// Records and their keys' encodings and groups (see [`EncodedKeys`]).
+    Batch(Vec<Record<K, V>>, EncodedKeys),
+    Watermark {
+        source: usize,
+        watermark: i64,
+    },
+    Finished {
+        source: usize,
+    },
     Barrier(u64),
 }
 
@@ -122,11 +129,16 @@ fn worker_gone() -> Error {
 }
 
 /// Routes records by key group to the workers' channels.
+/// Bytes per key to reserve in a new batch's [`EncodedKeys`].
+const KEY_BYTES_GUESS: usize = 16;
+
 struct Exchange<K, T, V> {
     source: usize,
     split: Split<T, K, V>,
     txs: Vec<mpsc::Sender<Msg<K, V>>>,
     bufs: Vec<Vec<Record<K, V>>>,
+    /// The encoded keys of `bufs`' records, handed on with them.
+    keys: Vec<EncodedKeys>,
     batch: usize,
     key_groups: u16,
     key_buf: Vec<u8>,
@@ -135,8 +147,12 @@ struct Exchange<K, T, V> {
 impl<K: Key, T: Send + 'static, V: Send + 'static> Exchange<K, T, V> {
     fn send(&mut self, w: usize) -> Result<()> {
         let batch = std::mem::replace(&mut self.bufs[w], Vec::with_capacity(self.batch));
+        let keys = std::mem::replace(
+            &mut self.keys[w],
+            EncodedKeys::with_capacity(self.batch, KEY_BYTES_GUESS),
+        );
         self.txs[w]
-            .blocking_send(Msg::Batch(batch))
+            .blocking_send(Msg::Batch(batch, keys))
             .map_err(|_| worker_gone())
     }
 
@@ -153,11 +169,9 @@ impl<K: Key, T: Send + 'static, V: Send + 'static> SourceOutput<T> for Exchange<
         let (key, value) = (self.split)(record.value);
         self.key_buf.clear();
         key.encode_into(&mut self.key_buf)?;
-        let w = owner(
-            key_group(&self.key_buf, self.key_groups),
-            self.txs.len(),
-            self.key_groups,
-        );
+        let group = key_group(&self.key_buf, self.key_groups);
+        let w = owner(group, self.txs.len(), self.key_groups);
+        self.keys[w].push(&self.key_buf, group)?;
         self.bufs[w].push(Record {
             key,
             value,
@@ -503,8 +517,8 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
             };
             let Some(msg) = msg else { break };
             match msg {
-                Msg::Batch(batch) => {
-                    self.stage.push(batch, &mut cx!()).await?;
+                Msg::Batch(batch, keys) => {
+                    self.stage.push_keyed(batch, keys, &mut cx!()).await?;
                     if self.state.dirty_bytes() >= self.epoch_budget {
                         if !reported {
                             reported = true;
@@ -739,6 +753,7 @@ impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
                         split: self.split.clone(),
                         txs: txs.clone(),
                         bufs: (0..workers).map(|_| Vec::new()).collect(),
+                        keys: (0..workers).map(|_| EncodedKeys::default()).collect(),
                         batch: env.config.batch_size,
                         key_groups,
                         key_buf: Vec::new(),

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use weir_core::commit::GroupOffsets;
-use weir_core::exec::{KeyedNode, NodeEnv, SideRecord};
+use weir_core::exec::{EncodedKeys, KeyedNode, NodeEnv, SideRecord};
 use weir_core::sink::{Flushed, Sink, SinkWriter};
 use weir_core::source::{ReadStatus, ResetTo, Source, SourceReader, TaskOffsets};
 use weir_core::{Error, Processor, Record, Result};
@@ -292,6 +292,17 @@ pub(crate) trait Stage<K, V>: Send {
         batch: Vec<Record<K, V>>,
         cx: &'a mut StageCx<'_>,
     ) -> BoxFuture<'a, Result<()>>;
+    /// [`push`](Self::push) of a batch from the exchange, with the keys'
+    /// encodings and key groups it computed (in the records' order).
+    fn push_keyed<'a>(
+        &'a mut self,
+        batch: Vec<Record<K, V>>,
+        keys: EncodedKeys,
+        cx: &'a mut StageCx<'_>,
+    ) -> BoxFuture<'a, Result<()>> {
+        drop(keys);
+        self.push(batch, cx)
+    }
     /// Fires due timers here and downstream.
     fn fire<'a>(&'a mut self, cx: &'a mut StageCx<'_>) -> BoxFuture<'a, Result<()>>;
     /// Flushes sinks for a barrier.
@@ -308,6 +319,47 @@ pub(crate) struct ProcessStage<P: Processor> {
     pub(crate) next: Box<dyn Stage<P::Key, P::Out>>,
 }
 
+impl<P: Processor> ProcessStage<P> {
+    /// Processes `batch` (with its keys' encodings, when the exchange
+    /// handed them on) and pushes the output downstream.
+    async fn run(
+        &mut self,
+        batch: Vec<Record<P::Key, P::In>>,
+        keys: Option<&EncodedKeys>,
+        cx: &mut StageCx<'_>,
+    ) -> Result<()> {
+        for (i, record) in batch.into_iter().enumerate() {
+            let mut env = NodeEnv {
+                state: &mut *cx.state,
+                watermark: cx.watermark,
+                now: cx.now,
+            };
+            let done = match keys.and_then(|k| k.get(i)) {
+                Some((key_bytes, group)) => {
+                    self.node
+                        .process_encoded(record, key_bytes, group, &mut env)
+                        .await
+                }
+                None => self.node.process(record, &mut env).await,
+            };
+            if let Err(e) = done {
+                if cx.policy != OnBadInput::Fail && e.is_record_error() {
+                    cx.metrics.skip("a record its processor failed on", &e);
+                } else {
+                    return Err(e);
+                }
+            }
+        }
+        cx.sides.write(self.node.take_side_output())?;
+        let out = self.node.take_output();
+        if out.is_empty() {
+            Ok(())
+        } else {
+            self.next.push(out, cx).await
+        }
+    }
+}
+
 impl<P: Processor> Stage<P::Key, P::In> for ProcessStage<P> {
     fn open<'a>(&'a mut self, cx: &'a mut StageCx<'_>) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
@@ -321,28 +373,18 @@ impl<P: Processor> Stage<P::Key, P::In> for ProcessStage<P> {
         batch: Vec<Record<P::Key, P::In>>,
         cx: &'a mut StageCx<'_>,
     ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.run(batch, None, cx))
+    }
+
+    fn push_keyed<'a>(
+        &'a mut self,
+        batch: Vec<Record<P::Key, P::In>>,
+        keys: EncodedKeys,
+        cx: &'a mut StageCx<'_>,
+    ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            for record in batch {
-                let mut env = NodeEnv {
-                    state: &mut *cx.state,
-                    watermark: cx.watermark,
-                    now: cx.now,
-                };
-                if let Err(e) = self.node.process(record, &mut env).await {
-                    if cx.policy != OnBadInput::Fail && e.is_record_error() {
-                        cx.metrics.skip("a record its processor failed on", &e);
-                    } else {
-                        return Err(e);
-                    }
-                }
-            }
-            cx.sides.write(self.node.take_side_output())?;
-            let out = self.node.take_output();
-            if out.is_empty() {
-                Ok(())
-            } else {
-                self.next.push(out, cx).await
-            }
+            let keys = (keys.len() == batch.len()).then_some(keys);
+            self.run(batch, keys.as_ref(), cx).await
         })
     }
 

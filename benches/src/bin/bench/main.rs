@@ -43,6 +43,8 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(1800);
 struct Sizes {
     kafka_words: u64,
     local_words: u64,
+    /// Rounds of workload 2, each keeping its fastest (see `local_throughput`).
+    local_rounds: u32,
     state_keys: Vec<u64>,
     state_epochs: u64,
     big_keys: u64,
@@ -56,6 +58,7 @@ impl Sizes {
         Sizes {
             kafka_words: 5_000_000,
             local_words: 20_000_000,
+            local_rounds: 3,
             state_keys: vec![10_000, 100_000, 1_000_000, 10_000_000],
             state_epochs: 30,
             big_keys: 1_000_000,
@@ -69,6 +72,7 @@ impl Sizes {
         Sizes {
             kafka_words: 200_000,
             local_words: 1_000_000,
+            local_rounds: 1,
             state_keys: vec![10_000, 100_000],
             state_epochs: 10,
             big_keys: 4_000,
@@ -77,6 +81,14 @@ impl Sizes {
             latency_secs: 3,
         }
     }
+}
+
+/// Keeps the faster of `best` and `exit` (and the larger peak RSS).
+fn keep_best(best: &mut Option<(Duration, f64)>, exit: &proc::Exit) {
+    *best = Some(match *best {
+        Some((d, rss)) => (d.min(exit.elapsed), rss.max(exit.peak_rss_mb)),
+        None => (exit.elapsed, exit.peak_rss_mb),
+    });
 }
 
 /// One line of the table.
@@ -367,43 +379,66 @@ impl Bench {
             zipf.line(LINE_WORDS, line)
         })?;
         let total = lines * LINE_WORDS as u64;
-        let out = self.dir("w2-plain")?;
-        let mut cmd = Command::new(self.bin.join("plain_wordcount"));
-        cmd.arg(&input).arg(out.join("counts.tsv"));
-        let mut p = Proc::spawn("w2-plain", cmd, &self.log("w2-plain"))?;
-        let exit = p.wait(RUN_TIMEOUT)?;
-        if exit.code != Some(0) {
-            bail!("plain_wordcount failed: {}", proc::tail(&p.log, 20));
+        // The three runs are interleaved, round after round, and each
+        // keeps its fastest round: on a shared machine a run's speed drifts
+        // by a third within minutes, and the fastest of a few runs is the
+        // least disturbed one. Peak RSS is the largest of the rounds.
+        let mut best: Vec<Option<(Duration, f64)>> = vec![None; 3];
+        for round in 0..self.sizes.local_rounds {
+            let out = self.dir("w2-plain")?;
+            let mut cmd = Command::new(self.bin.join("plain_wordcount"));
+            cmd.arg(&input).arg(out.join("counts.tsv"));
+            let mut p = Proc::spawn("w2-plain", cmd, &self.log("w2-plain"))?;
+            let exit = p.wait(RUN_TIMEOUT)?;
+            if exit.code != Some(0) {
+                bail!("plain_wordcount failed: {}", proc::tail(&p.log, 20));
+            }
+            check_lines(&out, total)?;
+            keep_best(&mut best[0], &exit);
+            for (i, interval) in [1000u64, 100].into_iter().enumerate() {
+                let name = format!("w2-weir-{interval}");
+                let out = self.dir(&name)?;
+                let state = self.dir(&format!("{name}-state"))?;
+                let mut cmd = Command::new(self.bin.join("wordcount"));
+                cmd.args(["run", "--input"])
+                    .arg(&input)
+                    .arg("--output")
+                    .arg(&out)
+                    .arg("--state")
+                    .arg(&state);
+                cmd.args(["--set", &format!("checkpoint.interval_ms={interval}")]);
+                let mut p = Proc::spawn(&name, cmd, &self.log(&name))?;
+                let exit = p.wait(RUN_TIMEOUT)?;
+                if exit.code != Some(0) {
+                    bail!("{name} failed: {}", proc::tail(&p.log, 20));
+                }
+                check_lines(&out, total)?;
+                keep_best(&mut best[i + 1], &exit);
+            }
+            eprintln!(
+                "bench: 2 local wordcount round {} of {}: plain {:.2} s, weir 1000 ms {:.2} s, weir 100 ms {:.2} s (best so far)",
+                round + 1,
+                self.sizes.local_rounds,
+                best[0].map_or(0.0, |b| b.0.as_secs_f64()),
+                best[1].map_or(0.0, |b| b.0.as_secs_f64()),
+                best[2].map_or(0.0, |b| b.0.as_secs_f64()),
+            );
         }
-        check_lines(&out, total)?;
-        let plain = total as f64 / exit.elapsed.as_secs_f64();
+        let [Some(plain_run), Some(weir_1s), Some(weir_100ms)] = best[..] else {
+            bail!("workload 2 ran no round");
+        };
+        let rate_of = |d: Duration| total as f64 / d.as_secs_f64();
+        let plain = rate_of(plain_run.0);
         self.row(
             "2 local wordcount",
             "plain",
             "no checkpoints",
-            format!("{plain:.0} words/s ({:.2} s)", exit.elapsed.as_secs_f64()),
+            format!("{plain:.0} words/s ({:.2} s)", plain_run.0.as_secs_f64()),
             "ceiling".into(),
-            Some(exit.peak_rss_mb),
+            Some(plain_run.1),
         );
-        for interval in [1000u64, 100] {
-            let name = format!("w2-weir-{interval}");
-            let out = self.dir(&name)?;
-            let state = self.dir(&format!("{name}-state"))?;
-            let mut cmd = Command::new(self.bin.join("wordcount"));
-            cmd.args(["run", "--input"])
-                .arg(&input)
-                .arg("--output")
-                .arg(&out)
-                .arg("--state")
-                .arg(&state);
-            cmd.args(["--set", &format!("checkpoint.interval_ms={interval}")]);
-            let mut p = Proc::spawn(&name, cmd, &self.log(&name))?;
-            let exit = p.wait(RUN_TIMEOUT)?;
-            if exit.code != Some(0) {
-                bail!("{name} failed: {}", proc::tail(&p.log, 20));
-            }
-            check_lines(&out, total)?;
-            let rate = total as f64 / exit.elapsed.as_secs_f64();
+        for (interval, (elapsed, rss)) in [(1000u64, weir_1s), (100, weir_100ms)] {
+            let rate = rate_of(elapsed);
             if interval == 1000 {
                 self.summary.insert("local_ratio", rate / plain);
             }
@@ -411,9 +446,9 @@ impl Bench {
                 "2 local wordcount",
                 "weir",
                 &format!("exactly-once {interval} ms"),
-                format!("{rate:.0} words/s ({:.2} s)", exit.elapsed.as_secs_f64()),
+                format!("{rate:.0} words/s ({:.2} s)", elapsed.as_secs_f64()),
                 format!("weir/plain {:.2}x", rate / plain),
-                Some(exit.peak_rss_mb),
+                Some(rss),
             );
         }
         Ok(())
