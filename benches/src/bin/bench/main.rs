@@ -233,6 +233,18 @@ impl Bench {
         });
     }
 
+    /// The local-mode `wordcount`, files in `input` to files in `output`.
+    fn local_wordcount_cmd(&self, input: &Path, output: &Path, state: &Path) -> Command {
+        let mut c = Command::new(self.bin.join("wordcount"));
+        c.args(["run", "--input"])
+            .arg(input)
+            .arg("--output")
+            .arg(output)
+            .arg("--state")
+            .arg(state);
+        c
+    }
+
     /// `kafka_wordcount` (weir) or the Kafka Streams word count, from
     /// `input` into `output`; the output topic's name is also the
     /// application id (consumer group, transactional id, changelog prefix).
@@ -399,13 +411,7 @@ impl Bench {
                 let name = format!("w2-weir-{interval}");
                 let out = self.dir(&name)?;
                 let state = self.dir(&format!("{name}-state"))?;
-                let mut cmd = Command::new(self.bin.join("wordcount"));
-                cmd.args(["run", "--input"])
-                    .arg(&input)
-                    .arg("--output")
-                    .arg(&out)
-                    .arg("--state")
-                    .arg(&state);
+                let mut cmd = self.local_wordcount_cmd(&input, &out, &state);
                 cmd.args(["--set", &format!("checkpoint.interval_ms={interval}")]);
                 let mut p = Proc::spawn(&name, cmd, &self.log(&name))?;
                 let exit = p.wait(RUN_TIMEOUT)?;
@@ -550,13 +556,7 @@ impl Bench {
         let out = self.dir("w4-local-out")?;
         let state = self.dir("w4-local-state")?;
         let cmd = || {
-            let mut c = Command::new(self.bin.join("wordcount"));
-            c.args(["run", "--input"])
-                .arg(&input)
-                .arg("--output")
-                .arg(&out)
-                .arg("--state")
-                .arg(&state);
+            let mut c = self.local_wordcount_cmd(&input, &out, &state);
             c.args([
                 "--set",
                 "checkpoint.interval_ms=100",
