@@ -675,6 +675,22 @@ fn dead_letters(
         .collect()
 }
 
+/// The source's tasks and, in Kafka mode, the recovered commit point
+/// (see [`open_txn`]): asked at once, as they are independent round trips
+/// to the brokers. A failure to list the tasks is the one reported.
+async fn tasks_and_txn<T: Send + 'static>(
+    env: &mut JobEnv,
+    side: Arc<dyn SourceSide<T>>,
+) -> Result<(Vec<String>, Option<Txn>)> {
+    let admin: Arc<dyn SourceAdmin> = side.clone();
+    let tasks = tokio::task::spawn_blocking(move || tasks_of(&*side));
+    let txn = open_txn(env, admin).await;
+    let tasks = tasks
+        .await
+        .map_err(|e| Error::State(format!("listing the source's tasks failed: {e}")))??;
+    Ok((tasks, txn?))
+}
+
 fn tasks_of<T>(side: &dyn SourceSide<T>) -> Result<Vec<String>> {
     let tasks = side.tasks()?;
     if tasks.is_empty() {
@@ -692,8 +708,7 @@ impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
 
     fn run(self: Box<Self>, mut env: JobEnv) -> BoxFuture<'static, Result<RunSummary>> {
         Box::pin(async move {
-            let tasks = tasks_of(&*self.side)?;
-            let txn = open_txn(&mut env, self.side.clone()).await?;
+            let (tasks, txn) = tasks_and_txn(&mut env, self.side.clone()).await?;
             let workers = env.config.parallelism;
             let key_groups = env.manifest.key_groups;
             let control = Arc::new(Control::new(env.manifest.epoch));
@@ -804,13 +819,12 @@ impl<T: Send + 'static> Job for DirectJob<T> {
 
     fn run(self: Box<Self>, mut env: JobEnv) -> BoxFuture<'static, Result<RunSummary>> {
         Box::pin(async move {
-            let tasks = tasks_of(&*self.side)?;
             if let Some((name, _)) = env.named.first() {
                 return Err(Error::Config(format!(
                     "the named sink `{name}` is written by processors, and this pipeline has none; add a `key_by` and a `process`, or drop the named sink"
                 )));
             }
-            let txn = open_txn(&mut env, self.side.clone()).await?;
+            let (tasks, txn) = tasks_and_txn(&mut env, self.side.clone()).await?;
             let control = Arc::new(Control::new(env.manifest.epoch));
             let (events, mut rx) = mpsc::unbounded_channel();
             let metrics = Arc::new(Metrics::default());

@@ -231,7 +231,8 @@ fn committed_offsets(source: &dyn SourceAdmin) -> Result<Vec<weir_core::source::
     loop {
         match source.offsets() {
             Ok(o) => return Ok(o),
-            Err(e) if started.elapsed() < OFFSETS_SETTLE => {
+            // A missing topic or a refused setting will not settle.
+            Err(e) if started.elapsed() < OFFSETS_SETTLE && !matches!(e, Error::Config(_)) => {
                 tracing::warn!("cannot read the committed offsets yet ({e}); asking again");
                 std::thread::sleep(std::time::Duration::from_millis(500));
             }

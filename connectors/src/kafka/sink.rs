@@ -157,26 +157,29 @@ impl KafkaOutput {
 
 impl Output {
     /// Checks that every sink's topic exists: nothing is written otherwise.
-    fn check_topics(&self) -> Result<()> {
+    /// Returns the partition count of `also`, if it exists (0 if not).
+    fn check_topics(&self, also: Option<&str>) -> Result<usize> {
         let consumer: BaseConsumer<WeirContext> = client_config(&self.settings, &[])?
             .create_with_context(WeirContext)
             .map_err(|e| kafka_error("cannot create a client", &self.settings.brokers, e))?;
         let md = consumer
             .fetch_metadata(None, self.settings.metadata_timeout)
             .map_err(|e| kafka_error("cannot read metadata", &self.settings.brokers, e))?;
-        for topic in lock(&self.topics).iter() {
-            let found = md
-                .topics()
+        let partitions = |topic: &str| {
+            md.topics()
                 .iter()
-                .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-            if !found {
+                .find(|t| t.name() == topic && t.error().is_none())
+                .map_or(0, |t| t.partitions().len())
+        };
+        for topic in lock(&self.topics).iter() {
+            if partitions(topic) == 0 {
                 return Err(Error::Config(format!(
                     "output topic `{topic}` does not exist on {}; create it (e.g. kafka-topics --create --topic {topic} --partitions 4) or fix --output-topic",
                     self.settings.brokers
                 )));
             }
         }
-        Ok(())
+        Ok(also.map_or(0, partitions))
     }
 
     /// The producer for a sink writer: the open transaction's, or else (at
@@ -186,7 +189,7 @@ impl Output {
         if let Some(a) = &*p {
             return Ok(a.clone());
         }
-        self.check_topics()?;
+        self.check_topics(None)?;
         let deliveries = Arc::new(Deliveries::default());
         let producer: Producer = client_config(&self.settings, &[("enable.idempotence", "true")])
             .map(|c| with_defaults(c, PRODUCER_DEFAULTS))
@@ -314,20 +317,37 @@ impl CommitPoint for KafkaCommit {
 
     fn open(&self, init: &TxnInit) -> Result<Box<dyn Transaction>> {
         let out = &self.0;
-        out.check_topics()?;
         let handle = KafkaOutput { inner: out.clone() };
         let changelog = handle.changelog_topic();
-        let partitions = ensure_changelog(&out.settings, &changelog, init.key_groups)?;
         let deliveries = Arc::new(Deliveries {
             changelog: Some(changelog.clone()),
             ..Deliveries::default()
         });
-        let producer = TxnProducer::with_deliveries(
-            &out.settings,
-            &handle.transactional_id(),
-            TIMEOUT,
-            deliveries.clone(),
-        )?;
+        // Fencing (the broker aborts or completes the previous instance's
+        // transaction) and the topic checks are independent round trips:
+        // a restart waits for the longer of the two, not for their sum.
+        let (producer, partitions) = std::thread::scope(|scope| {
+            let fence = scope.spawn(|| {
+                TxnProducer::with_deliveries(
+                    &out.settings,
+                    &handle.transactional_id(),
+                    TIMEOUT,
+                    deliveries.clone(),
+                )
+            });
+            let partitions = out.check_topics(Some(&changelog)).and_then(|n| match n {
+                0 => ensure_changelog(&out.settings, &changelog, init.key_groups),
+                n => partition_count(&changelog, n, &out.settings),
+            });
+            let producer = fence.join().unwrap_or_else(|_| {
+                Err(Error::State(
+                    "the thread creating the transactional producer panicked".into(),
+                ))
+            });
+            (producer, partitions)
+        });
+        let partitions = partitions?;
+        let producer = producer?;
         *lock(&out.producer) = Some(Active {
             producer: producer.producer(),
             id: handle.transactional_id(),
@@ -471,6 +491,9 @@ impl Transaction for KafkaTransaction {
                 reached.insert(e.partition() as u16, o.max(0) as u64);
             }
         }
+        // Closing a consumer takes about 100 ms of librdkafka's own
+        // shutdown, which recovery need not wait for.
+        std::thread::spawn(move || drop(consumer));
         Ok(reached)
     }
 }
@@ -523,6 +546,11 @@ fn ensure_changelog(settings: &KafkaSettings, topic: &str, key_groups: u16) -> R
         }
         std::thread::sleep(Duration::from_millis(100));
     };
+    partition_count(topic, partitions, settings)
+}
+
+/// The changelog's partition count as weir keeps it.
+fn partition_count(topic: &str, partitions: usize, settings: &KafkaSettings) -> Result<u16> {
     match u16::try_from(partitions) {
         Ok(n) if n > 0 => Ok(n),
         _ => Err(Error::Config(format!(

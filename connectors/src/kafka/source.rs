@@ -1,5 +1,6 @@
 //! Reading Kafka topic-partitions as source tasks.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -36,6 +37,21 @@ pub struct KafkaSource {
     group: String,
     start: StartAt,
     until_idle: Option<Duration>,
+    admin: AdminConsumer,
+}
+
+/// The one consumer a source's metadata and offset requests share, made on
+/// first use: each new client costs a connection and its handshake, which
+/// a restart would otherwise pay several times over. Dropped after an
+/// error, so that the next request starts afresh (a consumer has been seen
+/// to stay wedged after a broker restart).
+#[derive(Clone, Default)]
+struct AdminConsumer(Arc<Mutex<Option<Arc<BaseConsumer<WeirContext>>>>>);
+
+impl std::fmt::Debug for AdminConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminConsumer")
+    }
 }
 
 impl KafkaSource {
@@ -48,6 +64,7 @@ impl KafkaSource {
             group: group.to_owned(),
             start: StartAt::Earliest,
             until_idle: None,
+            admin: AdminConsumer::default(),
         }
     }
 
@@ -82,6 +99,80 @@ impl KafkaSource {
         .map_err(|e| kafka_error("cannot create a consumer", &self.settings.brokers, e))
     }
 
+    /// Runs `f` with the shared admin consumer (see [`AdminConsumer`]).
+    fn with_admin<R>(&self, f: impl FnOnce(&BaseConsumer<WeirContext>) -> Result<R>) -> Result<R> {
+        let consumer = {
+            let mut slot = self.admin.0.lock().unwrap_or_else(|p| p.into_inner());
+            match &*slot {
+                Some(c) => c.clone(),
+                None => slot.insert(Arc::new(self.consumer()?)).clone(),
+            }
+        };
+        let result = f(&consumer);
+        if result.is_err() {
+            let mut slot = self.admin.0.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, &consumer)) {
+                *slot = None;
+            }
+        }
+        result
+    }
+
+    /// The topic's partitions as task names, asked through `consumer`.
+    fn tasks_with(&self, consumer: &BaseConsumer<WeirContext>) -> Result<Vec<String>> {
+        let md = consumer
+            .fetch_metadata(Some(&self.topic), self.settings.metadata_timeout)
+            .map_err(|e| kafka_error("cannot read metadata", &self.settings.brokers, e))?;
+        let topic = md.topics().iter().find(|t| t.name() == self.topic);
+        match topic {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t
+                .partitions()
+                .iter()
+                .map(|p| format!("{}-{}", self.topic, p.id()))
+                .collect()),
+            _ => Err(Error::Config(format!(
+                "topic `{}` does not exist on {}; create it (e.g. kafka-topics --create --topic {} --partitions 4) or fix --input-topic",
+                self.topic, self.settings.brokers, self.topic
+            ))),
+        }
+    }
+
+    /// The offset of `partition` that `to` names, asked through `consumer`:
+    /// an offset is clamped to the retained range, and a time past the last
+    /// record gives the end.
+    fn offset_at(
+        &self,
+        consumer: &BaseConsumer<WeirContext>,
+        partition: i32,
+        to: ResetTo,
+    ) -> Result<i64> {
+        let timeout = self.settings.metadata_timeout;
+        let brokers = &self.settings.brokers;
+        let (low, high) = consumer
+            .fetch_watermarks(&self.topic, partition, timeout)
+            .map_err(|e| kafka_error("cannot read offsets", brokers, e))?;
+        Ok(match to {
+            ResetTo::Earliest => low,
+            ResetTo::Latest => high,
+            ResetTo::Offset(n) => (n as i64).clamp(low, high),
+            ResetTo::Timestamp(ts) => {
+                let mut q = TopicPartitionList::new();
+                q.add_partition_offset(&self.topic, partition, Offset::Offset(ts))
+                    .map_err(|e| kafka_error("bad timestamp", brokers, e))?;
+                let found = consumer
+                    .offsets_for_times(q, timeout)
+                    .map_err(|e| kafka_error("cannot look up offsets by time", brokers, e))?;
+                match found
+                    .find_partition(&self.topic, partition)
+                    .map(|e| e.offset())
+                {
+                    Some(Offset::Offset(o)) if o >= 0 => o,
+                    _ => high,
+                }
+            }
+        })
+    }
+
     fn partition_of(&self, task: &str) -> Result<i32> {
         task.strip_prefix(&self.topic)
             .and_then(|r| r.strip_prefix('-'))
@@ -103,86 +194,53 @@ impl Source for KafkaSource {
     }
 
     fn tasks(&self) -> Result<Vec<String>> {
-        let consumer = self.consumer()?;
-        let md = consumer
-            .fetch_metadata(Some(&self.topic), self.settings.metadata_timeout)
-            .map_err(|e| kafka_error("cannot read metadata", &self.settings.brokers, e))?;
-        let topic = md.topics().iter().find(|t| t.name() == self.topic);
-        match topic {
-            Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t
-                .partitions()
-                .iter()
-                .map(|p| format!("{}-{}", self.topic, p.id()))
-                .collect()),
-            _ => Err(Error::Config(format!(
-                "topic `{}` does not exist on {}; create it (e.g. kafka-topics --create --topic {} --partitions 4) or fix --input-topic",
-                self.topic, self.settings.brokers, self.topic
-            ))),
-        }
+        self.with_admin(|c| self.tasks_with(c))
     }
 
     fn offsets(&self) -> Result<Vec<TaskOffsets>> {
-        let consumer = self.consumer()?;
-        let timeout = self.settings.metadata_timeout;
-        let brokers = &self.settings.brokers;
-        let mut tpl = TopicPartitionList::new();
-        let tasks = self.tasks()?;
-        for task in &tasks {
-            tpl.add_partition(&self.topic, self.partition_of(task)?);
-        }
-        let committed = consumer
-            .committed_offsets(tpl, timeout)
-            .map_err(|e| kafka_error("cannot read the group's offsets", brokers, e))?;
-        tasks
-            .into_iter()
-            .map(|task| {
-                let p = self.partition_of(&task)?;
-                let (_, high) = consumer
-                    .fetch_watermarks(&self.topic, p, timeout)
-                    .map_err(|e| kafka_error("cannot read offsets", brokers, e))?;
-                let committed = match committed.find_partition(&self.topic, p).map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) if o >= 0 => Some(o as u64),
-                    _ => None,
-                };
-                Ok(TaskOffsets {
-                    task,
-                    committed,
-                    end: Some(high.max(0) as u64),
+        self.with_admin(|consumer| {
+            let timeout = self.settings.metadata_timeout;
+            let brokers = &self.settings.brokers;
+            let mut tpl = TopicPartitionList::new();
+            let tasks = self.tasks_with(consumer)?;
+            for task in &tasks {
+                tpl.add_partition(&self.topic, self.partition_of(task)?);
+            }
+            let committed = consumer
+                .committed_offsets(tpl, timeout)
+                .map_err(|e| kafka_error("cannot read the group's offsets", brokers, e))?;
+            tasks
+                .into_iter()
+                .map(|task| {
+                    let p = self.partition_of(&task)?;
+                    let (_, high) = consumer
+                        .fetch_watermarks(&self.topic, p, timeout)
+                        .map_err(|e| kafka_error("cannot read offsets", brokers, e))?;
+                    let committed =
+                        match committed.find_partition(&self.topic, p).map(|e| e.offset()) {
+                            Some(Offset::Offset(o)) if o >= 0 => Some(o as u64),
+                            _ => None,
+                        };
+                    Ok(TaskOffsets {
+                        task,
+                        committed,
+                        end: Some(high.max(0) as u64),
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     fn resolve(&self, to: ResetTo) -> Result<BTreeMap<String, u64>> {
-        let consumer = self.consumer()?;
-        let timeout = self.settings.metadata_timeout;
-        let brokers = &self.settings.brokers;
-        let mut out = BTreeMap::new();
-        for task in self.tasks()? {
-            let p = self.partition_of(&task)?;
-            let (low, high) = consumer
-                .fetch_watermarks(&self.topic, p, timeout)
-                .map_err(|e| kafka_error("cannot read offsets", brokers, e))?;
-            let pos = match to {
-                ResetTo::Earliest => low,
-                ResetTo::Latest => high,
-                ResetTo::Offset(n) => (n as i64).clamp(low, high),
-                ResetTo::Timestamp(ts) => {
-                    let mut q = TopicPartitionList::new();
-                    q.add_partition_offset(&self.topic, p, Offset::Offset(ts))
-                        .map_err(|e| kafka_error("bad timestamp", brokers, e))?;
-                    let found = consumer
-                        .offsets_for_times(q, timeout)
-                        .map_err(|e| kafka_error("cannot look up offsets by time", brokers, e))?;
-                    match found.find_partition(&self.topic, p).map(|e| e.offset()) {
-                        Some(Offset::Offset(o)) if o >= 0 => o,
-                        _ => high,
-                    }
-                }
-            };
-            out.insert(task, pos.max(0) as u64);
-        }
-        Ok(out)
+        self.with_admin(|consumer| {
+            let mut out = BTreeMap::new();
+            for task in self.tasks_with(consumer)? {
+                let p = self.partition_of(&task)?;
+                let pos = self.offset_at(consumer, p, to)?;
+                out.insert(task, pos.max(0) as u64);
+            }
+            Ok(out)
+        })
     }
 
     fn group_offsets(&self, positions: &BTreeMap<String, u64>) -> Result<Option<GroupOffsets>> {
@@ -197,7 +255,6 @@ impl Source for KafkaSource {
     }
 
     fn publish(&self, positions: &BTreeMap<String, u64>) -> Result<()> {
-        let consumer = self.consumer()?;
         let mut tpl = TopicPartitionList::new();
         for (task, pos) in positions {
             tpl.add_partition_offset(
@@ -207,44 +264,34 @@ impl Source for KafkaSource {
             )
             .map_err(|e| kafka_error("bad offset", &self.settings.brokers, e))?;
         }
-        consumer.commit(&tpl, CommitMode::Sync).map_err(|e| {
-            kafka_error(
-                "cannot commit the group's offsets",
-                &self.settings.brokers,
-                e,
-            )
+        self.with_admin(|consumer| {
+            consumer.commit(&tpl, CommitMode::Sync).map_err(|e| {
+                kafka_error(
+                    "cannot commit the group's offsets",
+                    &self.settings.brokers,
+                    e,
+                )
+            })
         })
     }
 
     fn open(&self, task: &str, position: Option<u64>) -> Result<Box<dyn SourceReader<String>>> {
         let partition = self.partition_of(task)?;
-        let consumer = self.consumer()?;
         // Resolve a concrete offset, so that the position is known before
         // the first record: a checkpoint taken then must not say "0".
-        let timeout = self.settings.metadata_timeout;
-        let (low, high) = consumer
-            .fetch_watermarks(&self.topic, partition, timeout)
-            .map_err(|e| kafka_error("cannot read offsets", &self.settings.brokers, e))?;
         let start = match (position, self.start) {
             (Some(p), _) => p as i64,
-            (None, StartAt::Earliest) => low,
-            (None, StartAt::Latest) => high,
+            (None, StartAt::Earliest) => {
+                self.with_admin(|c| self.offset_at(c, partition, ResetTo::Earliest))?
+            }
+            (None, StartAt::Latest) => {
+                self.with_admin(|c| self.offset_at(c, partition, ResetTo::Latest))?
+            }
             (None, StartAt::Timestamp(ts)) => {
-                let mut q = TopicPartitionList::new();
-                q.add_partition_offset(&self.topic, partition, Offset::Offset(ts))
-                    .map_err(|e| kafka_error("bad timestamp", &self.settings.brokers, e))?;
-                let found = consumer.offsets_for_times(q, timeout).map_err(|e| {
-                    kafka_error("cannot look up offsets by time", &self.settings.brokers, e)
-                })?;
-                match found
-                    .find_partition(&self.topic, partition)
-                    .map(|e| e.offset())
-                {
-                    Some(Offset::Offset(o)) if o >= 0 => o,
-                    _ => high,
-                }
+                self.with_admin(|c| self.offset_at(c, partition, ResetTo::Timestamp(ts)))?
             }
         };
+        let consumer = self.consumer()?;
         let offset = Offset::Offset(start);
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.topic, partition, offset)
