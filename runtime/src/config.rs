@@ -14,7 +14,7 @@
 //! | `parallelism` | cores | keyed workers in this instance |
 //! | `key_groups` | 128 | fixed at the first run of a state directory |
 //! | `batch_size` | 1024 | records per exchange batch |
-//! | `cache_mb` | 32 | keyed-state write-back cache, MiB per worker (clean entries are dropped above it; an epoch's writes stay until committed) |
+//! | `cache_mb` | 16 | keyed-state write-back cache, MiB per worker (clean entries are dropped above it; an epoch's writes stay until committed, and an epoch ends early once they fill half of it) |
 //!
 //! Environment variables nest with `__`: `WEIR_CHECKPOINT__INTERVAL_MS=100`.
 
@@ -124,7 +124,7 @@ impl Default for RuntimeConfig {
             parallelism: std::thread::available_parallelism().map_or(2, usize::from),
             key_groups: weir_core::keygroup::DEFAULT_KEY_GROUPS,
             batch_size: 1024,
-            cache_mb: 32,
+            cache_mb: 16,
         }
     }
 }

@@ -752,7 +752,9 @@ impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
                     metrics: metrics.clone(),
                     release: txn.as_ref().map(|_| control.watch_released()),
                     requested: control.watch_requested(),
-                    epoch_budget: cache_bytes / 4,
+                    // Dirty entries stay until committed: at most half the
+                    // cache, so that clean entries still get the rest.
+                    epoch_budget: cache_bytes / 2,
                 };
                 handles.push(spawn_worker(worker, events.clone()));
             }

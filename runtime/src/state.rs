@@ -252,8 +252,10 @@ impl CachedState {
         }
     }
 
+    /// Records a key's first write of the epoch. Counted with the key's
+    /// second copy in `dirty`, which large keys make no small part.
     fn mark_dirty(&mut self, key: Vec<u8>, value: Option<&[u8]>) {
-        self.dirty_bytes += cost(&key, value);
+        self.dirty_bytes += cost(&key, value) + key.len();
         self.dirty.push(key);
     }
 }

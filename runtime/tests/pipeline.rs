@@ -185,8 +185,10 @@ async fn epochs_end_early_when_their_state_writes_fill_the_cache() -> Result<()>
     build(&mut p);
     let s = weir_runtime::cli::run(p, &cfg, None).await?;
     assert_eq!(s.records_read, 2000);
+    // Each worker ends an epoch once its writes fill half its cache, so
+    // the 8 MiB take several epochs (unbounded, they would take one).
     assert!(
-        s.commits >= 8,
+        s.commits >= 4,
         "{} commits: epochs were not ended by their size",
         s.commits
     );
