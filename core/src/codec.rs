@@ -24,15 +24,27 @@ pub trait Codec: Sized {
     }
 }
 
+/// Appends to a vector directly: bincode's `std::io::Write` adapter costs
+/// a call and a byte count per write, which is most of encoding a short key.
+struct VecWriter<'a>(&'a mut Vec<u8>);
+
+impl bincode::enc::write::Writer for VecWriter<'_> {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> std::result::Result<(), bincode::error::EncodeError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
 impl<T: Serialize + DeserializeOwned> Codec for T {
     fn encode_into(&self, out: &mut Vec<u8>) -> Result<()> {
-        bincode::serde::encode_into_std_write(self, out, config())
-            .map(|_| ())
-            .map_err(|e| Error::Codec {
+        bincode::serde::encode_into_writer(self, VecWriter(out), config()).map_err(|e| {
+            Error::Codec {
                 op: "encode",
                 what: std::any::type_name::<T>().to_owned(),
                 message: e.to_string(),
-            })
+            }
+        })
     }
 
     fn decode(bytes: &[u8]) -> Result<Self> {
