@@ -913,6 +913,10 @@ async fn coordinate(
     let mut last_progress = std::time::Instant::now();
     // The retained checkpoint being cut, if any.
     let mut retaining: Option<tokio::task::JoinHandle<()>> = None;
+    // The epoch of the last checkpoint cut in this run. A cut in the
+    // background takes the state as it is when it runs, which may be an
+    // epoch or two past the one that asked for it.
+    let last_cut = Arc::new(std::sync::atomic::AtomicU64::new(0));
     // Barriers come one interval apart (Kafka Streams measures its commit
     // interval the same way), but never before the previous commit landed.
     // In Kafka mode processing stops while a transaction commits; when that
@@ -1062,9 +1066,12 @@ async fn coordinate(
             }
             if changed {
                 // Every K-th: when the committed epoch crosses a multiple of K
-                // (epochs without changes are not committed, so some are skipped).
+                // (epochs without changes are not committed, so some are
+                // skipped), and at least K after the last cut.
                 let k = cfg.checkpoint.retain_every;
-                retain = k > 0 && epoch / k != manifest.epoch / k;
+                retain = k > 0
+                    && epoch / k != manifest.epoch / k
+                    && epoch >= last_cut.load(Ordering::Relaxed).saturating_add(k);
                 manifest = next;
                 control.committed(epoch);
                 summary.commits += 1;
@@ -1080,9 +1087,13 @@ async fn coordinate(
                 // A failure here loses a replay point, not committed data.
                 let store = env.store.clone();
                 let keep = cfg.checkpoint.retain_count.max(1);
+                let cut = last_cut.clone();
                 retaining = Some(tokio::task::spawn_blocking(move || {
                     match store.retain(keep) {
-                        Ok(id) => tracing::info!(epoch = id, "retained checkpoint {id}"),
+                        Ok(id) => {
+                            cut.store(id, Ordering::Relaxed);
+                            tracing::info!(epoch = id, "retained checkpoint {id}");
+                        }
                         Err(e) => tracing::warn!("could not retain a checkpoint: {e}; the run goes on"),
                     }
                 }));
