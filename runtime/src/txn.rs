@@ -228,13 +228,16 @@ const OFFSETS_SETTLE: std::time::Duration = std::time::Duration::from_secs(60);
 /// refuse to answer (the group's offsets are unstable): wait and ask again.
 fn committed_offsets(source: &dyn SourceAdmin) -> Result<Vec<weir_core::source::TaskOffsets>> {
     let started = std::time::Instant::now();
+    // The abort takes the broker milliseconds: ask again soon, then less often.
+    let mut pause = std::time::Duration::from_millis(10);
     loop {
         match source.offsets() {
             Ok(o) => return Ok(o),
             // A missing topic or a refused setting will not settle.
             Err(e) if started.elapsed() < OFFSETS_SETTLE && !matches!(e, Error::Config(_)) => {
                 tracing::warn!("cannot read the committed offsets yet ({e}); asking again");
-                std::thread::sleep(std::time::Duration::from_millis(500));
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(500));
             }
             Err(e) => return Err(e),
         }
