@@ -486,8 +486,9 @@ fn toml_string(s: &str) -> String {
 fn bound_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: `mallopt` only sets a parameter of the allocator, and this
-        // runs first thing in `main`, before any thread is started.
+        // SAFETY: `mallopt` only sets a parameter of the allocator, under
+        // glibc's own lock. Called first thing in `App::run`, before weir
+        // starts a thread, so that no arena beyond the two is made.
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, 2);
         }
