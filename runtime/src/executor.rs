@@ -128,10 +128,10 @@ fn worker_gone() -> Error {
     Error::State("a worker stopped; see its error above".into())
 }
 
-/// Routes records by key group to the workers' channels.
 /// Bytes per key to reserve in a new batch's [`EncodedKeys`].
 const KEY_BYTES_GUESS: usize = 16;
 
+/// Routes records by key group to the workers' channels.
 struct Exchange<K, T, V> {
     source: usize,
     split: Split<T, K, V>,

@@ -396,30 +396,28 @@ impl Bench {
         // by a third within minutes, and the fastest of a few runs is the
         // least disturbed one. Peak RSS is the largest of the rounds.
         let mut best: Vec<Option<(Duration, f64)>> = vec![None; 3];
+        // Runs `cmd` as `name` to a clean exit and checks its output in `out`.
+        let run = |name: &str, cmd: Command, out: &Path| -> Result<proc::Exit> {
+            let mut p = Proc::spawn(name, cmd, &self.log(name))?;
+            let exit = p.wait(RUN_TIMEOUT)?;
+            if exit.code != Some(0) {
+                bail!("{name} failed: {}", proc::tail(&p.log, 20));
+            }
+            check_lines(out, total)?;
+            Ok(exit)
+        };
         for round in 0..self.sizes.local_rounds {
             let out = self.dir("w2-plain")?;
             let mut cmd = Command::new(self.bin.join("plain_wordcount"));
             cmd.arg(&input).arg(out.join("counts.tsv"));
-            let mut p = Proc::spawn("w2-plain", cmd, &self.log("w2-plain"))?;
-            let exit = p.wait(RUN_TIMEOUT)?;
-            if exit.code != Some(0) {
-                bail!("plain_wordcount failed: {}", proc::tail(&p.log, 20));
-            }
-            check_lines(&out, total)?;
-            keep_best(&mut best[0], &exit);
+            keep_best(&mut best[0], &run("w2-plain", cmd, &out)?);
             for (i, interval) in [1000u64, 100].into_iter().enumerate() {
                 let name = format!("w2-weir-{interval}");
                 let out = self.dir(&name)?;
                 let state = self.dir(&format!("{name}-state"))?;
                 let mut cmd = self.local_wordcount_cmd(&input, &out, &state);
                 cmd.args(["--set", &format!("checkpoint.interval_ms={interval}")]);
-                let mut p = Proc::spawn(&name, cmd, &self.log(&name))?;
-                let exit = p.wait(RUN_TIMEOUT)?;
-                if exit.code != Some(0) {
-                    bail!("{name} failed: {}", proc::tail(&p.log, 20));
-                }
-                check_lines(&out, total)?;
-                keep_best(&mut best[i + 1], &exit);
+                keep_best(&mut best[i + 1], &run(&name, cmd, &out)?);
             }
             eprintln!(
                 "bench: 2 local wordcount round {} of {}: plain {:.2} s, weir 1000 ms {:.2} s, weir 100 ms {:.2} s (best so far)",
