@@ -383,7 +383,27 @@ fn source_loop<T: Send + 'static>(t: &mut SourceTask<T>, s: &Shared) -> Result<(
             s.control.idle(last, Duration::from_millis(500));
             continue;
         }
-        let status = match t.reader.read(s.batch, &mut |r| buf.push(r)) {
+        // Records go straight on to the exchange as the reader's operators
+        // produce them (a batch of lines is ten thousand words: buffered,
+        // they would leave the cache before the exchange reads them), except
+        // at-most-once, which commits the batch's position before any of it
+        // is processed.
+        let streaming = s.guarantee != Guarantee::AtMostOnce;
+        let mut pushed: Result<()> = Ok(());
+        let output = &mut t.output;
+        let mut emit = |r: Record<(), T>| {
+            if !streaming {
+                buf.push(r);
+            } else if pushed.is_ok() {
+                if let Some(ts) = r.timestamp {
+                    max_ts = max_ts.max(ts);
+                }
+                pushed = output.push(r);
+            }
+        };
+        let read = t.reader.read(s.batch, &mut emit);
+        pushed?;
+        let status = match read {
             Ok(status) => status,
             Err(e @ Error::BadInput { .. }) if s.policy == OnBadInput::Skip => {
                 s.metrics.skip("an undecodable input record", &e);
@@ -421,23 +441,21 @@ fn source_loop<T: Send + 'static>(t: &mut SourceTask<T>, s: &Shared) -> Result<(
             .records_read
             .fetch_add(t.reader.take_read_count(), Ordering::Relaxed);
         if !buf.is_empty() {
-            if s.guarantee == Guarantee::AtMostOnce {
-                // Commit the position before processing: a crash loses these records.
-                s.store.save_read_position(&t.task, t.reader.position())?;
-            }
+            // Commit the position before processing: a crash loses these records.
+            s.store.save_read_position(&t.task, t.reader.position())?;
             for r in buf.drain(..) {
                 if let Some(ts) = r.timestamp {
                     max_ts = max_ts.max(ts);
                 }
                 t.output.push(r)?;
             }
-            if let Some(delay) = t.watermark_delay {
-                // Watermark W promises no more events at or before W.
-                let wm = max_ts.saturating_sub(delay).saturating_sub(1);
-                if wm > sent_watermark {
-                    sent_watermark = wm;
-                    t.output.watermark(wm)?;
-                }
+        }
+        if let Some(delay) = t.watermark_delay {
+            // Watermark W promises no more events at or before W.
+            let wm = max_ts.saturating_sub(delay).saturating_sub(1);
+            if wm > sent_watermark {
+                sent_watermark = wm;
+                t.output.watermark(wm)?;
             }
         }
         match status {

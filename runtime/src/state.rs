@@ -7,19 +7,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use hashbrown::hash_map::EntryRef;
-use hashbrown::HashMap;
+use hashbrown::hash_table::Entry as TableEntry;
+use hashbrown::HashTable;
 use std::sync::Arc;
 
 use rocksdb::DB;
 use weir_core::state::is_scanned;
 use weir_core::{Error, Result, StateBackend};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
-
-struct Entry {
-    value: Option<Vec<u8>>,
-    dirty: bool,
-}
 
 /// What an entry costs beyond its key and value bytes: the two vectors'
 /// headers, the flag, the table's slot and control byte at its load factor,
@@ -34,40 +29,181 @@ fn cost(key: &[u8], value: Option<&[u8]>) -> usize {
 /// A state write of the epoch: key and new value (`None` deletes).
 pub(crate) type Write = (Vec<u8>, Option<Vec<u8>>);
 
-/// Hashes a state key with one xxh3 call over its bytes, seeded per
-/// process (so that crafted keys cannot be made to collide on purpose).
-#[derive(Clone, Copy)]
-struct KeyHash {
+/// Key and value bytes up to this many live in the table's slot itself.
+const INLINE: usize = 46;
+
+/// A slot's bytes: in the slot when they fit (a word count's key and
+/// counter do), else on the heap.
+enum Bytes {
+    Inline { len: u8, data: [u8; INLINE] },
+    Heap(Vec<u8>),
+}
+
+impl Bytes {
+    fn new(head: &[u8], tail: &[u8]) -> Bytes {
+        let n = head.len() + tail.len();
+        if n <= INLINE {
+            let mut data = [0; INLINE];
+            data[..head.len()].copy_from_slice(head);
+            data[head.len()..n].copy_from_slice(tail);
+            // `n` is at most `INLINE`.
+            Bytes::Inline { len: n as u8, data }
+        } else {
+            // Room for the value to grow a little (a counter's varint) in place.
+            let mut v = Vec::with_capacity(n + 8);
+            v.extend_from_slice(head);
+            v.extend_from_slice(tail);
+            Bytes::Heap(v)
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Inline { len, data } => &data[..*len as usize],
+            Bytes::Heap(v) => v,
+        }
+    }
+
+    /// Replaces the bytes from `at` on with `tail`, reusing the storage
+    /// where it fits (no allocation per update of a hot key).
+    fn set_tail(&mut self, at: usize, tail: &[u8]) {
+        let n = at + tail.len();
+        match self {
+            Bytes::Inline { len, data } if n <= INLINE => {
+                data[at..n].copy_from_slice(tail);
+                *len = n as u8;
+            }
+            Bytes::Heap(v) => {
+                v.truncate(at);
+                v.extend_from_slice(tail);
+            }
+            Bytes::Inline { data, .. } => {
+                let grown = Bytes::new(&data[..at], tail);
+                *self = grown;
+            }
+        }
+    }
+}
+
+/// A cached value entry: its key and value together, in the slot when they
+/// are short, so that the lookup that compares the key has the value at
+/// hand (one memory access for the probe, the key and the value).
+struct Slot {
+    /// The key, then the value, if there is one.
+    bytes: Bytes,
+    key_len: usize,
+    /// Whether a value follows the key (`false`: cached as absent).
+    present: bool,
+    dirty: bool,
+}
+
+impl Slot {
+    fn new(key: &[u8], value: Option<&[u8]>, dirty: bool) -> Slot {
+        Slot {
+            bytes: Bytes::new(key, value.unwrap_or_default()),
+            key_len: key.len(),
+            present: value.is_some(),
+            dirty,
+        }
+    }
+
+    fn key(&self) -> &[u8] {
+        &self.bytes.as_slice()[..self.key_len]
+    }
+
+    fn value(&self) -> Option<&[u8]> {
+        self.present.then(|| &self.bytes.as_slice()[self.key_len..])
+    }
+
+    fn set_value(&mut self, value: Option<&[u8]>) {
+        self.bytes.set_tail(self.key_len, value.unwrap_or_default());
+        self.present = value.is_some();
+    }
+}
+
+/// The cached value entries: a hash table of [`Slot`]s keyed by one xxh3
+/// call over the key, seeded per process (so that crafted keys cannot be
+/// made to collide on purpose).
+struct Points {
+    table: HashTable<Slot>,
     seed: u64,
+    /// The bucket of the last key read: a processor's `get` then `put` of
+    /// the same key finds it there without a second hash and probe.
+    /// Cleared by every change that can move entries (insert, remove).
+    last: Option<usize>,
 }
 
-impl std::hash::BuildHasher for KeyHash {
-    type Hasher = KeyHasher;
-    fn build_hasher(&self) -> KeyHasher {
-        KeyHasher(self.seed)
+impl Points {
+    fn new() -> Self {
+        use std::hash::BuildHasher;
+        let seed = std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64);
+        Points {
+            table: HashTable::new(),
+            seed,
+            last: None,
+        }
+    }
+
+    fn hash(&self, key: &[u8]) -> u64 {
+        xxh3_64_with_seed(key, self.seed)
+    }
+
+    fn find(&self, key: &[u8]) -> Option<&Slot> {
+        self.table.find(self.hash(key), |s| s.key() == key)
+    }
+
+    fn find_mut(&mut self, key: &[u8]) -> Option<&mut Slot> {
+        if let Some(i) = self.last {
+            // Safe whatever the index: a wrong bucket fails the key check.
+            if self.table.get_bucket(i).is_some_and(|s| s.key() == key) {
+                return self.table.get_bucket_mut(i);
+            }
+        }
+        let hash = self.hash(key);
+        self.table.find_mut(hash, |s| s.key() == key)
+    }
+
+    /// Inserts a slot for a key that is not in the table; its bucket.
+    fn insert(&mut self, key: &[u8], value: Option<&[u8]>, dirty: bool) -> usize {
+        let seed = self.seed;
+        let slot = Slot::new(key, value, dirty);
+        self.last = None;
+        self.table
+            .insert_unique(self.hash(key), slot, |s| xxh3_64_with_seed(s.key(), seed))
+            .bucket_index()
+    }
+
+    fn remove(&mut self, key: &[u8]) -> Option<Slot> {
+        let hash = self.hash(key);
+        let found = self.table.find_entry(hash, |s| s.key() == key).ok()?;
+        self.last = None;
+        Some(found.remove().0)
+    }
+
+    fn retain_dirty(&mut self) {
+        self.table.retain(|s| s.dirty);
+        self.last = None;
     }
 }
 
-struct KeyHasher(u64);
-
-impl std::hash::Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        self.0 = xxh3_64_with_seed(bytes, self.0);
-    }
-    // A `Vec<u8>`'s length prefix: the byte hash covers it well enough.
-    fn write_usize(&mut self, n: usize) {
-        self.0 ^= n as u64;
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
+/// A cached map entry or timer: its value (`None`: absent) and whether the
+/// open epoch wrote it.
+struct Entry {
+    value: Option<Vec<u8>>,
+    dirty: bool,
 }
 
-/// The cached entries: values in a hash map (point reads are one lookup),
+/// A cached entry as [`Tables`] shows it.
+struct View<'a> {
+    value: Option<&'a [u8]>,
+    dirty: bool,
+}
+
+/// The cached entries: values in a hash table (point reads are one lookup),
 /// map entries and timers in an ordered map (prefix scans are range reads).
 /// Each key lives in exactly one, chosen by [`is_scanned`].
 struct Tables {
-    points: HashMap<Vec<u8>, Entry, KeyHash>,
+    points: Points,
     scanned: BTreeMap<Vec<u8>, Entry>,
     /// The memory the entries are counted for (see [`cost`]).
     bytes: usize,
@@ -75,10 +211,8 @@ struct Tables {
 
 impl Default for Tables {
     fn default() -> Self {
-        use std::hash::BuildHasher;
-        let seed = std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64);
         Tables {
-            points: HashMap::with_hasher(KeyHash { seed }),
+            points: Points::new(),
             scanned: BTreeMap::new(),
             bytes: 0,
         }
@@ -86,19 +220,17 @@ impl Default for Tables {
 }
 
 impl Tables {
-    fn get(&self, key: &[u8]) -> Option<&Entry> {
+    fn get(&self, key: &[u8]) -> Option<View<'_>> {
         if is_scanned(key) {
-            self.scanned.get(key)
+            self.scanned.get(key).map(|e| View {
+                value: e.value.as_deref(),
+                dirty: e.dirty,
+            })
         } else {
-            self.points.get(key)
-        }
-    }
-
-    fn get_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
-        if is_scanned(key) {
-            self.scanned.get_mut(key)
-        } else {
-            self.points.get_mut(key)
+            self.points.find(key).map(|s| View {
+                value: s.value(),
+                dirty: s.dirty,
+            })
         }
     }
 
@@ -106,24 +238,39 @@ impl Tables {
         self.get(key).is_some()
     }
 
-    /// Inserts an entry for a key that is not cached.
-    fn insert(&mut self, key: Vec<u8>, entry: Entry) {
-        self.bytes += cost(&key, entry.value.as_deref());
-        if is_scanned(&key) {
-            self.scanned.insert(key, entry);
+    /// Marks a cached entry clean; its value, if it is cached.
+    fn clean(&mut self, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        if is_scanned(key) {
+            let e = self.scanned.get_mut(key)?;
+            e.dirty = false;
+            Some(e.value.clone())
         } else {
-            self.points.insert(key, entry);
+            let s = self.points.find_mut(key)?;
+            s.dirty = false;
+            Some(s.value().map(<[u8]>::to_vec))
+        }
+    }
+
+    /// Inserts an entry for a key that is not cached.
+    fn insert(&mut self, key: Vec<u8>, value: Option<Vec<u8>>, dirty: bool) {
+        self.bytes += cost(&key, value.as_deref());
+        if is_scanned(&key) {
+            self.scanned.insert(key, Entry { value, dirty });
+        } else {
+            self.points.insert(&key, value.as_deref(), dirty);
         }
     }
 
     fn remove(&mut self, key: &[u8]) {
         let removed = if is_scanned(key) {
-            self.scanned.remove(key)
+            self.scanned
+                .remove(key)
+                .map(|e| cost(key, e.value.as_deref()))
         } else {
-            self.points.remove(key)
+            self.points.remove(key).map(|s| cost(key, s.value()))
         };
-        if let Some(e) = removed {
-            self.bytes -= cost(key, e.value.as_deref());
+        if let Some(freed) = removed {
+            self.bytes -= freed;
         }
     }
 
@@ -131,36 +278,38 @@ impl Tables {
     /// was clean (so the caller records it as written this epoch), and by
     /// how many bytes the value grew.
     fn update(&mut self, key: &[u8], value: Option<&[u8]>) -> Option<(bool, usize)> {
-        let e = if is_scanned(key) {
-            self.scanned.get_mut(key)
-        } else {
-            self.points.get_mut(key)
-        }?;
-        let old = e.value.as_ref().map_or(0, Vec::len);
-        match (&mut e.value, value) {
-            // Reuses the buffer: no allocation per update of a hot key.
-            (Some(v), Some(new)) => {
-                v.clear();
-                v.extend_from_slice(new);
-            }
-            (slot, new) => *slot = new.map(<[u8]>::to_vec),
-        }
         let new = value.map_or(0, <[u8]>::len);
+        let (old, was_clean) = if is_scanned(key) {
+            let e = self.scanned.get_mut(key)?;
+            let old = e.value.as_ref().map_or(0, Vec::len);
+            match (&mut e.value, value) {
+                // Reuses the buffer: no allocation per update of a hot key.
+                (Some(v), Some(new)) => {
+                    v.clear();
+                    v.extend_from_slice(new);
+                }
+                (slot, new) => *slot = new.map(<[u8]>::to_vec),
+            }
+            (old, !std::mem::replace(&mut e.dirty, true))
+        } else {
+            let s = self.points.find_mut(key)?;
+            let old = s.value().map_or(0, <[u8]>::len);
+            s.set_value(value);
+            (old, !std::mem::replace(&mut s.dirty, true))
+        };
         self.bytes = self.bytes - old + new;
-        let was_clean = !e.dirty;
-        e.dirty = true;
         Some((was_clean, new.saturating_sub(old)))
     }
 
     fn retain_dirty(&mut self) {
-        self.points.retain(|_, e| e.dirty);
+        self.points.retain_dirty();
         self.scanned.retain(|_, e| e.dirty);
-        self.bytes = self
-            .points
+        let points = self.points.table.iter().map(|s| cost(s.key(), s.value()));
+        let scanned = self
+            .scanned
             .iter()
-            .chain(self.scanned.iter())
-            .map(|(k, e)| cost(k, e.value.as_deref()))
-            .sum();
+            .map(|(k, e)| cost(k, e.value.as_deref()));
+        self.bytes = points.chain(scanned).sum();
     }
 }
 
@@ -203,14 +352,13 @@ impl CachedState {
         let mut out = Vec::with_capacity(self.dirty.len());
         self.dirty_bytes = 0;
         for key in std::mem::take(&mut self.dirty) {
-            let Some(e) = self.map.get_mut(&key) else {
+            let Some(value) = self.map.clean(&key) else {
                 continue;
             };
-            e.dirty = false;
-            if e.value.is_none() {
+            if value.is_none() {
                 self.deleted.push(key.clone());
             }
-            out.push((key, e.value.clone()));
+            out.push((key, value));
         }
         out
     }
@@ -247,7 +395,7 @@ impl CachedState {
             Some((false, grown)) => self.dirty_bytes += grown,
             None => {
                 self.mark_dirty(key.clone(), value.as_deref());
-                self.map.insert(key, Entry { value, dirty: true });
+                self.map.insert(key, value, true);
             }
         }
     }
@@ -269,32 +417,30 @@ fn state_err(e: rocksdb::Error) -> Error {
 impl StateBackend for CachedState {
     fn get(&mut self, key: &[u8]) -> Result<Option<&[u8]>> {
         if !is_scanned(key) {
-            // One hash lookup, hit or miss.
-            let db = &self.db;
-            let entry = match self.map.points.entry_ref(key) {
-                EntryRef::Occupied(o) => o.into_mut(),
-                EntryRef::Vacant(v) => {
-                    let value = db.get(key).map_err(state_err)?;
+            // One hash lookup, hit or miss; its bucket is kept for a `put`.
+            let points = &mut self.map.points;
+            let (hash, seed) = (points.hash(key), points.seed);
+            let found = points.table.entry(
+                hash,
+                |s| s.key() == key,
+                |s| xxh3_64_with_seed(s.key(), seed),
+            );
+            let entry = match found {
+                TableEntry::Occupied(o) => o,
+                TableEntry::Vacant(v) => {
+                    let value = self.db.get(key).map_err(state_err)?;
                     self.map.bytes += cost(key, value.as_deref());
-                    v.insert(Entry {
-                        value,
-                        dirty: false,
-                    })
+                    v.insert(Slot::new(key, value.as_deref(), false))
                 }
             };
-            return Ok(entry.value.as_deref());
+            points.last = Some(entry.bucket_index());
+            return Ok(entry.into_mut().value());
         }
         if !self.map.contains_key(key) {
             let v = self.db.get(key).map_err(state_err)?;
-            self.map.insert(
-                key.to_vec(),
-                Entry {
-                    value: v,
-                    dirty: false,
-                },
-            );
+            self.map.insert(key.to_vec(), v, false);
         }
-        Ok(self.map.get(key).and_then(|e| e.value.as_deref()))
+        Ok(self.map.get(key).and_then(|e| e.value))
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
@@ -327,13 +473,7 @@ impl StateBackend for CachedState {
                 }
                 // The cache is authoritative for every key it holds.
                 if !self.map.contains_key(&k) {
-                    self.map.insert(
-                        k.to_vec(),
-                        Entry {
-                            value: Some(v.to_vec()),
-                            dirty: false,
-                        },
-                    );
+                    self.map.insert(k.to_vec(), Some(v.to_vec()), false);
                 }
             }
             self.complete.insert(prefix.to_vec());
@@ -350,18 +490,117 @@ impl StateBackend for CachedState {
             }
         } else {
             // Values are not scanned by the API; a full pass, in order.
-            let mut all: Vec<_> = self
-                .map
-                .points
-                .iter()
-                .filter(|(k, e)| k.starts_with(prefix) && e.value.is_some())
-                .collect();
-            all.sort_by(|a, b| a.0.cmp(b.0));
-            out.extend(
-                all.into_iter()
-                    .filter_map(|(k, e)| Some((k.clone(), e.value.clone()?))),
-            );
+            out.extend(self.map.points.table.iter().filter_map(|s| {
+                let k = s.key();
+                let v = s.value().filter(|_| k.starts_with(prefix))?;
+                Some((k.to_vec(), v.to_vec()))
+            }));
+            out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_core::state::{keyed_key, KEYED_TAG, MAP_TAG};
+
+    fn open() -> (tempfile::TempDir, Arc<DB>) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = DB::open_default(dir.path()).expect("open RocksDB");
+        (dir, Arc::new(db))
+    }
+
+    fn key(word: &str) -> Vec<u8> {
+        keyed_key(KEYED_TAG, 7, 0, "count", word.as_bytes()).expect("state key")
+    }
+
+    #[test]
+    fn values_grow_from_the_slot_to_the_heap_and_back_into_the_writes() -> Result<()> {
+        let (_dir, db) = open();
+        let mut s = CachedState::new(db.clone(), 1 << 20);
+        let k = key("w");
+        assert_eq!(s.get(&k)?, None);
+        s.put_slice(&k, b"1");
+        assert_eq!(s.get(&k)?, Some(&b"1"[..]));
+        // Past what the slot holds inline, then short again.
+        let long = vec![b'x'; 100];
+        s.put_slice(&k, &long);
+        assert_eq!(s.get(&k)?, Some(&long[..]));
+        s.put_slice(&k, b"22");
+        assert_eq!(s.get(&k)?, Some(&b"22"[..]));
+        // A key too long for the slot.
+        let big = key(&"y".repeat(80));
+        s.put(big.clone(), b"3".to_vec());
+        s.delete(k.clone());
+        assert_eq!(s.get(&k)?, None);
+        let mut writes = s.take_writes();
+        writes.sort();
+        let mut want = vec![(k.clone(), None), (big.clone(), Some(b"3".to_vec()))];
+        want.sort();
+        assert_eq!(writes, want);
+        // Taken writes stay readable, clean, and the next epoch starts empty.
+        assert_eq!(s.get(&big)?, Some(&b"3"[..]));
+        assert!(s.take_writes().is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn a_put_after_a_get_of_another_key_writes_the_right_entry() -> Result<()> {
+        let (_dir, db) = open();
+        db.put(key("a"), b"5").expect("seed RocksDB");
+        let mut s = CachedState::new(db, 1 << 20);
+        // Many keys, so that the table grows between the get and the put.
+        assert_eq!(s.get(&key("a"))?, Some(&b"5"[..]));
+        for i in 0..1000 {
+            s.put_slice(&key(&format!("k{i}")), b"1");
+        }
+        s.put_slice(&key("a"), b"6");
+        assert_eq!(s.get(&key("k0"))?, Some(&b"1"[..]));
+        s.put_slice(&key("k999"), b"2");
+        assert_eq!(s.get(&key("a"))?, Some(&b"6"[..]));
+        assert_eq!(s.get(&key("k999"))?, Some(&b"2"[..]));
+        assert_eq!(s.take_writes().len(), 1001);
+        Ok(())
+    }
+
+    #[test]
+    fn trim_drops_clean_entries_over_capacity_and_reads_come_back_from_rocksdb() -> Result<()> {
+        let (_dir, db) = open();
+        let mut s = CachedState::new(db.clone(), 4096);
+        for i in 0..100 {
+            s.put_slice(&key(&format!("k{i}")), b"1");
+        }
+        let mut batch = rocksdb::WriteBatch::default();
+        for (k, v) in s.take_writes() {
+            match v {
+                Some(v) => batch.put(k, v),
+                None => batch.delete(k),
+            }
+        }
+        db.write(batch).expect("write the epoch");
+        s.trim();
+        assert!(
+            s.map.bytes <= 4096,
+            "clean entries over capacity are dropped"
+        );
+        assert_eq!(s.get(&key("k42"))?, Some(&b"1"[..]));
+        Ok(())
+    }
+
+    #[test]
+    fn point_values_under_a_prefix_are_scanned_in_key_order() -> Result<()> {
+        let (_dir, db) = open();
+        let mut s = CachedState::new(db, 1 << 20);
+        for w in ["c", "a", "b"] {
+            s.put_slice(&key(w), w.as_bytes());
+        }
+        let map = keyed_key(MAP_TAG, 7, 0, "m", b"a").expect("map key");
+        s.put(map, b"m".to_vec());
+        let prefix = &key("a")[..6];
+        let got: Vec<Vec<u8>> = s.scan_prefix(prefix)?.into_iter().map(|e| e.1).collect();
+        assert_eq!(got, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+        Ok(())
     }
 }
