@@ -2,7 +2,7 @@
 
 use std::fmt::Display;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -403,64 +403,56 @@ impl<T: 'static, F: LineFormat<T> + Clone> Sink<T> for FileSink<F> {
             .map_err(|e| Error::io("cannot reopen", path.display(), e))?;
         Ok(Box::new(FileWriter {
             path,
-            out: Counting {
-                inner: BufWriter::with_capacity(BUFFER, file),
-                written: end,
-            },
+            file,
+            buf: Vec::with_capacity(BUFFER),
+            written: end,
             sync_handle: Arc::new(sync_handle),
-            line: Vec::new(),
             format: self.format.clone(),
             _t: PhantomData,
         }))
     }
 }
 
-/// Counts the bytes written through it: the file's logical length.
-struct Counting {
-    inner: BufWriter<File>,
-    written: u64,
-}
-
-impl Write for Counting {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.written += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 struct FileWriter<T, F> {
     path: PathBuf,
-    out: Counting,
+    file: File,
+    /// Lines not yet written to `file`: each record is formatted straight
+    /// into it (one copy of its bytes, written out a megabyte at a time).
+    buf: Vec<u8>,
+    /// Bytes written to `file`: its logical length, less `buf`.
+    written: u64,
     sync_handle: Arc<File>,
-    /// The line being formatted: one copy into the buffered file per
-    /// record, not one per formatted piece.
-    line: Vec<u8>,
     format: F,
     _t: PhantomData<fn(&T)>,
 }
 
+impl<T, F> FileWriter<T, F> {
+    fn write_out(&mut self) -> Result<()> {
+        self.file
+            .write_all(&self.buf)
+            .map_err(|e| Error::io("cannot write", self.path.display(), e))?;
+        self.written += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
 impl<T: 'static, F: LineFormat<T>> SinkWriter<T> for FileWriter<T, F> {
     fn write(&mut self, item: &T) -> Result<()> {
-        self.line.clear();
-        self.format.write(item, &mut self.line);
-        self.out
-            .write_all(&self.line)
-            .map_err(|e| Error::io("cannot write", self.path.display(), e))
+        self.format.write(item, &mut self.buf);
+        // Written out before a line can outgrow the buffer's capacity.
+        if self.buf.len() >= BUFFER - BUFFER / 16 {
+            self.write_out()?;
+        }
+        Ok(())
     }
 
     fn flush(&mut self) -> Result<Flushed> {
-        self.out
-            .flush()
-            .map_err(|e| Error::io("cannot write", self.path.display(), e))?;
+        self.write_out()?;
         let file = self.sync_handle.clone();
         let path = self.path.clone();
         Ok(Flushed {
-            position: Some(self.out.written),
+            position: Some(self.written),
             sync: Some(Box::new(move || {
                 file.sync_data()
                     .map_err(|e| Error::io("cannot fsync", path.display(), e))

@@ -134,7 +134,7 @@ impl<P: Processor> KeyedNode<P> {
     ) -> Result<()> {
         let mut key_buf = std::mem::take(&mut self.key_buf);
         key_buf.clear();
-        let result = match record.key.encode_into(&mut key_buf) {
+        let result = match crate::encode_key(&record.key, &mut key_buf) {
             Ok(()) => {
                 let group = key_group(&key_buf, self.key_groups);
                 self.process_encoded(record, &key_buf, group, env).await

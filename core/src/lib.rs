@@ -25,7 +25,7 @@ pub mod state;
 pub mod testing;
 pub mod timer;
 
-pub use codec::{Codec, Key};
+pub use codec::{encode_key, Codec, Key};
 pub use context::Context;
 pub use error::{Error, Result};
 pub use processor::Processor;

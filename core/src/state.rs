@@ -112,21 +112,25 @@ pub fn group_of(state_key: &[u8]) -> Option<u16> {
 /// One value per key, of type `T`.
 pub struct ValueState<'a, T> {
     backend: &'a mut dyn StateBackend,
-    key: &'a [u8],
+    /// The state key, then (while a `put` runs) the value's encoding: one
+    /// reused buffer for both.
+    buf: &'a mut Vec<u8>,
+    key_len: usize,
     name: &'a str,
     _t: PhantomData<fn() -> T>,
 }
 
-thread_local! {
-    /// Where values are encoded before the backend copies them.
-    static ENCODED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 impl<'a, T: Codec> ValueState<'a, T> {
-    pub(crate) fn new(backend: &'a mut dyn StateBackend, key: &'a [u8], name: &'a str) -> Self {
+    /// The state under the key held in `buf`.
+    pub(crate) fn new(
+        backend: &'a mut dyn StateBackend,
+        buf: &'a mut Vec<u8>,
+        name: &'a str,
+    ) -> Self {
         ValueState {
             backend,
-            key,
+            key_len: buf.len(),
+            buf,
             name,
             _t: PhantomData,
         }
@@ -134,7 +138,7 @@ impl<'a, T: Codec> ValueState<'a, T> {
 
     /// The current value, if one was put.
     pub fn get(&mut self) -> Result<Option<T>> {
-        match self.backend.get(self.key)? {
+        match self.backend.get(&self.buf[..self.key_len])? {
             Some(bytes) => T::decode(bytes).map(Some).map_err(|e| named(e, self.name)),
             None => Ok(None),
         }
@@ -142,17 +146,17 @@ impl<'a, T: Codec> ValueState<'a, T> {
 
     /// Replaces the value.
     pub fn put(&mut self, value: &T) -> Result<()> {
-        ENCODED.with_borrow_mut(|buf| {
-            buf.clear();
-            value.encode_into(buf).map_err(|e| named(e, self.name))?;
-            self.backend.put_slice(self.key, buf);
-            Ok(())
-        })
+        self.buf.truncate(self.key_len);
+        let encoded = value.encode_into(self.buf);
+        let (key, bytes) = self.buf.split_at(self.key_len);
+        encoded.map_err(|e| named(e, self.name))?;
+        self.backend.put_slice(key, bytes);
+        Ok(())
     }
 
     /// Removes the value.
     pub fn clear(&mut self) {
-        self.backend.delete(self.key.to_vec());
+        self.backend.delete(self.buf[..self.key_len].to_vec());
     }
 }
 

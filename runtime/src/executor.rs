@@ -168,7 +168,7 @@ impl<K: Key, T: Send + 'static, V: Send + 'static> SourceOutput<T> for Exchange<
     fn push(&mut self, record: Record<(), T>) -> Result<()> {
         let (key, value) = (self.split)(record.value);
         self.key_buf.clear();
-        key.encode_into(&mut self.key_buf)?;
+        weir_core::encode_key(&key, &mut self.key_buf)?;
         let group = key_group(&self.key_buf, self.key_groups);
         let w = owner(group, self.txs.len(), self.key_groups);
         self.keys[w].push(&self.key_buf, group)?;
