@@ -16,14 +16,33 @@ use weir_core::state::is_scanned;
 use weir_core::{Error, Result, StateBackend};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-/// What an entry costs beyond its key and value bytes: the two vectors'
-/// headers, the flag, the table's slot and control byte at its load factor,
-/// and the allocator's rounding of two small allocations.
-const ENTRY_OVERHEAD: usize = 128;
+/// What a map entry or timer costs beyond its key and value bytes: the
+/// two vectors' headers, the flag, the tree's node share, and the
+/// allocator's rounding of two small allocations.
+const SCANNED_OVERHEAD: usize = 128;
+
+/// What a value entry costs in the hash table: its slot at the table's
+/// load factor (7/8) and its control byte.
+const SLOT_COST: usize = size_of::<Slot>() * 8 / 7 + 1;
+
+/// What a value entry too long for its slot costs beyond the slot and its
+/// bytes: the allocation's room to grow and the allocator's rounding.
+const HEAP_OVERHEAD: usize = 24;
+
+/// What a key's copy in the epoch's list of written keys costs beyond its
+/// bytes: the vector's header and the allocator's rounding.
+const DIRTY_KEY_OVERHEAD: usize = 32;
 
 /// The memory an entry of `key` holding `value` is counted for.
 fn cost(key: &[u8], value: Option<&[u8]>) -> usize {
-    key.len() + value.map_or(0, <[u8]>::len) + ENTRY_OVERHEAD
+    let bytes = key.len() + value.map_or(0, <[u8]>::len);
+    if is_scanned(key) {
+        bytes + SCANNED_OVERHEAD
+    } else if bytes <= INLINE {
+        SLOT_COST
+    } else {
+        SLOT_COST + bytes + HEAP_OVERHEAD
+    }
 }
 
 /// A state write of the epoch: key and new value (`None` deletes).
@@ -276,12 +295,12 @@ impl Tables {
 
     /// Replaces the value of a cached entry, marking it dirty; whether it
     /// was clean (so the caller records it as written this epoch), and by
-    /// how many bytes the value grew.
+    /// how many bytes its cost grew.
     fn update(&mut self, key: &[u8], value: Option<&[u8]>) -> Option<(bool, usize)> {
-        let new = value.map_or(0, <[u8]>::len);
+        let new = cost(key, value);
         let (old, was_clean) = if is_scanned(key) {
             let e = self.scanned.get_mut(key)?;
-            let old = e.value.as_ref().map_or(0, Vec::len);
+            let old = cost(key, e.value.as_deref());
             match (&mut e.value, value) {
                 // Reuses the buffer: no allocation per update of a hot key.
                 (Some(v), Some(new)) => {
@@ -293,7 +312,7 @@ impl Tables {
             (old, !std::mem::replace(&mut e.dirty, true))
         } else {
             let s = self.points.find_mut(key)?;
-            let old = s.value().map_or(0, <[u8]>::len);
+            let old = cost(key, s.value());
             s.set_value(value);
             (old, !std::mem::replace(&mut s.dirty, true))
         };
@@ -401,9 +420,10 @@ impl CachedState {
     }
 
     /// Records a key's first write of the epoch. Counted with the key's
-    /// second copy in `dirty`, which large keys make no small part.
+    /// second copy in `dirty` (its bytes and its vector's header), which
+    /// large keys make no small part.
     fn mark_dirty(&mut self, key: Vec<u8>, value: Option<&[u8]>) {
-        self.dirty_bytes += cost(&key, value) + key.len();
+        self.dirty_bytes += cost(&key, value) + key.len() + DIRTY_KEY_OVERHEAD;
         self.dirty.push(key);
     }
 }
