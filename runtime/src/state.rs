@@ -182,14 +182,13 @@ impl Points {
         self.table.find_mut(hash, |s| s.key() == key)
     }
 
-    /// Inserts a slot for a key that is not in the table; its bucket.
-    fn insert(&mut self, key: &[u8], value: Option<&[u8]>, dirty: bool) -> usize {
+    /// Inserts a slot for a key that is not in the table.
+    fn insert(&mut self, key: &[u8], value: Option<&[u8]>, dirty: bool) {
         let seed = self.seed;
         let slot = Slot::new(key, value, dirty);
         self.last = None;
         self.table
-            .insert_unique(self.hash(key), slot, |s| xxh3_64_with_seed(s.key(), seed))
-            .bucket_index()
+            .insert_unique(self.hash(key), slot, |s| xxh3_64_with_seed(s.key(), seed));
     }
 
     fn remove(&mut self, key: &[u8]) -> Option<Slot> {
@@ -534,6 +533,11 @@ mod tests {
 
     fn key(word: &str) -> Vec<u8> {
         keyed_key(KEYED_TAG, 7, 0, "count", word.as_bytes()).expect("state key")
+    }
+
+    #[test]
+    fn a_slot_fills_one_cache_line() {
+        assert!(size_of::<Slot>() <= 64, "{} bytes", size_of::<Slot>());
     }
 
     #[test]
