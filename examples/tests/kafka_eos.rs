@@ -25,11 +25,13 @@ fn one() -> std::sync::MutexGuard<'static, ()> {
 #[test]
 fn kafka_wordcount_is_exactly_once_across_50_kill_9() {
     let _one = one();
-    // 1.6 million words in 8 parts of 200,000: a part is produced whenever
+    // 1.6 million words in 32 parts of 50,000: a part is produced whenever
     // the input is used up before the 50th kill, the rest before the end.
+    // A run can use up a part between two kills (a restart takes well under
+    // a second), so there are parts enough for every run to finish one.
     const WORDS: usize = 1_600_000;
     let started = Instant::now();
-    let d = common::dirs(8, WORDS, 41);
+    let d = common::dirs(32, WORDS, 41);
     let mut parts = common::input_files(&d).into_iter();
     let input = create_topic("words", 4);
     produce(&input, &parts.next().expect("a part"));
@@ -48,7 +50,7 @@ fn kafka_wordcount_is_exactly_once_across_50_kill_9() {
             .spawn()
             .expect("spawn");
         let mut child = common::KillOnDrop(child);
-        // Starting takes about a second (fencing, changelog): kill before,
+        // Starting takes a few hundred ms (fencing, changelog): kill before,
         // during and after it.
         let deadline = Instant::now() + Duration::from_millis(rng.random_range(200..2500));
         while Instant::now() < deadline && child.0.try_wait().expect("poll").is_none() {
@@ -88,7 +90,10 @@ fn kafka_wordcount_is_exactly_once_across_50_kill_9() {
         runs + 1,
         started.elapsed().as_secs_f64()
     );
-    assert!(kills >= 50, "only {kills} kills: all 8 parts ran out first");
+    assert!(
+        kills >= 50,
+        "only {kills} kills: all 32 parts ran out first"
+    );
 }
 
 #[test]
