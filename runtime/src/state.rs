@@ -167,6 +167,12 @@ impl Points {
         xxh3_64_with_seed(key, self.seed)
     }
 
+    /// How the table rehashes a slot when it grows: [`hash`](Self::hash)
+    /// of its key.
+    fn rehash(seed: u64) -> impl Fn(&Slot) -> u64 {
+        move |s| xxh3_64_with_seed(s.key(), seed)
+    }
+
     fn find(&self, key: &[u8]) -> Option<&Slot> {
         self.table.find(self.hash(key), |s| s.key() == key)
     }
@@ -184,11 +190,10 @@ impl Points {
 
     /// Inserts a slot for a key that is not in the table.
     fn insert(&mut self, key: &[u8], value: Option<&[u8]>, dirty: bool) {
-        let seed = self.seed;
         let slot = Slot::new(key, value, dirty);
         self.last = None;
         self.table
-            .insert_unique(self.hash(key), slot, |s| xxh3_64_with_seed(s.key(), seed));
+            .insert_unique(self.hash(key), slot, Self::rehash(self.seed));
     }
 
     fn remove(&mut self, key: &[u8]) -> Option<Slot> {
@@ -439,11 +444,9 @@ impl StateBackend for CachedState {
             // One hash lookup, hit or miss; its bucket is kept for a `put`.
             let points = &mut self.map.points;
             let (hash, seed) = (points.hash(key), points.seed);
-            let found = points.table.entry(
-                hash,
-                |s| s.key() == key,
-                |s| xxh3_64_with_seed(s.key(), seed),
-            );
+            let found = points
+                .table
+                .entry(hash, |s| s.key() == key, Points::rehash(seed));
             let entry = match found {
                 TableEntry::Occupied(o) => o,
                 TableEntry::Vacant(v) => {
