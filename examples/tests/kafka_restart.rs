@@ -44,6 +44,7 @@ fn a_broker_restart_mid_run_is_ridden_out_exactly_once() {
     let d = common::dirs(2, 40_000, 31);
     let files = common::input_files(&d);
     let topic = topic_with(2, &files[0]);
+    let (_log, log) = common::LogOnFailure::create(d._tmp.path(), "pipeline.log");
     let child = Command::new(BIN)
         .args([
             "run",
@@ -58,10 +59,10 @@ fn a_broker_restart_mid_run_is_ridden_out_exactly_once() {
         .arg(&d.output)
         .arg("--state")
         .arg(&d.state)
-        .env("RUST_LOG", "error")
+        .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("spawn");
     let mut child = common::KillOnDrop(child);
@@ -91,11 +92,12 @@ fn a_broker_restart_under_transactions_aborts_and_redoes_the_epoch_exactly_once(
         output,
         app,
     } = first_part(&d, "restart");
+    let (_log, log) = common::LogOnFailure::create(d._tmp.path(), "pipeline.log");
     let child = wordcount_idle(&input, &output, &app, &d.state, None)
         .args(["--set", "checkpoint.interval_ms=100"])
-        .env("RUST_LOG", "error")
+        .env("RUST_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("spawn");
     let mut child = common::KillOnDrop(child);

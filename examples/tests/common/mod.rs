@@ -370,6 +370,33 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// A child's log file, whose last lines are printed when the test fails
+/// (dropped while panicking), so that a hang in CI leaves its trace.
+pub struct LogOnFailure(pub PathBuf);
+
+impl LogOnFailure {
+    /// A new log file `name` under `dir`, for a child's stderr.
+    pub fn create(dir: &Path, name: &str) -> (Self, std::fs::File) {
+        let path = dir.join(name);
+        let file = std::fs::File::create(&path).expect("create log");
+        (LogOnFailure(path), file)
+    }
+}
+
+impl Drop for LogOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.0).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let from = lines.len().saturating_sub(200);
+            eprintln!("--- last lines of {} ---", self.0.display());
+            for l in &lines[from..] {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
 /// Bytes process `pid` has read so far (`rchar` of /proc/PID/io).
 pub fn bytes_read_by(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/io"))
