@@ -408,10 +408,10 @@ impl App {
                     p
                 }
             };
-            let started = std::time::Instant::now();
-            match rt.block_on(run(p, &config, replay_from)) {
+            let mut committed = false;
+            match rt.block_on(run_once(p, &config, replay_from, &mut committed)) {
                 Ok(summary) => break summary,
-                Err(e) => retry.after(e, started)?,
+                Err(e) => retry.after(e, committed)?,
             }
             // A replay is done once its state is in place: never twice.
             replay_from = None;
@@ -435,7 +435,9 @@ impl App {
 /// Recovers from aborted epochs (e.g. the broker restarted mid-commit):
 /// the run starts over from the last commit point, as after a crash,
 /// with a growing pause; errors while the cluster is still away are
-/// retried for a while.
+/// retried for a while. An incident ends only when a run commits: runs
+/// that keep failing without a commit give up after [`RETRY_FOR`], however
+/// long each of them took to fail.
 #[derive(Default)]
 struct Retry {
     since: Option<std::time::Instant>,
@@ -446,9 +448,9 @@ struct Retry {
 const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl Retry {
-    fn after(&mut self, e: Error, run_started: std::time::Instant) -> Result<()> {
-        if run_started.elapsed() > RETRY_FOR / 4 {
-            // The run got going before this abort: a new incident.
+    fn after(&mut self, e: Error, committed: bool) -> Result<()> {
+        if committed {
+            // The run made progress before this abort: a new incident.
             *self = Retry::default();
         }
         let since = match (&e, self.since) {
@@ -541,6 +543,17 @@ pub async fn run(
     config: &Config,
     replay_from: Option<u64>,
 ) -> Result<RunSummary> {
+    run_once(pipeline, config, replay_from, &mut false).await
+}
+
+/// [`run`], also telling whether the run committed any checkpoint before
+/// it failed (so that a retry knows a new incident from the same one).
+async fn run_once(
+    pipeline: Pipeline,
+    config: &Config,
+    replay_from: Option<u64>,
+    committed: &mut bool,
+) -> Result<RunSummary> {
     let rc = config.runtime().clone();
     let dir = rc.state.clone().ok_or_else(|| {
         Error::Config("no state directory; pass --state DIR (or set `state` in the config)".into())
@@ -605,6 +618,8 @@ pub async fn run(
         }
         let _ = tx.send(true);
     });
+    let start_epoch = manifest.epoch;
+    let progress = Arc::clone(&store);
     let result = built
         .job
         .run(JobEnv {
@@ -618,6 +633,9 @@ pub async fn run(
         })
         .await;
     signals.abort();
+    if result.is_err() {
+        *committed = matches!(progress.manifest(), Ok(Some(m)) if m.epoch > start_epoch);
+    }
     result
 }
 
@@ -761,4 +779,55 @@ fn dump(dir: &Path, only: Option<&str>, limit: Option<usize>) -> Result<()> {
         }
         true
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn aborted() -> Error {
+        Error::Aborted("the transaction was aborted".into())
+    }
+
+    #[test]
+    fn runs_failing_without_a_commit_give_up_however_long_each_took() {
+        let long_ago = std::time::Instant::now()
+            .checked_sub(RETRY_FOR + std::time::Duration::from_secs(1))
+            .expect("the clock is past RETRY_FOR");
+        let mut retry = Retry {
+            since: Some(long_ago),
+            attempts: 3,
+        };
+        // Before, a run that took longer than RETRY_FOR / 4 to fail counted
+        // as a new incident, so a run wedged for 30 s at a time retried forever.
+        assert!(matches!(
+            retry.after(aborted(), false),
+            Err(Error::Aborted(_))
+        ));
+    }
+
+    #[test]
+    fn a_commit_before_the_abort_starts_a_new_incident() {
+        let long_ago = std::time::Instant::now()
+            .checked_sub(RETRY_FOR + std::time::Duration::from_secs(1))
+            .expect("the clock is past RETRY_FOR");
+        let mut retry = Retry {
+            since: Some(long_ago),
+            attempts: 3,
+        };
+        assert!(retry.after(aborted(), true).is_ok());
+        assert_eq!(retry.attempts, 1);
+        assert!(retry.since.is_some_and(|s| s.elapsed() < RETRY_FOR));
+    }
+
+    #[test]
+    fn fencing_and_errors_outside_an_incident_are_not_retried() {
+        let mut retry = Retry::default();
+        assert!(retry
+            .after(Error::Fenced("a newer instance".into()), false)
+            .is_err());
+        assert!(retry
+            .after(Error::Config("no such topic".into()), false)
+            .is_err());
+    }
 }
