@@ -14,6 +14,8 @@ pub fn push_display<T: Display + 'static>(value: &T, out: &mut Vec<u8>) {
     // for other types vanish when `T` is known.
     if let Some(s) = any.downcast_ref::<String>() {
         out.extend_from_slice(s.as_bytes());
+    } else if let Some(s) = any.downcast_ref::<weir_core::CompactString>() {
+        out.extend_from_slice(s.as_bytes());
     } else if let Some(s) = any.downcast_ref::<&'static str>() {
         out.extend_from_slice(s.as_bytes());
     } else if let Some(n) = any.downcast_ref::<u64>() {
@@ -47,6 +49,7 @@ mod tests {
     fn renders_like_display() {
         assert_eq!(shown("wörd".to_owned()), "wörd");
         assert_eq!(shown("word"), "word");
+        assert_eq!(shown(weir_core::CompactString::from("wörd")), "wörd");
         assert_eq!(shown(u64::MAX), u64::MAX.to_string());
         assert_eq!(shown(i64::MIN), i64::MIN.to_string());
         assert_eq!(shown(7u32), "7");

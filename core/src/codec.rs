@@ -81,12 +81,15 @@ impl<T: Codec + Clone + Send + Sync + 'static> Key for T {}
 /// # Errors
 /// If the key's `Serialize` implementation fails.
 pub fn encode_key<K: Key>(key: &K, out: &mut Vec<u8>) -> Result<()> {
-    match (key as &dyn std::any::Any).downcast_ref::<String>() {
-        Some(s) => {
-            encode_str(s, out);
-            Ok(())
-        }
-        None => key.encode_into(out),
+    let any = key as &dyn std::any::Any;
+    if let Some(s) = any.downcast_ref::<String>() {
+        encode_str(s, out);
+        Ok(())
+    } else if let Some(s) = any.downcast_ref::<compact_str::CompactString>() {
+        encode_str(s, out);
+        Ok(())
+    } else {
+        key.encode_into(out)
     }
 }
 
@@ -128,6 +131,24 @@ mod tests {
         let mut other = Vec::new();
         encode_key(&(1u32, "a".to_owned()), &mut other)?;
         assert_eq!(other, (1u32, "a".to_owned()).encode()?);
+        Ok(())
+    }
+
+    #[test]
+    fn compact_string_keys_encode_and_decode_as_string_keys_do() -> Result<()> {
+        // Inline (up to 24 bytes) and on the heap, across the varint steps.
+        for len in [0, 1, 24, 25, 250, 251, 70_000] {
+            let s = "x".repeat(len);
+            let compact = crate::CompactString::from(s.as_str());
+            let (mut fast, mut string) = (Vec::new(), Vec::new());
+            encode_key(&compact, &mut fast)?;
+            encode_key(&s, &mut string)?;
+            assert_eq!(fast, string, "a key of {len} bytes");
+            let mut generic = Vec::new();
+            compact.encode_into(&mut generic)?;
+            assert_eq!(generic, string, "serde agrees with the fast path");
+            assert_eq!(crate::CompactString::decode(&string)?, compact);
+        }
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! The example processors under `TestDriver`: no disk, no binary.
 
 use weir_core::testing::TestDriver;
-use weir_core::Result;
+use weir_core::{CompactString, Result};
 use weir_examples::sessions::{Session, Sessionizer};
 use weir_examples::wordcount::WordCount;
 
@@ -9,28 +9,33 @@ fn w(s: &str) -> String {
     s.to_owned()
 }
 
+/// A word count key.
+fn c(s: &str) -> CompactString {
+    CompactString::from(s)
+}
+
 #[tokio::test]
 async fn wordcount_counts_per_key_and_forgets_an_uncommitted_epoch() -> Result<()> {
     let mut d = TestDriver::new(WordCount).await?;
     for word in ["a", "b", "a"] {
-        d.pipe(w(word), ()).await?;
+        d.pipe(c(word), ()).await?;
     }
     d.checkpoint();
-    d.pipe(w("a"), ()).await?;
-    assert_eq!(d.value::<u64>(&w("a"), "count")?, Some(3));
+    d.pipe(c("a"), ()).await?;
+    assert_eq!(d.value::<u64>(&c("a"), "count")?, Some(3));
     d.crash_and_restore().await?;
     assert_eq!(
-        d.value::<u64>(&w("a"), "count")?,
+        d.value::<u64>(&c("a"), "count")?,
         Some(2),
         "the open epoch is gone"
     );
-    let outputs: Vec<(String, u64)> = d
+    let outputs: Vec<(CompactString, u64)> = d
         .output()
         .iter()
         .map(|r| (r.key.clone(), r.value))
         .collect();
-    assert_eq!(outputs, vec![(w("a"), 1), (w("b"), 1), (w("a"), 2)]);
-    d.pipe(w("a"), ()).await?;
+    assert_eq!(outputs, vec![(c("a"), 1), (c("b"), 1), (c("a"), 2)]);
+    d.pipe(c("a"), ()).await?;
     assert_eq!(
         d.output().last().map(|r| r.value),
         Some(3),

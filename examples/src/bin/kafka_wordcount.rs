@@ -63,7 +63,9 @@ fn main() -> ExitCode {
                 source = source.until_idle(Duration::from_millis(ms));
             }
             let output = KafkaOutput::new(settings, &app);
-            let sink = output.key_value_sink::<String, u64>(&cfg.get::<String>("output_topic")?);
+            let sink = output.key_value_sink::<weir_core::CompactString, u64>(
+                &cfg.get::<String>("output_topic")?,
+            );
             if let Some(topic) = cfg.get_opt::<String>("dead_letter_topic")? {
                 p.dead_letter(output.dead_letter_sink(&topic));
             }
