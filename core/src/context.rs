@@ -18,6 +18,9 @@ pub struct Context<'a, P: Processor> {
     pub(crate) state_key: &'a mut Vec<u8>,
     pub(crate) group: u16,
     pub(crate) node: u16,
+    /// Where the record's first value state's name goes (then `None`):
+    /// the node predicts from it which state the next records will read.
+    pub(crate) first_value_state: Option<&'a mut Option<&'static str>>,
     pub(crate) timestamp: Option<i64>,
     pub(crate) watermark: i64,
     pub(crate) now: i64,
@@ -57,6 +60,9 @@ impl<'a, P: Processor> Context<'a, P> {
             name,
             self.key_bytes,
         )?;
+        if let Some(first) = self.first_value_state.take() {
+            *first = Some(name);
+        }
         Ok(ValueState::new(self.state, self.state_key, name))
     }
 

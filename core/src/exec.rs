@@ -4,7 +4,7 @@
 use std::ops::Range;
 
 use crate::keygroup::key_group;
-use crate::state::StateBackend;
+use crate::state::{keyed_key_into, StateBackend, KEYED_TAG};
 use crate::timer::TimerQueues;
 use crate::{Codec, Context, Error, Processor, Record, Result, TimeDomain, Timer};
 
@@ -97,6 +97,11 @@ pub struct KeyedNode<P: Processor> {
     /// `clone_from`, which reuses its buffers (no allocation per record
     /// for a `String` key).
     key_slot: Option<P::Key>,
+    /// The value state the last record read first: the one a record
+    /// further on is likely to read (see [`prefetch`](Self::prefetch)).
+    predicted: Option<&'static str>,
+    /// The state key [`prefetch`](Self::prefetch) builds.
+    prefetch_key: Vec<u8>,
 }
 
 impl<P: Processor> KeyedNode<P> {
@@ -112,6 +117,8 @@ impl<P: Processor> KeyedNode<P> {
             key_buf: Vec::new(),
             state_key: Vec::new(),
             key_slot: None,
+            predicted: None,
+            prefetch_key: Vec::new(),
         }
     }
 
@@ -173,6 +180,7 @@ impl<P: Processor> KeyedNode<P> {
             state_key: &mut self.state_key,
             group,
             node: self.node,
+            first_value_state: Some(&mut self.predicted),
             timestamp: record.timestamp,
             watermark: env.watermark,
             now: env.now,
@@ -181,6 +189,26 @@ impl<P: Processor> KeyedNode<P> {
             .process(record, &mut ctx)
             .await
             .map_err(|e| processor_error::<P>(e))
+    }
+
+    /// Tells `state` that a record further on, with `key_bytes` in key
+    /// `group`, is likely to read the value state the last record read
+    /// first, so that its memory is on its way into the CPU cache by then
+    /// (a lookup in a large state otherwise waits on a cache miss).
+    pub fn prefetch(&mut self, key_bytes: &[u8], group: u16, state: &mut dyn StateBackend) {
+        if let Some(name) = self.predicted {
+            let built = keyed_key_into(
+                &mut self.prefetch_key,
+                KEYED_TAG,
+                group,
+                self.node,
+                name,
+                key_bytes,
+            );
+            if built.is_ok() {
+                state.prefetch(&self.prefetch_key);
+            }
+        }
     }
 
     /// Fires every timer due at the env's clocks, event time first; returns
@@ -203,6 +231,7 @@ impl<P: Processor> KeyedNode<P> {
                     state_key: &mut self.state_key,
                     group,
                     node: self.node,
+                    first_value_state: None,
                     timestamp: (domain == TimeDomain::EventTime).then_some(ts),
                     watermark: env.watermark,
                     now: env.now,

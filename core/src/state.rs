@@ -29,6 +29,13 @@ pub trait StateBackend: Send {
     fn delete(&mut self, key: Vec<u8>);
     /// Every live entry whose key starts with `prefix`, in key order.
     fn scan_prefix(&mut self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// A hint that `key` is likely read a few records from now: a backend
+    /// may start loading its memory into the CPU cache, so that the `get`
+    /// does not wait for it. Never changes what is stored or read; the
+    /// default does nothing.
+    fn prefetch(&mut self, key: &[u8]) {
+        let _ = key;
+    }
 }
 
 /// First byte of value-state entries.

@@ -313,6 +313,12 @@ pub(crate) trait Stage<K, V>: Send {
 pub(crate) type StageFactory<K, V> =
     Arc<dyn Fn(&StageInit<'_>) -> Result<Box<dyn Stage<K, V>>> + Send + Sync>;
 
+/// How many records ahead of the one processed a keyed stage prefetches
+/// state: far enough for the backend's two dependent loads to arrive (a
+/// few hundred nanoseconds each at a few million records per second),
+/// near enough for them to stay in the cache.
+const PREFETCH_AHEAD: usize = 16;
+
 pub(crate) struct ProcessStage<P: Processor> {
     pub(crate) node: KeyedNode<P>,
     pub(crate) groups: Range<u16>,
@@ -329,6 +335,9 @@ impl<P: Processor> ProcessStage<P> {
         cx: &mut StageCx<'_>,
     ) -> Result<()> {
         for (i, record) in batch.into_iter().enumerate() {
+            if let Some((key_bytes, group)) = keys.and_then(|k| k.get(i + PREFETCH_AHEAD)) {
+                self.node.prefetch(key_bytes, group, &mut *cx.state);
+            }
             let mut env = NodeEnv {
                 state: &mut *cx.state,
                 watermark: cx.watermark,

@@ -150,7 +150,19 @@ struct Points {
     /// the same key finds it there without a second hash and probe.
     /// Cleared by every change that can move entries (insert, remove).
     last: Option<usize>,
+    /// Hash (low bits) -> address of the slot of the key last read with
+    /// that hash, for [`prefetch`](Points::prefetch). A stale hint (the
+    /// table grew, the entry went) costs a wasted prefetch, never a read.
+    hints: Vec<usize>,
+    /// The hints of the last [`PREFETCH_STAGES`] prefetches, oldest at
+    /// `cursor`: their slots are prefetched once the hints have arrived.
+    pending: [usize; PREFETCH_STAGES],
+    cursor: usize,
 }
+
+/// How many prefetches a slot's prefetch follows its hint's: the hint must
+/// be in the cache before its address can be read without a stall.
+const PREFETCH_STAGES: usize = 8;
 
 impl Points {
     fn new() -> Self {
@@ -160,6 +172,38 @@ impl Points {
             table: HashTable::new(),
             seed,
             last: None,
+            hints: Vec::new(),
+            pending: [usize::MAX; PREFETCH_STAGES],
+            cursor: 0,
+        }
+    }
+
+    /// Remembers in `hints` that the key of `hash` is in the slot at
+    /// `addr` of a table of `buckets` buckets.
+    fn hint(hints: &mut Vec<usize>, buckets: usize, hash: u64, addr: usize) {
+        // Half a hint per bucket: 4 bytes per bucket of 64.
+        let want = (buckets / 2).next_power_of_two();
+        if hints.len() < want {
+            *hints = vec![0; want];
+        }
+        let at = hash as usize & (hints.len() - 1);
+        hints[at] = addr;
+    }
+
+    /// Starts loading the hint of `key` into the cache, and the slot of
+    /// the key whose hint was loaded [`PREFETCH_STAGES`] calls ago.
+    fn prefetch(&mut self, key: &[u8]) {
+        if self.hints.is_empty() {
+            return;
+        }
+        let at = self.hash(key) as usize & (self.hints.len() - 1);
+        prefetch_line(std::ptr::from_ref(&self.hints[at]).cast());
+        let due = std::mem::replace(&mut self.pending[self.cursor], at);
+        self.cursor = (self.cursor + 1) % PREFETCH_STAGES;
+        if let Some(&addr) = self.hints.get(due) {
+            // Only an address: a slot the table has since moved or freed
+            // gets a wasted prefetch (which never faults), never a read.
+            prefetch_line(std::ptr::without_provenance(addr));
         }
     }
 
@@ -432,6 +476,20 @@ impl CachedState {
     }
 }
 
+/// Asks the CPU to load the cache line at `ptr` (any address: a prefetch
+/// never faults); nothing on other CPUs.
+#[inline]
+fn prefetch_line(ptr: *const i8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it never faults and reads nothing into
+    // the program. SSE, which it needs, is part of x86_64.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(ptr, std::arch::x86_64::_MM_HINT_T0);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = ptr;
+}
+
 fn state_err(e: rocksdb::Error) -> Error {
     Error::State(format!(
         "RocksDB read failed: {e}; the epoch cannot commit, restart to recover"
@@ -442,11 +500,16 @@ impl StateBackend for CachedState {
     fn get(&mut self, key: &[u8]) -> Result<Option<&[u8]>> {
         if !is_scanned(key) {
             // One hash lookup, hit or miss; its bucket is kept for a `put`.
-            let points = &mut self.map.points;
-            let (hash, seed) = (points.hash(key), points.seed);
-            let found = points
-                .table
-                .entry(hash, |s| s.key() == key, Points::rehash(seed));
+            let Points {
+                table,
+                seed,
+                last,
+                hints,
+                ..
+            } = &mut self.map.points;
+            let hash = xxh3_64_with_seed(key, *seed);
+            let buckets = table.num_buckets();
+            let found = table.entry(hash, |s| s.key() == key, Points::rehash(*seed));
             let entry = match found {
                 TableEntry::Occupied(o) => o,
                 TableEntry::Vacant(v) => {
@@ -455,8 +518,12 @@ impl StateBackend for CachedState {
                     v.insert(Slot::new(key, value.as_deref(), false))
                 }
             };
-            points.last = Some(entry.bucket_index());
-            return Ok(entry.into_mut().value());
+            *last = Some(entry.bucket_index());
+            let slot = entry.into_mut();
+            // Sized by the table before an insert grew it: the next read
+            // resizes the hints.
+            Points::hint(hints, buckets, hash, std::ptr::from_ref(slot).addr());
+            return Ok(slot.value());
         }
         if !self.map.contains_key(key) {
             let v = self.db.get(key).map_err(state_err)?;
@@ -474,6 +541,12 @@ impl StateBackend for CachedState {
             Some((true, _)) => self.mark_dirty(key.to_vec(), Some(value)),
             Some((false, grown)) => self.dirty_bytes += grown,
             None => self.set(key.to_vec(), Some(value.to_vec())),
+        }
+    }
+
+    fn prefetch(&mut self, key: &[u8]) {
+        if !is_scanned(key) {
+            self.map.points.prefetch(key);
         }
     }
 
@@ -570,6 +643,32 @@ mod tests {
         // Taken writes stay readable, clean, and the next epoch starts empty.
         assert_eq!(s.get(&big)?, Some(&b"3"[..]));
         assert!(s.take_writes().is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn a_read_leaves_a_hint_to_its_slot_and_stale_hints_are_harmless() -> Result<()> {
+        let (_dir, db) = open();
+        let mut s = CachedState::new(db, 1 << 10);
+        s.prefetch(&key("nothing read yet"));
+        for i in 0..1000 {
+            s.put_slice(&key(&format!("k{i}")), b"1");
+        }
+        assert_eq!(s.get(&key("k7"))?, Some(&b"1"[..]));
+        let points = &s.map.points;
+        let hinted = points.hints[points.hash(&key("k7")) as usize & (points.hints.len() - 1)];
+        let slot = points.find(&key("k7")).expect("k7 is cached");
+        assert_eq!(hinted, std::ptr::from_ref(slot).addr());
+        // The epoch ends and the clean entries go (the cache is over its
+        // capacity): every hint is stale now, and prefetches change nothing.
+        assert_eq!(s.take_writes().len(), 1000);
+        s.trim();
+        assert_eq!(s.map.points.table.len(), 0);
+        for i in 0..1000 {
+            s.prefetch(&key(&format!("k{i}")));
+        }
+        s.prefetch(&keyed_key(MAP_TAG, 7, 0, "m", b"x")?);
+        assert_eq!(s.get(&key("k7"))?, None, "nothing was committed to RocksDB");
         Ok(())
     }
 
