@@ -789,15 +789,20 @@ mod tests {
         Error::Aborted("the transaction was aborted".into())
     }
 
-    #[test]
-    fn runs_failing_without_a_commit_give_up_however_long_each_took() {
+    /// An incident that began longer than [`RETRY_FOR`] ago, three retries in.
+    fn incident_past_its_limit() -> Retry {
         let long_ago = std::time::Instant::now()
             .checked_sub(RETRY_FOR + std::time::Duration::from_secs(1))
             .expect("the clock is past RETRY_FOR");
-        let mut retry = Retry {
+        Retry {
             since: Some(long_ago),
             attempts: 3,
-        };
+        }
+    }
+
+    #[test]
+    fn runs_failing_without_a_commit_give_up_however_long_each_took() {
+        let mut retry = incident_past_its_limit();
         // Before, a run that took longer than RETRY_FOR / 4 to fail counted
         // as a new incident, so a run wedged for 30 s at a time retried forever.
         assert!(matches!(
@@ -808,13 +813,7 @@ mod tests {
 
     #[test]
     fn a_commit_before_the_abort_starts_a_new_incident() {
-        let long_ago = std::time::Instant::now()
-            .checked_sub(RETRY_FOR + std::time::Duration::from_secs(1))
-            .expect("the clock is past RETRY_FOR");
-        let mut retry = Retry {
-            since: Some(long_ago),
-            attempts: 3,
-        };
+        let mut retry = incident_past_its_limit();
         assert!(retry.after(aborted(), true).is_ok());
         assert_eq!(retry.attempts, 1);
         assert!(retry.since.is_some_and(|s| s.elapsed() < RETRY_FOR));

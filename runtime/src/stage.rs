@@ -314,9 +314,9 @@ pub(crate) type StageFactory<K, V> =
     Arc<dyn Fn(&StageInit<'_>) -> Result<Box<dyn Stage<K, V>>> + Send + Sync>;
 
 /// How many records ahead of the one processed a keyed stage prefetches
-/// state: far enough for the backend's two dependent loads to arrive (a
-/// few hundred nanoseconds each at a few million records per second),
-/// near enough for them to stay in the cache.
+/// state: far enough for the backend's two dependent loads (its hint, then
+/// the slot the hint names, each up to a memory latency) to arrive before
+/// the record's `get`, near enough for them to stay in the cache.
 const PREFETCH_AHEAD: usize = 16;
 
 pub(crate) struct ProcessStage<P: Processor> {

@@ -326,19 +326,29 @@ impl CommitPoint for KafkaCommit {
         // Fencing (the broker aborts or completes the previous instance's
         // transaction) and the topic checks are independent round trips:
         // a restart waits for the longer of the two, not for their sum.
+        let started = Instant::now();
         let (producer, partitions) = std::thread::scope(|scope| {
             let fence = scope.spawn(|| {
-                TxnProducer::with_deliveries(
+                let fenced = TxnProducer::with_deliveries(
                     &out.settings,
                     &handle.transactional_id(),
                     TIMEOUT,
                     deliveries.clone(),
-                )
+                );
+                tracing::debug!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "transactional producer ready (previous instance fenced)"
+                );
+                fenced
             });
             let partitions = out.check_topics(Some(&changelog)).and_then(|n| match n {
                 0 => ensure_changelog(&out.settings, &changelog, init.key_groups),
                 n => partition_count(&changelog, n, &out.settings),
             });
+            tracing::debug!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "output topics and changelog checked"
+            );
             let producer = fence.join().unwrap_or_else(|_| {
                 Err(Error::State(
                     "the thread creating the transactional producer panicked".into(),
