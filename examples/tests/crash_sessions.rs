@@ -86,13 +86,19 @@ fn sessions_are_emitted_exactly_once_across_kills() {
         while Instant::now() < deadline && child.0.try_wait().expect("poll").is_none() {
             std::thread::sleep(Duration::from_millis(1));
         }
-        if child.0.try_wait().expect("poll").is_none() {
-            child.0.kill().expect("kill -9");
-            assert!(common::died(child.0.wait().expect("reap")));
-            kills += 1;
-        } else {
-            break;
-        }
+        let status = match child.0.try_wait().expect("poll") {
+            Some(status) => status,
+            None => match common::kill_9(&mut child.0) {
+                common::Ending::Killed => {
+                    kills += 1;
+                    continue;
+                }
+                // It ended on its own just as the kill came.
+                common::Ending::Exited(status) => status,
+            },
+        };
+        assert!(status.success(), "a run failed: {status}");
+        break;
     }
     let status = cmd().status().expect("final run");
     assert!(status.success());

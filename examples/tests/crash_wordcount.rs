@@ -45,30 +45,27 @@ fn resumes_without_duplicates_or_loss_after_repeated_kill_9() {
                 }
                 std::thread::sleep(Duration::from_millis(1));
             };
-            match ended {
-                None => {
-                    child.kill().expect("kill -9");
-                    let status = child.wait().expect("reap");
-                    assert!(common::died(status));
-                    kills += 1;
-                    progress.push(common::output_bytes(&d.output));
-                    continue;
-                }
-                Some(status) => {
-                    let err = child.stderr.take().map(std::io::read_to_string);
-                    assert!(status.success(), "run failed: {status:?} {err:?}");
-                    // Finished before we could kill it: with fewer than
-                    // KILLS kills, start over on a fresh output to keep going.
-                    if kills < KILLS {
-                        let lines = common::verify_exactly_once(&d.input, &d.output);
-                        assert!(lines as usize >= WORDS - 10);
-                        std::fs::remove_dir_all(&d.output).expect("reset output");
-                        std::fs::remove_dir_all(&d.state).expect("reset state");
+            let status = match ended {
+                Some(status) => status,
+                None => match common::kill_9(&mut child) {
+                    common::Ending::Killed => {
+                        kills += 1;
+                        progress.push(common::output_bytes(&d.output));
                         continue;
                     }
-                    break;
-                }
-            }
+                    // It ended on its own just as the kill came.
+                    common::Ending::Exited(status) => status,
+                },
+            };
+            let err = child.stderr.take().map(std::io::read_to_string);
+            assert!(status.success(), "run failed: {status:?} {err:?}");
+            // Finished before we could kill it: with fewer than KILLS
+            // kills, start over on a fresh output to keep going.
+            let lines = common::verify_exactly_once(&d.input, &d.output);
+            assert!(lines as usize >= WORDS - 10);
+            std::fs::remove_dir_all(&d.output).expect("reset output");
+            std::fs::remove_dir_all(&d.state).expect("reset state");
+            continue;
         }
         let out = child.wait_with_output().expect("wait");
         assert!(

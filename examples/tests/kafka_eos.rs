@@ -56,17 +56,16 @@ fn kafka_wordcount_is_exactly_once_across_50_kill_9() {
         while Instant::now() < deadline && child.0.try_wait().expect("poll").is_none() {
             std::thread::sleep(Duration::from_millis(5));
         }
-        let (status, killed) = match child.0.try_wait().expect("poll") {
-            Some(status) => (status, false),
-            None => {
-                child.0.kill().expect("kill -9");
-                (child.0.wait().expect("reap"), true)
-            }
+        let status = match child.0.try_wait().expect("poll") {
+            Some(status) => status,
+            None => match common::kill_9(&mut child.0) {
+                common::Ending::Killed => {
+                    kills += 1;
+                    continue;
+                }
+                common::Ending::Exited(status) => status,
+            },
         };
-        if killed && common::died(status) {
-            kills += 1;
-            continue;
-        }
         // It used up its input and ended, perhaps just before the kill.
         assert!(
             status.success(),

@@ -59,12 +59,19 @@ fn kafka_to_files_is_exactly_once_across_kill_9_and_the_group_sees_the_end() {
         while Instant::now() < deadline && child.0.try_wait().expect("poll").is_none() {
             std::thread::sleep(Duration::from_millis(2));
         }
-        if child.0.try_wait().expect("poll").is_some() {
-            break;
-        }
-        child.0.kill().expect("kill -9");
-        assert!(common::died(child.0.wait().expect("reap")));
-        kills += 1;
+        let status = match child.0.try_wait().expect("poll") {
+            Some(status) => status,
+            None => match common::kill_9(&mut child.0) {
+                common::Ending::Killed => {
+                    kills += 1;
+                    continue;
+                }
+                // It ended on its own just as the kill came.
+                common::Ending::Exited(status) => status,
+            },
+        };
+        assert!(status.success(), "a run failed: {status}");
+        break;
     }
     let out = run(&topic, &group, &d.output, &d.state)
         .output()

@@ -172,6 +172,29 @@ pub fn died(status: ExitStatus) -> bool {
     status.signal().is_some()
 }
 
+/// How a run ended when the test sent it `kill -9`.
+pub enum Ending {
+    /// The signal killed it.
+    Killed,
+    /// It had already exited on its own (a zombie ignores the signal):
+    /// the status is its own.
+    Exited(ExitStatus),
+}
+
+/// Sends `kill -9` and reaps the process. A run that ends on its own in the
+/// moment between the test's last poll and the signal reports how it ended,
+/// so that the caller treats it as a finished run, not as a kill.
+pub fn kill_9(child: &mut Child) -> Ending {
+    use std::os::unix::process::ExitStatusExt;
+    child.kill().expect("kill -9");
+    let status = child.wait().expect("reap");
+    if status.signal() == Some(9) {
+        Ending::Killed
+    } else {
+        Ending::Exited(status)
+    }
+}
+
 pub fn spawn(mut cmd: Command) -> Child {
     cmd.stdout(Stdio::null())
         .stderr(Stdio::piped())
