@@ -82,20 +82,10 @@ fn sessions_are_emitted_exactly_once_across_kills() {
     let mut kills = 0;
     while kills < 15 {
         let mut child = common::KillOnDrop(cmd().spawn().expect("spawn"));
-        let deadline = Instant::now() + Duration::from_millis(rng.random_range(5..60));
-        while Instant::now() < deadline && child.0.try_wait().expect("poll").is_none() {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let status = match child.0.try_wait().expect("poll") {
-            Some(status) => status,
-            None => match common::kill_9(&mut child.0) {
-                common::Ending::Killed => {
-                    kills += 1;
-                    continue;
-                }
-                // It ended on its own just as the kill came.
-                common::Ending::Exited(status) => status,
-            },
+        let at = Instant::now() + Duration::from_millis(rng.random_range(5..60));
+        let common::Ending::Exited(status) = common::kill_9_at(&mut child.0, at) else {
+            kills += 1;
+            continue;
         };
         assert!(status.success(), "a run failed: {status}");
         break;

@@ -34,28 +34,14 @@ fn resumes_without_duplicates_or_loss_after_repeated_kill_9() {
         let mut child = common::spawn(cmd);
         if kills < KILLS {
             let delay = Duration::from_millis(rng.random_range(5..90));
-            let deadline = Instant::now() + delay;
-            // Wait for the random moment, unless the run ends first.
-            let ended = loop {
-                if let Some(status) = child.try_wait().expect("wait") {
-                    break Some(status);
+            let status = match common::kill_9_at(&mut child, Instant::now() + delay) {
+                common::Ending::Killed => {
+                    kills += 1;
+                    progress.push(common::output_bytes(&d.output));
+                    continue;
                 }
-                if Instant::now() >= deadline {
-                    break None;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            };
-            let status = match ended {
-                Some(status) => status,
-                None => match common::kill_9(&mut child) {
-                    common::Ending::Killed => {
-                        kills += 1;
-                        progress.push(common::output_bytes(&d.output));
-                        continue;
-                    }
-                    // It ended on its own just as the kill came.
-                    common::Ending::Exited(status) => status,
-                },
+                // It ended before the random moment, or just as the kill came.
+                common::Ending::Exited(status) => status,
             };
             let err = child.stderr.take().map(std::io::read_to_string);
             assert!(status.success(), "run failed: {status:?} {err:?}");

@@ -50,21 +50,12 @@ fn kafka_wordcount_is_exactly_once_across_50_kill_9() {
             .spawn()
             .expect("spawn");
         let mut child = common::KillOnDrop(child);
-        // Starting takes a few hundred ms (fencing, changelog): kill before,
-        // during and after it.
-        let deadline = Instant::now() + Duration::from_millis(rng.random_range(200..2500));
-        while Instant::now() < deadline && child.0.try_wait().expect("poll").is_none() {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let status = match child.0.try_wait().expect("poll") {
-            Some(status) => status,
-            None => match common::kill_9(&mut child.0) {
-                common::Ending::Killed => {
-                    kills += 1;
-                    continue;
-                }
-                common::Ending::Exited(status) => status,
-            },
+        // Starting (fencing, the changelog's roll-forward, the group's
+        // offsets) takes tens of milliseconds: kill before, during and after it.
+        let deadline = Instant::now() + Duration::from_millis(rng.random_range(20..2500));
+        let common::Ending::Exited(status) = common::kill_9_at(&mut child.0, deadline) else {
+            kills += 1;
+            continue;
         };
         // It used up its input and ended, perhaps just before the kill.
         assert!(

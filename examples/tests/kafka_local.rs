@@ -55,20 +55,10 @@ fn kafka_to_files_is_exactly_once_across_kill_9_and_the_group_sees_the_end() {
             .spawn()
             .expect("spawn");
         let mut child = common::KillOnDrop(child);
-        let deadline = Instant::now() + Duration::from_millis(rng.random_range(50..400));
-        while Instant::now() < deadline && child.0.try_wait().expect("poll").is_none() {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let status = match child.0.try_wait().expect("poll") {
-            Some(status) => status,
-            None => match common::kill_9(&mut child.0) {
-                common::Ending::Killed => {
-                    kills += 1;
-                    continue;
-                }
-                // It ended on its own just as the kill came.
-                common::Ending::Exited(status) => status,
-            },
+        let at = Instant::now() + Duration::from_millis(rng.random_range(50..400));
+        let common::Ending::Exited(status) = common::kill_9_at(&mut child.0, at) else {
+            kills += 1;
+            continue;
         };
         assert!(status.success(), "a run failed: {status}");
         break;

@@ -8,6 +8,7 @@ pub mod kafka;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -181,11 +182,21 @@ pub enum Ending {
     Exited(ExitStatus),
 }
 
-/// Sends `kill -9` and reaps the process. A run that ends on its own in the
-/// moment between the test's last poll and the signal reports how it ended,
-/// so that the caller treats it as a finished run, not as a kill.
-pub fn kill_9(child: &mut Child) -> Ending {
+/// Waits until `at` unless the run ends first, then sends `kill -9` and
+/// reaps the process. A run that ended on its own, even in the moment
+/// between the last look and the signal, reports its own status: the caller
+/// treats it as a finished run, not as a kill.
+pub fn kill_9_at(child: &mut Child, at: Instant) -> Ending {
     use std::os::unix::process::ExitStatusExt;
+    while Instant::now() < at {
+        if let Some(status) = child.try_wait().expect("poll") {
+            return Ending::Exited(status);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if let Some(status) = child.try_wait().expect("poll") {
+        return Ending::Exited(status);
+    }
     child.kill().expect("kill -9");
     let status = child.wait().expect("reap");
     if status.signal() == Some(9) {
