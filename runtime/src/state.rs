@@ -207,6 +207,7 @@ impl Points {
         }
     }
 
+    #[inline]
     fn hash(&self, key: &[u8]) -> u64 {
         xxh3_64_with_seed(key, self.seed)
     }
@@ -215,6 +216,40 @@ impl Points {
     /// of its key.
     fn rehash(seed: u64) -> impl Fn(&Slot) -> u64 {
         move |s| xxh3_64_with_seed(s.key(), seed)
+    }
+
+    /// The slot of `key`, with the value `load` reads when it is not
+    /// cached (then `true`). One hash lookup, hit or miss: its bucket is
+    /// kept for a `put`, and a hint to its slot for a prefetch.
+    #[inline]
+    fn get_or_load(
+        &mut self,
+        key: &[u8],
+        load: impl FnOnce() -> Result<Option<Vec<u8>>>,
+    ) -> Result<(&Slot, bool)> {
+        let hash = self.hash(key);
+        let buckets = self.table.num_buckets();
+        let found = self
+            .table
+            .entry(hash, |s| s.key() == key, Self::rehash(self.seed));
+        let (entry, loaded) = match found {
+            TableEntry::Occupied(o) => (o, false),
+            TableEntry::Vacant(v) => {
+                let value = load()?;
+                (v.insert(Slot::new(key, value.as_deref(), false)), true)
+            }
+        };
+        self.last = Some(entry.bucket_index());
+        let slot = entry.into_mut();
+        // Sized by the table before an insert grew it: the next read
+        // resizes the hints.
+        Self::hint(
+            &mut self.hints,
+            buckets,
+            hash,
+            std::ptr::from_ref(slot).addr(),
+        );
+        Ok((slot, loaded))
     }
 
     fn find(&self, key: &[u8]) -> Option<&Slot> {
@@ -499,30 +534,12 @@ fn state_err(e: rocksdb::Error) -> Error {
 impl StateBackend for CachedState {
     fn get(&mut self, key: &[u8]) -> Result<Option<&[u8]>> {
         if !is_scanned(key) {
-            // One hash lookup, hit or miss; its bucket is kept for a `put`.
-            let Points {
-                table,
-                seed,
-                last,
-                hints,
-                ..
-            } = &mut self.map.points;
-            let hash = xxh3_64_with_seed(key, *seed);
-            let buckets = table.num_buckets();
-            let found = table.entry(hash, |s| s.key() == key, Points::rehash(*seed));
-            let entry = match found {
-                TableEntry::Occupied(o) => o,
-                TableEntry::Vacant(v) => {
-                    let value = self.db.get(key).map_err(state_err)?;
-                    self.map.bytes += cost(key, value.as_deref());
-                    v.insert(Slot::new(key, value.as_deref(), false))
-                }
-            };
-            *last = Some(entry.bucket_index());
-            let slot = entry.into_mut();
-            // Sized by the table before an insert grew it: the next read
-            // resizes the hints.
-            Points::hint(hints, buckets, hash, std::ptr::from_ref(slot).addr());
+            let Tables { points, bytes, .. } = &mut self.map;
+            let db = &self.db;
+            let (slot, loaded) = points.get_or_load(key, || db.get(key).map_err(state_err))?;
+            if loaded {
+                *bytes += cost(key, slot.value());
+            }
             return Ok(slot.value());
         }
         if !self.map.contains_key(key) {
