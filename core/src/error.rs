@@ -53,6 +53,15 @@ pub enum Error {
     /// Invalid configuration or pipeline wiring.
     #[error("configuration: {0}")]
     Config(String),
+    /// The state on disk is damaged (a truncated or missing RocksDB file):
+    /// restarting will not repair it; restore it from a retained checkpoint
+    /// or, in Kafka mode, from the changelog.
+    #[error("damaged state: {0}")]
+    Corrupt(String),
+    /// A resource this run needs (an output directory, a consumer group)
+    /// is held by another running instance: stop, or give this run its own.
+    #[error("in use: {0}")]
+    InUse(String),
     /// This instance was replaced by another with the same identity (a Kafka
     /// transactional id): it must stop at once and commit nothing more (I4).
     #[error("fenced: {0}")]

@@ -1,5 +1,6 @@
 //! The interface between the runtime and sink connectors.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::commit::CommitPoint;
@@ -30,6 +31,27 @@ pub trait Sink<T>: Send + Sync + 'static {
     /// the committed position `n` is discarded first (exactly-once recovery);
     /// `Some(0)` for output with nothing committed; `None` keeps what is there.
     fn open(&self, task: &str, truncate_to: Option<u64>) -> Result<Box<dyn SinkWriter<T>>>;
+
+    /// Exactly-once recovery of an output that no task of this run opens
+    /// (an earlier run had another parallelism, or read an input that is
+    /// gone): discards anything past its committed position `committed`,
+    /// as [`open`](Self::open) does with `truncate_to`. `id` is what
+    /// [`id`](Self::id) returned for it. Only sinks whose
+    /// [`Flushed::position`] is `Some` get such outputs; the default
+    /// refuses, so that a sink that forgot it never keeps output twice.
+    fn discard_uncommitted(&self, id: &str, committed: u64) -> Result<()> {
+        Err(crate::Error::Config(format!(
+            "the {} sink cannot discard the output `{id}` past its committed position {committed}, which no task of this run writes; run again with the parallelism and inputs of the last run",
+            self.describe()
+        )))
+    }
+
+    /// The local file or directory this sink writes, if any: a pipeline
+    /// refuses an output inside its input (or the reverse), and two sinks
+    /// on one location.
+    fn location(&self) -> Option<PathBuf> {
+        None
+    }
 
     /// The transaction this sink writes through, for a sink whose output
     /// commits in an external system (a Kafka transaction); `None` (the

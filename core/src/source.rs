@@ -1,6 +1,7 @@
 //! The interface between the runtime and source connectors.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use crate::commit::GroupOffsets;
 use crate::{Error, Record, Result};
@@ -43,6 +44,16 @@ pub struct DeadLetter {
     pub raw: Option<Vec<u8>>,
 }
 
+/// Where a task resumes: the position checkpointed for it, and the
+/// identity of the input that position is in (see [`SourceReader::identity`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Resume {
+    /// The position to read on from.
+    pub position: u64,
+    /// The identity recorded with it, if the source keeps one.
+    pub identity: Option<String>,
+}
+
 /// What a [`SourceReader::read`] call found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadStatus {
@@ -66,8 +77,19 @@ pub trait Source: Send + Sync + 'static {
     /// The task ids (one per input partition), stable across restarts.
     fn tasks(&self) -> Result<Vec<String>>;
 
-    /// Opens task `task` at `position` (its start when `None`).
-    fn open(&self, task: &str, position: Option<u64>) -> Result<Box<dyn SourceReader<Self::Item>>>;
+    /// Opens task `task` where it resumes (its start when `None`).
+    ///
+    /// # Errors
+    /// A source that records identities refuses to resume in an input that
+    /// is no longer the one `from.identity` names (a replaced or rotated
+    /// file), naming the input and the user's choices.
+    fn open(&self, task: &str, from: Option<&Resume>) -> Result<Box<dyn SourceReader<Self::Item>>>;
+
+    /// The local file or directory this source reads, if any (see
+    /// [`Sink::location`](crate::sink::Sink::location)).
+    fn location(&self) -> Option<PathBuf> {
+        None
+    }
 
     /// Every task's committed and end positions, for `offsets show`.
     fn offsets(&self) -> Result<Vec<TaskOffsets>> {
@@ -103,8 +125,9 @@ pub trait Source: Send + Sync + 'static {
     }
 }
 
-/// Reads one task. Positions are opaque to the runtime but must be
-/// monotonic and must resume exactly after the last record returned.
+/// Reads one task. Positions are opaque to the runtime but must resume
+/// exactly after the last record returned, and grow while the task reads
+/// one input (see [`identity`](Self::identity)).
 pub trait SourceReader<T>: Send {
     /// Appends up to `max` records to `out`.
     ///
@@ -116,6 +139,14 @@ pub trait SourceReader<T>: Send {
 
     /// The position just after the last record returned.
     fn position(&self) -> u64;
+
+    /// Which input [`position`](Self::position) is in, for a source whose
+    /// task can come to read another input under the same name (a file
+    /// replaced or rotated): checkpointed with the position and handed back
+    /// in [`Resume`]. `None` (the default) for a source without such a thing.
+    fn identity(&self) -> Option<String> {
+        None
+    }
 
     /// Told once a checkpoint holding `position` has committed, e.g. to
     /// copy it to a Kafka consumer group for lag monitors (advisory: the

@@ -9,31 +9,11 @@
 mod common;
 
 use common::{
-    died, dirs, inspect, run_ok, verify_committed_prefix, verify_exactly_once, wordcount, Dirs,
+    crash_with, dirs, inspect, run_ok, verify_committed_prefix, verify_exactly_once, wordcount,
+    Dirs,
 };
 
 const WORDS: usize = 600_000;
-
-/// Runs with `FAILPOINTS=spec`, expecting the abort.
-fn crash_with(d: &Dirs, args: &[&str], spec: &str) {
-    let out = wordcount(args, d)
-        .args(["--set", "checkpoint.interval_ms=2"])
-        .env("FAILPOINTS", spec)
-        .output()
-        .expect("spawn");
-    assert!(
-        died(out.status),
-        "expected an abort at {spec}, got {:?}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let point = spec.split('=').next().unwrap_or(spec);
-    assert!(
-        stderr.contains(point),
-        "abort did not come from {point}: {stderr}"
-    );
-}
 
 /// Runs to the end retaining every 2nd checkpoint; returns the live
 /// checkpoint, the oldest retained id and that checkpoint.

@@ -6,7 +6,6 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::kafka::{
     assert_group_at_end, bootstrap, broker, committed_counts, first_part, produce, topic_with,
@@ -15,28 +14,6 @@ use common::kafka::{
 
 /// One broker restart at a time.
 static BROKER: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Waits until the output holds `lines` lines (all of them committed
-/// output of whole epochs: files grow at barriers).
-fn wait_for_lines(d: &common::Dirs, lines: usize, child: &mut common::KillOnDrop) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let n: usize = common::output_counts(&d.output)
-            .values()
-            .map(Vec::len)
-            .sum();
-        if n >= lines {
-            assert_eq!(n, lines, "more lines than words");
-            return;
-        }
-        assert!(
-            child.0.try_wait().expect("poll").is_none(),
-            "the pipeline exited"
-        );
-        assert!(Instant::now() < deadline, "stuck at {n} of {lines} lines");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[test]
 fn a_broker_restart_mid_run_is_ridden_out_exactly_once() {
@@ -66,12 +43,12 @@ fn a_broker_restart_mid_run_is_ridden_out_exactly_once() {
         .spawn()
         .expect("spawn");
     let mut child = common::KillOnDrop(child);
-    wait_for_lines(&d, 20_000, &mut child);
+    common::wait_for_lines(&d, 20_000, &mut child.0);
 
     broker("stop");
     broker("start");
     produce(&topic, &files[1]);
-    wait_for_lines(&d, 40_000, &mut child);
+    common::wait_for_lines(&d, 40_000, &mut child.0);
 
     let status = Command::new("kill")
         .args(["-TERM", &child.0.id().to_string()])

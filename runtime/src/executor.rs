@@ -27,7 +27,8 @@ use crate::config::{Guarantee, OnBadInput, RuntimeConfig};
 use crate::control::Control;
 use crate::failpoints::{self, crash_point};
 use crate::manifest::{Manifest, SourcePosition};
-use crate::pipeline::DeadLetterOpener;
+use crate::pipeline::{DeadLetterOpener, Discard};
+use crate::recovery::{start_position, SinkRecovery};
 use crate::stage::{
     BoxFuture, ChainedReader, FlushedSink, Metrics, NamedSinks, SideSinks, SinkStage, SourceAdmin,
     SourceSide, Stage, StageCx, StageFactory, StageInit,
@@ -67,6 +68,9 @@ pub(crate) struct JobEnv {
     pub(crate) commit: Option<Arc<dyn CommitPoint>>,
     /// Where undecodable input goes under `on_bad_input = "dead-letter"`.
     pub(crate) dead_letter: Option<DeadLetterOpener>,
+    /// Per sink: its outputs' id prefix, and how to discard an unopened
+    /// output's uncommitted tail.
+    pub(crate) discards: Vec<(String, Discard)>,
     pub(crate) store: Arc<Store>,
     pub(crate) manifest: Manifest,
     pub(crate) config: RuntimeConfig,
@@ -78,6 +82,8 @@ pub(crate) trait Job: Send {
     fn run(self: Box<Self>, env: JobEnv) -> BoxFuture<'static, Result<RunSummary>>;
     /// The pipeline's source, for the offsets commands.
     fn source(&self) -> &dyn SourceAdmin;
+    /// The source's tasks; an error when there are none.
+    fn tasks(&self) -> Result<Vec<String>>;
 }
 
 enum Msg<K, V> {
@@ -97,6 +103,7 @@ enum Event {
     SourceAck {
         task: String,
         position: u64,
+        identity: Option<String>,
         finished: bool,
         flushes: Vec<FlushedSink>,
     },
@@ -361,6 +368,7 @@ fn source_loop<T: Send + 'static>(t: &mut SourceTask<T>, s: &Shared) -> Result<(
                 .send(Event::SourceAck {
                     task: t.task.clone(),
                     position,
+                    identity: t.reader.identity(),
                     finished: t.finished,
                     flushes,
                 })
@@ -613,26 +621,6 @@ pub(crate) struct DirectJob<T> {
     pub(crate) open_sink: SinkOpener<T>,
 }
 
-fn truncate_fn(env: &JobEnv) -> impl Fn(&str) -> Option<u64> + Sync + '_ {
-    move |id: &str| match env.config.guarantee {
-        // Discard output past the commit point (nothing committed: all of it).
-        Guarantee::ExactlyOnce => Some(env.manifest.sinks.get(id).copied().unwrap_or(0)),
-        Guarantee::AtLeastOnce | Guarantee::AtMostOnce => None,
-    }
-}
-
-/// Where task `task` resumes. A task that had reached the end of a bounded
-/// input is read again from there: input appended since is not missed.
-fn start_position(env: &JobEnv, task: &str) -> Result<Option<u64>> {
-    let mut pos = env.manifest.sources.get(task).map(|p| p.position);
-    if env.config.guarantee == Guarantee::AtMostOnce {
-        if let Some(read) = env.store.read_position(task)? {
-            pos = Some(pos.map_or(read, |p| p.max(read)));
-        }
-    }
-    Ok(pos)
-}
-
 fn shared(
     env: &JobEnv,
     control: &Arc<Control>,
@@ -701,6 +689,14 @@ async fn tasks_and_txn<T: Send + 'static>(
     side: Arc<dyn SourceSide<T>>,
 ) -> Result<(Vec<String>, Option<Txn>)> {
     let admin: Arc<dyn SourceAdmin> = side.clone();
+    if env.manifest.epoch == 0 {
+        // A first run: a missing input must not leave a changelog (or
+        // anything else) behind, so the tasks are listed first.
+        let tasks = tokio::task::spawn_blocking(move || tasks_of(&*side))
+            .await
+            .map_err(|e| Error::State(format!("listing the source's tasks failed: {e}")))??;
+        return Ok((tasks, open_txn(env, admin).await?));
+    }
     let tasks = tokio::task::spawn_blocking(move || tasks_of(&*side));
     let txn = open_txn(env, admin).await;
     let tasks = tasks
@@ -724,6 +720,10 @@ impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
         &*self.side
     }
 
+    fn tasks(&self) -> Result<Vec<String>> {
+        tasks_of(&*self.side)
+    }
+
     fn run(self: Box<Self>, mut env: JobEnv) -> BoxFuture<'static, Result<RunSummary>> {
         Box::pin(async move {
             let (tasks, txn) = tasks_and_txn(&mut env, self.side.clone()).await?;
@@ -736,7 +736,8 @@ impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
             // Recovery, in order: sinks truncate, then sources seek.
             let mut txs = Vec::new();
             let mut handles = Vec::new();
-            let truncate = truncate_fn(&env);
+            let recovery = SinkRecovery::new(&env);
+            let truncate = |id: &str| recovery.truncate_to(id);
             let mut stages = Vec::new();
             for w in 0..workers {
                 let init = StageInit {
@@ -752,6 +753,7 @@ impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
                 stages.push(((self.tail)(&init)?, sides));
             }
             let mut letters = dead_letters(&env, &tasks, &truncate)?.into_iter();
+            recovery.discard_unopened()?;
             crash_point(failpoints::MID_RECOVERY);
             let cache_bytes = env.config.cache_mb.saturating_mul(1 << 20);
             for (stage, sides) in stages {
@@ -782,7 +784,7 @@ impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
                 let pos = start_position(&env, task)?;
                 let t = SourceTask {
                     task: task.clone(),
-                    reader: self.side.open(task, pos)?,
+                    reader: self.side.open(task, pos.as_ref())?,
                     output: Box::new(Exchange {
                         source: i,
                         split: self.split.clone(),
@@ -837,6 +839,10 @@ impl<T: Send + 'static> Job for DirectJob<T> {
         &*self.side
     }
 
+    fn tasks(&self) -> Result<Vec<String>> {
+        tasks_of(&*self.side)
+    }
+
     fn run(self: Box<Self>, mut env: JobEnv) -> BoxFuture<'static, Result<RunSummary>> {
         Box::pin(async move {
             if let Some((name, _)) = env.named.first() {
@@ -848,7 +854,8 @@ impl<T: Send + 'static> Job for DirectJob<T> {
             let control = Arc::new(Control::new(env.manifest.epoch));
             let (events, mut rx) = mpsc::unbounded_channel();
             let metrics = Arc::new(Metrics::default());
-            let truncate = truncate_fn(&env);
+            let recovery = SinkRecovery::new(&env);
+            let truncate = |id: &str| recovery.truncate_to(id);
             let mut sinks = Vec::new();
             for task in &tasks {
                 let init = StageInit {
@@ -860,6 +867,7 @@ impl<T: Send + 'static> Job for DirectJob<T> {
                 sinks.push((self.open_sink)(&init)?);
             }
             let mut letters = dead_letters(&env, &tasks, &truncate)?.into_iter();
+            recovery.discard_unopened()?;
             crash_point(failpoints::MID_RECOVERY);
             let shared = shared(&env, &control, &events, &metrics);
             let mut threads = Vec::new();
@@ -867,7 +875,7 @@ impl<T: Send + 'static> Job for DirectJob<T> {
                 let pos = start_position(&env, task)?;
                 let t = SourceTask {
                     task: task.clone(),
-                    reader: self.side.open(task, pos)?,
+                    reader: self.side.open(task, pos.as_ref())?,
                     output: Box::new(Direct { sink }),
                     finished: false,
                     watermark_delay: None,
@@ -980,11 +988,19 @@ async fn coordinate(
                     Some(Event::SourceAck {
                         task,
                         position,
+                        identity,
                         finished,
                         flushes: f,
                     }) => {
                         source_acks += 1;
-                        positions.insert(task, SourcePosition { position, finished });
+                        positions.insert(
+                            task,
+                            SourcePosition {
+                                position,
+                                finished,
+                                identity,
+                            },
+                        );
                         flushes.extend(f);
                     }
                     Some(Event::WorkerAck {

@@ -48,7 +48,11 @@ pub const ALL: &[&str] = &[
 pub fn crash_point(name: &str) {
     #[cfg(feature = "failpoints")]
     fail::fail_point!(name, |_| {
-        eprintln!("weir: crash point `{name}` reached: aborting");
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "weir: crash point `{name}` reached: aborting"
+        );
         std::process::abort()
     });
     #[cfg(not(feature = "failpoints"))]

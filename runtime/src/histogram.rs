@@ -98,6 +98,11 @@ impl Histogram {
     pub fn percentile_ms(&self, q: f64) -> f64 {
         (self.percentile(q).as_secs_f64() * 100_000.0).round() / 100.0
     }
+
+    /// The largest value recorded, in milliseconds rounded to 0.01 ms.
+    pub fn max_ms(&self) -> f64 {
+        (self.max().as_secs_f64() * 100_000.0).round() / 100.0
+    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod failpoints;
 mod histogram;
 pub mod manifest;
 mod pipeline;
+mod recovery;
 mod stage;
 mod state;
 pub mod store;

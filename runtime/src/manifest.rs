@@ -13,6 +13,10 @@ pub struct SourcePosition {
     pub position: u64,
     /// Whether the task's bounded input was fully read.
     pub finished: bool,
+    /// Which input the position is in (a file's identity), if the source
+    /// records one; a resume in another input is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 /// One checkpoint: epoch, positions, and the pipeline it belongs to.

@@ -1,5 +1,6 @@
 //! The pipeline builder: `source -> stateless ops -> key_by -> processors -> sink`.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use weir_core::commit::CommitPoint;
@@ -18,6 +19,21 @@ use crate::stage::{
 pub(crate) type DeadLetterOpener =
     Arc<dyn Fn(&StageInit<'_>) -> Result<SinkStage<DeadLetter>> + Send + Sync>;
 
+/// Discards the uncommitted tail of a sink output that no task of the run
+/// opens: `(id, committed)` (see [`Sink::discard_uncommitted`]).
+pub(crate) type Discard = Arc<dyn Fn(&str, u64) -> Result<()> + Send + Sync>;
+
+/// What a pipeline knows of one of its sinks besides how to open it.
+struct SinkEntry {
+    /// For messages: `sink`, ``named sink `late` ``, `dead-letter sink`.
+    what: String,
+    /// Its outputs' manifest ids start with this (`late:`); empty for the main sink.
+    prefix: String,
+    commit_point: Option<Arc<dyn CommitPoint>>,
+    location: Option<PathBuf>,
+    discard: Discard,
+}
+
 /// A pipeline ready to run.
 pub(crate) struct Built {
     pub(crate) job: Box<dyn Job>,
@@ -25,6 +41,9 @@ pub(crate) struct Built {
     /// The transactional commit point of the sinks (Kafka mode), if any.
     pub(crate) commit: Option<Arc<dyn CommitPoint>>,
     pub(crate) dead_letter: Option<DeadLetterOpener>,
+    /// Per sink, the prefix of its outputs' manifest ids and how to discard
+    /// an unopened output's uncommitted tail.
+    pub(crate) discards: Vec<(String, Discard)>,
 }
 
 /// A pipeline under construction. Built by the closure handed to
@@ -36,7 +55,8 @@ pub struct Pipeline {
     next_node: u16,
     job: Option<Box<dyn Job>>,
     named: NamedSinks,
-    commit_points: Vec<(String, Option<Arc<dyn CommitPoint>>)>,
+    sinks: Vec<SinkEntry>,
+    source_location: Option<PathBuf>,
     dead_letter: Option<DeadLetterOpener>,
     error: Option<Error>,
 }
@@ -50,7 +70,8 @@ impl Pipeline {
             next_node: 0,
             job: None,
             named: Vec::new(),
-            commit_points: Vec::new(),
+            sinks: Vec::new(),
+            source_location: None,
             dead_letter: None,
             error: None,
         }
@@ -81,6 +102,7 @@ impl Pipeline {
             ));
         }
         self.topology.push(format!("source:{}", source.describe()));
+        self.source_location = source.location();
         Stream {
             side: Arc::new(BaseSide(source)),
             p: self,
@@ -103,8 +125,8 @@ impl Pipeline {
         }
         self.topology
             .push(format!("named_sink:{name}:{}", sink.describe()));
-        self.sink_commit_point(&format!("named sink `{name}`"), &sink);
         let sink = Arc::new(sink);
+        self.register_sink(&format!("named sink `{name}`"), &format!("{name}:"), &sink);
         let opener: SideOpener = Arc::new(move |init: &StageInit<'_>| {
             Ok(Box::new(TypedSide::<K, V> {
                 name,
@@ -123,24 +145,70 @@ impl Pipeline {
                 "a pipeline has one dead-letter sink; `dead_letter` was called twice".into(),
             ));
         }
-        self.sink_commit_point("dead-letter sink", &sink);
         let sink = Arc::new(sink);
+        self.register_sink("dead-letter sink", "dead-letter:", &sink);
         self.dead_letter = Some(Arc::new(move |init: &StageInit<'_>| {
             SinkStage::open_named(&*sink, init, Some("dead-letter"))
         }));
     }
 
-    /// Notes the commit point of a sink (see [`Sink::commit_point`]).
-    fn sink_commit_point<T, S: Sink<T>>(&mut self, what: &str, sink: &S) {
-        self.commit_points
-            .push((what.to_owned(), sink.commit_point()));
+    /// Notes what recovery and the checks of [`into_job`](Self::into_job)
+    /// need of a sink: its commit point (see [`Sink::commit_point`]), its
+    /// location, and how to discard an unopened output's uncommitted tail.
+    fn register_sink<T: 'static, S: Sink<T>>(&mut self, what: &str, prefix: &str, sink: &Arc<S>) {
+        let s = sink.clone();
+        self.sinks.push(SinkEntry {
+            what: what.to_owned(),
+            prefix: prefix.to_owned(),
+            commit_point: sink.commit_point(),
+            location: sink.location(),
+            discard: Arc::new(move |id, committed| s.discard_uncommitted(id, committed)),
+        });
+    }
+
+    /// Refuses an output inside the input or the input inside an output
+    /// (the run would read what it writes), and two sinks on one location
+    /// (they would write the same files).
+    fn check_locations(&self) -> Result<()> {
+        let outputs: Vec<(&str, PathBuf)> = self
+            .sinks
+            .iter()
+            .filter_map(|s| Some((s.what.as_str(), resolved(s.location.as_deref()?))))
+            .collect();
+        if let Some(input) = self.source_location.as_deref() {
+            let input_at = resolved(input);
+            for (what, out) in &outputs {
+                if out.starts_with(&input_at) || input_at.starts_with(out) {
+                    return Err(Error::Config(format!(
+                        "the {what} writes to {}, {} the input {}: the run would read its own output; pass an output outside the input",
+                        out.display(),
+                        if out.starts_with(&input_at) { "inside" } else { "which holds" },
+                        input.display()
+                    )));
+                }
+            }
+        }
+        for (i, (what, out)) in outputs.iter().enumerate() {
+            if let Some((other, _)) = outputs[..i].iter().find(|(_, o)| o == out) {
+                return Err(Error::Config(format!(
+                    "the {other} and the {what} both write to {}: their files would mix; give each its own directory",
+                    out.display()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The transactional commit point every sink writes through, if the
     /// sinks have one; an error when only some of them do, or several.
     fn commit_point(&self) -> Result<Option<Arc<dyn CommitPoint>>> {
         let mut found: Option<(&str, &Arc<dyn CommitPoint>)> = None;
-        for (what, cp) in &self.commit_points {
+        for SinkEntry {
+            what,
+            commit_point: cp,
+            ..
+        } in &self.sinks
+        {
             match (cp, found) {
                 (Some(cp), None) => found = Some((what, cp)),
                 (Some(cp), Some((first, f))) if cp.id() != f.id() => {
@@ -154,10 +222,11 @@ impl Pipeline {
             }
         }
         if let Some((first, f)) = found {
-            if let Some((what, _)) = self.commit_points.iter().find(|(_, cp)| cp.is_none()) {
+            if let Some(s) = self.sinks.iter().find(|s| s.commit_point.is_none()) {
                 return Err(Error::Config(format!(
-                    "the {first} commits in transaction `{}`, which the {what} cannot join; write every output of an exactly-once Kafka pipeline to Kafka (or run it at-least-once)",
-                    f.id()
+                    "the {first} commits in transaction `{}`, which the {} cannot join; write every output of an exactly-once Kafka pipeline to Kafka (or run it at-least-once)",
+                    f.id(),
+                    s.what
                 )));
             }
         }
@@ -169,6 +238,12 @@ impl Pipeline {
             return Err(e);
         }
         let commit = self.commit_point()?;
+        self.check_locations()?;
+        let discards = self
+            .sinks
+            .iter()
+            .map(|s| (s.prefix.clone(), s.discard.clone()))
+            .collect();
         let (named, dead_letter) = (self.named, self.dead_letter);
         let job = self.job.ok_or_else(|| {
             Error::Config(format!(
@@ -181,6 +256,7 @@ impl Pipeline {
             named,
             commit,
             dead_letter,
+            discards,
         })
     }
 
@@ -314,8 +390,8 @@ impl<'p, T: Send + 'static> Stream<'p, T> {
     /// Ends the pipeline at `sink`, one output per source task, without an exchange.
     pub fn sink<S: Sink<Record<(), T>>>(self, sink: S) {
         self.p.topology.push(format!("sink:{}", sink.describe()));
-        self.p.sink_commit_point("sink", &sink);
         let sink = Arc::new(sink);
+        self.p.register_sink("sink", "", &sink);
         let job = DirectJob {
             side: self.side,
             open_sink: Arc::new(move |init: &StageInit<'_>| SinkStage::open(&*sink, init)),
@@ -403,11 +479,31 @@ impl<'p, K: Key, V: Send + 'static> KeyedStream<'p, K, V> {
     /// Ends the pipeline at `sink`, one output per worker.
     pub fn sink<S: Sink<Record<K, V>>>(self, sink: S) {
         self.p.topology.push(format!("sink:{}", sink.describe()));
-        self.p.sink_commit_point("sink", &sink);
         let sink = Arc::new(sink);
+        self.p.register_sink("sink", "", &sink);
         let tail: StageFactory<K, V> =
             Arc::new(move |init: &StageInit<'_>| Ok(Box::new(SinkStage::open(&*sink, init)?)));
         let job = (self.finish)(tail);
         self.p.set_job(job);
+    }
+}
+
+/// `path` made absolute, with symbolic links resolved as far as it exists
+/// (an output directory may not exist yet).
+fn resolved(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(canon) = existing.canonicalize() {
+            return rest.iter().rev().fold(canon, |p, c| p.join(c));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => return abs,
+        }
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use weir_core::commit::GroupOffsets;
 use weir_core::exec::{EncodedKeys, KeyedNode, NodeEnv, SideRecord};
 use weir_core::sink::{Flushed, Sink, SinkWriter};
-use weir_core::source::{ReadStatus, ResetTo, Source, SourceReader, TaskOffsets};
+use weir_core::source::{ReadStatus, ResetTo, Resume, Source, SourceReader, TaskOffsets};
 use weir_core::{Error, Processor, Record, Result};
 
 use crate::config::OnBadInput;
@@ -49,7 +49,7 @@ pub(crate) trait SourceAdmin: Send + Sync {
 /// A source with its stateless operators fused in.
 pub(crate) trait SourceSide<T>: SourceAdmin {
     fn tasks(&self) -> Result<Vec<String>>;
-    fn open(&self, task: &str, position: Option<u64>) -> Result<Box<dyn ChainedReader<T>>>;
+    fn open(&self, task: &str, from: Option<&Resume>) -> Result<Box<dyn ChainedReader<T>>>;
     /// Watermark lag behind the highest event time seen; `None` when the
     /// stream carries no event time.
     fn watermark_delay(&self) -> Option<i64>;
@@ -58,6 +58,7 @@ pub(crate) trait SourceSide<T>: SourceAdmin {
 pub(crate) trait ChainedReader<T>: Send {
     fn read(&mut self, max: usize, out: &mut dyn FnMut(Record<(), T>)) -> Result<ReadStatus>;
     fn position(&self) -> u64;
+    fn identity(&self) -> Option<String>;
     fn committed(&mut self, position: u64) -> Result<()>;
     /// Records read from the source since the last call (before any operator).
     fn take_read_count(&mut self) -> u64;
@@ -94,9 +95,9 @@ impl<S: Source> SourceSide<S::Item> for BaseSide<S> {
         self.0.tasks()
     }
 
-    fn open(&self, task: &str, position: Option<u64>) -> Result<Box<dyn ChainedReader<S::Item>>> {
+    fn open(&self, task: &str, from: Option<&Resume>) -> Result<Box<dyn ChainedReader<S::Item>>> {
         Ok(Box::new(BaseReader {
-            reader: self.0.open(task, position)?,
+            reader: self.0.open(task, from)?,
             buf: Vec::new(),
             read: 0,
         }))
@@ -120,6 +121,10 @@ impl<T: Send> ChainedReader<T> for BaseReader<T> {
 
     fn position(&self) -> u64 {
         self.reader.position()
+    }
+
+    fn identity(&self) -> Option<String> {
+        self.reader.identity()
     }
 
     fn committed(&mut self, position: u64) -> Result<()> {
@@ -166,9 +171,9 @@ impl<T: Send + 'static, U: Send + 'static> SourceSide<U> for ChainSide<T, U> {
         self.inner.tasks()
     }
 
-    fn open(&self, task: &str, position: Option<u64>) -> Result<Box<dyn ChainedReader<U>>> {
+    fn open(&self, task: &str, from: Option<&Resume>) -> Result<Box<dyn ChainedReader<U>>> {
         Ok(Box::new(ChainReader {
-            inner: self.inner.open(task, position)?,
+            inner: self.inner.open(task, from)?,
             op: self.op.clone(),
         }))
     }
@@ -187,6 +192,10 @@ impl<T: Send, U: Send> ChainedReader<U> for ChainReader<T, U> {
 
     fn position(&self) -> u64 {
         self.inner.position()
+    }
+
+    fn identity(&self) -> Option<String> {
+        self.inner.identity()
     }
 
     fn committed(&mut self, position: u64) -> Result<()> {

@@ -23,8 +23,24 @@ const READ_POSITION_PREFIX: &[u8] = b"meta/read/";
 
 fn db_err(action: &str, dir: &Path, e: rocksdb::Error) -> Error {
     let msg = e.to_string();
+    let missing_file = msg.contains("No such file or directory")
+        && [".sst", "MANIFEST", "CURRENT", ".log"]
+            .iter()
+            .any(|f| msg.contains(f));
+    if msg.contains("Corruption") || missing_file {
+        let state = if dir.ends_with("db") {
+            dir.parent().unwrap_or(dir)
+        } else {
+            dir
+        };
+        return Error::Corrupt(format!(
+            "the state in {} cannot be read ({msg}); restarting will not repair it. Restore it: `replay --from ID --state {}` rebuilds the live state from a retained checkpoint (see `checkpoints list`; each keeps its own copy of the files), or, in Kafka mode, a new empty --state restores everything from the changelog",
+            state.display(),
+            state.display()
+        ));
+    }
     if msg.contains("lock") || msg.contains("Resource temporarily unavailable") {
-        return Error::State(format!(
+        return Error::InUse(format!(
             "state directory {} is in use by another running instance ({msg}); stop it first, or pass another --state",
             dir.display()
         ));
@@ -305,14 +321,21 @@ impl Store {
                 known.join(", ")
             )));
         }
-        let live = Store::open(dir)?;
-        let current = live.manifest()?.ok_or_else(|| {
-            Error::State(format!(
-                "state directory {} has no committed manifest",
-                dir.display()
-            ))
-        })?;
-        drop(live);
+        // A damaged live state is replaced as a whole: the checkpoint
+        // becomes the live state, output included (see below).
+        let current = match Store::open(dir) {
+            Ok(live) => Some(live.manifest()?.ok_or_else(|| {
+                Error::State(format!(
+                    "state directory {} has no committed manifest",
+                    dir.display()
+                ))
+            })?),
+            Err(Error::Corrupt(why)) => {
+                tracing::warn!("the live state is damaged ({why}); checkpoint {epoch} replaces it, and output past what it committed is discarded (the epochs after it are run again)");
+                None
+            }
+            Err(e) => return Err(e),
+        };
         let staged = dir.join("db.replay");
         if staged.exists() {
             std::fs::remove_dir_all(&staged).map_err(|e| io("cannot remove", &staged, e))?;
@@ -332,15 +355,33 @@ impl Store {
             }
             batch.delete(k);
         }
-        let manifest = Manifest {
-            epoch: current.epoch + 1,
-            time_ms: now_ms(),
-            generation: current.generation.max(restored.generation) + 1,
-            replayed_from: Some(epoch),
-            sinks: current.sinks.clone(),
-            changelog: BTreeMap::new(),
-            reseed: true,
-            ..restored
+        let manifest = match current {
+            Some(current) => Manifest {
+                epoch: current.epoch + 1,
+                time_ms: now_ms(),
+                generation: current.generation.max(restored.generation) + 1,
+                replayed_from: Some(epoch),
+                // Output already written stays; the new timeline follows it.
+                sinks: current.sinks.clone(),
+                changelog: BTreeMap::new(),
+                reseed: true,
+                ..restored
+            },
+            // The live manifest is lost with its state: which output it
+            // committed is unknown, so output is cut back to the
+            // checkpoint's, and exactly-once holds from there.
+            None => Manifest {
+                epoch: list_checkpoints(dir)?
+                    .last()
+                    .map_or(restored.epoch, |m| m.epoch.max(restored.epoch))
+                    + 1,
+                time_ms: now_ms(),
+                generation: restored.generation + 1,
+                replayed_from: Some(epoch),
+                changelog: BTreeMap::new(),
+                reseed: true,
+                ..restored
+            },
         };
         let m = serde_json::to_vec(&manifest)
             .map_err(|e| Error::State(format!("cannot encode manifest: {e}")))?;
@@ -445,8 +486,27 @@ pub fn list_checkpoints(dir: &Path) -> Result<Vec<Manifest>> {
     Ok(out)
 }
 
+/// Refuses a path that is not a state directory a pipeline has run on, so
+/// that a mistyped `--state` is not taken for an empty one.
+pub fn check_state_dir(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        return Err(Error::Config(format!(
+            "{} does not exist; pass the --state of a pipeline that has run",
+            dir.display()
+        )));
+    }
+    if !dir.join("db").is_dir() {
+        return Err(Error::Config(format!(
+            "{} is not a weir state directory (no db/ inside); pass the --state of a pipeline that has run",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Opens the live state read-only (safe while an instance runs).
 pub fn open_read_only(dir: &Path) -> Result<ReadOnly> {
+    check_state_dir(dir)?;
     let live = dir.join("db");
     if !live.join("CURRENT").is_file() {
         return Err(Error::Config(format!(

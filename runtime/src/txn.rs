@@ -176,7 +176,7 @@ fn roll_forward(
         applied += 1;
         if batch.len() >= RESTORE_BATCH {
             store.apply_changelog(std::mem::take(&mut batch))?;
-            if applied % 100_000 == 0 {
+            if applied.is_multiple_of(100_000) {
                 tracing::info!(records = applied, "restoring state from the changelog");
             }
         }
@@ -202,6 +202,7 @@ fn roll_forward(
             SourcePosition {
                 position: pos,
                 finished,
+                identity: None,
             },
         );
     }

@@ -15,7 +15,7 @@ fn config(state: &Path, extra: &[(&str, &str)]) -> Result<Config> {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
     );
-    Config::load(None, &o)
+    Config::load(None, &o, &[])
 }
 
 fn write_input(dir: &Path, files: &[(&str, &str)]) {

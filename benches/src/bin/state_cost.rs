@@ -20,7 +20,7 @@ use std::process::ExitCode;
 
 use weir_connectors::file::FileSink;
 use weir_core::prelude::*;
-use weir_core::source::{ReadStatus, Source, SourceReader};
+use weir_core::source::{ReadStatus, Resume, Source, SourceReader};
 
 /// Keys written per epoch while loading.
 const LOAD_BATCH: u64 = 250_000;
@@ -46,8 +46,8 @@ impl Source for Paced {
         Ok(vec!["0".into()])
     }
 
-    fn open(&self, _task: &str, position: Option<u64>) -> Result<Box<dyn SourceReader<u64>>> {
-        let pos = position.unwrap_or(0);
+    fn open(&self, _task: &str, from: Option<&Resume>) -> Result<Box<dyn SourceReader<u64>>> {
+        let pos = from.map_or(0, |f| f.position);
         Ok(Box::new(PacedReader {
             spec: *self,
             pos,

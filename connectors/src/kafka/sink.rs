@@ -48,7 +48,7 @@ pub struct KafkaOutput {
 struct Output {
     settings: KafkaSettings,
     app: String,
-    topics: Mutex<BTreeSet<String>>,
+    topics: Mutex<BTreeMap<String, Role>>,
     producer: Mutex<Option<Active>>,
 }
 
@@ -74,7 +74,7 @@ impl KafkaOutput {
             inner: Arc::new(Output {
                 settings,
                 app: application_id.to_owned(),
-                topics: Mutex::new(BTreeSet::new()),
+                topics: Mutex::new(BTreeMap::new()),
                 producer: Mutex::new(None),
             }),
         }
@@ -102,7 +102,16 @@ impl KafkaOutput {
         topic: &str,
         encode: impl Fn(&T, &mut Vec<u8>, &mut Vec<u8>) -> bool + Send + Sync + 'static,
     ) -> KafkaSink<T> {
-        lock(&self.inner.topics).insert(topic.to_owned());
+        self.sink_as(topic, Role::Output, encode)
+    }
+
+    fn sink_as<T: 'static>(
+        &self,
+        topic: &str,
+        role: Role,
+        encode: impl Fn(&T, &mut Vec<u8>, &mut Vec<u8>) -> bool + Send + Sync + 'static,
+    ) -> KafkaSink<T> {
+        lock(&self.inner.topics).insert(topic.to_owned(), role);
         KafkaSink {
             out: self.inner.clone(),
             topic: topic.to_owned(),
@@ -117,7 +126,7 @@ impl KafkaOutput {
     /// where.
     pub fn dead_letter_sink(&self, topic: &str) -> KafkaSink<DeadLetter> {
         use std::io::Write;
-        let mut sink = self.sink(topic, |d: &DeadLetter, key, value| {
+        let mut sink = self.sink_as(topic, Role::DeadLetter, |d: &DeadLetter, key, value| {
             let _ = write!(key, "{}@{}", d.task, d.position);
             value.extend_from_slice(d.raw.as_deref().unwrap_or_default());
             true
@@ -155,6 +164,13 @@ impl KafkaOutput {
     }
 }
 
+/// What a sink's topic is for, to name it when it is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Output,
+    DeadLetter,
+}
+
 impl Output {
     /// Checks that every sink's topic exists: nothing is written otherwise.
     /// Returns the partition count of `also`, if it exists (0 if not).
@@ -171,10 +187,14 @@ impl Output {
                 .find(|t| t.name() == topic && t.error().is_none())
                 .map_or(0, |t| t.partitions().len())
         };
-        for topic in lock(&self.topics).iter() {
+        for (topic, role) in lock(&self.topics).iter() {
             if partitions(topic) == 0 {
+                let (what, flag) = match role {
+                    Role::Output => ("output topic", "--output-topic"),
+                    Role::DeadLetter => ("dead-letter topic", "--dead-letter-topic"),
+                };
                 return Err(Error::Config(format!(
-                    "output topic `{topic}` does not exist on {}; create it (e.g. kafka-topics --create --topic {topic} --partitions 4) or fix --output-topic",
+                    "{what} `{topic}` does not exist on {}; create it (e.g. kafka-topics --create --topic {topic} --partitions 4) or fix {flag}",
                     self.settings.brokers
                 )));
             }

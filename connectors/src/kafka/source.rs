@@ -10,7 +10,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 
 use weir_core::commit::GroupOffsets;
-use weir_core::source::{ReadStatus, ResetTo, Source, SourceReader, TaskOffsets};
+use weir_core::source::{ReadStatus, ResetTo, Resume, Source, SourceReader, TaskOffsets};
 use weir_core::{Error, Record, Result};
 
 use super::client::{
@@ -275,7 +275,8 @@ impl Source for KafkaSource {
         })
     }
 
-    fn open(&self, task: &str, position: Option<u64>) -> Result<Box<dyn SourceReader<String>>> {
+    fn open(&self, task: &str, from: Option<&Resume>) -> Result<Box<dyn SourceReader<String>>> {
+        let position = from.map(|f| f.position);
         let partition = self.partition_of(task)?;
         // Resolve a concrete offset, so that the position is known before
         // the first record: a checkpoint taken then must not say "0".

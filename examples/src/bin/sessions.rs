@@ -22,6 +22,7 @@
 use std::process::ExitCode;
 
 use weir_connectors::file::{FileSink, FileSource};
+use weir_core::Error;
 use weir_examples::sessions::{parse_timestamp, user_of, Sessionizer, LATE};
 use weir_runtime::cli::App;
 
@@ -38,9 +39,23 @@ fn main() -> ExitCode {
             "max-delay-ms",
             "how far out of order events may come, ms (default 0)",
         )
+        .setting(
+            "late_output",
+            "directory of late events (default: the output directory's name plus -late)",
+        )
         .run(|cfg, p| {
             let gap_ms = cfg.parse::<i64>("gap_ms")?.unwrap_or(1_800_000);
+            if gap_ms < 1 {
+                return Err(Error::Config(format!(
+                    "--gap-ms takes the milliseconds of inactivity that close a session, at least 1, not {gap_ms}"
+                )));
+            }
             let max_delay = cfg.parse::<i64>("max_delay_ms")?.unwrap_or(0);
+            if max_delay < 0 {
+                return Err(Error::Config(format!(
+                    "--max-delay-ms takes how far out of order events may come, in ms, at least 0, not {max_delay}"
+                )));
+            }
             let output = cfg.path("output")?;
             let late = match cfg.get_opt::<String>("late_output")? {
                 Some(dir) => dir.into(),

@@ -19,9 +19,18 @@
 use std::process::ExitCode;
 
 use weir_connectors::file::FileSource;
+use weir_runtime::cli::App;
 
 fn main() -> ExitCode {
-    weir_runtime::cli::main("wordcount", |cfg, p| {
+    App::new("wordcount")
+        .about("counts words across every file of a directory, exactly once")
+        .option("input", "directory (or file) of text")
+        .option("output", "directory of `word<TAB>count` files")
+        .setting(
+            "follow",
+            "true: keep reading as the input files grow, until SIGTERM (a run option: it can change between runs)",
+        )
+        .run(|cfg, p| {
         let mut source = FileSource::lines(cfg.path("input")?);
         if cfg.get_opt::<bool>("follow")?.unwrap_or(false) {
             source = source.follow();

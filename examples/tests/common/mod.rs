@@ -452,3 +452,45 @@ pub fn first_retained(state: &Path) -> String {
         .unwrap_or_else(|| panic!("no retained checkpoint: {list}"))
         .to_owned()
 }
+
+/// Runs `wordcount ARGS` with 2 ms epochs and `FAILPOINTS=spec`, expecting
+/// the abort at that crash point.
+pub fn crash_with(d: &Dirs, args: &[&str], spec: &str) {
+    let out = wordcount(args, d)
+        .args(["--set", "checkpoint.interval_ms=2"])
+        .env("FAILPOINTS", spec)
+        .output()
+        .expect("spawn");
+    assert!(
+        died(out.status),
+        "expected an abort at {spec}, got {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let point = spec.split('=').next().unwrap_or(spec);
+    assert!(
+        stderr.contains(point),
+        "abort did not come from {point}: {stderr}"
+    );
+}
+
+/// Waits until the output of `d` holds `lines` lines (committed output of
+/// whole epochs: files grow at barriers), and no more; fails if `child`
+/// exits first or it takes two minutes.
+pub fn wait_for_lines(d: &Dirs, lines: usize, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let n: usize = output_counts(&d.output).values().map(Vec::len).sum();
+        if n >= lines {
+            assert_eq!(n, lines, "more lines than words");
+            return;
+        }
+        assert!(
+            child.try_wait().expect("poll").is_none(),
+            "the pipeline exited"
+        );
+        assert!(Instant::now() < deadline, "stuck at {n} of {lines} lines");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

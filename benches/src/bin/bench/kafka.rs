@@ -111,7 +111,7 @@ impl Loader {
             }
         }
         self.records += 1;
-        if self.records % 1024 == 0 {
+        if self.records.is_multiple_of(1024) {
             self.producer.poll(Duration::ZERO);
         }
         Ok(())

@@ -1,20 +1,12 @@
 //! Configuration: TOML file, `WEIR_*` environment variables and `--set`
 //! overrides, in rising priority (ARCHITECTURE §5a).
 //!
-//! Runtime keys (all optional):
-//!
-//! | key | default | meaning |
-//! |---|---|---|
-//! | `state` | required | state directory (RocksDB, retained checkpoints) |
-//! | `guarantee` | `exactly-once` | or `at-least-once`, `at-most-once` |
-//! | `checkpoint.interval_ms` | 1000 | epoch length |
-//! | `checkpoint.retain_every` | 10 | every K-th checkpoint is retained for replay |
-//! | `checkpoint.retain_count` | 5 | how many retained checkpoints are kept |
-//! | `on_bad_input` | `fail` | or `skip` (log line + counter) |
-//! | `parallelism` | cores | keyed workers in this instance |
-//! | `key_groups` | 128 | fixed at the first run of a state directory |
-//! | `batch_size` | 1024 | records per exchange batch |
-//! | `cache_mb` | 16 | keyed-state write-back cache, MiB per worker (clean entries are dropped above it; an epoch's writes stay until committed, and an epoch ends early once they fill half of it) |
+//! The runtime keys are listed in [`keys`] (and by `run --help`, with
+//! their defaults); `[kafka]` passes client properties through to
+//! librdkafka. Any other key must be an option or setting the binary
+//! declares ([`App::option`](crate::cli::App::option),
+//! [`App::setting`](crate::cli::App::setting)): a typo is refused, naming
+//! the nearest known key, never silently ignored.
 //!
 //! Environment variables nest with `__`: `WEIR_CHECKPOINT__INTERVAL_MS=100`.
 
@@ -22,6 +14,11 @@ use std::path::PathBuf;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+
+pub(crate) mod keys;
+mod origin;
+
+use origin::{explain, parse_value, CommandLine};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use weir_core::{Error, Result};
@@ -54,6 +51,15 @@ impl std::fmt::Display for Guarantee {
 
 /// The most key groups a pipeline may have.
 pub const MAX_KEY_GROUPS: u16 = 16_384;
+
+/// The longest epoch: a day.
+const MAX_INTERVAL_MS: u64 = 86_400_000;
+
+/// The largest exchange batch.
+const MAX_BATCH_SIZE: usize = 65_536;
+
+/// The largest keyed-state cache per worker, MiB.
+const MAX_CACHE_MB: usize = 65_536;
 
 /// What to do with a record that cannot be decoded or that a processor fails on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -145,20 +151,20 @@ impl std::fmt::Debug for Config {
     }
 }
 
-/// Parses a `--set` value as TOML (number, bool, array...), else as a string.
-fn parse_value(raw: &str) -> toml::Value {
-    match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-        Ok(mut t) => t
-            .remove("v")
-            .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
-        Err(_) => toml::Value::String(raw.to_owned()),
-    }
-}
-
 impl Config {
     /// Merges, in rising priority: the TOML `file`, `WEIR_*` environment
     /// variables, then `overrides` (`key=value`, dotted keys nest).
-    pub fn load(file: Option<&std::path::Path>, overrides: &[(String, String)]) -> Result<Self> {
+    ///
+    /// # Errors
+    /// A missing file, a key that is neither a runtime key nor one of
+    /// `app_keys` (the binary's own; dotted keys below them are allowed) nor
+    /// under `kafka`, or a runtime value out of its range: each named with
+    /// where it came from.
+    pub fn load(
+        file: Option<&std::path::Path>,
+        overrides: &[(String, String)],
+        app_keys: &[String],
+    ) -> Result<Self> {
         let mut figment = Figment::from(Serialized::defaults(RuntimeConfig::default()));
         if let Some(path) = file {
             if !path.is_file() {
@@ -170,55 +176,73 @@ impl Config {
             figment = figment.merge(Toml::file(path));
         }
         figment = figment.merge(Env::prefixed("WEIR_").split("__"));
-        for (k, v) in overrides {
-            figment = figment.merge(Serialized::global(k.as_str(), parse_value(v)));
-        }
+        figment = figment.merge(CommandLine(
+            overrides
+                .iter()
+                .map(|(k, v)| (k.clone(), parse_value(v)))
+                .collect(),
+        ));
+        keys::check_known(&figment, app_keys)?;
         Self::from_figment(figment)
     }
 
     fn from_figment(figment: Figment) -> Result<Self> {
-        let runtime: RuntimeConfig = figment.extract().map_err(|e| {
-            Error::Config(format!(
-                "{e}; see the runtime keys in `weir_runtime::config`"
-            ))
-        })?;
-        if runtime.checkpoint.interval_ms == 0 {
-            return Err(Error::Config(
-                "checkpoint.interval_ms must be at least 1".into(),
-            ));
+        let runtime: RuntimeConfig = figment
+            .extract()
+            .map_err(|e| Error::Config(explain(&figment, e)))?;
+        let out_of_range = |key: &str| {
+            let takes = keys::runtime_key(key).map_or("", |k| k.takes);
+            let value = figment
+                .find_value(key)
+                .ok()
+                .and_then(|v| serde_json::to_string(&v).ok())
+                .unwrap_or_default();
+            Err(Error::Config(format!(
+                "`{key}` ({}) takes {takes}, not {value}",
+                origin::origin(&figment, key),
+            )))
+        };
+        let rc = &runtime;
+        if rc.checkpoint.interval_ms == 0 || rc.checkpoint.interval_ms > MAX_INTERVAL_MS {
+            return out_of_range("checkpoint.interval_ms");
         }
         // Above 16384 a map entry's key could collide with the `meta/`
         // keys (both start with `m`).
-        if runtime.key_groups == 0 || runtime.key_groups > MAX_KEY_GROUPS {
-            return Err(Error::Config(format!(
-                "key_groups must be between 1 and {MAX_KEY_GROUPS}, not {}",
-                runtime.key_groups
-            )));
+        if rc.key_groups == 0 || rc.key_groups > MAX_KEY_GROUPS {
+            return out_of_range("key_groups");
         }
-        if runtime.parallelism == 0 || runtime.parallelism > usize::from(runtime.key_groups) {
-            return Err(Error::Config(format!(
-                "parallelism must be between 1 and key_groups ({}), not {}",
-                runtime.key_groups, runtime.parallelism
-            )));
+        if rc.parallelism == 0 || rc.parallelism > usize::from(rc.key_groups) {
+            return out_of_range("parallelism");
         }
-        if runtime.batch_size == 0 {
-            return Err(Error::Config("batch_size must be at least 1".into()));
+        // One read of a batch is one step of the exchange: a huge batch
+        // would swallow a whole input into one epoch.
+        if rc.batch_size == 0 || rc.batch_size > MAX_BATCH_SIZE {
+            return out_of_range("batch_size");
         }
-        if runtime.cache_mb == 0 {
-            return Err(Error::Config(
-                "cache_mb must be at least 1 (MiB of keyed-state cache per worker)".into(),
-            ));
+        if rc.cache_mb == 0 || rc.cache_mb > MAX_CACHE_MB {
+            return out_of_range("cache_mb");
         }
         Ok(Config { figment, runtime })
     }
 
-    /// The same configuration with one more override.
-    pub fn with(&self, key: &str, value: &str) -> Result<Self> {
-        Self::from_figment(
-            self.figment
-                .clone()
-                .merge(Serialized::global(key, parse_value(value))),
-        )
+    /// Every key set, with its value and where it came from (`config show`):
+    /// `(key, value, origin)`.
+    pub fn effective(&self) -> Result<Vec<(String, String, String)>> {
+        let dict: figment::value::Dict = self
+            .figment
+            .extract()
+            .map_err(|e| Error::Config(explain(&self.figment, e)))?;
+        Ok(keys::leaves(&dict)
+            .into_iter()
+            .map(|(key, value)| {
+                let text = match &value {
+                    figment::value::Value::String(_, s) => format!("{s:?}"),
+                    other => serde_json::to_string(other).unwrap_or_else(|_| format!("{other:?}")),
+                };
+                let from = origin::origin(&self.figment, &key);
+                (key, text, from)
+            })
+            .collect())
     }
 
     /// The runtime's settings.
@@ -238,9 +262,12 @@ impl Config {
                 key.to_uppercase().replace('.', "__")
             )));
         }
-        self.figment
-            .extract_inner(key)
-            .map_err(|e| Error::Config(format!("`{key}`: {e}")))
+        self.figment.extract_inner(key).map_err(|mut e| {
+            if e.path.is_empty() {
+                e.path = key.split('.').map(str::to_owned).collect();
+            }
+            Error::Config(explain(&self.figment, e))
+        })
     }
 
     /// An optional pipeline setting.
@@ -265,10 +292,7 @@ impl Config {
         };
         let text = match value {
             Value::String(_, s) => s,
-            Value::Num(_, n) => match n.to_i128() {
-                Some(i) => i.to_string(),
-                None => n.to_f64().map_or_else(String::new, |f| f.to_string()),
-            },
+            Value::Num(_, n) => num_text(n),
             Value::Bool(_, b) => b.to_string(),
             other => {
                 return Err(Error::Config(format!(
@@ -307,10 +331,7 @@ impl Config {
                     out.insert(prefix.to_owned(), s.clone());
                 }
                 Value::Num(_, n) => {
-                    let text = match n.to_i128() {
-                        Some(i) => i.to_string(),
-                        None => n.to_f64().map_or_else(String::new, |f| f.to_string()),
-                    };
+                    let text = num_text(*n);
                     out.insert(prefix.to_owned(), text);
                 }
                 Value::Bool(_, b) => {
@@ -337,6 +358,15 @@ impl Config {
     }
 }
 
+/// A number as text: whole numbers exactly (up to `u128::MAX`).
+fn num_text(n: figment::value::Num) -> String {
+    n.to_u128()
+        .map(|u| u.to_string())
+        .or_else(|| n.to_i128().map(|i| i.to_string()))
+        .or_else(|| n.to_f64().map(|f| f.to_string()))
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,6 +383,7 @@ mod tests {
         let cfg = Config::load(
             Some(&file),
             &[("checkpoint.interval_ms".into(), "20".into())],
+            &["input".into(), "output".into()],
         )?;
         assert_eq!(cfg.runtime().checkpoint.interval_ms, 20);
         assert_eq!(cfg.runtime().checkpoint.retain_every, 3);
@@ -371,6 +402,7 @@ mod tests {
         let cfg = Config::load(
             Some(&file),
             &[("kafka.socket.timeout.ms".into(), "1000".into())],
+            &[],
         )?;
         let props = cfg.flat_table("kafka")?;
         assert_eq!(props.get("linger.ms").map(String::as_str), Some("5"));
@@ -383,7 +415,69 @@ mod tests {
 
     #[test]
     fn rejects_bad_values_with_the_key_named() {
-        let e = Config::load(None, &[("guarantee".into(), "maybe-once".into())]);
+        let e = Config::load(None, &[("guarantee".into(), "maybe-once".into())], &[]);
         assert!(matches!(e, Err(Error::Config(m)) if m.contains("maybe-once")));
+    }
+
+    fn refusal(file: Option<&str>, set: &[(&str, &str)]) -> String {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("weir.toml");
+        if let Some(text) = file {
+            std::fs::write(&path, text).expect("write");
+        }
+        let set: Vec<(String, String)> = set
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        match Config::load(file.map(|_| path.as_path()), &set, &["input".into()]) {
+            Ok(c) => panic!("accepted: {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_naming_the_nearest_and_where_they_came_from() {
+        let e = refusal(Some("gaurantee = \"at-most-once\"\n"), &[]);
+        assert!(
+            e.contains("`gaurantee`") && e.contains("weir.toml") && e.contains("`guarantee`"),
+            "{e}"
+        );
+        let e = refusal(None, &[("nosuchkey", "5")]);
+        assert!(
+            e.contains("`nosuchkey`") && e.contains("command line"),
+            "{e}"
+        );
+        let e = refusal(None, &[("checkpoint.interval", "5")]);
+        assert!(e.contains("`checkpoint.interval_ms`"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named_in_words_without_source_locations_or_type_names() {
+        for (key, value, says) in [
+            ("checkpoint.interval_ms", "soon", "the text \"soon\""),
+            ("checkpoint.interval_ms", "0", "not 0"),
+            (
+                "checkpoint.interval_ms",
+                "18446744073709551615",
+                "not 18446744073709551615",
+            ),
+            ("parallelism", "-1", "the number -1"),
+            ("batch_size", "1000000000", "from 1 to 65536"),
+            ("key_groups", "70000", "from 1 to 16384"),
+            (
+                "guarantee",
+                "maybe-once",
+                "exactly-once, at-least-once or at-most-once",
+            ),
+        ] {
+            let e = refusal(None, &[(key, value)]);
+            assert!(
+                e.contains(&format!("`{key}`")) && e.contains(says),
+                "{key}={value}: {e}"
+            );
+            for leak in [".rs:", "toml::", "u64", "usize", "u16", "Serialized"] {
+                assert!(!e.contains(leak), "{key}={value}: {e}");
+            }
+        }
     }
 }
