@@ -275,7 +275,7 @@ fn environment_variables_configure_the_runtime() {
 }
 
 #[test]
-fn a_processor_error_fails_the_run_by_default_and_is_skipped_on_request() {
+fn a_malformed_event_fails_the_run_naming_its_file_and_position_and_is_skipped_on_request() {
     let tmp = tempfile::tempdir().expect("tmp");
     let input = tmp.path().join("in");
     std::fs::create_dir_all(&input).expect("mkdir");
@@ -296,7 +296,7 @@ fn a_processor_error_fails_the_run_by_default_and_is_skipped_on_request() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("Sessionizer") && err.contains("not-a-time"),
+        err.contains("bad input in e.log at position 8") && err.contains("not-a-time"),
         "{err}"
     );
     let out = cmd(&["--set", "on_bad_input=skip"]);

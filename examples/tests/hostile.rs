@@ -575,3 +575,49 @@ fn impossible_options_are_refused() {
         "{err}"
     );
 }
+
+/// Items 10 and 11 on the real broker: a first run against a missing input
+/// topic leaves neither a state directory nor a changelog topic behind, and
+/// a missing dead-letter topic is named as the dead-letter topic.
+#[test]
+fn missing_kafka_topics_are_named_and_leave_nothing_behind() {
+    use common::kafka::{bootstrap, create_topic, tool, unique, wordcount as kafka_wordcount};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let state = tmp.path().join("state");
+    let app = unique("hostile");
+    let output = create_topic("hostile-out", 1);
+    let missing = unique("no-such-input");
+    let (code, err) = fails(&mut kafka_wordcount(&missing, &output, &app, &state));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("topic `{missing}` does not exist")) && err.contains("--input-topic"),
+        "{err}"
+    );
+    assert!(
+        !state.exists(),
+        "a failed first run created its state directory"
+    );
+    let topics = tool(
+        &["kafka-topics", "--bootstrap-server", bootstrap(), "--list"],
+        None,
+    );
+    assert!(
+        !topics.contains(&format!("{app}-changelog")),
+        "a failed first run created its changelog"
+    );
+
+    let input = create_topic("hostile-in", 1);
+    let dead = unique("no-such-dead-letters");
+    let (code, err) = fails(kafka_wordcount(&input, &output, &app, &state).args([
+        "--dead-letter-topic",
+        &dead,
+        "--set",
+        "on_bad_input=dead-letter",
+    ]));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("dead-letter topic `{dead}` does not exist"))
+            && err.contains("--dead-letter-topic"),
+        "{err}"
+    );
+}

@@ -92,6 +92,55 @@ impl Processor for Explodes {
     }
 }
 
+#[derive(Clone)]
+struct Refuses;
+
+impl Processor for Refuses {
+    type Key = String;
+    type In = String;
+    type Out = String;
+
+    async fn process(
+        &mut self,
+        r: Record<String, String>,
+        ctx: &mut Context<'_, Self>,
+    ) -> Result<()> {
+        if r.value == "refused" {
+            return Err(Error::user(format!("cannot take {:?}", r.value)));
+        }
+        ctx.emit(r.key, r.value);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processor_error_fails_the_run_by_default_and_is_skipped_on_request() -> Result<()> {
+    let tmp = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
+    let input = tmp.path().join("in");
+    write_input(&input, &[("a.txt", "fine\nrefused\nalso\n")]);
+    let pipeline = |output: &Path| {
+        let mut p = Pipeline::new("refuses");
+        p.source(FileSource::lines(&input))
+            .key_by(|l: &String| l.clone())
+            .process(Refuses)
+            .sink(FileSink::lines(output));
+        p
+    };
+    let (out_1, state_1) = (tmp.path().join("out-1"), tmp.path().join("state-1"));
+    let r = weir_runtime::cli::run(pipeline(&out_1), &config(&state_1, &[])?, None).await;
+    let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        msg.contains("Refuses") && msg.contains("cannot take \"refused\""),
+        "{msg}"
+    );
+    let (out_2, state_2) = (tmp.path().join("out-2"), tmp.path().join("state-2"));
+    let skip = config(&state_2, &[("on_bad_input", "skip")])?;
+    let s = weir_runtime::cli::run(pipeline(&out_2), &skip, None).await?;
+    assert_eq!(s.skipped, 1);
+    assert_eq!(read_all(&out_2), vec!["also", "fine"]);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_processor_fails_the_run_instead_of_hanging_it() -> Result<()> {
     let tmp = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;

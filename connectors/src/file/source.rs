@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use weir_core::source::{ReadStatus, ResetTo, Resume, Source, SourceReader, TaskOffsets};
 use weir_core::{Error, Record, Result};
@@ -14,10 +15,24 @@ use super::BUFFER;
 
 /// Reads the lines of every regular file in a directory (or of one file),
 /// one task per file, as UTF-8 `String`s without their line ending.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct FileSource {
     path: PathBuf,
     follow: bool,
+    validate: Option<Validate>,
+}
+
+/// Checks a line as it is read (see [`FileSource::validate`]).
+type Validate = Arc<dyn Fn(&str) -> std::result::Result<(), String> + Send + Sync>;
+
+impl std::fmt::Debug for FileSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileSource")
+            .field("path", &self.path)
+            .field("follow", &self.follow)
+            .field("validate", &self.validate.is_some())
+            .finish()
+    }
 }
 
 impl FileSource {
@@ -29,7 +44,20 @@ impl FileSource {
         FileSource {
             path: path.into(),
             follow: false,
+            validate: None,
         }
+    }
+
+    /// Checks every line as it is read: a line for which `check` returns an
+    /// error is bad input, named by its file and byte position, and follows
+    /// the pipeline's `on_bad_input` policy (fail, skip, dead-letter) like a
+    /// line that is not UTF-8.
+    pub fn validate(
+        mut self,
+        check: impl Fn(&str) -> std::result::Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.validate = Some(Arc::new(check));
+        self
     }
 
     /// Keeps reading as the files grow (like `tail -f`) instead of ending at
@@ -37,8 +65,9 @@ impl FileSource {
     /// set of files is the one found at start.
     ///
     /// Rotation is handled as log shippers handle it. Rename-and-create
-    /// (logrotate's default): the old file is read to its end through the
-    /// open handle, then the new one from its start. Copy-and-truncate
+    /// (logrotate's default): the old file is read through the open handle
+    /// until it has been quiet for a second (its writer may append until it
+    /// reopens the name), then the new one from its start. Copy-and-truncate
     /// (`copytruncate`): the file is read again from its start; lines
     /// written between the copy and the truncation are lost to every
     /// reader of the file. A rotation while no run is reading is refused at
@@ -215,7 +244,8 @@ impl Source for FileSource {
             partial: Vec::new(),
             follow: self.follow,
             tracker,
-            draining: false,
+            draining: None,
+            validate: self.validate.clone(),
         }))
     }
 }
@@ -271,10 +301,17 @@ struct LineReader {
     follow: bool,
     /// The identity of the file being read (checkpointed with the position).
     tracker: Tracker,
-    /// Follow mode: the file was renamed away and a new one took its name;
-    /// the old one is read to its end before the new one is opened.
-    draining: bool,
+    /// Follow mode: when the file was found renamed away and a new one in
+    /// its place. The old one is read on until it has been quiet for
+    /// [`ROTATION_GRACE`] (its writer may not have reopened yet), then the
+    /// new one is opened.
+    draining: Option<std::time::Instant>,
+    validate: Option<Validate>,
 }
+
+/// How long a renamed file must stay quiet before the new file under its
+/// name is read: its writer may append to it until it reopens the name.
+const ROTATION_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What happened to a followed file's name.
 enum Rotation {
@@ -292,12 +329,21 @@ impl LineReader {
                 line.pop();
             }
         }
-        String::from_utf8(line).map_err(|e| Error::BadInput {
+        let line = String::from_utf8(line).map_err(|e| Error::BadInput {
             task: self.task.clone(),
             position: start,
             message: format!("line is not valid UTF-8: {}", e.utf8_error()),
             raw: Some(e.into_bytes()),
-        })
+        })?;
+        if let Some(Err(why)) = self.validate.as_ref().map(|check| check(&line)) {
+            return Err(Error::BadInput {
+                task: self.task.clone(),
+                position: start,
+                message: format!("{why}: {line:?}"),
+                raw: Some(line.into_bytes()),
+            });
+        }
+        Ok(line)
     }
 
     /// Returns `line` (read at `self.position`) as a record.
@@ -342,7 +388,7 @@ impl LineReader {
             Tracker::new(&file).map_err(|e| Error::io("cannot stat", self.path.display(), e))?;
         self.reader = BufReader::with_capacity(BUFFER, file);
         self.position = 0;
-        self.draining = false;
+        self.draining = None;
         Ok(())
     }
 
@@ -369,6 +415,10 @@ impl SourceReader<String> for LineReader {
                 .map_err(|e| Error::io("cannot read", self.path.display(), e))?;
             let complete = line.last() == Some(&b'\n');
             if complete || (!line.is_empty() && !self.follow) {
+                if self.draining.is_some() {
+                    // The renamed file is still written to: not quiet yet.
+                    self.draining = Some(std::time::Instant::now());
+                }
                 self.emit(line, out)?;
                 if !complete {
                     return Ok(ReadStatus::End);
@@ -379,7 +429,10 @@ impl SourceReader<String> for LineReader {
             if !self.follow {
                 return Ok(ReadStatus::End);
             }
-            if self.draining && n == 0 {
+            let quiet = self
+                .draining
+                .is_some_and(|since| since.elapsed() >= ROTATION_GRACE);
+            if quiet && n == 0 {
                 // The renamed file is read to its end: its last line is whole.
                 if !line.is_empty() {
                     self.emit(line, out)?;
@@ -391,8 +444,15 @@ impl SourceReader<String> for LineReader {
             self.partial = line;
             match self.rotation()? {
                 None => return Ok(ReadStatus::Idle),
-                // Read the old file on until a read finds nothing more.
-                Some(Rotation::Renamed) => self.draining = true,
+                // Read the old file on until it is quiet.
+                Some(Rotation::Renamed) => {
+                    if self.draining.is_none() {
+                        self.draining = Some(std::time::Instant::now());
+                        return Ok(ReadStatus::More);
+                    }
+                    // Still being written to, or the grace is not over.
+                    return Ok(ReadStatus::Idle);
+                }
                 Some(Rotation::Truncated) => {
                     tracing::warn!(file = %self.path.display(), at = self.position, "input file truncated (copytruncate rotation): reading it again from its start; lines written between the copy and the truncation are lost to every reader");
                     self.restart()?;

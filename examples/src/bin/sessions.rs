@@ -62,7 +62,15 @@ fn main() -> ExitCode {
                 None => std::path::PathBuf::from(format!("{}-late", output.display())),
             };
             p.named_sink::<String, String, _>(LATE, FileSink::tsv(late));
-            p.source(FileSource::lines(cfg.path("input")?))
+            // A malformed line is bad input where it is read: named by its
+            // file and position, and skipped with on_bad_input=skip.
+            let events = FileSource::lines(cfg.path("input")?).validate(|line| {
+                match (parse_timestamp(line), line.split_ascii_whitespace().nth(1)) {
+                    (Some(_), Some(_)) => Ok(()),
+                    _ => Err("not an event `<timestamp-ms> <user> ...`".to_owned()),
+                }
+            });
+            p.source(events)
                 // Unparseable lines keep the lowest time: the processor reports them.
                 .event_time(
                     |line: &String| parse_timestamp(line).unwrap_or(i64::MIN),
