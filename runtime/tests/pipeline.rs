@@ -73,6 +73,7 @@ async fn a_stateless_pipeline_writes_one_output_per_input_file_and_resumes_witho
     Ok(())
 }
 
+/// Panics on `boom` (a bug), fails on `refused` (an error it reports).
 #[derive(Clone)]
 struct Explodes;
 
@@ -87,24 +88,6 @@ impl Processor for Explodes {
         ctx: &mut Context<'_, Self>,
     ) -> Result<()> {
         assert!(r.value != "boom", "processor bug");
-        ctx.emit(r.key, r.value);
-        Ok(())
-    }
-}
-
-#[derive(Clone)]
-struct Refuses;
-
-impl Processor for Refuses {
-    type Key = String;
-    type In = String;
-    type Out = String;
-
-    async fn process(
-        &mut self,
-        r: Record<String, String>,
-        ctx: &mut Context<'_, Self>,
-    ) -> Result<()> {
         if r.value == "refused" {
             return Err(Error::user(format!("cannot take {:?}", r.value)));
         }
@@ -122,7 +105,7 @@ async fn a_processor_error_fails_the_run_by_default_and_is_skipped_on_request() 
         let mut p = Pipeline::new("refuses");
         p.source(FileSource::lines(&input))
             .key_by(|l: &String| l.clone())
-            .process(Refuses)
+            .process(Explodes)
             .sink(FileSink::lines(output));
         p
     };
@@ -130,7 +113,7 @@ async fn a_processor_error_fails_the_run_by_default_and_is_skipped_on_request() 
     let r = weir_runtime::cli::run(pipeline(&out_1), &config(&state_1, &[])?, None).await;
     let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(
-        msg.contains("Refuses") && msg.contains("cannot take \"refused\""),
+        msg.contains("Explodes") && msg.contains("cannot take \"refused\""),
         "{msg}"
     );
     let (out_2, state_2) = (tmp.path().join("out-2"), tmp.path().join("state-2"));
