@@ -331,38 +331,70 @@ fn follow_mode_reads_through_rename_and_copytruncate_rotations() {
     );
 }
 
-/// Item 8: a damaged state directory is named as damaged, every restart
-/// says so again, and `replay --from` a retained checkpoint rebuilds it:
-/// the output is then exactly once again.
+/// Item 8: a damaged state directory (CURRENT overwritten, the MANIFEST
+/// truncated, a table file gone) is named as damaged, every restart says so
+/// again, and `replay --from` a retained checkpoint rebuilds it: the output
+/// is then exactly once again.
 #[test]
 fn a_damaged_state_directory_is_named_and_replay_restores_it() {
-    let d = dirs(2, 200_000, 158);
-    run_ok(wordcount(&["run"], &d).args([
-        "--set",
-        "checkpoint.interval_ms=5",
-        "--set",
-        "checkpoint.retain_every=2",
-        "--set",
-        "checkpoint.retain_count=50",
-    ]));
-    let first = common::first_retained(&d.state);
-    let current = d.state.join("db").join("CURRENT");
-    std::fs::write(&current, b"MANIFEST-00").expect("damage CURRENT");
-    for _ in 0..2 {
-        let (code, err) = fails(&mut wordcount(&["run"], &d));
-        assert_eq!(code, Some(1), "{err}");
-        assert!(
-            err.contains("cannot be read")
-                && err.contains("replay --from")
-                && !err.contains("restart to recover"),
-            "{err}"
-        );
+    type Damage = fn(&std::path::Path);
+    let damages: [(&str, Damage); 3] = [
+        ("CURRENT overwritten", |db| {
+            std::fs::write(db.join("CURRENT"), b"MANIFEST-00").expect("damage");
+        }),
+        ("MANIFEST truncated", |db| {
+            let manifest = files_of(db, "MANIFEST-").remove(0);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(manifest)
+                .and_then(|f| f.set_len(20))
+                .expect("damage");
+        }),
+        ("a table file removed", |db| {
+            std::fs::remove_file(files_of(db, ".sst").remove(0)).expect("damage");
+        }),
+    ];
+    for (i, (what, damage)) in damages.into_iter().enumerate() {
+        let d = dirs(2, 200_000, 158 + i as u64 * 100);
+        run_ok(wordcount(&["run"], &d).args([
+            "--set",
+            "checkpoint.interval_ms=5",
+            "--set",
+            "checkpoint.retain_every=2",
+            "--set",
+            "checkpoint.retain_count=50",
+        ]));
+        let first = common::first_retained(&d.state);
+        damage(&d.state.join("db"));
+        for _ in 0..2 {
+            let (code, err) = fails(&mut wordcount(&["run"], &d));
+            assert_eq!(code, Some(1), "{what}: {err}");
+            assert!(
+                err.contains("cannot be read") && err.contains("replay --from"),
+                "{what}: {err}"
+            );
+        }
+        let out = wordcount(&["replay", "--from", &first], &d)
+            .output()
+            .expect("spawn");
+        common::assert_success(&out);
+        verify_exactly_once(&d.input, &d.output);
     }
-    let out = wordcount(&["replay", "--from", &first], &d)
-        .output()
-        .expect("spawn");
-    common::assert_success(&out);
-    verify_exactly_once(&d.input, &d.output);
+}
+
+/// The files of `dir` whose names contain `part`, in name order.
+fn files_of(dir: &std::path::Path, part: &str) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("ls")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().contains(part))
+        })
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no {part} file in {}", dir.display());
+    files
 }
 
 /// Items 9 and 10: read-only commands on a mistyped path, or naming a state
@@ -620,4 +652,31 @@ fn missing_kafka_topics_are_named_and_leave_nothing_behind() {
             && err.contains("--dead-letter-topic"),
         "{err}"
     );
+}
+
+/// Item 11: a symbolic link to a file in the input directory is read like
+/// the file; a directory in it is skipped with a log line saying why.
+#[test]
+fn symlinked_inputs_are_read_and_skipped_entries_are_logged() {
+    let d = dirs(1, 2_000, 163);
+    let outside = d._tmp.path().join("elsewhere.txt");
+    std::fs::write(&outside, "linked words here\nlinked again\n").expect("write");
+    std::os::unix::fs::symlink(&outside, d.input.join("link.txt")).expect("symlink");
+    std::fs::create_dir_all(d.input.join("archive")).expect("mkdir");
+    let out = wordcount(&["run"], &d)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("spawn");
+    common::assert_success(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("skipping an input entry that is not a regular file")
+            && err.contains("archive"),
+        "{err}"
+    );
+    std::fs::remove_dir(d.input.join("archive")).expect("rmdir");
+    // The verifier reads the link as the file it points to.
+    verify_exactly_once(&d.input, &d.output);
+    let counts = common::output_counts(&d.output);
+    assert_eq!(counts.get("linked").map(Vec::len), Some(2));
 }

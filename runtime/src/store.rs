@@ -34,7 +34,7 @@ fn db_err(action: &str, dir: &Path, e: rocksdb::Error) -> Error {
             dir
         };
         return Error::Corrupt(format!(
-            "the state in {} cannot be read ({msg}); restarting will not repair it. Restore it: `replay --from ID --state {}` rebuilds the live state from a retained checkpoint (see `checkpoints list`; each keeps its own copy of the files), or, in Kafka mode, a new empty --state restores everything from the changelog",
+            "the state in {} cannot be read ({msg}); restarting will not repair it. Restore it: `replay --from ID --state {}` rebuilds the live state from a retained checkpoint (see `checkpoints list`; checkpoints share unchanged files with the live state, so an older one may be needed), or, in Kafka mode, a new, empty --state restores everything from the changelog",
             state.display(),
             state.display()
         ));
@@ -343,7 +343,13 @@ impl Store {
         // Hard links of the retained checkpoint's files, which are never
         // opened for writing, so that replaying leaves it as it was.
         link_dir(&chk.join("db"), &staged)?;
-        let db = DB::open(&options(), &staged).map_err(|e| db_err("open", &staged, e))?;
+        let db = DB::open(&options(), &staged).map_err(|e| match db_err("open", &staged, e) {
+            Error::Corrupt(_) => Error::Corrupt(format!(
+                "retained checkpoint {epoch} in {} cannot be read either: it shares its unchanged files with the live state, and one of them is damaged; replay an older checkpoint (`checkpoints list`), or, in Kafka mode, start a new, empty --state, which restores everything from the changelog",
+                dir.display()
+            )),
+            other => other,
+        })?;
         let restored = read_manifest(&db, &staged)?
             .ok_or_else(|| Error::State(format!("checkpoint {} has no manifest", chk.display())))?;
         // At-most-once read positions belong to the abandoned timeline.
