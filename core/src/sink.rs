@@ -46,6 +46,13 @@ pub trait Sink<T>: Send + Sync + 'static {
         )))
     }
 
+    /// Checks, before a pipeline's first run creates anything, that the
+    /// output can be written (a Kafka topic exists), naming what is missing
+    /// and the fix. Does nothing by default.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// The local file or directory this sink writes, if any: a pipeline
     /// refuses an output inside its input (or the reverse), and two sinks
     /// on one location.

@@ -91,6 +91,15 @@ pub trait Source: Send + Sync + 'static {
         None
     }
 
+    /// Who else reads this input as the same application right now (the
+    /// active members of a consumer group), each described for a message.
+    /// A run, `offsets reset` and `replay` refuse to start while there is
+    /// anyone: two readers of one partition would double its output. Empty
+    /// (the default) for a source without such a thing.
+    fn active_readers(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     /// Every task's committed and end positions, for `offsets show`.
     fn offsets(&self) -> Result<Vec<TaskOffsets>> {
         Err(Error::Config(format!(

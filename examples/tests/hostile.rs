@@ -652,6 +652,10 @@ fn missing_kafka_topics_are_named_and_leave_nothing_behind() {
             && err.contains("--dead-letter-topic"),
         "{err}"
     );
+    assert!(
+        !state.exists(),
+        "a failed first run created its state directory"
+    );
 }
 
 /// Item 11: a symbolic link to a file in the input directory is read like
@@ -679,4 +683,90 @@ fn symlinked_inputs_are_read_and_skipped_entries_are_logged() {
     verify_exactly_once(&d.input, &d.output);
     let counts = common::output_counts(&d.output);
     assert_eq!(counts.get("linked").map(Vec::len), Some(2));
+}
+
+/// Items 3 and 4 on the real broker: while another consumer is an active
+/// member of the application's group (here Kafka's own console consumer),
+/// a run, a replay and `offsets reset` are refused, naming it; once it has
+/// left, the run goes ahead.
+#[test]
+fn a_run_and_an_offsets_reset_are_refused_while_the_group_has_an_active_member() {
+    use common::kafka::{bootstrap, create_topic, dev_kafka, unique, BIN};
+    let d = dirs(1, 1_000, 164);
+    let topic = create_topic("hostile-group", 2);
+    let app = unique("hostile-group-app");
+    let mut member = KillOnDrop(
+        Command::new(dev_kafka())
+            .args(["tool", "kafka-console-consumer", "--bootstrap-server"])
+            .args([bootstrap(), "--topic", &topic, "--group", &app])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the console consumer"),
+    );
+    // Kafka's own tool is the witness that the member has joined.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let described = Command::new(dev_kafka())
+            .args(["tool", "kafka-consumer-groups", "--bootstrap-server"])
+            .args([bootstrap(), "--describe", "--members", "--group", &app])
+            .stdin(Stdio::null())
+            .output()
+            .expect("kafka-consumer-groups");
+        if String::from_utf8_lossy(&described.stdout).contains("console-consumer") {
+            break;
+        }
+        assert!(
+            member.0.try_wait().expect("poll").is_none(),
+            "the console consumer exited"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the console consumer never joined"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let to_files = |args: &[&str]| {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .args(["--brokers", bootstrap(), "--input-topic", &topic])
+            .args(["--application-id", &app, "--until-idle-ms", "500"])
+            .arg("--output")
+            .arg(&d.output)
+            .arg("--state")
+            .arg(&d.state)
+            .env("RUST_LOG", "warn");
+        c
+    };
+    for args in [
+        &["run"][..],
+        &["offsets", "reset", "--to-earliest", "--keep-state"][..],
+    ] {
+        let (code, err) = fails(&mut to_files(args));
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("refused") && err.contains("console-consumer") && err.contains(&app),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(
+        !d.state.exists(),
+        "a refused run created its state directory"
+    );
+    // The member leaves when its process ends cleanly.
+    let pid = member.0.id().to_string();
+    run_ok(Command::new("kill").args(["-TERM", &pid]));
+    let _ = member.0.wait();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let out = to_files(&["run"]).output().expect("spawn");
+        if out.status.success() {
+            break;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("console-consumer"), "{err}");
+        assert!(Instant::now() < deadline, "the member never left: {err}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

@@ -32,7 +32,11 @@ struct SinkEntry {
     commit_point: Option<Arc<dyn CommitPoint>>,
     location: Option<PathBuf>,
     discard: Discard,
+    check: Check,
 }
+
+/// Checks that a sink's output can be written (see [`Sink::check`]).
+pub(crate) type Check = Arc<dyn Fn() -> Result<()> + Send + Sync>;
 
 /// A pipeline ready to run.
 pub(crate) struct Built {
@@ -44,6 +48,8 @@ pub(crate) struct Built {
     /// Per sink, the prefix of its outputs' manifest ids and how to discard
     /// an unopened output's uncommitted tail.
     pub(crate) discards: Vec<(String, Discard)>,
+    /// Per sink, whether its output can be written (a first run checks).
+    pub(crate) checks: Vec<Check>,
 }
 
 /// A pipeline under construction. Built by the closure handed to
@@ -157,12 +163,14 @@ impl Pipeline {
     /// location, and how to discard an unopened output's uncommitted tail.
     fn register_sink<T: 'static, S: Sink<T>>(&mut self, what: &str, prefix: &str, sink: &Arc<S>) {
         let s = sink.clone();
+        let c = sink.clone();
         self.sinks.push(SinkEntry {
             what: what.to_owned(),
             prefix: prefix.to_owned(),
             commit_point: sink.commit_point(),
             location: sink.location(),
             discard: Arc::new(move |id, committed| s.discard_uncommitted(id, committed)),
+            check: Arc::new(move || c.check()),
         });
     }
 
@@ -244,6 +252,7 @@ impl Pipeline {
             .iter()
             .map(|s| (s.prefix.clone(), s.discard.clone()))
             .collect();
+        let checks = self.sinks.iter().map(|s| s.check.clone()).collect();
         let (named, dead_letter) = (self.named, self.dead_letter);
         let job = self.job.ok_or_else(|| {
             Error::Config(format!(
@@ -257,6 +266,7 @@ impl Pipeline {
             commit,
             dead_letter,
             discards,
+            checks,
         })
     }
 

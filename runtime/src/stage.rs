@@ -40,6 +40,7 @@ pub(crate) type SideOp<T, U> =
 
 /// What the offsets commands ask of a pipeline's source.
 pub(crate) trait SourceAdmin: Send + Sync {
+    fn active_readers(&self) -> Result<Vec<String>>;
     fn offsets(&self) -> Result<Vec<TaskOffsets>>;
     fn resolve(&self, to: ResetTo) -> Result<BTreeMap<String, u64>>;
     fn publish(&self, positions: &BTreeMap<String, u64>) -> Result<()>;
@@ -73,6 +74,10 @@ struct BaseReader<T> {
 }
 
 impl<S: Source> SourceAdmin for BaseSide<S> {
+    fn active_readers(&self) -> Result<Vec<String>> {
+        self.0.active_readers()
+    }
+
     fn offsets(&self) -> Result<Vec<TaskOffsets>> {
         self.0.offsets()
     }
@@ -149,6 +154,10 @@ struct ChainReader<T, U> {
 }
 
 impl<T: Send + 'static, U: Send + 'static> SourceAdmin for ChainSide<T, U> {
+    fn active_readers(&self) -> Result<Vec<String>> {
+        self.inner.active_readers()
+    }
+
     fn offsets(&self) -> Result<Vec<TaskOffsets>> {
         self.inner.offsets()
     }

@@ -263,6 +263,10 @@ impl<T: 'static> Sink<T> for KafkaSink<T> {
     fn commit_point(&self) -> Option<Arc<dyn CommitPoint>> {
         Some(Arc::new(KafkaCommit(self.out.clone())))
     }
+
+    fn check(&self) -> Result<()> {
+        self.out.check_topics(None).map(|_| ())
+    }
 }
 
 struct KafkaWriter<T> {

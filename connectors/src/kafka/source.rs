@@ -197,6 +197,35 @@ impl Source for KafkaSource {
         self.with_admin(|c| self.tasks_with(c))
     }
 
+    fn active_readers(&self) -> Result<Vec<String>> {
+        self.with_admin(|consumer| {
+            let groups = consumer
+                .fetch_group_list(Some(&self.group), self.settings.metadata_timeout)
+                .map_err(|e| {
+                    kafka_error(
+                        "cannot describe the consumer group",
+                        &self.settings.brokers,
+                        e,
+                    )
+                })?;
+            Ok(groups
+                .groups()
+                .iter()
+                .filter(|g| g.name() == self.group)
+                .flat_map(|g| g.members())
+                .map(|m| {
+                    format!(
+                        "member `{}` (client `{}` on {}) of consumer group `{}`",
+                        m.id(),
+                        m.client_id(),
+                        m.client_host(),
+                        self.group
+                    )
+                })
+                .collect())
+        })
+    }
+
     fn offsets(&self) -> Result<Vec<TaskOffsets>> {
         self.with_admin(|consumer| {
             let timeout = self.settings.metadata_timeout;

@@ -22,6 +22,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 use weir_core::{Error, Result};
 
 use crate::manifest::Manifest;
+use crate::stage::SourceAdmin;
 use crate::{Config, Pipeline};
 
 mod offsets;
@@ -398,6 +399,21 @@ fn state_arg(m: &ArgMatches) -> Result<PathBuf> {
     m.get_one::<String>("state")
         .map(PathBuf::from)
         .ok_or_else(|| Error::Config("--state DIR is required".into()))
+}
+
+/// Refuses `what` (a run, a replay, an offsets reset) while anyone else
+/// reads the pipeline's input as this application: two readers of one
+/// partition would double its output, and moving offsets under a running
+/// instance would make it count its input twice.
+fn refuse_if_read_elsewhere(source: &dyn SourceAdmin, what: &str) -> Result<()> {
+    let readers = source.active_readers()?;
+    if readers.is_empty() {
+        return Ok(());
+    }
+    Err(Error::InUse(format!(
+        "{what} refused: the input is being read as this application by {}, another instance of it or another consumer in its group; two readers of one partition would double the output. Stop them first (`kafka-consumer-groups --describe --members --group GROUP` lists them); a member of a process that died leaves the group after its session timeout",
+        readers.join(", ")
+    )))
 }
 
 /// What a state directory is checked against: the pipeline's name,

@@ -5,8 +5,7 @@ use weir_core::source::ResetTo;
 use weir_core::{Error, Result};
 
 use super::output::outln;
-use super::{check_fingerprint, state_dir, App, Build, Signature};
-use crate::manifest::Manifest;
+use super::{check_fingerprint, refuse_if_read_elsewhere, state_dir, App, Build, Signature};
 use crate::store::{self, Store};
 
 impl App {
@@ -75,21 +74,20 @@ impl App {
         };
         let (config, pipeline) = self.load(m, build)?;
         let dir = state_dir(&config)?;
-        // Opening the live state takes its lock: refused while an instance runs.
+        let signature = Signature::of(&pipeline);
+        let job = pipeline.into_job()?.job;
+        // Refused while an instance runs: one elsewhere reads the input as
+        // a member of the application's group; one on this directory holds
+        // its lock, which opening the live state takes.
+        refuse_if_read_elsewhere(job.source(), "offsets reset")?;
         let store = Store::open(&dir)?;
         let current = match store.manifest()? {
             Some(m) => {
-                check_fingerprint(&m, &Signature::of(&pipeline), &dir)?;
+                check_fingerprint(&m, &signature, &dir)?;
                 m
             }
-            None => Manifest::empty(
-                pipeline.name(),
-                &pipeline.fingerprint(),
-                &pipeline.topology(),
-                config.runtime().key_groups,
-            ),
+            None => signature.empty_manifest(config.runtime().key_groups),
         };
-        let job = pipeline.into_job()?.job;
         let positions = job.source().resolve(to)?;
         let mut next = current.clone();
         next.epoch = current.epoch + 1;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use clap::ArgMatches;
 use weir_core::{Error, Result};
 
-use super::{check_fingerprint, App, Build, Signature};
+use super::{check_fingerprint, refuse_if_read_elsewhere, App, Build, Signature};
 use crate::executor::{JobEnv, RunSummary};
 use crate::store::{self, Store};
 use crate::{Config, Pipeline};
@@ -150,23 +150,7 @@ async fn run_once(
     let dir = rc.state.clone().ok_or_else(|| {
         Error::Config("no state directory; pass --state DIR (or set `state` in the config)".into())
     })?;
-    if let Some(id) = replay_from {
-        let chk = store::list_checkpoints(&dir)?
-            .into_iter()
-            .find(|m| m.epoch == id);
-        if let Some(m) = &chk {
-            check_fingerprint(m, &Signature::of(&pipeline), &dir)?;
-        }
-        let m = Store::replay(&dir, id)?;
-        tracing::info!(
-            from = id,
-            epoch = m.epoch,
-            generation = m.generation,
-            "replaying from checkpoint {id}"
-        );
-    }
     let signature = Signature::of(&pipeline);
-    let store_exists = dir.join("db").is_dir();
     let built = pipeline.into_job()?;
     match (rc.on_bad_input, built.dead_letter.is_some()) {
         (crate::OnBadInput::DeadLetter, false) => return Err(Error::Config(
@@ -180,10 +164,38 @@ async fn run_once(
         }
         _ => {}
     }
+    // Before anything is touched (a replay rewrites the state directory).
+    refuse_if_read_elsewhere(
+        built.job.source(),
+        if replay_from.is_some() {
+            "replay"
+        } else {
+            "run"
+        },
+    )?;
+    if let Some(id) = replay_from {
+        let chk = store::list_checkpoints(&dir)?
+            .into_iter()
+            .find(|m| m.epoch == id);
+        if let Some(m) = &chk {
+            check_fingerprint(m, &signature, &dir)?;
+        }
+        let m = Store::replay(&dir, id)?;
+        tracing::info!(
+            from = id,
+            epoch = m.epoch,
+            generation = m.generation,
+            "replaying from checkpoint {id}"
+        );
+    }
+    let store_exists = dir.join("db").is_dir();
     if !store_exists {
-        // A first run: an input that is not there must not leave a state
-        // directory (or anything else) behind.
+        // A first run: an input or output that is not there must not leave
+        // a state directory (or anything else) behind.
         built.job.tasks()?;
+        for check in &built.checks {
+            check()?;
+        }
     }
     let store = Arc::new(Store::open(&dir)?);
     let manifest = match store.manifest()? {
