@@ -91,6 +91,23 @@ pub trait Source: Send + Sync + 'static {
         None
     }
 
+    /// Where each of `tasks` resumes, given what the last checkpoint
+    /// `recorded` per task: by default each task where it was. A source
+    /// whose inputs can be renamed between runs (a rotated file) matches
+    /// them by identity instead, so that a renamed input resumes where it
+    /// was and the new input under its old name starts afresh. A task left
+    /// out starts at its beginning.
+    fn resume_points(
+        &self,
+        tasks: &[String],
+        recorded: &BTreeMap<String, Resume>,
+    ) -> Result<BTreeMap<String, Resume>> {
+        Ok(tasks
+            .iter()
+            .filter_map(|t| Some((t.clone(), recorded.get(t)?.clone())))
+            .collect())
+    }
+
     /// Who else reads this input as the same application right now (the
     /// active members of a consumer group), each described for a message.
     /// A run, `offsets reset` and `replay` refuse to start while there is

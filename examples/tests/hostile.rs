@@ -329,6 +329,18 @@ fn follow_mode_reads_through_rename_and_copytruncate_rotations() {
         common::verify_counts(&expected, common::output_counts(&d.output)),
         1500
     );
+    // Rotated inside the input directory while no run reads it: the renamed
+    // file resumes where it was (nothing again), the new one from its start.
+    std::fs::rename(&log, d.input.join("app.log.3")).expect("rename");
+    std::fs::write(&log, lines("e", 100)).expect("create anew");
+    run_ok(&mut wordcount(&["run"], &d));
+    for (w, n) in common::expected_counts_of(&[&log]) {
+        *expected.entry(w).or_insert(0) += n;
+    }
+    assert_eq!(
+        common::verify_counts(&expected, common::output_counts(&d.output)),
+        1700
+    );
 }
 
 /// Item 8: a damaged state directory (CURRENT overwritten, the MANIFEST

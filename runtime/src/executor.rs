@@ -28,7 +28,7 @@ use crate::control::Control;
 use crate::failpoints::{self, crash_point};
 use crate::manifest::{Manifest, SourcePosition};
 use crate::pipeline::{DeadLetterOpener, Discard};
-use crate::recovery::{start_position, SinkRecovery};
+use crate::recovery::{resume_points, start_position, SinkRecovery};
 use crate::stage::{
     BoxFuture, ChainedReader, FlushedSink, Metrics, NamedSinks, SideSinks, SinkStage, SourceAdmin,
     SourceSide, Stage, StageCx, StageFactory, StageInit,
@@ -780,8 +780,9 @@ impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
             }
             let shared = shared(&env, &control, &events, &metrics);
             let mut threads = Vec::new();
+            let resumes = resume_points(&env, &*self.side, &tasks)?;
             for (i, task) in tasks.iter().enumerate() {
-                let pos = start_position(&env, task)?;
+                let pos = start_position(&env, task, &resumes)?;
                 let t = SourceTask {
                     task: task.clone(),
                     reader: self.side.open(task, pos.as_ref())?,
@@ -871,8 +872,9 @@ impl<T: Send + 'static> Job for DirectJob<T> {
             crash_point(failpoints::MID_RECOVERY);
             let shared = shared(&env, &control, &events, &metrics);
             let mut threads = Vec::new();
+            let resumes = resume_points(&env, &*self.side, &tasks)?;
             for (task, sink) in tasks.iter().zip(sinks) {
-                let pos = start_position(&env, task)?;
+                let pos = start_position(&env, task, &resumes)?;
                 let t = SourceTask {
                     task: task.clone(),
                     reader: self.side.open(task, pos.as_ref())?,

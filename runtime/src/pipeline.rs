@@ -185,8 +185,11 @@ impl Pipeline {
             .collect();
         if let Some(input) = self.source_location.as_deref() {
             let input_at = resolved(input);
+            // A single input file is read, not its directory: an output
+            // beside it (`--input words.txt --output .`) is fine.
+            let input_is_dir = !input_at.is_file();
             for (what, out) in &outputs {
-                if out.starts_with(&input_at) || input_at.starts_with(out) {
+                if out.starts_with(&input_at) || (input_is_dir && input_at.starts_with(out)) {
                     return Err(Error::Config(format!(
                         "the {what} writes to {}, {} the input {}: the run would read its own output; pass an output outside the input",
                         out.display(),

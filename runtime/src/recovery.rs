@@ -3,7 +3,7 @@
 //! anything runs, whether or not a task of this run opens it, and every
 //! source task resumes from its checkpointed position.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, PoisonError};
 
 use weir_core::source::Resume;
@@ -11,6 +11,7 @@ use weir_core::Result;
 
 use crate::config::Guarantee;
 use crate::executor::JobEnv;
+use crate::stage::SourceAdmin;
 
 /// The sink side of recovery: says where each output opened by this run is
 /// truncated to, and remembers which were opened, so that the others
@@ -71,14 +72,38 @@ impl<'a> SinkRecovery<'a> {
     }
 }
 
-/// Where task `task` resumes, and in which input (the source refuses
-/// another). A task that had reached the end of a bounded input is read
-/// again from there: input appended since is not missed.
-pub(crate) fn start_position(env: &JobEnv, task: &str) -> Result<Option<Resume>> {
-    let mut from = env.manifest.sources.get(task).map(|p| Resume {
-        position: p.position,
-        identity: p.identity.clone(),
-    });
+/// Where every task resumes, and in which input (the source refuses
+/// another): what the checkpoint recorded, matched to today's tasks by the
+/// source (a renamed file resumes under its new name).
+pub(crate) fn resume_points(
+    env: &JobEnv,
+    source: &dyn SourceAdmin,
+    tasks: &[String],
+) -> Result<BTreeMap<String, Resume>> {
+    let recorded = env
+        .manifest
+        .sources
+        .iter()
+        .map(|(task, p)| {
+            let resume = Resume {
+                position: p.position,
+                identity: p.identity.clone(),
+            };
+            (task.clone(), resume)
+        })
+        .collect();
+    source.resume_points(tasks, &recorded)
+}
+
+/// Where task `task` resumes, from [`resume_points`]. A task that had
+/// reached the end of a bounded input is read again from there: input
+/// appended since is not missed.
+pub(crate) fn start_position(
+    env: &JobEnv,
+    task: &str,
+    resumes: &BTreeMap<String, Resume>,
+) -> Result<Option<Resume>> {
+    let mut from = resumes.get(task).cloned();
     if env.config.guarantee == Guarantee::AtMostOnce {
         if let Some(read) = env.store.read_position(task)? {
             let from = from.get_or_insert_with(Resume::default);

@@ -41,6 +41,11 @@ pub(crate) type SideOp<T, U> =
 /// What the offsets commands ask of a pipeline's source.
 pub(crate) trait SourceAdmin: Send + Sync {
     fn active_readers(&self) -> Result<Vec<String>>;
+    fn resume_points(
+        &self,
+        tasks: &[String],
+        recorded: &BTreeMap<String, Resume>,
+    ) -> Result<BTreeMap<String, Resume>>;
     fn offsets(&self) -> Result<Vec<TaskOffsets>>;
     fn resolve(&self, to: ResetTo) -> Result<BTreeMap<String, u64>>;
     fn publish(&self, positions: &BTreeMap<String, u64>) -> Result<()>;
@@ -76,6 +81,14 @@ struct BaseReader<T> {
 impl<S: Source> SourceAdmin for BaseSide<S> {
     fn active_readers(&self) -> Result<Vec<String>> {
         self.0.active_readers()
+    }
+
+    fn resume_points(
+        &self,
+        tasks: &[String],
+        recorded: &BTreeMap<String, Resume>,
+    ) -> Result<BTreeMap<String, Resume>> {
+        self.0.resume_points(tasks, recorded)
     }
 
     fn offsets(&self) -> Result<Vec<TaskOffsets>> {
@@ -156,6 +169,14 @@ struct ChainReader<T, U> {
 impl<T: Send + 'static, U: Send + 'static> SourceAdmin for ChainSide<T, U> {
     fn active_readers(&self) -> Result<Vec<String>> {
         self.inner.active_readers()
+    }
+
+    fn resume_points(
+        &self,
+        tasks: &[String],
+        recorded: &BTreeMap<String, Resume>,
+    ) -> Result<BTreeMap<String, Resume>> {
+        self.inner.resume_points(tasks, recorded)
     }
 
     fn offsets(&self) -> Result<Vec<TaskOffsets>> {

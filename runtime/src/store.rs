@@ -306,8 +306,11 @@ impl Store {
     /// Replaces the live state with retained checkpoint `epoch` (ARCHITECTURE
     /// §6): state and source positions from the checkpoint, sink positions
     /// from the live manifest (output already written stays), a new
-    /// generation and an epoch after the live one. Crash-safe: the new state
-    /// is staged, marked complete, then swapped in by [`Store::open`].
+    /// generation and an epoch after the live one. A live state too damaged
+    /// to read is replaced as a whole: the sink positions are then the
+    /// checkpoint's (file output past them is cut back) and the epoch one
+    /// past the newest retained checkpoint. Crash-safe: the new state is
+    /// staged, marked complete, then swapped in by [`Store::open`].
     pub fn replay(dir: &Path, epoch: u64) -> Result<Manifest> {
         let chk = dir.join("checkpoints").join(checkpoint_name(epoch));
         if !chk.join("manifest.json").is_file() {
@@ -323,15 +326,16 @@ impl Store {
         }
         // A damaged live state is replaced as a whole: the checkpoint
         // becomes the live state, output included (see below).
-        let current = match Store::open(dir) {
-            Ok(live) => Some(live.manifest()?.ok_or_else(|| {
-                Error::State(format!(
+        let current = match Store::open(dir).and_then(|live| live.manifest()) {
+            Ok(Some(m)) => Some(m),
+            Ok(None) => {
+                return Err(Error::State(format!(
                     "state directory {} has no committed manifest",
                     dir.display()
-                ))
-            })?),
+                )))
+            }
             Err(Error::Corrupt(why)) => {
-                tracing::warn!("the live state is damaged ({why}); checkpoint {epoch} replaces it, and output past what it committed is discarded (the epochs after it are run again)");
+                tracing::warn!("the live state is damaged ({why}); checkpoint {epoch} replaces it, and file output past what it committed is discarded (the epochs after it run again; output already committed to Kafka stays, and those epochs' records appear again after it)");
                 None
             }
             Err(e) => return Err(e),

@@ -193,16 +193,16 @@ fn roll_forward(
     let mut next = manifest.clone();
     next.changelog.extend(reached);
     for (task, pos) in positions {
-        let finished = manifest
-            .sources
-            .get(&task)
-            .is_some_and(|p| p.finished && p.position == pos);
+        let recorded = manifest.sources.get(&task).filter(|p| p.position == pos);
+        let finished = recorded.is_some_and(|p| p.finished);
+        // The input the position is in is known only where it did not move.
+        let identity = recorded.and_then(|p| p.identity.clone());
         next.sources.insert(
             task,
             SourcePosition {
                 position: pos,
                 finished,
-                identity: None,
+                identity,
             },
         );
     }

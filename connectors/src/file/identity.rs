@@ -101,6 +101,12 @@ pub(crate) enum Mismatch {
 }
 
 impl Identity {
+    /// Whether `meta` is this identity's file (device and inode), whatever
+    /// its name and content now.
+    pub(crate) fn same_inode(&self, meta: &std::fs::Metadata) -> bool {
+        meta.dev() == self.dev && meta.ino() == self.ino
+    }
+
     /// Whether the open `file` is the one this identity names.
     pub(crate) fn check(&self, file: &File) -> std::io::Result<Result<(), Mismatch>> {
         let meta = file.metadata()?;
@@ -131,7 +137,7 @@ impl Identity {
             len: parts.next()?.parse().ok()?,
             hash: u64::from_str_radix(parts.next()?, 16).ok()?,
         };
-        parts.next().is_none().then_some(id)
+        (parts.next().is_none() && id.len <= FINGERPRINT_BYTES).then_some(id)
     }
 }
 

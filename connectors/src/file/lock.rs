@@ -39,17 +39,33 @@ pub(crate) fn hold(dir: &Path) -> Result<Arc<DirLock>> {
     }
     let file = File::open(&canon)
         .map_err(|e| Error::io("cannot open output directory", canon.display(), e))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(Error::InUse(format!(
-                "output directory {} is being written by {}; two runs on one output would lose and double records: stop that run first, or pass another --output",
-                canon.display(),
-                holder(&file).unwrap_or_else(|| "another run".to_owned())
-            )))
-        }
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(Error::io("cannot lock output directory", canon.display(), e))
+    let mut attempts = 0;
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let (pid, who) = holder(&file).unzip();
+                // This process's own lock, whose last writer is being
+                // dropped right now (its count is zero, its descriptor not
+                // yet closed): it goes in a moment.
+                if pid == Some(std::process::id()) && attempts < 100 {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                }
+                return Err(Error::InUse(format!(
+                    "output directory {} is being written by {}; two runs on one output would lose and double records: stop that run first, or pass another --output",
+                    canon.display(),
+                    who.unwrap_or_else(|| "another run".to_owned())
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::io(
+                    "cannot lock output directory",
+                    canon.display(),
+                    e,
+                ))
+            }
         }
     }
     let lock = Arc::new(DirLock { _dir: file });
@@ -57,9 +73,9 @@ pub(crate) fn hold(dir: &Path) -> Result<Arc<DirLock>> {
     Ok(lock)
 }
 
-/// The process holding the `flock` on `file`, from `/proc/locks`: its pid
-/// and command line.
-fn holder(file: &File) -> Option<String> {
+/// The process holding the `flock` on `file`, from `/proc/locks`: its pid,
+/// and the pid with its command line in words.
+fn holder(file: &File) -> Option<(u32, String)> {
     use std::os::unix::fs::MetadataExt;
     let meta = file.metadata().ok()?;
     let dev = meta.dev();
@@ -90,9 +106,12 @@ fn holder(file: &File) -> Option<String> {
         cmd.truncate(end);
         cmd.push_str(" ...");
     }
-    Some(if cmd.is_empty() {
-        format!("process {pid}")
-    } else {
-        format!("process {pid} (`{cmd}`)")
-    })
+    Some((
+        pid,
+        if cmd.is_empty() {
+            format!("process {pid}")
+        } else {
+            format!("process {pid} (`{cmd}`)")
+        },
+    ))
 }

@@ -135,10 +135,15 @@ impl Source for FileSource {
                     "skipping an input entry that is not a regular file ({})",
                     if meta.is_dir() { "a directory: only the files directly in the input are read" } else { "a device, socket or pipe" }
                 ),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => tracing::warn!(
-                    entry = %path.display(),
-                    "skipping a symbolic link whose target does not exist"
-                ),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(40) =>
+                {
+                    // ENOENT or ELOOP (40 on Linux): a link to nothing.
+                    tracing::warn!(
+                        entry = %path.display(),
+                        "skipping a symbolic link whose target does not exist or that loops: {e}"
+                    )
+                }
                 Err(e) => return Err(Error::io("cannot stat", path.display(), e)),
             }
         }
@@ -188,6 +193,52 @@ impl Source for FileSource {
                 }
             };
             out.insert(t.task, pos);
+        }
+        Ok(out)
+    }
+
+    /// Matches the recorded positions to today's files by identity, as log
+    /// shippers do: a file renamed since (rotated inside the input
+    /// directory: `app.log` to `app.log.1`) resumes under its new name
+    /// where it was, and a new file under its old name starts at 0. A
+    /// recorded file found nowhere keeps its name, so that opening refuses
+    /// whatever has that name now.
+    fn resume_points(
+        &self,
+        tasks: &[String],
+        recorded: &BTreeMap<String, Resume>,
+    ) -> Result<BTreeMap<String, Resume>> {
+        let files: Vec<(&String, File, std::fs::Metadata)> = tasks
+            .iter()
+            .filter_map(|t| {
+                let file = File::open(self.file_of(t)).ok()?;
+                let meta = file.metadata().ok()?;
+                Some((t, file, meta))
+            })
+            .collect();
+        let mut out = BTreeMap::new();
+        let mut unmatched = Vec::new();
+        for (was, resume) in recorded {
+            let identity = resume.identity.as_deref().and_then(Identity::decode);
+            let found = identity.as_ref().and_then(|id| {
+                files.iter().find(|(_, file, meta)| {
+                    id.same_inode(meta) && matches!(id.check(file), Ok(Ok(())))
+                })
+            });
+            match found {
+                Some((now, _, _)) if !out.contains_key(*now) => {
+                    if *now != was {
+                        tracing::info!(was = %was, now = %now, position = resume.position, "input file renamed since the last checkpoint: it resumes under its new name");
+                    }
+                    out.insert((*now).clone(), resume.clone());
+                }
+                _ => unmatched.push((was, resume)),
+            }
+        }
+        for (was, resume) in unmatched {
+            if tasks.contains(was) && !out.contains_key(was) {
+                out.insert(was.clone(), resume.clone());
+            }
         }
         Ok(out)
     }
@@ -380,16 +431,26 @@ impl LineReader {
         Ok(rewritten.then_some(Rotation::Truncated))
     }
 
-    /// Follow mode: goes on with the file that now has the name, from its start.
-    fn reopen(&mut self) -> Result<()> {
-        let file = File::open(&self.path)
-            .map_err(|e| Error::io("cannot open rotated input file", self.path.display(), e))?;
+    /// Follow mode: goes on with the file that now has the name, from its
+    /// start; false while the name has no file (it is read again later).
+    fn reopen(&mut self) -> Result<bool> {
+        let file = match File::open(&self.path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => {
+                return Err(Error::io(
+                    "cannot open rotated input file",
+                    self.path.display(),
+                    e,
+                ))
+            }
+        };
         self.tracker =
             Tracker::new(&file).map_err(|e| Error::io("cannot stat", self.path.display(), e))?;
         self.reader = BufReader::with_capacity(BUFFER, file);
         self.position = 0;
         self.draining = None;
-        Ok(())
+        Ok(true)
     }
 
     /// Follow mode: reads the truncated file again from its start.
@@ -437,8 +498,10 @@ impl SourceReader<String> for LineReader {
                 if !line.is_empty() {
                     self.emit(line, out)?;
                 }
+                if !self.reopen()? {
+                    return Ok(ReadStatus::Idle);
+                }
                 tracing::info!(file = %self.path.display(), "input file rotated (renamed, and created anew): the old one is read to its end, reading the new one from its start");
-                self.reopen()?;
                 return Ok(ReadStatus::More);
             }
             self.partial = line;

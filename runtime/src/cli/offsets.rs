@@ -109,6 +109,12 @@ impl App {
             );
         }
         store.reset(&next, wipe)?;
+        // Before anything is printed: a closed pipe must not skip it.
+        if let Err(e) = job.source().publish(&positions) {
+            tracing::warn!(
+                "the reset is committed, but copying it to the source's own record failed: {e}"
+            );
+        }
         outln!("{:<28} {:>14} {:>14}", "TASK", "FROM", "TO");
         for (task, pos) in &positions {
             let from = current
@@ -125,11 +131,6 @@ impl App {
                 "state: kept; input read again is counted again"
             }
         );
-        if let Err(e) = job.source().publish(&positions) {
-            tracing::warn!(
-                "the reset is committed, but copying it to the source's own record failed: {e}"
-            );
-        }
         Ok(())
     }
 }
