@@ -100,15 +100,12 @@ fn a_second_run_on_a_busy_output_directory_is_refused_naming_the_holder() {
     );
     wait_for(&d.output.join("part-worker-0"), &mut first.0);
     let other_state = d._tmp.path().join("state-2");
-    let (code, err) = fails(
-        Command::new(common::WORDCOUNT)
-            .args(["run", "--input"])
-            .arg(&d.input)
-            .arg("--output")
-            .arg(&d.output)
-            .arg("--state")
-            .arg(&other_state),
-    );
+    let (code, err) = fails(&mut common::wordcount_at(
+        &["run"],
+        &d.input,
+        &d.output,
+        &other_state,
+    ));
     assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("is being written by process")
@@ -130,15 +127,12 @@ fn a_second_run_on_a_busy_output_directory_is_refused_naming_the_holder() {
 fn an_output_inside_the_input_and_two_sinks_on_one_directory_are_refused() {
     let d = dirs(1, 1_000, 154);
     for output in [d.input.clone(), d.input.join("out")] {
-        let (code, err) = fails(
-            Command::new(common::WORDCOUNT)
-                .args(["run", "--input"])
-                .arg(&d.input)
-                .arg("--output")
-                .arg(&output)
-                .arg("--state")
-                .arg(&d.state),
-        );
+        let (code, err) = fails(&mut common::wordcount_at(
+            &["run"],
+            &d.input,
+            &output,
+            &d.state,
+        ));
         assert_eq!(code, Some(1), "{err}");
         assert!(err.contains("would read its own output"), "{err}");
     }
@@ -443,15 +437,12 @@ fn mistyped_paths_and_names_fail_and_leave_nothing_behind() {
     );
 
     let fresh = d._tmp.path().join("fresh-state");
-    let (code, err) = fails(
-        Command::new(common::WORDCOUNT)
-            .args(["run", "--input"])
-            .arg(d._tmp.path().join("no-such-input"))
-            .arg("--output")
-            .arg(d._tmp.path().join("fresh-out"))
-            .arg("--state")
-            .arg(&fresh),
-    );
+    let (code, err) = fails(&mut common::wordcount_at(
+        &["run"],
+        &d._tmp.path().join("no-such-input"),
+        &d._tmp.path().join("fresh-out"),
+        &fresh,
+    ));
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("no-such-input"), "{err}");
     assert!(

@@ -27,7 +27,7 @@ use crate::config::{Guarantee, OnBadInput, RuntimeConfig};
 use crate::control::Control;
 use crate::failpoints::{self, crash_point};
 use crate::manifest::{Manifest, SourcePosition};
-use crate::pipeline::{DeadLetterOpener, Discard};
+use crate::pipeline::{DeadLetterOpener, SinkOps};
 use crate::recovery::{resume_points, start_position, SinkRecovery};
 use crate::stage::{
     BoxFuture, ChainedReader, FlushedSink, Metrics, NamedSinks, SideSinks, SinkStage, SourceAdmin,
@@ -68,9 +68,9 @@ pub(crate) struct JobEnv {
     pub(crate) commit: Option<Arc<dyn CommitPoint>>,
     /// Where undecodable input goes under `on_bad_input = "dead-letter"`.
     pub(crate) dead_letter: Option<DeadLetterOpener>,
-    /// Per sink: its outputs' id prefix, and how to discard an unopened
-    /// output's uncommitted tail.
-    pub(crate) discards: Vec<(String, Discard)>,
+    /// Every sink, for recovery: its outputs' id prefix, and how to
+    /// discard an unopened output's uncommitted tail.
+    pub(crate) sinks: Vec<SinkOps>,
     pub(crate) store: Arc<Store>,
     pub(crate) manifest: Manifest,
     pub(crate) config: RuntimeConfig,
@@ -689,19 +689,18 @@ async fn tasks_and_txn<T: Send + 'static>(
     side: Arc<dyn SourceSide<T>>,
 ) -> Result<(Vec<String>, Option<Txn>)> {
     let admin: Arc<dyn SourceAdmin> = side.clone();
+    let listing = tokio::task::spawn_blocking(move || tasks_of(&*side));
+    let listed = |joined: std::result::Result<Result<Vec<String>>, tokio::task::JoinError>| {
+        joined.map_err(|e| Error::State(format!("listing the source's tasks failed: {e}")))?
+    };
     if env.manifest.epoch == 0 {
-        // A first run: a missing input must not leave a changelog (or
-        // anything else) behind, so the tasks are listed first.
-        let tasks = tokio::task::spawn_blocking(move || tasks_of(&*side))
-            .await
-            .map_err(|e| Error::State(format!("listing the source's tasks failed: {e}")))??;
+        // Nothing committed yet: a missing input must not leave a changelog
+        // (or anything else) behind, so the tasks are listed first.
+        let tasks = listed(listing.await)?;
         return Ok((tasks, open_txn(env, admin).await?));
     }
-    let tasks = tokio::task::spawn_blocking(move || tasks_of(&*side));
     let txn = open_txn(env, admin).await;
-    let tasks = tasks
-        .await
-        .map_err(|e| Error::State(format!("listing the source's tasks failed: {e}")))??;
+    let tasks = listed(listing.await)?;
     Ok((tasks, txn?))
 }
 

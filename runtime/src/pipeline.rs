@@ -23,20 +23,26 @@ pub(crate) type DeadLetterOpener =
 /// opens: `(id, committed)` (see [`Sink::discard_uncommitted`]).
 pub(crate) type Discard = Arc<dyn Fn(&str, u64) -> Result<()> + Send + Sync>;
 
+/// Checks that a sink's output can be written (see [`Sink::check`]).
+pub(crate) type Check = Arc<dyn Fn() -> Result<()> + Send + Sync>;
+
+/// A sink as recovery and a first run see it.
+#[derive(Clone)]
+pub(crate) struct SinkOps {
+    /// Its outputs' manifest ids start with this (`late:`); empty for the main sink.
+    pub(crate) prefix: String,
+    pub(crate) discard: Discard,
+    pub(crate) check: Check,
+}
+
 /// What a pipeline knows of one of its sinks besides how to open it.
 struct SinkEntry {
     /// For messages: `sink`, ``named sink `late` ``, `dead-letter sink`.
     what: String,
-    /// Its outputs' manifest ids start with this (`late:`); empty for the main sink.
-    prefix: String,
     commit_point: Option<Arc<dyn CommitPoint>>,
     location: Option<PathBuf>,
-    discard: Discard,
-    check: Check,
+    ops: SinkOps,
 }
-
-/// Checks that a sink's output can be written (see [`Sink::check`]).
-pub(crate) type Check = Arc<dyn Fn() -> Result<()> + Send + Sync>;
 
 /// A pipeline ready to run.
 pub(crate) struct Built {
@@ -45,11 +51,8 @@ pub(crate) struct Built {
     /// The transactional commit point of the sinks (Kafka mode), if any.
     pub(crate) commit: Option<Arc<dyn CommitPoint>>,
     pub(crate) dead_letter: Option<DeadLetterOpener>,
-    /// Per sink, the prefix of its outputs' manifest ids and how to discard
-    /// an unopened output's uncommitted tail.
-    pub(crate) discards: Vec<(String, Discard)>,
-    /// Per sink, whether its output can be written (a first run checks).
-    pub(crate) checks: Vec<Check>,
+    /// Every sink, for recovery and a first run's checks.
+    pub(crate) sinks: Vec<SinkOps>,
 }
 
 /// A pipeline under construction. Built by the closure handed to
@@ -166,11 +169,13 @@ impl Pipeline {
         let c = sink.clone();
         self.sinks.push(SinkEntry {
             what: what.to_owned(),
-            prefix: prefix.to_owned(),
             commit_point: sink.commit_point(),
             location: sink.location(),
-            discard: Arc::new(move |id, committed| s.discard_uncommitted(id, committed)),
-            check: Arc::new(move || c.check()),
+            ops: SinkOps {
+                prefix: prefix.to_owned(),
+                discard: Arc::new(move |id, committed| s.discard_uncommitted(id, committed)),
+                check: Arc::new(move || c.check()),
+            },
         });
     }
 
@@ -250,12 +255,7 @@ impl Pipeline {
         }
         let commit = self.commit_point()?;
         self.check_locations()?;
-        let discards = self
-            .sinks
-            .iter()
-            .map(|s| (s.prefix.clone(), s.discard.clone()))
-            .collect();
-        let checks = self.sinks.iter().map(|s| s.check.clone()).collect();
+        let sinks = self.sinks.iter().map(|s| s.ops.clone()).collect();
         let (named, dead_letter) = (self.named, self.dead_letter);
         let job = self.job.ok_or_else(|| {
             Error::Config(format!(
@@ -268,8 +268,7 @@ impl Pipeline {
             named,
             commit,
             dead_letter,
-            discards,
-            checks,
+            sinks,
         })
     }
 

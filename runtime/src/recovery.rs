@@ -59,13 +59,13 @@ impl<'a> SinkRecovery<'a> {
             // Named sinks' ids carry their prefix; the main sink's none.
             let owner = self
                 .env
-                .discards
+                .sinks
                 .iter()
-                .filter(|(prefix, _)| id.starts_with(prefix.as_str()))
-                .max_by_key(|(prefix, _)| prefix.len());
-            if let Some((prefix, discard)) = owner {
+                .filter(|s| id.starts_with(s.prefix.as_str()))
+                .max_by_key(|s| s.prefix.len());
+            if let Some(sink) = owner {
                 tracing::debug!(output = %id, committed, "recovering an output no task of this run writes");
-                discard(&id[prefix.len()..], *committed)?;
+                (sink.discard)(&id[sink.prefix.len()..], *committed)?;
             }
         }
         Ok(())

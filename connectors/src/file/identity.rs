@@ -11,11 +11,26 @@ use xxhash_rust::xxh3::Xxh3;
 /// How many leading bytes the fingerprint covers, at most.
 pub(crate) const FINGERPRINT_BYTES: u64 = 1024;
 
+/// A file on this machine, whatever its name: its device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Inode {
+    dev: u64,
+    ino: u64,
+}
+
+impl Inode {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        Inode {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+}
+
 /// Which file a position is in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Identity {
-    dev: u64,
-    ino: u64,
+    inode: Inode,
     /// Bytes the fingerprint covers: what was read of the first
     /// [`FINGERPRINT_BYTES`].
     len: u64,
@@ -26,8 +41,7 @@ pub(crate) struct Identity {
 /// the bytes read, up to [`FINGERPRINT_BYTES`].
 #[derive(Clone)]
 pub(crate) struct Tracker {
-    dev: u64,
-    ino: u64,
+    inode: Inode,
     len: u64,
     hasher: Xxh3,
 }
@@ -35,10 +49,8 @@ pub(crate) struct Tracker {
 impl Tracker {
     /// Starts on the open `file`, nothing read yet.
     pub(crate) fn new(file: &File) -> std::io::Result<Self> {
-        let meta = file.metadata()?;
         Ok(Tracker {
-            dev: meta.dev(),
-            ino: meta.ino(),
+            inode: Inode::of(&file.metadata()?),
             len: 0,
             hasher: Xxh3::new(),
         })
@@ -64,8 +76,7 @@ impl Tracker {
     /// The identity of what was read so far.
     pub(crate) fn identity(&self) -> Identity {
         Identity {
-            dev: self.dev,
-            ino: self.ino,
+            inode: self.inode,
             len: self.len,
             hash: self.hasher.digest(),
         }
@@ -73,7 +84,7 @@ impl Tracker {
 
     /// Whether `meta` is the file being read (not one that took its name).
     pub(crate) fn same_file(&self, meta: &std::fs::Metadata) -> bool {
-        meta.dev() == self.dev && meta.ino() == self.ino
+        Inode::of(meta) == self.inode
     }
 }
 
@@ -104,13 +115,12 @@ impl Identity {
     /// Whether `meta` is this identity's file (device and inode), whatever
     /// its name and content now.
     pub(crate) fn same_inode(&self, meta: &std::fs::Metadata) -> bool {
-        meta.dev() == self.dev && meta.ino() == self.ino
+        Inode::of(meta) == self.inode
     }
 
     /// Whether the open `file` is the one this identity names.
     pub(crate) fn check(&self, file: &File) -> std::io::Result<Result<(), Mismatch>> {
-        let meta = file.metadata()?;
-        if meta.dev() != self.dev || meta.ino() != self.ino {
+        if !self.same_inode(&file.metadata()?) {
             return Ok(Err(Mismatch::OtherFile));
         }
         let head = read_head(file, self.len)?;
@@ -124,7 +134,7 @@ impl Identity {
     pub(crate) fn encode(&self) -> String {
         format!(
             "file:{}:{}:{}:{:016x}",
-            self.dev, self.ino, self.len, self.hash
+            self.inode.dev, self.inode.ino, self.len, self.hash
         )
     }
 
@@ -132,8 +142,10 @@ impl Identity {
     pub(crate) fn decode(text: &str) -> Option<Self> {
         let mut parts = text.strip_prefix("file:")?.split(':');
         let id = Identity {
-            dev: parts.next()?.parse().ok()?,
-            ino: parts.next()?.parse().ok()?,
+            inode: Inode {
+                dev: parts.next()?.parse().ok()?,
+                ino: parts.next()?.parse().ok()?,
+            },
             len: parts.next()?.parse().ok()?,
             hash: u64::from_str_radix(parts.next()?, 16).ok()?,
         };

@@ -120,14 +120,19 @@ pub fn verify_counts(expected: &HashMap<String, u64>, mut seen: HashMap<String, 
 }
 
 pub fn wordcount(args: &[&str], dirs: &Dirs) -> Command {
+    wordcount_at(args, &dirs.input, &dirs.output, &dirs.state)
+}
+
+/// `wordcount ARGS` on these input, output and state paths.
+pub fn wordcount_at(args: &[&str], input: &Path, output: &Path, state: &Path) -> Command {
     let mut c = Command::new(WORDCOUNT);
     c.args(args)
         .arg("--input")
-        .arg(&dirs.input)
+        .arg(input)
         .arg("--output")
-        .arg(&dirs.output)
+        .arg(output)
         .arg("--state")
-        .arg(&dirs.state)
+        .arg(state)
         .env("RUST_LOG", "warn")
         .env_remove("FAILPOINTS")
         .stdin(Stdio::null());

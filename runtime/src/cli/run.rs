@@ -193,8 +193,8 @@ async fn run_once(
         // A first run: an input or output that is not there must not leave
         // a state directory (or anything else) behind.
         built.job.tasks()?;
-        for check in &built.checks {
-            check()?;
+        for sink in &built.sinks {
+            (sink.check)()?;
         }
     }
     let store = Arc::new(Store::open(&dir)?);
@@ -223,7 +223,7 @@ async fn run_once(
             named: built.named,
             commit: built.commit,
             dead_letter: built.dead_letter,
-            discards: built.discards,
+            sinks: built.sinks,
             store,
             manifest,
             config: rc,

@@ -95,22 +95,30 @@ pub(crate) fn runtime_key(key: &str) -> Option<&'static KeyDoc> {
 /// Every leaf of `dict` as `(dotted.key, value)`; the pass-through table
 /// counts as one leaf.
 pub(crate) fn leaves(dict: &Dict) -> Vec<(String, Value)> {
-    fn walk(prefix: &str, dict: &Dict, out: &mut Vec<(String, Value)>) {
-        for (k, v) in dict {
-            let key = if prefix.is_empty() {
-                k.clone()
-            } else {
-                format!("{prefix}.{k}")
-            };
-            match v {
-                Value::Dict(_, d) if key != PASS_THROUGH => walk(&key, d, out),
-                _ => out.push((key, v.clone())),
-            }
+    let mut out = Vec::new();
+    walk("", dict, &|key| key != PASS_THROUGH, &mut out);
+    out
+}
+
+/// Collects the leaves of `dict` below `prefix` into `out`, descending into
+/// the tables whose dotted key `descend` accepts.
+pub(crate) fn walk(
+    prefix: &str,
+    dict: &Dict,
+    descend: &dyn Fn(&str) -> bool,
+    out: &mut Vec<(String, Value)>,
+) {
+    for (k, v) in dict {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            Value::Dict(_, d) if descend(&key) => walk(&key, d, descend, out),
+            _ => out.push((key, v.clone())),
         }
     }
-    let mut out = Vec::new();
-    walk("", dict, &mut out);
-    out
 }
 
 /// Refuses any key that is neither a runtime key nor under one of

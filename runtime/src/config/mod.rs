@@ -286,19 +286,13 @@ impl Config {
         T: std::str::FromStr,
         T::Err: std::fmt::Display,
     {
-        use figment::value::Value;
         let Ok(value) = self.figment.find_value(key) else {
             return Ok(None);
         };
-        let text = match value {
-            Value::String(_, s) => s,
-            Value::Num(_, n) => num_text(n),
-            Value::Bool(_, b) => b.to_string(),
-            other => {
-                return Err(Error::Config(format!(
-                    "`{key}` must be a single value, not {other:?}"
-                )))
-            }
+        let Some(text) = scalar_text(&value) else {
+            return Err(Error::Config(format!(
+                "`{key}` must be a single value, not {value:?}"
+            )));
         };
         text.trim()
             .parse()
@@ -311,45 +305,24 @@ impl Config {
     /// `--set kafka.socket.timeout.ms=1000`, both give `socket.timeout.ms`.
     pub fn flat_table(&self, key: &str) -> Result<std::collections::BTreeMap<String, String>> {
         use figment::value::Value;
-        fn walk(
-            prefix: &str,
-            v: &Value,
-            out: &mut std::collections::BTreeMap<String, String>,
-        ) -> Result<()> {
-            match v {
-                Value::Dict(_, d) => {
-                    for (k, v) in d {
-                        let name = if prefix.is_empty() {
-                            k.clone()
-                        } else {
-                            format!("{prefix}.{k}")
-                        };
-                        walk(&name, v, out)?;
-                    }
-                }
-                Value::String(_, s) => {
-                    out.insert(prefix.to_owned(), s.clone());
-                }
-                Value::Num(_, n) => {
-                    let text = num_text(*n);
-                    out.insert(prefix.to_owned(), text);
-                }
-                Value::Bool(_, b) => {
-                    out.insert(prefix.to_owned(), b.to_string());
-                }
-                other => {
-                    return Err(Error::Config(format!(
-                        "`{prefix}` must be a string, number or boolean, not {other:?}"
-                    )))
-                }
+        let leaves = match self.figment.find_value(key) {
+            Ok(Value::Dict(_, dict)) => {
+                let mut leaves = Vec::new();
+                keys::walk("", &dict, &|_| true, &mut leaves);
+                leaves
             }
-            Ok(())
-        }
-        let mut out = std::collections::BTreeMap::new();
-        if let Ok(v) = self.figment.find_value(key) {
-            walk("", &v, &mut out)?;
-        }
-        Ok(out)
+            Ok(value) => vec![(String::new(), value)],
+            Err(_) => Vec::new(),
+        };
+        leaves
+            .into_iter()
+            .map(|(name, value)| match scalar_text(&value) {
+                Some(text) => Ok((name, text)),
+                None => Err(Error::Config(format!(
+                    "`{name}` must be a string, number or boolean, not {value:?}"
+                ))),
+            })
+            .collect()
     }
 
     /// A required path setting.
@@ -358,13 +331,22 @@ impl Config {
     }
 }
 
-/// A number as text: whole numbers exactly (up to `u128::MAX`).
-fn num_text(n: figment::value::Num) -> String {
-    n.to_u128()
-        .map(|u| u.to_string())
-        .or_else(|| n.to_i128().map(|i| i.to_string()))
-        .or_else(|| n.to_f64().map(|f| f.to_string()))
-        .unwrap_or_default()
+/// A single value as text (whole numbers exactly, up to `u128::MAX`);
+/// `None` for a table or a list.
+fn scalar_text(value: &figment::value::Value) -> Option<String> {
+    use figment::value::Value;
+    match value {
+        Value::String(_, s) => Some(s.clone()),
+        Value::Num(_, n) => Some(
+            n.to_u128()
+                .map(|u| u.to_string())
+                .or_else(|| n.to_i128().map(|i| i.to_string()))
+                .or_else(|| n.to_f64().map(|f| f.to_string()))
+                .unwrap_or_default(),
+        ),
+        Value::Bool(_, b) => Some(b.to_string()),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
