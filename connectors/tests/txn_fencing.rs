@@ -3,7 +3,7 @@
 //! is aborted and which can commit nothing more (I4). Kafka's own console
 //! consumer, `read_committed`, is the witness.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -11,7 +11,11 @@ use weir_connectors::kafka::{KafkaSettings, TxnProducer};
 use weir_core::Error;
 
 fn dev_kafka() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev/kafka")
+    // Cargo sets it when it runs a test too: a test binary built in a
+    // target directory shared with another checkout finds this one's script.
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    crate_dir.join("../dev/kafka")
 }
 
 fn kafka(args: &[&str]) -> String {

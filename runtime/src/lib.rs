@@ -10,23 +10,25 @@
 //! the manifest (ARCHITECTURE §4.1).
 #![deny(clippy::unwrap_used)]
 
+mod checkpoint;
 pub mod cli;
 pub mod config;
-mod control;
-mod executor;
+mod exchange;
 pub mod failpoints;
 mod histogram;
+mod instance;
 pub mod manifest;
 mod pipeline;
+mod plan;
 mod recovery;
 mod stage;
 mod state;
 pub mod store;
-mod txn;
+mod task;
 
 pub use config::{Config, Guarantee, OnBadInput, RuntimeConfig};
-pub use executor::RunSummary;
 pub use histogram::Histogram;
+pub use instance::RunSummary;
 pub use manifest::Manifest;
 pub use pipeline::{KeyedStream, Pipeline, Stream};
 

@@ -9,31 +9,11 @@ use weir_core::sink::Sink;
 use weir_core::source::{DeadLetter, Source};
 use weir_core::{Error, Key, Processor, Record, Result};
 
-use crate::executor::{DirectJob, Job, KeyedJob, Split};
+use crate::plan::{Built, DeadLetterOpener, DirectJob, Job, KeyedJob, SinkOps, Split};
 use crate::stage::{
     BaseSide, ChainSide, KeyedOp, NamedSinks, OpStage, ProcessStage, SideOp, SideOpener, SinkStage,
     SourceSide, StageFactory, StageInit, TypedSide,
 };
-
-/// Opens a source task's dead-letter output.
-pub(crate) type DeadLetterOpener =
-    Arc<dyn Fn(&StageInit<'_>) -> Result<SinkStage<DeadLetter>> + Send + Sync>;
-
-/// Discards the uncommitted tail of a sink output that no task of the run
-/// opens: `(id, committed)` (see [`Sink::discard_uncommitted`]).
-pub(crate) type Discard = Arc<dyn Fn(&str, u64) -> Result<()> + Send + Sync>;
-
-/// Checks that a sink's output can be written (see [`Sink::check`]).
-pub(crate) type Check = Arc<dyn Fn() -> Result<()> + Send + Sync>;
-
-/// A sink as recovery and a first run see it.
-#[derive(Clone)]
-pub(crate) struct SinkOps {
-    /// Its outputs' manifest ids start with this (`late:`); empty for the main sink.
-    pub(crate) prefix: String,
-    pub(crate) discard: Discard,
-    pub(crate) check: Check,
-}
 
 /// What a pipeline knows of one of its sinks besides how to open it.
 struct SinkEntry {
@@ -42,17 +22,6 @@ struct SinkEntry {
     commit_point: Option<Arc<dyn CommitPoint>>,
     location: Option<PathBuf>,
     ops: SinkOps,
-}
-
-/// A pipeline ready to run.
-pub(crate) struct Built {
-    pub(crate) job: Box<dyn Job>,
-    pub(crate) named: NamedSinks,
-    /// The transactional commit point of the sinks (Kafka mode), if any.
-    pub(crate) commit: Option<Arc<dyn CommitPoint>>,
-    pub(crate) dead_letter: Option<DeadLetterOpener>,
-    /// Every sink, for recovery and a first run's checks.
-    pub(crate) sinks: Vec<SinkOps>,
 }
 
 /// A pipeline under construction. Built by the closure handed to

@@ -40,6 +40,7 @@ pub(crate) type SideOp<T, U> =
 
 /// What the offsets commands ask of a pipeline's source.
 pub(crate) trait SourceAdmin: Send + Sync {
+    fn tasks(&self) -> Result<Vec<String>>;
     fn active_readers(&self) -> Result<Vec<String>>;
     fn resume_points(
         &self,
@@ -54,7 +55,6 @@ pub(crate) trait SourceAdmin: Send + Sync {
 
 /// A source with its stateless operators fused in.
 pub(crate) trait SourceSide<T>: SourceAdmin {
-    fn tasks(&self) -> Result<Vec<String>>;
     fn open(&self, task: &str, from: Option<&Resume>) -> Result<Box<dyn ChainedReader<T>>>;
     /// Watermark lag behind the highest event time seen; `None` when the
     /// stream carries no event time.
@@ -79,6 +79,10 @@ struct BaseReader<T> {
 }
 
 impl<S: Source> SourceAdmin for BaseSide<S> {
+    fn tasks(&self) -> Result<Vec<String>> {
+        self.0.tasks()
+    }
+
     fn active_readers(&self) -> Result<Vec<String>> {
         self.0.active_readers()
     }
@@ -109,10 +113,6 @@ impl<S: Source> SourceAdmin for BaseSide<S> {
 }
 
 impl<S: Source> SourceSide<S::Item> for BaseSide<S> {
-    fn tasks(&self) -> Result<Vec<String>> {
-        self.0.tasks()
-    }
-
     fn open(&self, task: &str, from: Option<&Resume>) -> Result<Box<dyn ChainedReader<S::Item>>> {
         Ok(Box::new(BaseReader {
             reader: self.0.open(task, from)?,
@@ -167,6 +167,10 @@ struct ChainReader<T, U> {
 }
 
 impl<T: Send + 'static, U: Send + 'static> SourceAdmin for ChainSide<T, U> {
+    fn tasks(&self) -> Result<Vec<String>> {
+        self.inner.tasks()
+    }
+
     fn active_readers(&self) -> Result<Vec<String>> {
         self.inner.active_readers()
     }
@@ -197,10 +201,6 @@ impl<T: Send + 'static, U: Send + 'static> SourceAdmin for ChainSide<T, U> {
 }
 
 impl<T: Send + 'static, U: Send + 'static> SourceSide<U> for ChainSide<T, U> {
-    fn tasks(&self) -> Result<Vec<String>> {
-        self.inner.tasks()
-    }
-
     fn open(&self, task: &str, from: Option<&Resume>) -> Result<Box<dyn ChainedReader<U>>> {
         Ok(Box::new(ChainReader {
             inner: self.inner.open(task, from)?,

@@ -9,7 +9,11 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_kafka_to_files");
 pub const WC_BIN: &str = env!("CARGO_BIN_EXE_kafka_wordcount");
 
 pub fn dev_kafka() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev/kafka")
+    // Cargo sets it when it runs a test too: a test binary built in a
+    // target directory shared with another checkout finds this one's script.
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    crate_dir.join("../dev/kafka")
 }
 
 /// Starts the test broker once per test binary (idempotent across binaries).

@@ -459,10 +459,12 @@ pub fn first_retained(state: &Path) -> String {
 }
 
 /// Runs `wordcount ARGS` with 2 ms epochs and `FAILPOINTS=spec`, expecting
-/// the abort at that crash point.
+/// the abort at that crash point. A 1 MiB cache ends an epoch once its
+/// writes fill half of it, so the input takes many epochs even when fsyncs
+/// are slow (as under parallel tests) and the epochs' interval is not met.
 pub fn crash_with(d: &Dirs, args: &[&str], spec: &str) {
     let out = wordcount(args, d)
-        .args(["--set", "checkpoint.interval_ms=2"])
+        .args(["--set", "checkpoint.interval_ms=2", "--set", "cache_mb=1"])
         .env("FAILPOINTS", spec)
         .output()
         .expect("spawn");

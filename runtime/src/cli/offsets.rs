@@ -5,7 +5,8 @@ use weir_core::source::ResetTo;
 use weir_core::{Error, Result};
 
 use super::output::outln;
-use super::{check_fingerprint, refuse_if_read_elsewhere, state_dir, App, Build, Signature};
+use super::{state_dir, App, Build};
+use crate::instance::{check_fingerprint, refuse_if_read_elsewhere, Signature};
 use crate::store::{self, Store};
 
 impl App {

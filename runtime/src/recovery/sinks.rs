@@ -1,17 +1,14 @@
-//! Recovery at the start of a run (ARCHITECTURE §4.1): every sink output
-//! the last checkpoint names is cut back to its committed length before
-//! anything runs, whether or not a task of this run opens it, and every
-//! source task resumes from its checkpointed position.
+//! The sink side of recovery (ARCHITECTURE §4.1): every output the last
+//! checkpoint names is cut back to its committed length before anything
+//! runs, whether or not a task of this run opens it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::{Mutex, PoisonError};
 
-use weir_core::source::Resume;
 use weir_core::Result;
 
 use crate::config::Guarantee;
-use crate::executor::JobEnv;
-use crate::stage::SourceAdmin;
+use crate::plan::JobEnv;
 
 /// The sink side of recovery: says where each output opened by this run is
 /// truncated to, and remembers which were opened, so that the others
@@ -70,45 +67,4 @@ impl<'a> SinkRecovery<'a> {
         }
         Ok(())
     }
-}
-
-/// Where every task resumes, and in which input (the source refuses
-/// another): what the checkpoint recorded, matched to today's tasks by the
-/// source (a renamed file resumes under its new name).
-pub(crate) fn resume_points(
-    env: &JobEnv,
-    source: &dyn SourceAdmin,
-    tasks: &[String],
-) -> Result<BTreeMap<String, Resume>> {
-    let recorded = env
-        .manifest
-        .sources
-        .iter()
-        .map(|(task, p)| {
-            let resume = Resume {
-                position: p.position,
-                identity: p.identity.clone(),
-            };
-            (task.clone(), resume)
-        })
-        .collect();
-    source.resume_points(tasks, &recorded)
-}
-
-/// Where task `task` resumes, from [`resume_points`]. A task that had
-/// reached the end of a bounded input is read again from there: input
-/// appended since is not missed.
-pub(crate) fn start_position(
-    env: &JobEnv,
-    task: &str,
-    resumes: &BTreeMap<String, Resume>,
-) -> Result<Option<Resume>> {
-    let mut from = resumes.get(task).cloned();
-    if env.config.guarantee == Guarantee::AtMostOnce {
-        if let Some(read) = env.store.read_position(task)? {
-            let from = from.get_or_insert_with(Resume::default);
-            from.position = from.position.max(read);
-        }
-    }
-    Ok(from)
 }

@@ -1,151 +1,29 @@
-//! Kafka transactional mode (ARCHITECTURE §4.2): the commit point is the
-//! transaction of a [`CommitPoint`]; RocksDB is a cache of committed state,
-//! never ahead of it.
-//!
-//! Per epoch: the workers' state writes become changelog records in the
-//! open transaction, next to the sinks' output; the source positions go in
-//! as consumer-group offsets (or, for a source without groups, as changelog
-//! records); the transaction commits; then RocksDB applies the same writes
-//! and the manifest in one unsynced batch.
-//!
-//! Recovery: fence older instances (which aborts their open transaction),
-//! roll RocksDB forward from the changelog (from the manifest's positions,
-//! or from the start for a task without local state), then resume from the
-//! positions committed in Kafka. Local state is never wiped.
+//! Kafka-mode recovery (ARCHITECTURE §4.2): after the commit point fenced
+//! every older instance (which aborts its open transaction), RocksDB is
+//! rolled forward from the changelog (from the manifest's positions, or
+//! from the start for a key group without local state), and the source
+//! positions committed in Kafka are taken. Local state is never wiped.
+//! After a replay or an `offsets reset`, a new timeline is seeded instead.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
 
-use weir_core::commit::{CommitPoint, GroupOffsets, Transaction, TxnInit};
+use weir_core::commit::Transaction;
 use weir_core::state::group_of;
 use weir_core::{Error, Result};
 
+use crate::checkpoint::{group_offsets, POSITION_KEY, TIMELINE_KEY};
 use crate::failpoints::{self, crash_point};
 use crate::manifest::{Manifest, SourcePosition};
 use crate::stage::SourceAdmin;
 use crate::state::Write;
 use crate::store::{now_ms, Store};
 
-/// Changelog key of a source position, for sources without consumer groups.
-const POSITION_KEY: &[u8] = b"meta/position/";
-/// Changelog key that starts a new timeline (replay, `offsets reset`) in a
-/// key group's partition: a restore drops the group's state there, and the
-/// new timeline's whole state follows it.
-const TIMELINE_KEY: &[u8] = b"meta/timeline/";
-
 /// How many changelog records recovery applies per RocksDB batch.
 const RESTORE_BATCH: usize = 10_000;
 
-/// The open transactional commit point of a run.
-#[derive(Clone)]
-pub(crate) struct Txn {
-    inner: Arc<Mutex<Box<dyn Transaction>>>,
-    source: Arc<dyn SourceAdmin>,
-}
-
-/// A commit's outcome as the coordinator needs it: a fenced instance stops,
-/// anything else aborted the epoch, which recovery redoes.
-fn aborted(e: Error) -> Error {
-    match e {
-        e @ (Error::Fenced(_) | Error::Aborted(_) | Error::Config(_)) => e,
-        e => Error::Aborted(e.to_string()),
-    }
-}
-
-impl Txn {
-    fn lock(&self) -> MutexGuard<'_, Box<dyn Transaction>> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Opens the commit point and recovers (see the module doc); on return
-    /// `manifest` describes the committed state and positions, and the first
-    /// epoch's transaction is open.
-    pub(crate) fn open(
-        commit: &dyn CommitPoint,
-        source: Arc<dyn SourceAdmin>,
-        store: &Store,
-        manifest: &mut Manifest,
-    ) -> Result<Txn> {
-        let mut txn = commit.open(&TxnInit {
-            key_groups: manifest.key_groups,
-        })?;
-        if manifest.reseed {
-            seed(&mut *txn, &*source, store, manifest)?;
-        } else {
-            roll_forward(&mut *txn, &*source, store, manifest)?;
-        }
-        txn.begin()?;
-        Ok(Txn {
-            inner: Arc::new(Mutex::new(txn)),
-            source,
-        })
-    }
-
-    /// Commits epoch `positions`' transaction with `writes` as changelog
-    /// records (blocking); opens the next one unless `last`.
-    pub(crate) fn commit(
-        &self,
-        writes: &[Write],
-        positions: &BTreeMap<String, SourcePosition>,
-        last: bool,
-    ) -> Result<()> {
-        let mut t = self.lock();
-        let started = std::time::Instant::now();
-        let run = |t: &mut Box<dyn Transaction>| -> Result<()> {
-            for (k, v) in writes {
-                t.changelog(group_of(k).unwrap_or(0), k, v.as_deref())?;
-            }
-            let sent = started.elapsed();
-            let plain = positions
-                .iter()
-                .map(|(task, p)| (task.clone(), p.position))
-                .collect();
-            let offsets = group_offsets(&*self.source, &mut **t, &plain)?;
-            crash_point(failpoints::BEFORE_TXN_COMMIT);
-            t.commit(offsets.as_ref())?;
-            tracing::debug!(
-                changes = writes.len(),
-                changelog_ms = sent.as_millis() as u64,
-                commit_ms = started.elapsed().as_millis() as u64,
-                "transaction committed"
-            );
-            crash_point(failpoints::AFTER_TXN_COMMIT);
-            Ok(())
-        };
-        run(&mut t).map_err(aborted)?;
-        if !last {
-            t.begin().map_err(aborted)?;
-        }
-        Ok(())
-    }
-
-    /// The changelog positions to record in the manifest after a commit.
-    pub(crate) fn changelog_positions(&self) -> BTreeMap<u16, u64> {
-        self.lock().changelog_positions()
-    }
-}
-
-/// The group offsets for `positions`; a source without consumer groups has
-/// its positions written to the changelog instead.
-fn group_offsets(
-    source: &dyn SourceAdmin,
-    t: &mut dyn Transaction,
-    positions: &BTreeMap<String, u64>,
-) -> Result<Option<GroupOffsets>> {
-    let offsets = source.group_offsets(positions)?;
-    if offsets.is_none() {
-        for (task, pos) in positions {
-            let mut key = POSITION_KEY.to_vec();
-            key.extend_from_slice(task.as_bytes());
-            t.changelog(0, &key, Some(&pos.to_be_bytes()))?;
-        }
-    }
-    Ok(offsets)
-}
-
 /// Applies the committed changelog after the manifest's positions, then
 /// takes the source positions committed in Kafka.
-fn roll_forward(
+pub(crate) fn roll_forward(
     txn: &mut dyn Transaction,
     source: &dyn SourceAdmin,
     store: &Store,
@@ -250,7 +128,7 @@ fn committed_offsets(source: &dyn SourceAdmin) -> Result<Vec<weir_core::source::
 /// local state entry, and the manifest's positions. A restore from the
 /// start drops what came before each marker, so that the abandoned
 /// timeline never mixes in. Redone in full if interrupted.
-fn seed(
+pub(crate) fn seed(
     txn: &mut dyn Transaction,
     source: &dyn SourceAdmin,
     store: &Store,

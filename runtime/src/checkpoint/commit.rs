@@ -1,0 +1,47 @@
+//! The commit point: one trait, two implementations (ARCHITECTURE §4).
+
+use weir_core::sink::SyncFn;
+use weir_core::Result;
+
+use crate::manifest::Manifest;
+use crate::state::Write;
+
+/// An epoch that every task acknowledged, ready to commit.
+pub(crate) struct Checkpoint {
+    /// What it commits: epoch, time, source positions, sink lengths.
+    pub(crate) manifest: Manifest,
+    /// The workers' state writes, in no particular order.
+    pub(crate) writes: Vec<Write>,
+    /// What makes the sinks' flushed output durable (fsyncs); run before
+    /// the commit point.
+    pub(crate) syncs: Vec<SyncFn>,
+    /// The run's last epoch: no epoch follows it.
+    pub(crate) last: bool,
+}
+
+/// Lets the next epoch start.
+pub(crate) type Release = Box<dyn FnOnce() + Send>;
+
+/// Where an epoch becomes durable, all of it or nothing: state, source
+/// positions and sink output together.
+pub(crate) trait Commit: Send + Sync {
+    /// Whether the next epoch is processed while this one commits (local
+    /// mode: the workers' caches keep what RocksDB lacks until the commit
+    /// lands), rather than after it (transactional: nothing may be written
+    /// between two transactions).
+    fn overlaps(&self) -> bool;
+
+    /// Whether the source positions reach the consumer group inside the
+    /// commit. Otherwise each reader copies its committed position there,
+    /// as advice for lag monitors (ARCHITECTURE §5).
+    fn commits_group_offsets(&self) -> bool;
+
+    /// Makes `checkpoint` durable. Blocking: call it off the async runtime.
+    /// Calls `release` as soon as the next epoch may start, and returns the
+    /// manifest as committed.
+    ///
+    /// # Errors
+    /// Whatever stopped the commit. Recovery decides what became durable:
+    /// the commit point is the truth, never this call's outcome.
+    fn commit(&self, checkpoint: Checkpoint, release: Release) -> Result<Manifest>;
+}

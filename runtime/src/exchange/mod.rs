@@ -1,0 +1,49 @@
+//! The exchange: where a source task sends its records.
+//!
+//! A keyed pipeline routes every record to the worker that owns its key
+//! group ([`InMemory`], inside one instance); an unkeyed one writes each
+//! task's records straight to its own sink output ([`Direct`]). Either way
+//! a barrier goes the same path as the records before it, so that a worker
+//! that has every source's barrier has exactly the epoch's records.
+
+mod direct;
+mod memory;
+
+pub(crate) use direct::Direct;
+pub(crate) use memory::InMemory;
+
+use weir_core::exec::EncodedKeys;
+use weir_core::{Error, Record, Result};
+
+use crate::stage::FlushedSink;
+
+/// Where a source task sends its records, watermarks and barriers.
+pub(crate) trait Exchange<T>: Send {
+    fn push(&mut self, record: Record<(), T>) -> Result<()>;
+    fn watermark(&mut self, watermark: i64) -> Result<()>;
+    /// Sends buffered records on (an idle input should not hold them back).
+    fn flush_pending(&mut self) -> Result<()>;
+    /// Ends the epoch `epoch` on this path; returns the outputs it flushed
+    /// itself (a direct sink's), for the checkpoint.
+    fn barrier(&mut self, epoch: u64) -> Result<Vec<FlushedSink>>;
+    /// The source task reached the end of its bounded input.
+    fn finish(&mut self) -> Result<()>;
+}
+
+/// What a worker receives from the exchange.
+pub(crate) enum Msg<K, V> {
+    /// Records and their keys' encodings and groups (see [`EncodedKeys`]).
+    Batch(Vec<Record<K, V>>, EncodedKeys),
+    Watermark {
+        source: usize,
+        watermark: i64,
+    },
+    Finished {
+        source: usize,
+    },
+    Barrier(u64),
+}
+
+fn worker_gone() -> Error {
+    Error::State("a worker stopped; see its error above".into())
+}

@@ -1,0 +1,86 @@
+//! What a run, a replay or an offsets reset checks before it touches
+//! anything: the state directory belongs to this pipeline, and nobody else
+//! reads its input as this application.
+
+use std::path::Path;
+
+use weir_core::{Error, Result};
+
+use crate::manifest::Manifest;
+use crate::stage::SourceAdmin;
+use crate::Pipeline;
+
+/// Refuses `what` (a run, a replay, an offsets reset) while anyone else
+/// reads the pipeline's input as this application: two readers of one
+/// partition would double its output, and moving offsets under a running
+/// instance would make it count its input twice.
+pub(crate) fn refuse_if_read_elsewhere(source: &dyn SourceAdmin, what: &str) -> Result<()> {
+    let readers = source.active_readers()?;
+    if readers.is_empty() {
+        return Ok(());
+    }
+    Err(Error::InUse(format!(
+        "{what} refused: the input is being read as this application by {}, another instance of it or another consumer in its group; two readers of one partition would double the output. Stop them first (`kafka-consumer-groups --describe --members --group GROUP` lists them); a member of a process that died leaves the group after its session timeout",
+        readers.join(", ")
+    )))
+}
+
+/// What a state directory is checked against: the pipeline's name,
+/// fingerprint and topology.
+pub(crate) struct Signature {
+    name: String,
+    fingerprint: String,
+    topology: String,
+}
+
+impl Signature {
+    pub(crate) fn of(pipeline: &Pipeline) -> Self {
+        Signature {
+            name: pipeline.name().to_owned(),
+            fingerprint: pipeline.fingerprint(),
+            topology: pipeline.topology(),
+        }
+    }
+
+    /// The manifest of this pipeline before its first commit.
+    pub(crate) fn empty_manifest(&self, key_groups: u16) -> Manifest {
+        Manifest::empty(&self.name, &self.fingerprint, &self.topology, key_groups)
+    }
+}
+
+/// Refuses a state directory written by another pipeline, or by another
+/// version of this one.
+pub(crate) fn check_fingerprint(m: &Manifest, pipeline: &Signature, dir: &Path) -> Result<()> {
+    if m.fingerprint == pipeline.fingerprint && m.pipeline == pipeline.name {
+        return Ok(());
+    }
+    // Before `follow` left the fingerprint, a following file source was
+    // `file-lines(follow)`: the same topology.
+    if m.pipeline == pipeline.name
+        && m.topology.replace("file-lines(follow)", "file-lines") == pipeline.topology
+    {
+        return Ok(());
+    }
+    let (was, now) = (
+        format!("fingerprint {}: {}", m.fingerprint, m.topology),
+        format!(
+            "fingerprint {}: {}",
+            pipeline.fingerprint, pipeline.topology
+        ),
+    );
+    Err(Error::Config(if m.pipeline == pipeline.name {
+        format!(
+            "state directory {} was written by another version of `{}` ({was}), whose operators differ from this one's ({now}): its state would be read by the wrong operators. Run the version that wrote it, or give this version a --state of its own",
+            dir.display(),
+            m.pipeline
+        )
+    } else {
+        format!(
+            "state directory {} belongs to pipeline `{}` ({was}), not `{}` ({now}): its state would be read by the wrong operators. Run `{}` on it, or pass this pipeline a --state of its own",
+            dir.display(),
+            m.pipeline,
+            pipeline.name,
+            m.pipeline
+        )
+    }))
+}

@@ -1,0 +1,282 @@
+//! Launching a plan: recovery (the commit point first, then the sinks, then
+//! the sources), the workers and source threads, and the coordinator until
+//! the run ends.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use weir_core::keygroup::owned_range;
+use weir_core::source::DeadLetter;
+use weir_core::{Error, Key, Result};
+
+use super::RunSummary;
+use crate::checkpoint::{Commit, Control, Coordinator, Retention};
+use crate::exchange::{Direct, InMemory};
+use crate::failpoints::{self, crash_point};
+use crate::plan::{tasks_of, DirectJob, Job, JobEnv, KeyedJob};
+use crate::recovery::{open_commit, resume_points, start_position, SinkRecovery};
+use crate::stage::{BoxFuture, Metrics, SideSinks, SinkStage, SourceAdmin, StageInit};
+use crate::state::CachedState;
+use crate::task::source::{spawn_source, Shared, SourceTask};
+use crate::task::worker::{spawn_worker, Worker};
+use crate::task::{Event, Events};
+
+/// Exchange batches that may wait in a worker's queue.
+const WORKER_QUEUE: usize = 4;
+
+fn shared(
+    env: &JobEnv,
+    control: &Arc<Control>,
+    commit: &dyn Commit,
+    events: &Events,
+    metrics: &Arc<Metrics>,
+) -> Arc<Shared> {
+    Arc::new(Shared {
+        control: control.clone(),
+        events: events.clone(),
+        store: env.store.clone(),
+        metrics: metrics.clone(),
+        batch: env.config.batch_size,
+        policy: env.config.on_bad_input,
+        guarantee: env.config.guarantee,
+        start_epoch: env.manifest.epoch,
+        advisory: !commit.commits_group_offsets(),
+    })
+}
+
+/// Opens each source task's dead-letter output, if the pipeline has one.
+fn dead_letters(
+    env: &JobEnv,
+    tasks: &[String],
+    truncate: &(dyn Fn(&str) -> Option<u64> + Sync),
+) -> Result<Vec<Option<SinkStage<DeadLetter>>>> {
+    tasks
+        .iter()
+        .map(|task| {
+            let init = StageInit {
+                task: task.clone(),
+                groups: 0..0,
+                key_groups: env.manifest.key_groups,
+                truncate_to: truncate,
+            };
+            env.dead_letter.as_ref().map(|open| open(&init)).transpose()
+        })
+        .collect()
+}
+
+/// The source's tasks and the recovered commit point (see
+/// [`open_commit`]): asked at once, as they are independent round trips
+/// to the brokers. A failure to list the tasks is the one reported.
+async fn tasks_and_commit(
+    env: &mut JobEnv,
+    admin: Arc<dyn SourceAdmin>,
+) -> Result<(Vec<String>, Arc<dyn Commit>)> {
+    let lister = admin.clone();
+    let listing = tokio::task::spawn_blocking(move || tasks_of(&*lister));
+    let listed = |joined: std::result::Result<Result<Vec<String>>, tokio::task::JoinError>| {
+        joined.map_err(|e| Error::State(format!("listing the source's tasks failed: {e}")))?
+    };
+    if env.manifest.epoch == 0 {
+        // Nothing committed yet: a missing input must not leave a changelog
+        // (or anything else) behind, so the tasks are listed first.
+        let tasks = listed(listing.await)?;
+        return Ok((tasks, open_commit(env, admin).await?));
+    }
+    let commit = open_commit(env, admin).await;
+    let tasks = listed(listing.await)?;
+    Ok((tasks, commit?))
+}
+
+/// The coordinator of a run of `sources` source tasks and `workers` workers.
+fn coordinator(
+    env: &JobEnv,
+    control: &Arc<Control>,
+    commit: Arc<dyn Commit>,
+    sources: usize,
+    workers: usize,
+    metrics: &Arc<Metrics>,
+) -> Coordinator {
+    Coordinator::new(
+        &env.config,
+        control.clone(),
+        commit,
+        Retention::new(env.store.clone(), &env.config.checkpoint),
+        sources,
+        workers,
+        metrics.clone(),
+        env.shutdown.clone(),
+        env.manifest.epoch,
+    )
+}
+
+impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
+    fn source(&self) -> &dyn SourceAdmin {
+        &*self.side
+    }
+
+    fn run(self: Box<Self>, mut env: JobEnv) -> BoxFuture<'static, Result<RunSummary>> {
+        Box::pin(async move {
+            let (tasks, commit) = tasks_and_commit(&mut env, self.side.clone()).await?;
+            let workers = env.config.parallelism;
+            let key_groups = env.manifest.key_groups;
+            let control = Arc::new(Control::new(env.manifest.epoch));
+            let (events, mut rx) = mpsc::unbounded_channel();
+            let metrics = Arc::new(Metrics::default());
+
+            // Recovery, in order: sinks truncate, then sources seek.
+            let mut txs = Vec::new();
+            let mut handles = Vec::new();
+            let recovery = SinkRecovery::new(&env);
+            let truncate = |id: &str| recovery.truncate_to(id);
+            let mut stages = Vec::new();
+            for w in 0..workers {
+                let init = StageInit {
+                    task: format!("worker-{w}"),
+                    groups: owned_range(w, workers, key_groups),
+                    key_groups,
+                    truncate_to: &truncate,
+                };
+                let mut sides = SideSinks::default();
+                for (name, open) in &env.named {
+                    sides.0.push((name, open(&init)?));
+                }
+                stages.push(((self.tail)(&init)?, sides));
+            }
+            let mut letters = dead_letters(&env, &tasks, &truncate)?.into_iter();
+            recovery.discard_unopened()?;
+            crash_point(failpoints::MID_RECOVERY);
+            let cache_bytes = env.config.cache_mb.saturating_mul(1 << 20);
+            for (stage, sides) in stages {
+                // Few batches in flight per worker: with large records they
+                // are most of the memory, and a barrier waits behind them.
+                let (tx, wrx) = mpsc::channel(WORKER_QUEUE);
+                txs.push(tx);
+                let worker = Worker {
+                    stage,
+                    sides,
+                    rx: wrx,
+                    state: CachedState::new(env.store.db(), cache_bytes),
+                    sources: tasks.len(),
+                    events: events.clone(),
+                    policy: env.config.on_bad_input,
+                    metrics: metrics.clone(),
+                    release: (!commit.overlaps()).then(|| control.watch_released()),
+                    requested: control.watch_requested(),
+                    start_epoch: env.manifest.epoch,
+                    // Dirty entries stay until committed: at most half the
+                    // cache, so that clean entries still get the rest.
+                    epoch_budget: cache_bytes / 2,
+                };
+                handles.push(spawn_worker(worker, events.clone()));
+            }
+            let shared = shared(&env, &control, &*commit, &events, &metrics);
+            let mut threads = Vec::new();
+            let resumes = resume_points(&env, &*self.side, &tasks)?;
+            for (i, task) in tasks.iter().enumerate() {
+                let pos = start_position(&env, task, &resumes)?;
+                let exchange = InMemory::new(
+                    i,
+                    self.split.clone(),
+                    txs.clone(),
+                    env.config.batch_size,
+                    key_groups,
+                );
+                let t = SourceTask {
+                    task: task.clone(),
+                    reader: self.side.open(task, pos.as_ref())?,
+                    output: Box::new(exchange),
+                    finished: false,
+                    watermark_delay: self.side.watermark_delay(),
+                    dead_letter: letters.next().flatten(),
+                };
+                threads.push(spawn_source(t, shared.clone())?);
+            }
+            drop(txs);
+            drop(events);
+            let coordinator = coordinator(&env, &control, commit, tasks.len(), workers, &metrics);
+            let result = coordinator.run(&mut rx, env.manifest.clone()).await;
+            control.shutdown();
+            finish_threads(threads).await;
+            if result.is_ok() {
+                for h in handles {
+                    h.await
+                        .map_err(|e| Error::State(format!("a worker panicked: {e}")))?;
+                }
+                // A worker's error at close arrives after the coordinator stopped.
+                if let Ok(Event::Failed(e)) = rx.try_recv() {
+                    return Err(e);
+                }
+            } else {
+                for h in handles {
+                    h.abort();
+                }
+            }
+            result
+        })
+    }
+}
+
+impl<T: Send + 'static> Job for DirectJob<T> {
+    fn source(&self) -> &dyn SourceAdmin {
+        &*self.side
+    }
+
+    fn run(self: Box<Self>, mut env: JobEnv) -> BoxFuture<'static, Result<RunSummary>> {
+        Box::pin(async move {
+            if let Some((name, _)) = env.named.first() {
+                return Err(Error::Config(format!(
+                    "the named sink `{name}` is written by processors, and this pipeline has none; add a `key_by` and a `process`, or drop the named sink"
+                )));
+            }
+            let (tasks, commit) = tasks_and_commit(&mut env, self.side.clone()).await?;
+            let control = Arc::new(Control::new(env.manifest.epoch));
+            let (events, mut rx) = mpsc::unbounded_channel();
+            let metrics = Arc::new(Metrics::default());
+            let recovery = SinkRecovery::new(&env);
+            let truncate = |id: &str| recovery.truncate_to(id);
+            let mut sinks = Vec::new();
+            for task in &tasks {
+                let init = StageInit {
+                    task: task.clone(),
+                    groups: 0..0,
+                    key_groups: env.manifest.key_groups,
+                    truncate_to: &truncate,
+                };
+                sinks.push((self.open_sink)(&init)?);
+            }
+            let mut letters = dead_letters(&env, &tasks, &truncate)?.into_iter();
+            recovery.discard_unopened()?;
+            crash_point(failpoints::MID_RECOVERY);
+            let shared = shared(&env, &control, &*commit, &events, &metrics);
+            let mut threads = Vec::new();
+            let resumes = resume_points(&env, &*self.side, &tasks)?;
+            for (task, sink) in tasks.iter().zip(sinks) {
+                let pos = start_position(&env, task, &resumes)?;
+                let t = SourceTask {
+                    task: task.clone(),
+                    reader: self.side.open(task, pos.as_ref())?,
+                    output: Box::new(Direct { sink }),
+                    finished: false,
+                    watermark_delay: None,
+                    dead_letter: letters.next().flatten(),
+                };
+                threads.push(spawn_source(t, shared.clone())?);
+            }
+            drop(events);
+            let coordinator = coordinator(&env, &control, commit, tasks.len(), 0, &metrics);
+            let result = coordinator.run(&mut rx, env.manifest.clone()).await;
+            control.shutdown();
+            finish_threads(threads).await;
+            result
+        })
+    }
+}
+
+async fn finish_threads(threads: Vec<std::thread::JoinHandle<()>>) {
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
+    .await;
+}

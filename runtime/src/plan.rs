@@ -1,0 +1,108 @@
+//! What the pipeline builder produces: a [`Job`] (its source side, its
+//! exchange and what runs after it, with types erased) and what the runtime
+//! needs of its sinks. The builder (`pipeline.rs`) writes plans; the
+//! instance (`instance/`) runs them.
+
+use std::sync::Arc;
+
+use weir_core::commit::CommitPoint;
+use weir_core::source::DeadLetter;
+use weir_core::{Error, Record, Result};
+
+use crate::config::RuntimeConfig;
+use crate::instance::RunSummary;
+use crate::manifest::Manifest;
+use crate::stage::{
+    BoxFuture, NamedSinks, SinkStage, SourceAdmin, SourceSide, StageFactory, StageInit,
+};
+use crate::store::Store;
+
+/// Opens a source task's dead-letter output.
+pub(crate) type DeadLetterOpener =
+    Arc<dyn Fn(&StageInit<'_>) -> Result<SinkStage<DeadLetter>> + Send + Sync>;
+
+/// Discards the uncommitted tail of a sink output that no task of the run
+/// opens: `(id, committed)` (see [`Sink::discard_uncommitted`](weir_core::sink::Sink::discard_uncommitted)).
+pub(crate) type Discard = Arc<dyn Fn(&str, u64) -> Result<()> + Send + Sync>;
+
+/// Checks that a sink's output can be written (see [`Sink::check`](weir_core::sink::Sink::check)).
+pub(crate) type Check = Arc<dyn Fn() -> Result<()> + Send + Sync>;
+
+/// A sink as recovery and a first run see it.
+#[derive(Clone)]
+pub(crate) struct SinkOps {
+    /// Its outputs' manifest ids start with this (`late:`); empty for the main sink.
+    pub(crate) prefix: String,
+    pub(crate) discard: Discard,
+    pub(crate) check: Check,
+}
+
+/// A pipeline ready to run.
+pub(crate) struct Built {
+    pub(crate) job: Box<dyn Job>,
+    pub(crate) named: NamedSinks,
+    /// The transactional commit point of the sinks (Kafka mode), if any.
+    pub(crate) commit: Option<Arc<dyn CommitPoint>>,
+    pub(crate) dead_letter: Option<DeadLetterOpener>,
+    /// Every sink, for recovery and a first run's checks.
+    pub(crate) sinks: Vec<SinkOps>,
+}
+
+/// Everything a job runs with: its plan's sinks, the opened state and the
+/// manifest it recovers from.
+pub(crate) struct JobEnv {
+    pub(crate) named: NamedSinks,
+    /// The transactional commit point of the sinks (Kafka mode), if any.
+    pub(crate) commit: Option<Arc<dyn CommitPoint>>,
+    /// Where undecodable input goes under `on_bad_input = "dead-letter"`.
+    pub(crate) dead_letter: Option<DeadLetterOpener>,
+    /// Every sink, for recovery: its outputs' id prefix, and how to
+    /// discard an unopened output's uncommitted tail.
+    pub(crate) sinks: Vec<SinkOps>,
+    pub(crate) store: Arc<Store>,
+    pub(crate) manifest: Manifest,
+    pub(crate) config: RuntimeConfig,
+    pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+/// A pipeline with its types erased, ready to run (see `instance::launch`).
+pub(crate) trait Job: Send {
+    fn run(self: Box<Self>, env: JobEnv) -> BoxFuture<'static, Result<RunSummary>>;
+    /// The pipeline's source, for the offsets commands.
+    fn source(&self) -> &dyn SourceAdmin;
+    /// The source's tasks; an error when there are none.
+    fn tasks(&self) -> Result<Vec<String>> {
+        tasks_of(self.source())
+    }
+}
+
+/// The tasks of `source`; an error when there are none.
+pub(crate) fn tasks_of(source: &dyn SourceAdmin) -> Result<Vec<String>> {
+    let tasks = source.tasks()?;
+    if tasks.is_empty() {
+        return Err(Error::Config(
+            "the source has nothing to read (no input partitions or files); check the input".into(),
+        ));
+    }
+    Ok(tasks)
+}
+
+/// Splits a value into the key it is routed by and the value sent on.
+pub(crate) type Split<T, K, V> = Arc<dyn Fn(T) -> (K, V) + Send + Sync>;
+
+/// The keyed job: sources -> exchange -> workers (processors, sinks).
+pub(crate) struct KeyedJob<K, T, V> {
+    pub(crate) side: Arc<dyn SourceSide<T>>,
+    pub(crate) split: Split<T, K, V>,
+    pub(crate) tail: StageFactory<K, V>,
+}
+
+/// Opens a task's sink output.
+pub(crate) type SinkOpener<T> =
+    Arc<dyn Fn(&StageInit<'_>) -> Result<SinkStage<Record<(), T>>> + Send + Sync>;
+
+/// The unkeyed job: each source task writes to its own sink output.
+pub(crate) struct DirectJob<T> {
+    pub(crate) side: Arc<dyn SourceSide<T>>,
+    pub(crate) open_sink: SinkOpener<T>,
+}

@@ -1,0 +1,226 @@
+//! A source task: one thread that reads one input partition into the
+//! exchange and stops at each requested barrier (ARCHITECTURE §4).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use weir_core::source::{DeadLetter, ReadStatus};
+use weir_core::{Error, Record, Result};
+
+use super::{coordinator_gone, panic_message, Event, Events};
+use crate::checkpoint::Control;
+use crate::config::{Guarantee, OnBadInput};
+use crate::exchange::Exchange;
+use crate::stage::{ChainedReader, FlushedSink, Metrics, SinkStage};
+use crate::store::Store;
+
+/// One source task's settings.
+pub(crate) struct SourceTask<T> {
+    pub(crate) task: String,
+    pub(crate) reader: Box<dyn ChainedReader<T>>,
+    pub(crate) output: Box<dyn Exchange<T>>,
+    pub(crate) finished: bool,
+    pub(crate) watermark_delay: Option<i64>,
+    pub(crate) dead_letter: Option<SinkStage<DeadLetter>>,
+}
+
+/// What every source task of a run shares.
+pub(crate) struct Shared {
+    pub(crate) control: Arc<Control>,
+    pub(crate) events: Events,
+    pub(crate) store: Arc<Store>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) batch: usize,
+    pub(crate) policy: OnBadInput,
+    pub(crate) guarantee: Guarantee,
+    pub(crate) start_epoch: u64,
+    /// Local mode: tell readers about committed positions (e.g. to copy
+    /// them to a consumer group). Kafka mode commits them in the transaction.
+    pub(crate) advisory: bool,
+}
+
+/// Starts source task `t` on a thread of its own; its failure, or a panic,
+/// reaches the coordinator as [`Event::Failed`].
+pub(crate) fn spawn_source<T: Send + 'static>(
+    mut t: SourceTask<T>,
+    shared: Arc<Shared>,
+) -> Result<std::thread::JoinHandle<()>> {
+    let name = format!("weir-src-{}", t.task);
+    std::thread::Builder::new()
+        .name(name.chars().take(15).collect())
+        .spawn(move || {
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                source_loop(&mut t, &shared)
+            }));
+            let failure = match run {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e),
+                Err(panic) => Some(Error::State(format!(
+                    "source task {} panicked: {}; nothing of the open epoch was committed",
+                    t.task,
+                    panic_message(&panic)
+                ))),
+            };
+            if let Some(e) = failure {
+                let _ = shared.events.send(Event::Failed(e));
+            }
+        })
+        .map_err(|e| Error::io("cannot spawn a thread for", name, e))
+}
+
+/// Hands the reader the position of the last epoch it acknowledged, once
+/// that epoch's checkpoint has committed.
+fn publish<T>(
+    t: &mut SourceTask<T>,
+    s: &Shared,
+    unpublished: &mut Option<(u64, u64)>,
+) -> Result<()> {
+    if let Some((epoch, position)) = *unpublished {
+        if s.control.is_committed(epoch) {
+            *unpublished = None;
+            if s.advisory {
+                t.reader.committed(position)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn source_loop<T: Send + 'static>(t: &mut SourceTask<T>, s: &Shared) -> Result<()> {
+    let mut last = s.start_epoch;
+    let mut buf: Vec<Record<(), T>> = Vec::with_capacity(s.batch);
+    let mut max_ts = i64::MIN;
+    let mut sent_watermark = i64::MIN;
+    let mut unpublished: Option<(u64, u64)> = None;
+    loop {
+        let requested = s.control.requested();
+        if requested > last {
+            // The previous epoch committed before this barrier was asked for.
+            publish(t, s, &mut unpublished)?;
+            let mut flushes = t.output.barrier(requested)?;
+            if let Some(dl) = &mut t.dead_letter {
+                flushes.push(FlushedSink {
+                    id: dl.id.clone(),
+                    flushed: dl.writer.flush()?,
+                });
+            }
+            let position = t.reader.position();
+            s.events
+                .send(Event::SourceAck {
+                    task: t.task.clone(),
+                    position,
+                    identity: t.reader.identity(),
+                    finished: t.finished,
+                    flushes,
+                })
+                .map_err(|_| coordinator_gone())?;
+            last = requested;
+            let shutdown = s.control.wait_released(requested);
+            // Released before its commit lands: tell the reader once it has.
+            unpublished = Some((requested, position));
+            publish(t, s, &mut unpublished)?;
+            if shutdown {
+                return Ok(());
+            }
+            continue;
+        }
+        publish(t, s, &mut unpublished)?;
+        if s.control.is_shutdown() {
+            return Ok(());
+        }
+        if t.finished {
+            s.control.idle(last, Duration::from_millis(500));
+            continue;
+        }
+        // Records go straight on to the exchange as the reader's operators
+        // produce them (a batch of lines is ten thousand words: buffered,
+        // they would leave the cache before the exchange reads them), except
+        // at-most-once, which commits the batch's position before any of it
+        // is processed.
+        let streaming = s.guarantee != Guarantee::AtMostOnce;
+        let mut pushed: Result<()> = Ok(());
+        let output = &mut t.output;
+        let mut emit = |r: Record<(), T>| {
+            if !streaming {
+                buf.push(r);
+            } else if pushed.is_ok() {
+                if let Some(ts) = r.timestamp {
+                    max_ts = max_ts.max(ts);
+                }
+                pushed = output.push(r);
+            }
+        };
+        let read = t.reader.read(s.batch, &mut emit);
+        pushed?;
+        let status = match read {
+            Ok(status) => status,
+            Err(e @ Error::BadInput { .. }) if s.policy == OnBadInput::Skip => {
+                s.metrics.skip("an undecodable input record", &e);
+                ReadStatus::More
+            }
+            Err(Error::BadInput {
+                task,
+                position,
+                message,
+                raw,
+            }) if s.policy == OnBadInput::DeadLetter => {
+                let letter = DeadLetter {
+                    task,
+                    position,
+                    error: message,
+                    raw,
+                };
+                if let Some(dl) = &mut t.dead_letter {
+                    dl.writer.write(&letter)?;
+                }
+                s.metrics.skip(
+                    "an undecodable input record (sent to the dead-letter sink)",
+                    &Error::BadInput {
+                        task: letter.task,
+                        position: letter.position,
+                        message: letter.error,
+                        raw: None,
+                    },
+                );
+                ReadStatus::More
+            }
+            Err(e) => return Err(e),
+        };
+        s.metrics
+            .records_read
+            .fetch_add(t.reader.take_read_count(), Ordering::Relaxed);
+        if !buf.is_empty() {
+            // Commit the position before processing: a crash loses these records.
+            s.store.save_read_position(&t.task, t.reader.position())?;
+            for r in buf.drain(..) {
+                if let Some(ts) = r.timestamp {
+                    max_ts = max_ts.max(ts);
+                }
+                t.output.push(r)?;
+            }
+        }
+        if let Some(delay) = t.watermark_delay {
+            // Watermark W promises no more events at or before W.
+            let wm = max_ts.saturating_sub(delay).saturating_sub(1);
+            if wm > sent_watermark {
+                sent_watermark = wm;
+                t.output.watermark(wm)?;
+            }
+        }
+        match status {
+            ReadStatus::More => {}
+            ReadStatus::Idle => {
+                t.output.flush_pending()?;
+                s.control.idle(last, Duration::from_millis(20));
+            }
+            ReadStatus::End => {
+                t.finished = true;
+                t.output.finish()?;
+                s.events
+                    .send(Event::SourceFinished)
+                    .map_err(|_| coordinator_gone())?;
+            }
+        }
+    }
+}

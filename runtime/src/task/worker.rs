@@ -1,0 +1,257 @@
+//! A worker: the processors and sinks of a range of key groups, fed by the
+//! exchange; at every source's barrier it hands the epoch's state writes and
+//! flushed outputs to the coordinator.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use weir_core::{Error, Result};
+
+use super::{coordinator_gone, panic_message, Event, Events};
+use crate::config::OnBadInput;
+use crate::exchange::Msg;
+use crate::stage::{Metrics, SideSinks, Stage, StageCx};
+use crate::state::CachedState;
+use crate::store::now_ms;
+
+/// Runs a worker; a panic becomes an error for the coordinator, which would
+/// otherwise wait for the worker's acknowledgement forever.
+pub(crate) fn spawn_worker<K: Send + 'static, V: Send + 'static>(
+    worker: Worker<K, V>,
+    events: Events,
+) -> tokio::task::JoinHandle<()> {
+    let task = tokio::spawn(worker.run());
+    tokio::spawn(async move {
+        if let Err(e) = task.await {
+            if e.is_panic() {
+                let msg = panic_message(&e.into_panic());
+                let _ = events.send(Event::Failed(Error::State(format!(
+                    "a worker panicked: {msg}; nothing of the open epoch was committed"
+                ))));
+            }
+        }
+    })
+}
+
+/// One worker of a keyed run.
+pub(crate) struct Worker<K, V> {
+    pub(crate) stage: Box<dyn Stage<K, V>>,
+    pub(crate) sides: SideSinks,
+    pub(crate) rx: mpsc::Receiver<Msg<K, V>>,
+    pub(crate) state: CachedState,
+    pub(crate) sources: usize,
+    pub(crate) events: Events,
+    pub(crate) policy: OnBadInput,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Kafka mode: after acknowledging a barrier, wait for the release, so
+    /// that nothing (not even a timer) writes between two transactions.
+    pub(crate) release: Option<tokio::sync::watch::Receiver<u64>>,
+    /// The epoch whose barrier was last requested.
+    pub(crate) requested: tokio::sync::watch::Receiver<u64>,
+    /// The epoch the run recovered to: the first one filled is the next.
+    pub(crate) start_epoch: u64,
+    /// Bytes of state writes after which an epoch is ended early, and the
+    /// worker waits for that end before reading on (so an epoch's batch,
+    /// changelog and memory stay bounded however fast the input comes).
+    pub(crate) epoch_budget: usize,
+}
+
+impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
+    async fn run(mut self) {
+        if let Err(e) = self.run_loop().await {
+            let _ = self.events.send(Event::Failed(e));
+        }
+    }
+
+    async fn run_loop(&mut self) -> Result<()> {
+        let mut watermarks = vec![i64::MIN; self.sources];
+        let mut watermark = i64::MIN;
+        let mut barriers = 0usize;
+        // The epoch being filled, and whether it was reported full. Not
+        // from `requested`: this task may first run after the coordinator
+        // asked for the first barrier, and would then wait for the end of
+        // an epoch that cannot end without it.
+        let mut filling = self.start_epoch + 1;
+        let mut reported = false;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let metrics = self.metrics.clone();
+        macro_rules! cx {
+            () => {
+                StageCx {
+                    sides: &mut self.sides,
+                    state: &mut self.state,
+                    watermark,
+                    now: now_ms(),
+                    policy: self.policy,
+                    metrics: &metrics,
+                }
+            };
+        }
+        self.stage.open(&mut cx!()).await?;
+        loop {
+            // Unbiased: a full channel must not starve processing-time timers.
+            let msg = tokio::select! {
+                m = self.rx.recv() => m,
+                _ = tick.tick() => {
+                    // Processing-time timers.
+                    self.stage.fire(&mut cx!()).await?;
+                    continue;
+                }
+            };
+            let Some(msg) = msg else { break };
+            match msg {
+                Msg::Batch(batch, keys) => {
+                    self.stage.push_keyed(batch, keys, &mut cx!()).await?;
+                    if self.state.dirty_bytes() >= self.epoch_budget {
+                        if !reported {
+                            reported = true;
+                            self.events
+                                .send(Event::EpochFull(filling))
+                                .map_err(|_| coordinator_gone())?;
+                        }
+                        // Back-pressure: no more input until the epoch's end
+                        // is requested (at once, unless a commit is pending).
+                        let _ = self.requested.wait_for(|r| *r >= filling).await;
+                    }
+                }
+                Msg::Watermark {
+                    source,
+                    watermark: w,
+                } => {
+                    watermarks[source] = watermarks[source].max(w);
+                }
+                Msg::Finished { source } => watermarks[source] = i64::MAX,
+                Msg::Barrier(epoch) => {
+                    barriers += 1;
+                    if barriers == self.sources {
+                        barriers = 0;
+                        filling = epoch + 1;
+                        reported = false;
+                        // The previous epoch is committed: clean entries may go.
+                        self.state.trim();
+                        let mut flushes = Vec::new();
+                        self.stage.flush(&mut flushes)?;
+                        self.sides.flush(&mut flushes)?;
+                        let writes = self.state.take_writes();
+                        self.events
+                            .send(Event::WorkerAck {
+                                epoch,
+                                writes,
+                                flushes,
+                            })
+                            .map_err(|_| coordinator_gone())?;
+                        if let Some(release) = &mut self.release {
+                            // Shutdown releases everything (u64::MAX).
+                            let _ = release.wait_for(|r| *r >= epoch).await;
+                        }
+                    }
+                    continue;
+                }
+            }
+            let low = watermarks.iter().copied().min().unwrap_or(i64::MIN);
+            if low > watermark {
+                watermark = low;
+                self.stage.fire(&mut cx!()).await?;
+            }
+        }
+        self.stage.close().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weir_core::exec::EncodedKeys;
+    use weir_core::state::StateBackend;
+    use weir_core::Record;
+
+    use super::*;
+    use crate::checkpoint::Control;
+    use crate::stage::{BoxFuture, FlushedSink};
+
+    /// Writes one state entry per record.
+    struct Writes;
+
+    impl Stage<u32, ()> for Writes {
+        fn open<'a>(&'a mut self, _cx: &'a mut StageCx<'_>) -> BoxFuture<'a, Result<()>> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn push<'a>(
+            &'a mut self,
+            batch: Vec<Record<u32, ()>>,
+            cx: &'a mut StageCx<'_>,
+        ) -> BoxFuture<'a, Result<()>> {
+            Box::pin(async move {
+                for r in batch {
+                    cx.state.put_slice(&r.key.to_be_bytes(), &[0; 64]);
+                }
+                Ok(())
+            })
+        }
+
+        fn fire<'a>(&'a mut self, _cx: &'a mut StageCx<'_>) -> BoxFuture<'a, Result<()>> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn flush(&mut self, _out: &mut Vec<FlushedSink>) -> Result<()> {
+            Ok(())
+        }
+
+        fn close(&mut self) -> BoxFuture<'_, Result<()>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn batch(keys: std::ops::Range<u32>) -> Msg<u32, ()> {
+        let records = keys.map(|k| Record::new(k, ())).collect();
+        Msg::Batch(records, EncodedKeys::default())
+    }
+
+    /// A worker whose task first ran after the coordinator had asked for
+    /// the first barrier took itself to be filling the second epoch: full
+    /// of the first epoch's records, it waited for the second barrier,
+    /// which could not come before it processed the first. The run hung.
+    #[tokio::test]
+    async fn a_worker_started_after_the_first_barrier_request_ends_the_first_epoch() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Arc::new(rocksdb::DB::open_default(dir.path()).expect("open RocksDB"));
+        let control = Control::new(0);
+        let (events, mut acks) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(16);
+        let worker = Worker {
+            stage: Box::new(Writes),
+            sides: SideSinks::default(),
+            rx,
+            state: CachedState::new(db, 1 << 20),
+            sources: 1,
+            events: events.clone(),
+            policy: OnBadInput::Fail,
+            metrics: Arc::new(Metrics::default()),
+            release: None,
+            requested: control.watch_requested(),
+            start_epoch: 0,
+            // Full after the first batch.
+            epoch_budget: 1,
+        };
+        control.request(1);
+        for msg in [batch(0..10), batch(10..20), Msg::Barrier(1)] {
+            tx.send(msg).await.expect("the worker is running");
+        }
+        let _worker = spawn_worker(worker, events);
+        let acked = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match acks.recv().await {
+                    Some(Event::WorkerAck { epoch, writes, .. }) => break (epoch, writes.len()),
+                    Some(Event::EpochFull(_)) => {}
+                    Some(Event::Failed(e)) => panic!("the worker failed: {e}"),
+                    Some(_) | None => panic!("the worker stopped"),
+                }
+            }
+        })
+        .await
+        .expect("the worker acknowledged the first barrier");
+        assert_eq!(acked, (1, 20));
+    }
+}
