@@ -264,3 +264,223 @@ impl Coordinator {
         Ok((committed, released_at.get().copied()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::checkpoint::Checkpoint;
+    use crate::stage::FlushedSink;
+    use crate::store::Store;
+    use crate::task::Events;
+
+    /// A commit point that records what it was asked to commit.
+    #[derive(Default)]
+    struct Recorder {
+        /// `(epoch, writes, last)` per commit.
+        commits: Mutex<Vec<(u64, usize, bool)>>,
+    }
+
+    impl Commit for Recorder {
+        fn overlaps(&self) -> bool {
+            true
+        }
+
+        fn commits_group_offsets(&self) -> bool {
+            false
+        }
+
+        fn commit(&self, checkpoint: Checkpoint, release: Release) -> Result<Manifest> {
+            release();
+            let Checkpoint {
+                manifest,
+                writes,
+                last,
+                ..
+            } = checkpoint;
+            let mut commits = self.commits.lock().unwrap_or_else(|p| p.into_inner());
+            commits.push((manifest.epoch, writes.len(), last));
+            Ok(manifest)
+        }
+    }
+
+    /// What the one source task and the one worker do at a barrier.
+    enum Step {
+        /// Acknowledge at `position` with `writes` state writes; finished
+        /// input when `finished`.
+        Ack {
+            position: u64,
+            writes: usize,
+            finished: bool,
+        },
+        /// The worker acknowledges another epoch than the one asked for.
+        WrongEpoch,
+        /// A task fails before acknowledging.
+        Fail,
+    }
+
+    fn ack(position: u64, writes: usize) -> Step {
+        Step::Ack {
+            position,
+            writes,
+            finished: false,
+        }
+    }
+
+    /// Plays one source task and one worker through `steps`, one per
+    /// requested barrier.
+    async fn tasks(control: Arc<Control>, events: Events, steps: Vec<Step>) {
+        let mut requested = control.watch_requested();
+        let mut last = 0;
+        for step in steps {
+            let Ok(epoch) = requested.wait_for(|r| *r > last).await.map(|r| *r) else {
+                return;
+            };
+            last = epoch;
+            let events_sent = match step {
+                Step::Ack {
+                    position,
+                    writes,
+                    finished,
+                } => {
+                    let writes = (0..writes)
+                        .map(|i| (vec![i as u8], Some(vec![1])))
+                        .collect();
+                    let source = Event::SourceAck {
+                        task: "t".into(),
+                        position,
+                        identity: None,
+                        finished,
+                        flushes: Vec::<FlushedSink>::new(),
+                    };
+                    let worker = Event::WorkerAck {
+                        epoch,
+                        writes,
+                        flushes: Vec::new(),
+                    };
+                    let done = finished.then_some(Event::SourceFinished);
+                    [Some(source), Some(worker), done]
+                }
+                Step::WrongEpoch => {
+                    let worker = Event::WorkerAck {
+                        epoch: epoch + 6,
+                        writes: Vec::new(),
+                        flushes: Vec::new(),
+                    };
+                    [Some(worker), None, None]
+                }
+                Step::Fail => [Some(Event::Failed(Error::State("boom".into()))), None, None],
+            };
+            for e in events_sent.into_iter().flatten() {
+                if events.send(e).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    struct Run {
+        result: Result<RunSummary>,
+        commits: Vec<(u64, usize, bool)>,
+    }
+
+    /// Runs a coordinator of one source task and one worker, played by
+    /// `steps`; `shutdown_after` asks for a shutdown once that epoch is
+    /// committed.
+    async fn coordinate(steps: Vec<Step>, shutdown_after: Option<u64>) -> Run {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(Store::open(dir.path()).expect("a state directory"));
+        let mut config = RuntimeConfig::default();
+        config.checkpoint.interval_ms = 1;
+        let control = Arc::new(Control::new(0));
+        let commit = Arc::new(Recorder::default());
+        let (events, mut rx) = mpsc::unbounded_channel();
+        let (stop, shutdown) = watch::channel(false);
+        let coordinator = Coordinator::new(
+            &config,
+            control.clone(),
+            commit.clone(),
+            Retention::new(store, &config.checkpoint),
+            1,
+            1,
+            Arc::new(Metrics::default()),
+            shutdown,
+            0,
+        );
+        // A dropped sender would read as a shutdown: kept until the end.
+        let _kept = match shutdown_after {
+            Some(epoch) => {
+                let mut released = control.watch_released();
+                tokio::spawn(async move {
+                    let _ = released.wait_for(|r| *r >= epoch).await;
+                    let _ = stop.send(true);
+                });
+                None
+            }
+            None => Some(stop),
+        };
+        tokio::spawn(tasks(control, events, steps));
+        let manifest = Manifest::empty("p", "f", "t", 4);
+        let result =
+            tokio::time::timeout(Duration::from_secs(10), coordinator.run(&mut rx, manifest))
+                .await
+                .expect("the coordinator ends");
+        let commits = commit.commits.lock().map(|c| c.clone()).unwrap_or_default();
+        Run { result, commits }
+    }
+
+    #[tokio::test]
+    async fn only_epochs_that_change_something_commit_and_the_inputs_end_ends_the_run() {
+        let steps = vec![
+            ack(10, 3),
+            // Nothing read, nothing written: not committed.
+            ack(10, 0),
+            // A new position alone is a change.
+            Step::Ack {
+                position: 20,
+                writes: 0,
+                finished: true,
+            },
+            // The input is done: the next epoch is the last.
+            ack(20, 1),
+        ];
+        let run = coordinate(steps, None).await;
+        let summary = run.result.expect("the run ends");
+        assert_eq!(
+            run.commits,
+            vec![(1, 3, false), (3, 0, false), (4, 1, true)]
+        );
+        assert_eq!((summary.commits, summary.last_epoch), (3, 4));
+    }
+
+    #[tokio::test]
+    async fn a_task_failing_in_an_epoch_commits_nothing_of_it() {
+        let run = coordinate(vec![ack(10, 1), Step::Fail], None).await;
+        assert!(matches!(run.result, Err(Error::State(m)) if m == "boom"));
+        assert_eq!(run.commits, vec![(1, 1, false)]);
+    }
+
+    #[tokio::test]
+    async fn an_acknowledgement_of_another_epoch_stops_the_run_uncommitted() {
+        let run = coordinate(vec![Step::WrongEpoch], None).await;
+        let message = run.result.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            message.contains("acknowledged epoch 7 during epoch 1"),
+            "{message}"
+        );
+        assert!(run.commits.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_commits_the_open_epoch_as_the_last() {
+        let steps = vec![ack(10, 1), ack(20, 2), ack(30, 3)];
+        let run = coordinate(steps, Some(1)).await;
+        run.result.expect("the run ends");
+        // Asked for after the first commit, during the second epoch at the
+        // latest: that epoch or the next is the last, and nothing follows.
+        let last = run.commits.last().copied().expect("commits");
+        assert!(last.2 && last.0 <= 3, "{:?}", run.commits);
+        assert_eq!(run.commits.iter().filter(|c| c.2).count(), 1);
+    }
+}
