@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 
 use common::kafka::{
-    assert_group_at_end, committed_counts, create_topic, first_part, produce, unique,
-    wait_for_group_at_end, wordcount, wordcount_idle, Parts,
+    assert_group_at_end, committed_counts, create_topic, first_part, java_partitions,
+    partitions_of_keys, produce, unique, wait_for_group_at_end, wordcount, wordcount_idle, Parts,
 };
 
 /// One test at a time: the chaos test wants the machine to itself.
@@ -220,4 +220,40 @@ fn offsets_reset_starts_a_new_timeline_that_a_restore_from_the_changelog_follows
         seen.keys().take(5).collect::<Vec<_>>()
     );
     assert_group_at_end(&app, &input, 4);
+}
+
+/// ARCHITECTURE §7: output partitioning is the Java clients', whatever the
+/// guarantee, so that other Kafka applications can co-partition with it.
+#[test]
+fn every_output_record_sits_where_the_java_clients_put_its_key() {
+    let _one = one();
+    const PARTITIONS: u32 = 5;
+    let d = common::dirs(1, 5_000, 17);
+    let input = create_topic("words", 3);
+    for part in common::input_files(&d) {
+        produce(&input, &part);
+    }
+    let mut placed = Vec::new();
+    for guarantee in ["exactly-once", "at-least-once"] {
+        let output = create_topic("counts", PARTITIONS);
+        let state = d._tmp.path().join(format!("state-{guarantee}"));
+        let out = wordcount(&input, &output, &unique("placed"), &state)
+            .args(["--set", &format!("guarantee={guarantee}")])
+            .output()
+            .expect("spawn");
+        common::assert_success(&out);
+        placed.push((guarantee, partitions_of_keys(&output)));
+    }
+    let keys: Vec<&String> = placed[0].1.keys().collect();
+    assert!(keys.len() > 100, "{} words", keys.len());
+    let java = java_partitions(&keys, PARTITIONS, d._tmp.path());
+    for (guarantee, found) in &placed {
+        for (key, partitions) in found {
+            let expected = java.get(key).copied();
+            assert!(
+                expected.is_some_and(|p| partitions.len() == 1 && partitions.contains(&p)),
+                "{guarantee}: `{key}` in partitions {partitions:?}, Kafka's producer puts it in {expected:?}"
+            );
+        }
+    }
 }

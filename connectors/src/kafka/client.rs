@@ -81,7 +81,13 @@ pub(crate) const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
 /// Defaults of every weir producer that a `[kafka]` property may override.
 /// librdkafka queues up to 1 GiB by default; with 16 MiB a full queue makes
 /// the sink wait for deliveries (back-pressure) long before memory runs out.
-pub(crate) const PRODUCER_DEFAULTS: &[(&str, &str)] = &[("queue.buffering.max.kbytes", "16384")];
+pub(crate) const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
+    ("queue.buffering.max.kbytes", "16384"),
+    // Whatever the guarantee, a keyed record goes where the Java clients
+    // put it (murmur2 of the key bytes), so that Kafka Streams and other
+    // consumers can co-partition with weir's output (ARCHITECTURE §7).
+    ("partitioner", "murmur2_random"),
+];
 
 /// `config` with each of `defaults` that neither weir nor the user set.
 /// The size bounds are raised to fit a `message.max.bytes` the user set:

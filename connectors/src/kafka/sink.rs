@@ -212,8 +212,7 @@ impl Output {
         self.check_topics(None)?;
         let deliveries = Arc::new(Deliveries::default());
         let producer: Producer = client_config(&self.settings, &[("enable.idempotence", "true")])
-            .map(|c| with_defaults(c, PRODUCER_DEFAULTS))
-            .map(|c| with_defaults(c, &[("partitioner", "murmur2_random")]))?
+            .map(|c| with_defaults(c, PRODUCER_DEFAULTS))?
             .create_with_context(ProducerCx(deliveries.clone()))
             .map_err(|e| kafka_error("cannot create a producer", &self.settings.brokers, e))?;
         let a = Active {

@@ -1,6 +1,6 @@
 //! The test broker and Kafka's own tools, for the Kafka tests.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -342,4 +342,72 @@ pub fn input_topic(d: &super::Dirs) -> (String, PathBuf) {
         .expect("entry")
         .path();
     (topic_with(4, &file), file)
+}
+
+/// The partitions each key of `topic` was found in, as Kafka's console
+/// consumer (`read_committed`) prints them.
+pub fn partitions_of_keys(topic: &str) -> HashMap<String, BTreeSet<i32>> {
+    let text = tool(
+        &[
+            "kafka-console-consumer",
+            "--bootstrap-server",
+            bootstrap(),
+            "--topic",
+            topic,
+            "--from-beginning",
+            "--isolation-level",
+            "read_committed",
+            "--formatter-property",
+            "print.partition=true",
+            "--formatter-property",
+            "print.key=true",
+            "--formatter-property",
+            "print.value=false",
+            "--timeout-ms",
+            "10000",
+        ],
+        None,
+    );
+    let mut found: HashMap<String, BTreeSet<i32>> = HashMap::new();
+    for line in text.lines() {
+        let (partition, key) = line
+            .strip_prefix("Partition:")
+            .and_then(|l| l.split_once('\t'))
+            .unwrap_or_else(|| panic!("malformed record {line:?}"));
+        let partition = partition
+            .parse()
+            .unwrap_or_else(|_| panic!("bad partition in {line:?}"));
+        found.entry(key.to_owned()).or_default().insert(partition);
+    }
+    found
+}
+
+/// Where Kafka's own producer (the Java clients' default partitioner)
+/// puts each of `keys` in a new topic of `partitions`.
+pub fn java_partitions(keys: &[&String], partitions: u32, scratch: &Path) -> HashMap<String, i32> {
+    let topic = create_topic("witness", partitions);
+    let lines: String = keys.iter().map(|k| format!("{k}\t1\n")).collect();
+    let file = scratch.join("witness.txt");
+    std::fs::write(&file, lines).expect("write the witness's input");
+    tool(
+        &[
+            "kafka-console-producer",
+            "--bootstrap-server",
+            bootstrap(),
+            "--topic",
+            &topic,
+            "--reader-property",
+            "parse.key=true",
+            "--reader-property",
+            "key.separator=\t",
+        ],
+        Some(&file),
+    );
+    partitions_of_keys(&topic)
+        .into_iter()
+        .map(|(k, p)| {
+            let only = p.first().copied().expect("a partition");
+            (k, only)
+        })
+        .collect()
 }
