@@ -91,20 +91,24 @@ pub trait Source: Send + Sync + 'static {
         None
     }
 
-    /// Where each of `tasks` resumes, given what the last checkpoint
-    /// `recorded` per task: by default each task where it was. A source
-    /// whose inputs can be renamed between runs (a rotated file) matches
-    /// them by identity instead, so that a renamed input resumes where it
-    /// was and the new input under its old name starts afresh. A task left
-    /// out starts at its beginning.
+    /// Where each of `tasks` resumes, given the positions `recorded` per
+    /// task name, newest first (a name may come twice, for two inputs that
+    /// had it in turn): by default each task at the first recorded under
+    /// its name. A source whose inputs can be renamed between runs (a
+    /// rotated file) matches them by identity instead, so that a renamed
+    /// input resumes where it was and the new input under its old name
+    /// starts afresh. A task left out starts at its beginning.
     fn resume_points(
         &self,
         tasks: &[String],
-        recorded: &BTreeMap<String, Resume>,
+        recorded: &[(String, Resume)],
     ) -> Result<BTreeMap<String, Resume>> {
         Ok(tasks
             .iter()
-            .filter_map(|t| Some((t.clone(), recorded.get(t)?.clone())))
+            .filter_map(|t| {
+                let (_, resume) = recorded.iter().find(|(was, _)| was == t)?;
+                Some((t.clone(), resume.clone()))
+            })
             .collect())
     }
 

@@ -26,9 +26,9 @@ mod state;
 pub mod store;
 mod task;
 
+pub use checkpoint::RunSummary;
 pub use config::{Config, Guarantee, OnBadInput, RuntimeConfig};
 pub use histogram::Histogram;
-pub use instance::RunSummary;
 pub use manifest::Manifest;
 pub use pipeline::{KeyedStream, Pipeline, Stream};
 

@@ -9,8 +9,8 @@ use weir_core::commit::CommitPoint;
 use weir_core::source::DeadLetter;
 use weir_core::{Error, Record, Result};
 
+use crate::checkpoint::RunSummary;
 use crate::config::RuntimeConfig;
-use crate::instance::RunSummary;
 use crate::manifest::Manifest;
 use crate::stage::{
     BoxFuture, NamedSinks, SinkStage, SourceAdmin, SourceSide, StageFactory, StageInit,

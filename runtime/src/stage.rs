@@ -45,7 +45,7 @@ pub(crate) trait SourceAdmin: Send + Sync {
     fn resume_points(
         &self,
         tasks: &[String],
-        recorded: &BTreeMap<String, Resume>,
+        recorded: &[(String, Resume)],
     ) -> Result<BTreeMap<String, Resume>>;
     fn offsets(&self) -> Result<Vec<TaskOffsets>>;
     fn resolve(&self, to: ResetTo) -> Result<BTreeMap<String, u64>>;
@@ -90,7 +90,7 @@ impl<S: Source> SourceAdmin for BaseSide<S> {
     fn resume_points(
         &self,
         tasks: &[String],
-        recorded: &BTreeMap<String, Resume>,
+        recorded: &[(String, Resume)],
     ) -> Result<BTreeMap<String, Resume>> {
         self.0.resume_points(tasks, recorded)
     }
@@ -178,7 +178,7 @@ impl<T: Send + 'static, U: Send + 'static> SourceAdmin for ChainSide<T, U> {
     fn resume_points(
         &self,
         tasks: &[String],
-        recorded: &BTreeMap<String, Resume>,
+        recorded: &[(String, Resume)],
     ) -> Result<BTreeMap<String, Resume>> {
         self.inner.resume_points(tasks, recorded)
     }

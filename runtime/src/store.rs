@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rocksdb::{Options, WriteBatch, WriteOptions, DB};
+use weir_core::source::Resume;
 use weir_core::{Error, Result};
 
 use crate::failpoints;
@@ -238,28 +239,48 @@ impl Store {
         self.write_with_manifest(batch, manifest, "reset", true)
     }
 
-    /// Records, synced, that task `task` has read up to `position`
-    /// (at-most-once: positions are committed before processing).
-    pub fn save_read_position(&self, task: &str, position: u64) -> Result<()> {
+    /// Records, synced, that task `task` has read up to `position` in the
+    /// input `identity` names (at-most-once: positions are committed before
+    /// processing).
+    pub fn save_read_position(
+        &self,
+        task: &str,
+        position: u64,
+        identity: Option<&str>,
+    ) -> Result<()> {
         let mut key = READ_POSITION_PREFIX.to_vec();
         key.extend_from_slice(task.as_bytes());
+        let mut value = position.to_be_bytes().to_vec();
+        value.extend_from_slice(identity.unwrap_or_default().as_bytes());
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         self.db
-            .put_opt(key, position.to_be_bytes(), &wo)
+            .put_opt(key, value, &wo)
             .map_err(|e| db_err("write to", &self.dir, e))
     }
 
-    /// The read position saved by [`save_read_position`](Self::save_read_position).
-    pub fn read_position(&self, task: &str) -> Result<Option<u64>> {
-        let mut key = READ_POSITION_PREFIX.to_vec();
-        key.extend_from_slice(task.as_bytes());
-        let v = self.db.get(key).map_err(|e| db_err("read", &self.dir, e))?;
-        Ok(v.and_then(|b| {
-            <[u8; 8]>::try_from(b.as_slice())
-                .ok()
-                .map(u64::from_be_bytes)
-        }))
+    /// Every read position saved by
+    /// [`save_read_position`](Self::save_read_position), by task.
+    pub fn read_positions(&self) -> Result<BTreeMap<String, Resume>> {
+        let mut out = BTreeMap::new();
+        for item in self.db.prefix_iterator(READ_POSITION_PREFIX) {
+            let (k, v) = item.map_err(|e| db_err("read", &self.dir, e))?;
+            let Some(task) = k.strip_prefix(READ_POSITION_PREFIX) else {
+                break;
+            };
+            let (Ok(task), Some((position, identity))) =
+                (std::str::from_utf8(task), v.split_first_chunk::<8>())
+            else {
+                continue;
+            };
+            let identity = std::str::from_utf8(identity).ok().filter(|i| !i.is_empty());
+            let read = Resume {
+                position: u64::from_be_bytes(*position),
+                identity: identity.map(str::to_owned),
+            };
+            out.insert(task.to_owned(), read);
+        }
+        Ok(out)
     }
 
     /// Retains the committed state as a checkpoint (hard-linked SST files

@@ -235,3 +235,34 @@ async fn epochs_end_early_when_their_state_writes_fill_the_cache() -> Result<()>
     assert_eq!(read_all(&output).len(), 2000);
     Ok(())
 }
+
+/// At-most-once saves a task's read position before it processes what it
+/// read. That position belonged to the file, not to its name: after a
+/// rotation between runs, the new file under the old name was read from the
+/// old file's end (its first lines lost), and the rotated file could be read
+/// again from its last checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_once_read_positions_follow_a_rotated_file() -> Result<()> {
+    let tmp = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
+    let (input, output, state) = (
+        tmp.path().join("in"),
+        tmp.path().join("out"),
+        tmp.path().join("state"),
+    );
+    write_input(&input, &[("app.log", "a\nb\nc\n")]);
+    let run = || async {
+        let mut p = Pipeline::new("rotated");
+        p.source(FileSource::lines(&input))
+            .map(|l: String| l)
+            .sink(FileSink::lines(&output));
+        let at_most_once = config(&state, &[("guarantee", "at-most-once")])?;
+        weir_runtime::cli::run(p, &at_most_once, None).await
+    };
+    run().await?;
+    std::fs::rename(input.join("app.log"), input.join("app.log.1"))
+        .map_err(|e| Error::io("rename", "app.log", e))?;
+    write_input(&input, &[("app.log", "d\ne\nf\ng\n")]);
+    run().await?;
+    assert_eq!(read_all(&output), vec!["a", "b", "c", "d", "e", "f", "g"]);
+    Ok(())
+}

@@ -206,7 +206,7 @@ impl Source for FileSource {
     fn resume_points(
         &self,
         tasks: &[String],
-        recorded: &BTreeMap<String, Resume>,
+        recorded: &[(String, Resume)],
     ) -> Result<BTreeMap<String, Resume>> {
         let files: Vec<(&String, File, std::fs::Metadata)> = tasks
             .iter()

@@ -84,7 +84,7 @@ impl KafkaOutput {
     /// an in-memory exchange runs as one instance, so every instance of it
     /// uses this id, and a newer one fences the older (ARCHITECTURE §7).
     pub fn transactional_id(&self) -> String {
-        format!("{}-0", self.inner.app)
+        transactional_id(&self.inner.app)
     }
 
     /// The changelog topic: `<application-id>-changelog`, compacted. Key
@@ -333,9 +333,15 @@ impl<T> SinkWriter<T> for KafkaWriter<T> {
 /// The commit point of a [`KafkaOutput`]: its transactions.
 struct KafkaCommit(Arc<Output>);
 
+/// The transactional id of application `app` (see
+/// [`KafkaOutput::transactional_id`]).
+fn transactional_id(app: &str) -> String {
+    format!("{app}-0")
+}
+
 impl CommitPoint for KafkaCommit {
     fn id(&self) -> String {
-        format!("{}-0", self.0.app)
+        transactional_id(&self.0.app)
     }
 
     fn open(&self, init: &TxnInit) -> Result<Box<dyn Transaction>> {

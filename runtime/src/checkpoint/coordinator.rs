@@ -10,9 +10,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use weir_core::{Error, Result};
 
-use super::{Acks, Checkpoint, Commit, Control, Release, Retention};
+use super::{Acks, Checkpoint, Commit, Control, Release, Retention, RunSummary};
 use crate::config::{Guarantee, RuntimeConfig};
-use crate::instance::RunSummary;
 use crate::manifest::{Manifest, SourcePosition};
 use crate::stage::Metrics;
 use crate::task::Event;

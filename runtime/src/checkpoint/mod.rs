@@ -20,6 +20,7 @@ mod coordinator;
 mod epoch;
 mod local;
 mod retention;
+mod summary;
 mod transactional;
 
 pub(crate) use commit::{Checkpoint, Commit, Release};
@@ -28,4 +29,5 @@ pub(crate) use coordinator::Coordinator;
 pub(crate) use epoch::Acks;
 pub(crate) use local::Local;
 pub(crate) use retention::Retention;
+pub use summary::RunSummary;
 pub(crate) use transactional::{group_offsets, Transactional, POSITION_KEY, TIMELINE_KEY};

@@ -5,7 +5,8 @@ use clap::ArgMatches;
 use weir_core::{Error, Result};
 
 use super::{App, Build};
-use crate::instance::{run_once, shutdown_signals, Retry, RunSummary};
+use crate::checkpoint::RunSummary;
+use crate::instance::{run_once, shutdown_signals, Retry};
 use crate::{Config, Pipeline};
 
 impl App {

@@ -9,12 +9,11 @@ use weir_core::keygroup::owned_range;
 use weir_core::source::DeadLetter;
 use weir_core::{Error, Key, Result};
 
-use super::RunSummary;
-use crate::checkpoint::{Commit, Control, Coordinator, Retention};
+use crate::checkpoint::{Commit, Control, Coordinator, Retention, RunSummary};
 use crate::exchange::{Direct, InMemory};
 use crate::failpoints::{self, crash_point};
 use crate::plan::{tasks_of, DirectJob, Job, JobEnv, KeyedJob};
-use crate::recovery::{open_commit, resume_points, start_position, SinkRecovery};
+use crate::recovery::{open_commit, resume_points, SinkRecovery};
 use crate::stage::{BoxFuture, Metrics, SideSinks, SinkStage, SourceAdmin, StageInit};
 use crate::state::CachedState;
 use crate::task::source::{spawn_source, Shared, SourceTask};
@@ -173,7 +172,6 @@ impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
             let mut threads = Vec::new();
             let resumes = resume_points(&env, &*self.side, &tasks)?;
             for (i, task) in tasks.iter().enumerate() {
-                let pos = start_position(&env, task, &resumes)?;
                 let exchange = InMemory::new(
                     i,
                     self.split.clone(),
@@ -183,7 +181,7 @@ impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
                 );
                 let t = SourceTask {
                     task: task.clone(),
-                    reader: self.side.open(task, pos.as_ref())?,
+                    reader: self.side.open(task, resumes.get(task))?,
                     output: Box::new(exchange),
                     finished: false,
                     watermark_delay: self.side.watermark_delay(),
@@ -251,10 +249,9 @@ impl<T: Send + 'static> Job for DirectJob<T> {
             let mut threads = Vec::new();
             let resumes = resume_points(&env, &*self.side, &tasks)?;
             for (task, sink) in tasks.iter().zip(sinks) {
-                let pos = start_position(&env, task, &resumes)?;
                 let t = SourceTask {
                     task: task.clone(),
-                    reader: self.side.open(task, pos.as_ref())?,
+                    reader: self.side.open(task, resumes.get(task))?,
                     output: Box::new(Direct { sink }),
                     finished: false,
                     watermark_delay: None,

@@ -15,7 +15,7 @@ mod sinks;
 mod sources;
 
 pub(crate) use sinks::SinkRecovery;
-pub(crate) use sources::{resume_points, start_position};
+pub(crate) use sources::resume_points;
 
 use std::sync::Arc;
 

@@ -12,41 +12,44 @@ use crate::stage::SourceAdmin;
 
 /// Where every task resumes, and in which input (the source refuses
 /// another): what the checkpoint recorded, matched to today's tasks by the
-/// source (a renamed file resumes under its new name).
+/// source (a renamed file resumes under its new name). A task that had
+/// reached the end of a bounded input is read again from there: input
+/// appended since is not missed.
+///
+/// At-most-once saves each task's read position, synced, before it
+/// processes what it read: newer than the checkpoint, and never to be read
+/// again. It goes through the same matching, so that a rotated file's
+/// read position follows the file, never its old name.
 pub(crate) fn resume_points(
     env: &JobEnv,
     source: &dyn SourceAdmin,
     tasks: &[String],
 ) -> Result<BTreeMap<String, Resume>> {
-    let recorded = env
-        .manifest
-        .sources
-        .iter()
-        .map(|(task, p)| {
-            let resume = Resume {
-                position: p.position,
-                identity: p.identity.clone(),
-            };
-            (task.clone(), resume)
-        })
-        .collect();
-    source.resume_points(tasks, &recorded)
-}
-
-/// Where task `task` resumes, from [`resume_points`]. A task that had
-/// reached the end of a bounded input is read again from there: input
-/// appended since is not missed.
-pub(crate) fn start_position(
-    env: &JobEnv,
-    task: &str,
-    resumes: &BTreeMap<String, Resume>,
-) -> Result<Option<Resume>> {
-    let mut from = resumes.get(task).cloned();
+    let checkpointed = env.manifest.sources.iter().map(|(task, p)| {
+        let resume = Resume {
+            position: p.position,
+            identity: p.identity.clone(),
+        };
+        (task.clone(), resume)
+    });
+    let mut recorded: Vec<(String, Resume)> = Vec::new();
     if env.config.guarantee == Guarantee::AtMostOnce {
-        if let Some(read) = env.store.read_position(task)? {
-            let from = from.get_or_insert_with(Resume::default);
-            from.position = from.position.max(read);
+        recorded.extend(env.store.read_positions()?);
+    }
+    for (task, resume) in checkpointed {
+        // The same input's read position is at least as far (one saved
+        // before read positions named their input is taken to be of it);
+        // another input under the same name (rotated since) keeps its own.
+        let read = recorded
+            .iter_mut()
+            .find(|(t, r)| *t == task && (r.identity.is_none() || r.identity == resume.identity));
+        match read {
+            Some((_, read)) => {
+                read.position = read.position.max(resume.position);
+                read.identity = resume.identity;
+            }
+            None => recorded.push((task, resume)),
         }
     }
-    Ok(from)
+    source.resume_points(tasks, &recorded)
 }

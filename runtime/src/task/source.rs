@@ -192,7 +192,9 @@ fn source_loop<T: Send + 'static>(t: &mut SourceTask<T>, s: &Shared) -> Result<(
             .fetch_add(t.reader.take_read_count(), Ordering::Relaxed);
         if !buf.is_empty() {
             // Commit the position before processing: a crash loses these records.
-            s.store.save_read_position(&t.task, t.reader.position())?;
+            let identity = t.reader.identity();
+            s.store
+                .save_read_position(&t.task, t.reader.position(), identity.as_deref())?;
             for r in buf.drain(..) {
                 if let Some(ts) = r.timestamp {
                     max_ts = max_ts.max(ts);
