@@ -149,26 +149,31 @@ pub fn wordcount_idle(
     c
 }
 
+/// Everything in `topic`, read `read_committed` by Kafka's own console
+/// consumer (the witness), printed with the formatter's `properties`.
+fn read_committed(topic: &str, properties: &[&str]) -> String {
+    let mut args = vec![
+        "kafka-console-consumer",
+        "--bootstrap-server",
+        bootstrap(),
+        "--topic",
+        topic,
+        "--from-beginning",
+        "--isolation-level",
+        "read_committed",
+        "--timeout-ms",
+        "10000",
+    ];
+    for p in properties {
+        args.extend(["--formatter-property", p]);
+    }
+    tool(&args, None)
+}
+
 /// What a `read_committed` consumer reads from `topic` (key = word, value
 /// = count), with Kafka's own console consumer as the witness.
 pub fn committed_counts(topic: &str) -> HashMap<String, Vec<u64>> {
-    let text = tool(
-        &[
-            "kafka-console-consumer",
-            "--bootstrap-server",
-            bootstrap(),
-            "--topic",
-            topic,
-            "--from-beginning",
-            "--isolation-level",
-            "read_committed",
-            "--formatter-property",
-            "print.key=true",
-            "--timeout-ms",
-            "10000",
-        ],
-        None,
-    );
+    let text = read_committed(topic, &["print.key=true"]);
     let mut seen: HashMap<String, Vec<u64>> = HashMap::new();
     for line in text.lines() {
         let (w, c) = line
@@ -347,26 +352,13 @@ pub fn input_topic(d: &super::Dirs) -> (String, PathBuf) {
 /// The partitions each key of `topic` was found in, as Kafka's console
 /// consumer (`read_committed`) prints them.
 pub fn partitions_of_keys(topic: &str) -> HashMap<String, BTreeSet<i32>> {
-    let text = tool(
+    let text = read_committed(
+        topic,
         &[
-            "kafka-console-consumer",
-            "--bootstrap-server",
-            bootstrap(),
-            "--topic",
-            topic,
-            "--from-beginning",
-            "--isolation-level",
-            "read_committed",
-            "--formatter-property",
             "print.partition=true",
-            "--formatter-property",
             "print.key=true",
-            "--formatter-property",
             "print.value=false",
-            "--timeout-ms",
-            "10000",
         ],
-        None,
     );
     let mut found: HashMap<String, BTreeSet<i32>> = HashMap::new();
     for line in text.lines() {

@@ -286,26 +286,16 @@ impl Bench {
                 },
             ]);
             c
-        } else if system == "quix" {
-            let mut c = Command::new(self.quix.join("run"));
-            c.args([
-                "--brokers",
-                &self.brokers,
-                "--input-topic",
-                input,
-                "--output-topic",
-                output,
-            ])
-            .args(["--application-id", app, "--state-dir"])
-            .arg(state)
-            .args(["--commit-interval-ms", &interval_ms.to_string()])
-            .args([
-                "--guarantee",
-                if eos { "exactly-once" } else { "at-least-once" },
-            ]);
-            c
         } else {
-            let mut c = Command::new(self.kstreams.join("run"));
+            // The peers take the same arguments; only the guarantee's
+            // spelling differs.
+            let (dir, guarantee) = match (system, eos) {
+                ("quix", true) => (&self.quix, "exactly-once"),
+                ("quix", false) => (&self.quix, "at-least-once"),
+                (_, true) => (&self.kstreams, "exactly_once_v2"),
+                (_, false) => (&self.kstreams, "at_least_once"),
+            };
+            let mut c = Command::new(dir.join("run"));
             c.args([
                 "--brokers",
                 &self.brokers,
@@ -317,14 +307,7 @@ impl Bench {
             .args(["--application-id", app, "--state-dir"])
             .arg(state)
             .args(["--commit-interval-ms", &interval_ms.to_string()])
-            .args([
-                "--guarantee",
-                if eos {
-                    "exactly_once_v2"
-                } else {
-                    "at_least_once"
-                },
-            ]);
+            .args(["--guarantee", guarantee]);
             c
         }
     }
