@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::group::Member;
 use crate::Result;
 
 /// Applies one changelog record during a restore: `(key, value)`, where
@@ -17,12 +18,26 @@ pub type ApplyFn<'a> = dyn FnMut(&[u8], Option<&[u8]>) -> Result<()> + 'a;
 
 /// Consumer-group offsets committed inside a transaction (Kafka's
 /// `send_offsets_to_transaction`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct GroupOffsets {
     /// The consumer group (the application id).
     pub group: String,
     /// `(topic, partition, next offset to read)`.
     pub offsets: Vec<(String, i32, u64)>,
+    /// This instance's membership of the group, whose current generation
+    /// the commit carries (KIP-447): a member that lost its partitions in
+    /// a rebalance can commit nothing. `None` for a source without one.
+    pub member: Option<Member>,
+}
+
+impl std::fmt::Debug for GroupOffsets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupOffsets")
+            .field("group", &self.group)
+            .field("offsets", &self.offsets)
+            .field("member", &self.member.as_ref().map(|m| m.assigned()))
+            .finish()
+    }
 }
 
 /// What the runtime tells a commit point when a run starts.
@@ -30,6 +45,10 @@ pub struct GroupOffsets {
 pub struct TxnInit {
     /// The pipeline's number of key groups: one changelog partition each.
     pub key_groups: u16,
+    /// This instance's persistent id (kept in its state directory): its
+    /// transactions are this instance's, and a restart on the same state
+    /// directory fences its own zombie.
+    pub instance: String,
 }
 
 /// A transactional commit point shared by the sinks that write through it.

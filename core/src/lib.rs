@@ -15,6 +15,7 @@ pub mod commit;
 mod context;
 pub mod error;
 pub mod exec;
+pub mod group;
 pub mod keygroup;
 mod processor;
 mod record;

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::commit::GroupOffsets;
+use crate::group::{GroupMemberInfo, Member};
 use crate::{Error, Record, Result};
 
 /// Where `offsets reset` moves a pipeline's input positions.
@@ -113,12 +114,32 @@ pub trait Source: Send + Sync + 'static {
     }
 
     /// Who else reads this input as the same application right now (the
-    /// active members of a consumer group), each described for a message.
-    /// A run, `offsets reset` and `replay` refuse to start while there is
-    /// anyone: two readers of one partition would double its output. Empty
-    /// (the default) for a source without such a thing.
-    fn active_readers(&self) -> Result<Vec<String>> {
+    /// active members of a consumer group), each described for a message;
+    /// a member that is instance `own` itself (left behind by a process
+    /// that died on this state directory) is not counted. A run, `offsets
+    /// reset` and `replay` refuse to start while there is anyone: two
+    /// readers of one partition would double its output. Empty (the
+    /// default) for a source without such a thing.
+    fn active_readers(&self, own: Option<&str>) -> Result<Vec<String>> {
+        let _ = own;
         Ok(Vec::new())
+    }
+
+    /// The active members of the group that shares this source's tasks
+    /// among instances, with the tasks each holds, for `offsets show`.
+    /// Empty (the default) for a source without such a group.
+    fn members(&self) -> Result<Vec<GroupMemberInfo>> {
+        Ok(Vec::new())
+    }
+
+    /// Joins the group that shares this source's tasks among the
+    /// application's instances, as instance `instance` (persistent: a
+    /// restart takes its own place back at once), and waits for the
+    /// group's first assignment. `None` (the default) for a source
+    /// without such a group.
+    fn join(&self, instance: &str) -> Result<Option<Member>> {
+        let _ = instance;
+        Ok(None)
     }
 
     /// Every task's committed and end positions, for `offsets show`.

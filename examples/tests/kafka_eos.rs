@@ -91,7 +91,7 @@ fn kafka_wordcount_is_exactly_once_across_50_kill_9() {
 }
 
 #[test]
-fn a_second_instance_fences_the_first_which_commits_nothing_more() {
+fn a_second_process_with_the_same_instance_id_fences_the_first_which_commits_nothing_more() {
     let _one = one();
     use std::io::BufRead;
     const WORDS: usize = 200_000;
@@ -118,12 +118,17 @@ fn a_second_instance_fences_the_first_which_commits_nothing_more() {
         s
     });
     wait_for_group_at_end(&app, &input, &mut a);
-    // The second instance: same application, its own new state directory
-    // (restored from the changelog). Once it has started, it has fenced
-    // the first.
+    // The second process: same application, a new state directory
+    // (restored from the changelog) that holds the first one's instance
+    // id, as a copy of its state directory would, or its disk restored on
+    // another machine while it still runs. Once it has started, it has
+    // taken the first one's place in the group and fenced its producer.
     let tmp = tempfile::tempdir().expect("tempdir");
+    let b_state = tmp.path().join("state");
+    std::fs::create_dir(&b_state).expect("mkdir");
+    std::fs::copy(d.state.join("instance"), b_state.join("instance")).expect("copy the id");
     let mut b = common::KillOnDrop(
-        wordcount_idle(&input, &output, &app, &tmp.path().join("state"), Some(4000))
+        wordcount_idle(&input, &output, &app, &b_state, Some(4000))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

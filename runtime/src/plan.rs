@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use weir_core::commit::CommitPoint;
+use weir_core::group::Member;
 use weir_core::source::DeadLetter;
 use weir_core::{Error, Record, Result};
 
@@ -63,16 +64,21 @@ pub(crate) struct JobEnv {
     pub(crate) manifest: Manifest,
     pub(crate) config: RuntimeConfig,
     pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
+    /// This instance's persistent id (see `instance::identity`).
+    pub(crate) instance: String,
+    /// Its membership of the group that shares the source's tasks, if the
+    /// source has one: every commit asks it first.
+    pub(crate) member: Option<Member>,
 }
 
 /// A pipeline with its types erased, ready to run (see `instance::launch`).
 pub(crate) trait Job: Send {
     fn run(self: Box<Self>, env: JobEnv) -> BoxFuture<'static, Result<RunSummary>>;
     /// The pipeline's source, for the offsets commands.
-    fn source(&self) -> &dyn SourceAdmin;
+    fn source(&self) -> Arc<dyn SourceAdmin>;
     /// The source's tasks; an error when there are none.
     fn tasks(&self) -> Result<Vec<String>> {
-        tasks_of(self.source())
+        tasks_of(&*self.source())
     }
 }
 

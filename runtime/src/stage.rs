@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use weir_core::commit::GroupOffsets;
 use weir_core::exec::{EncodedKeys, KeyedNode, NodeEnv, SideRecord};
+use weir_core::group::{GroupMemberInfo, Member};
 use weir_core::sink::{Flushed, Sink, SinkWriter};
 use weir_core::source::{ReadStatus, ResetTo, Resume, Source, SourceReader, TaskOffsets};
 use weir_core::{Error, Processor, Record, Result};
@@ -41,7 +42,9 @@ pub(crate) type SideOp<T, U> =
 /// What the offsets commands ask of a pipeline's source.
 pub(crate) trait SourceAdmin: Send + Sync {
     fn tasks(&self) -> Result<Vec<String>>;
-    fn active_readers(&self) -> Result<Vec<String>>;
+    fn active_readers(&self, own: Option<&str>) -> Result<Vec<String>>;
+    fn join(&self, instance: &str) -> Result<Option<Member>>;
+    fn members(&self) -> Result<Vec<GroupMemberInfo>>;
     fn resume_points(
         &self,
         tasks: &[String],
@@ -83,8 +86,16 @@ impl<S: Source> SourceAdmin for BaseSide<S> {
         self.0.tasks()
     }
 
-    fn active_readers(&self) -> Result<Vec<String>> {
-        self.0.active_readers()
+    fn active_readers(&self, own: Option<&str>) -> Result<Vec<String>> {
+        self.0.active_readers(own)
+    }
+
+    fn join(&self, instance: &str) -> Result<Option<Member>> {
+        self.0.join(instance)
+    }
+
+    fn members(&self) -> Result<Vec<GroupMemberInfo>> {
+        self.0.members()
     }
 
     fn resume_points(
@@ -171,8 +182,16 @@ impl<T: Send + 'static, U: Send + 'static> SourceAdmin for ChainSide<T, U> {
         self.inner.tasks()
     }
 
-    fn active_readers(&self) -> Result<Vec<String>> {
-        self.inner.active_readers()
+    fn active_readers(&self, own: Option<&str>) -> Result<Vec<String>> {
+        self.inner.active_readers(own)
+    }
+
+    fn join(&self, instance: &str) -> Result<Option<Member>> {
+        self.inner.join(instance)
+    }
+
+    fn members(&self) -> Result<Vec<GroupMemberInfo>> {
+        self.inner.members()
     }
 
     fn resume_points(

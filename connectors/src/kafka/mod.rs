@@ -1,6 +1,7 @@
 //! Apache Kafka connectors (the only place weir links librdkafka).
 
 mod client;
+mod member;
 mod sink;
 mod source;
 mod txn;

@@ -25,6 +25,7 @@ use super::client::{
     client_config, kafka_error, with_defaults, KafkaSettings, WeirContext, CONSUMER_DEFAULTS,
     PRODUCER_DEFAULTS,
 };
+use super::member::KafkaMember;
 use super::txn::{
     producer_error, send, wait_delivered, Deliveries, Producer, ProducerCx, TxnProducer,
 };
@@ -80,11 +81,12 @@ impl KafkaOutput {
         }
     }
 
-    /// The stable transactional id: `<application-id>-0`. A pipeline with
-    /// an in-memory exchange runs as one instance, so every instance of it
-    /// uses this id, and a newer one fences the older (ARCHITECTURE §7).
-    pub fn transactional_id(&self) -> String {
-        transactional_id(&self.inner.app)
+    /// The transactional id of instance `instance` of the application:
+    /// `<application-id>-<instance-id>`, the instance id being kept in its
+    /// state directory, so that a restart on that directory fences its own
+    /// zombie (ARCHITECTURE §7).
+    pub fn transactional_id(&self, instance: &str) -> String {
+        transactional_id(&self.inner.app, instance)
     }
 
     /// The changelog topic: `<application-id>-changelog`, compacted. Key
@@ -333,15 +335,15 @@ impl<T> SinkWriter<T> for KafkaWriter<T> {
 /// The commit point of a [`KafkaOutput`]: its transactions.
 struct KafkaCommit(Arc<Output>);
 
-/// The transactional id of application `app` (see
+/// The transactional id of instance `instance` of application `app` (see
 /// [`KafkaOutput::transactional_id`]).
-fn transactional_id(app: &str) -> String {
-    format!("{app}-0")
+fn transactional_id(app: &str, instance: &str) -> String {
+    format!("{app}-{instance}")
 }
 
 impl CommitPoint for KafkaCommit {
     fn id(&self) -> String {
-        transactional_id(&self.0.app)
+        format!("kafka transactions of application `{}`", self.0.app)
     }
 
     fn open(&self, init: &TxnInit) -> Result<Box<dyn Transaction>> {
@@ -360,7 +362,7 @@ impl CommitPoint for KafkaCommit {
             let fence = scope.spawn(|| {
                 let fenced = TxnProducer::with_deliveries(
                     &out.settings,
-                    &handle.transactional_id(),
+                    &handle.transactional_id(&init.instance),
                     TIMEOUT,
                     deliveries.clone(),
                 );
@@ -389,7 +391,7 @@ impl CommitPoint for KafkaCommit {
         let producer = producer?;
         *lock(&out.producer) = Some(Active {
             producer: producer.producer(),
-            id: handle.transactional_id(),
+            id: handle.transactional_id(&init.instance),
             plain: None,
         });
         Ok(Box::new(KafkaTransaction {
@@ -415,7 +417,17 @@ struct KafkaTransaction {
 }
 
 impl KafkaTransaction {
-    fn group_metadata(&mut self, group: &str) -> Result<ConsumerGroupMetadata> {
+    /// The group metadata `offsets` commit with: the current generation of
+    /// this instance's member of the group (KIP-447), read now; for offsets
+    /// of a source that joined no group, a client's of the group (which
+    /// the broker does not fence by generation).
+    fn group_metadata(&mut self, offsets: &GroupOffsets) -> Result<ConsumerGroupMetadata> {
+        if let Some(member) = &offsets.member {
+            if let Some(kafka) = member.as_any().downcast_ref::<KafkaMember>() {
+                return kafka.group_metadata();
+            }
+        }
+        let group = &offsets.group;
         let settings = &self.out.settings;
         if !self.groups.contains_key(group) {
             let c: BaseConsumer<WeirContext> = client_config(
@@ -453,7 +465,7 @@ impl Transaction for KafkaTransaction {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset as i64))
                 .map_err(|e| Error::State(format!("bad offset for {topic}-{partition}: {e}")))?;
         }
-        let meta = self.group_metadata(&o.group)?;
+        let meta = self.group_metadata(o)?;
         self.producer.commit(Some((&tpl, &meta)))
     }
 

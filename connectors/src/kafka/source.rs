@@ -10,12 +10,14 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 
 use weir_core::commit::GroupOffsets;
+use weir_core::group::{GroupMemberInfo, Member};
 use weir_core::source::{ReadStatus, ResetTo, Resume, Source, SourceReader, TaskOffsets};
 use weir_core::{Error, Record, Result};
 
 use super::client::{
     client_config, kafka_error, with_defaults, KafkaSettings, WeirContext, CONSUMER_DEFAULTS,
 };
+use super::member::{assigned_partitions, is_instance, static_id, KafkaMember};
 
 /// Where a new application (no checkpoint yet) starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +40,28 @@ pub struct KafkaSource {
     start: StartAt,
     until_idle: Option<Duration>,
     admin: AdminConsumer,
+    member: MemberSlot,
+}
+
+/// This instance's member of the consumer group, once the run joined it
+/// (shared by the source's clones: its readers copy positions through it).
+#[derive(Clone, Default)]
+struct MemberSlot(Arc<Mutex<Option<Arc<KafkaMember>>>>);
+
+impl MemberSlot {
+    fn get(&self) -> Option<Arc<KafkaMember>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, member: Arc<KafkaMember>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(member);
+    }
+}
+
+impl std::fmt::Debug for MemberSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemberSlot")
+    }
 }
 
 /// The one consumer a source's metadata and offset requests share, made on
@@ -65,6 +89,7 @@ impl KafkaSource {
             start: StartAt::Earliest,
             until_idle: None,
             admin: AdminConsumer::default(),
+            member: MemberSlot::default(),
         }
     }
 
@@ -197,7 +222,24 @@ impl Source for KafkaSource {
         self.with_admin(|c| self.tasks_with(c))
     }
 
-    fn active_readers(&self) -> Result<Vec<String>> {
+    fn active_readers(&self, own: Option<&str>) -> Result<Vec<String>> {
+        let own_id = own.map(|i| static_id(&self.group, i));
+        Ok(self
+            .members()?
+            .into_iter()
+            .filter(|m| {
+                !matches!((own, &own_id), (Some(i), Some(id)) if is_instance(&m.member, &m.client, id, i))
+            })
+            .map(|m| {
+                format!(
+                    "member `{}` (client `{}` on {}) of consumer group `{}`",
+                    m.member, m.client, m.host, self.group
+                )
+            })
+            .collect())
+    }
+
+    fn members(&self) -> Result<Vec<GroupMemberInfo>> {
         self.with_admin(|consumer| {
             let groups = consumer
                 .fetch_group_list(Some(&self.group), self.settings.metadata_timeout)
@@ -214,16 +256,34 @@ impl Source for KafkaSource {
                 .filter(|g| g.name() == self.group)
                 .flat_map(|g| g.members())
                 .map(|m| {
-                    format!(
-                        "member `{}` (client `{}` on {}) of consumer group `{}`",
-                        m.id(),
-                        m.client_id(),
-                        m.client_host(),
-                        self.group
-                    )
+                    let mut partitions =
+                        assigned_partitions(m.assignment().unwrap_or_default(), &self.topic);
+                    partitions.sort_unstable();
+                    GroupMemberInfo {
+                        member: m.id().to_owned(),
+                        client: m.client_id().to_owned(),
+                        host: m.client_host().to_owned(),
+                        tasks: partitions
+                            .into_iter()
+                            .map(|p| format!("{}-{p}", self.topic))
+                            .collect(),
+                    }
                 })
                 .collect())
         })
+    }
+
+    fn join(&self, instance: &str) -> Result<Option<Member>> {
+        let partitions = self.tasks()?.len();
+        let member = KafkaMember::join(
+            &self.settings,
+            &self.group,
+            &self.topic,
+            instance,
+            partitions,
+        )?;
+        self.member.set(member.clone());
+        Ok(Some(member as Member))
     }
 
     fn offsets(&self) -> Result<Vec<TaskOffsets>> {
@@ -280,6 +340,7 @@ impl Source for KafkaSource {
         Ok(Some(GroupOffsets {
             group: self.group.clone(),
             offsets,
+            member: self.member.get().map(|m| m as Member),
         }))
     }
 
@@ -371,7 +432,7 @@ impl Drop for PartitionReader {
                 .add_partition_offset(&self.topic, self.partition, Offset::Offset(position as i64))
                 .is_ok()
             {
-                if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
+                if let Err(e) = self.copy(&tpl, CommitMode::Sync) {
                     tracing::warn!(task = %self.task, "cannot copy the committed position to the consumer group: {e}");
                 }
             }
@@ -384,6 +445,22 @@ impl Drop for PartitionReader {
 const STALL_CHECK: Duration = Duration::from_secs(5);
 
 impl PartitionReader {
+    /// Copies a committed position to the consumer group: as the
+    /// instance's member when it joined one (a group with members refuses
+    /// commits from outside it), else as a client of the group.
+    fn copy(&self, tpl: &TopicPartitionList, mode: CommitMode) -> Result<()> {
+        match self.source.member.get() {
+            Some(member) => member.commit(tpl, mode),
+            None => self.consumer.commit(tpl, mode).map_err(|e| {
+                kafka_error(
+                    "cannot commit the group's offsets",
+                    &self.source.settings.brokers,
+                    e,
+                )
+            }),
+        }
+    }
+
     /// After a broker restart, a consumer has been seen to stay wedged:
     /// its requests to the broker queue up and time out, and it reads
     /// nothing although the partition has more records. If the partition's
@@ -514,7 +591,7 @@ impl SourceReader<String> for PartitionReader {
         // Asynchronous: a group coordinator that is slow to come back (a
         // broker restart) must not hold up reading. The outcome is logged
         // by the consumer's context.
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+        if let Err(e) = self.copy(&tpl, CommitMode::Async) {
             // Advisory only: the checkpoint is the truth.
             tracing::warn!(task = %self.task, "cannot copy the committed position to the consumer group: {e}");
         }

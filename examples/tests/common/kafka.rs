@@ -403,3 +403,91 @@ pub fn java_partitions(keys: &[&String], partitions: u32, scratch: &Path) -> Has
         })
         .collect()
 }
+
+/// One member of a consumer group, as Kafka's own
+/// `kafka-consumer-groups --describe --members --verbose` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMember {
+    /// Its `group.instance.id` (`-` for a dynamic member).
+    pub instance: String,
+    pub client: String,
+    /// The partitions it holds.
+    pub partitions: usize,
+}
+
+/// The active members of group `group` (none while it has none).
+pub fn group_members(group: &str) -> Vec<GroupMember> {
+    let described = tool(
+        &[
+            "kafka-consumer-groups",
+            "--bootstrap-server",
+            bootstrap(),
+            "--describe",
+            "--members",
+            "--verbose",
+            "--group",
+            group,
+        ],
+        None,
+    );
+    let mut lines = described.lines().skip_while(|l| !l.starts_with("GROUP "));
+    let Some(header) = lines.next() else {
+        return Vec::new();
+    };
+    // A table of fixed-width columns, some of which may be blank.
+    let starts: Vec<(usize, &str)> = header
+        .match_indices(|c: char| !c.is_whitespace())
+        .filter(|(i, _)| *i == 0 || header[..*i].ends_with(' '))
+        .map(|(i, _)| (i, header[i..].split_whitespace().next().unwrap_or_default()))
+        .collect();
+    let cell = |line: &str, name: &str| -> String {
+        let Some(k) = starts.iter().position(|(_, n)| *n == name) else {
+            return "-".to_owned();
+        };
+        let from = starts[k].0.min(line.len());
+        let to = starts
+            .get(k + 1)
+            .map_or(line.len(), |(i, _)| (*i).min(line.len()));
+        let text = line.get(from..to).unwrap_or_default().trim();
+        if text.is_empty() {
+            "-".to_owned()
+        } else {
+            text.to_owned()
+        }
+    };
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| GroupMember {
+            instance: cell(l, "GROUP-INSTANCE-ID"),
+            client: cell(l, "CLIENT-ID"),
+            partitions: cell(l, "#PARTITIONS")
+                .parse()
+                .unwrap_or_else(|_| panic!("#PARTITIONS in {l:?} under {header:?}")),
+        })
+        .collect()
+}
+
+/// Waits until group `group` lists `expected` (in any order) while `child`
+/// runs; returns the members then.
+pub fn wait_for_members(
+    group: &str,
+    child: &mut super::KillOnDrop,
+    expected: impl Fn(&[GroupMember]) -> bool,
+) -> Vec<GroupMember> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let members = group_members(group);
+        if expected(&members) {
+            return members;
+        }
+        assert!(
+            child.0.try_wait().expect("poll").is_none(),
+            "the pipeline exited; the group lists {members:?}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the group never listed what was expected: {members:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use weir_core::group::Member;
 use weir_core::{Error, Result};
 
 use super::{Acks, Checkpoint, Commit, Control, Release, Retention, RunSummary};
@@ -37,6 +38,9 @@ pub(crate) struct Coordinator {
     finished: usize,
     /// A shutdown was asked for: the next epoch is the last.
     stop: bool,
+    /// The instance's membership of its source's group, asked before every
+    /// commit whether the instance still holds what it read.
+    member: Option<Member>,
 }
 
 fn closed() -> Error {
@@ -71,7 +75,14 @@ impl Coordinator {
             epoch: start,
             finished: 0,
             stop: false,
+            member: None,
         }
+    }
+
+    /// Commits only while `member` says this instance holds its tasks.
+    pub(crate) fn with_member(mut self, member: Option<Member>) -> Self {
+        self.member = member;
+        self
     }
 
     /// Runs epochs until every bounded input is done or a shutdown is
@@ -246,6 +257,9 @@ impl Coordinator {
         checkpoint: Checkpoint,
         epoch: u64,
     ) -> Result<(Manifest, Option<Instant>)> {
+        if let Some(member) = &self.member {
+            member.check()?;
+        }
         let released_at = Arc::new(OnceLock::new());
         let release: Release = if checkpoint.last {
             Box::new(|| {})

@@ -51,7 +51,8 @@ impl Transactional {
         self.txn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Opens the commit point, fencing every older instance, and recovers
+    /// Opens the commit point as instance `instance`, fencing its older
+    /// selves, and recovers
     /// (see `recovery::changelog`); on return `manifest` describes the
     /// committed state and positions, and the first epoch's transaction is
     /// open. Blocking.
@@ -60,9 +61,11 @@ impl Transactional {
         source: Arc<dyn SourceAdmin>,
         store: Arc<Store>,
         manifest: &mut Manifest,
+        instance: &str,
     ) -> Result<Transactional> {
         let mut txn = commit.open(&TxnInit {
             key_groups: manifest.key_groups,
+            instance: instance.to_owned(),
         })?;
         if manifest.reseed {
             changelog::seed(&mut *txn, &*source, &store, manifest)?;

@@ -6,7 +6,7 @@ use weir_core::{Error, Result};
 
 use super::output::outln;
 use super::{state_dir, App, Build};
-use crate::instance::{check_fingerprint, refuse_if_read_elsewhere, Signature};
+use crate::instance::{check_fingerprint, identity, refuse_if_read_elsewhere, Signature};
 use crate::store::{self, Store};
 
 impl App {
@@ -21,14 +21,23 @@ impl App {
             check_fingerprint(m, &Signature::of(&pipeline), &dir)?;
         }
         let job = pipeline.into_job()?.job;
-        let offsets = job.source().offsets()?;
+        let source = job.source();
+        let offsets = source.offsets()?;
+        let members = source.members()?;
+        let owner = |task: &str| {
+            members
+                .iter()
+                .find(|m| m.tasks.iter().any(|t| t == task))
+                .map_or("-", |m| m.client.as_str())
+        };
         outln!(
-            "{:<28} {:>14} {:>16} {:>14} {:>10}",
+            "{:<28} {:>14} {:>16} {:>14} {:>10}  {}",
             "TASK",
             "CHECKPOINTED",
             "GROUP-COMMITTED",
             "END",
-            "LAG"
+            "LAG",
+            "OWNER"
         );
         let show = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
         for t in offsets {
@@ -38,13 +47,37 @@ impl App {
                 .map(|p| p.position);
             let lag = t.end.map(|e| e.saturating_sub(chk.unwrap_or(0)));
             outln!(
-                "{:<28} {:>14} {:>16} {:>14} {:>10}",
+                "{:<28} {:>14} {:>16} {:>14} {:>10}  {}",
                 t.task,
                 show(chk),
                 show(t.committed),
                 show(t.end),
-                show(lag)
+                show(lag),
+                owner(&t.task)
             );
+        }
+        if !members.is_empty() {
+            outln!("");
+            outln!(
+                "{:<28} {:<24} {:<18} {}",
+                "MEMBER",
+                "CLIENT",
+                "HOST",
+                "TASKS"
+            );
+            for m in &members {
+                outln!(
+                    "{:<28} {:<24} {:<18} {}",
+                    m.member,
+                    m.client,
+                    m.host,
+                    if m.tasks.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        m.tasks.join(",")
+                    }
+                );
+            }
         }
         Ok(())
     }
@@ -80,7 +113,7 @@ impl App {
         // Refused while an instance runs: one elsewhere reads the input as
         // a member of the application's group; one on this directory holds
         // its lock, which opening the live state takes.
-        refuse_if_read_elsewhere(job.source(), "offsets reset")?;
+        refuse_if_read_elsewhere(&*job.source(), "offsets reset", identity::peek(&dir)?)?;
         let store = Store::open(&dir)?;
         let current = match store.manifest()? {
             Some(m) => {

@@ -2,11 +2,14 @@
 //! anything: the state directory belongs to this pipeline, and nobody else
 //! reads its input as this application.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
+use weir_core::group::Member;
 use weir_core::{Error, Result};
 
 use crate::manifest::Manifest;
+use crate::plan::tasks_of;
 use crate::stage::SourceAdmin;
 use crate::Pipeline;
 
@@ -14,8 +17,15 @@ use crate::Pipeline;
 /// reads the pipeline's input as this application: two readers of one
 /// partition would double its output, and moving offsets under a running
 /// instance would make it count its input twice.
-pub(crate) fn refuse_if_read_elsewhere(source: &dyn SourceAdmin, what: &str) -> Result<()> {
-    let readers = source.active_readers()?;
+///
+/// `own` is the instance id of the state directory, whose member, left
+/// behind by a process that died, is this instance's own place.
+pub(crate) fn refuse_if_read_elsewhere(
+    source: &dyn SourceAdmin,
+    what: &str,
+    own: Option<String>,
+) -> Result<()> {
+    let readers = source.active_readers(own.as_deref())?;
     if readers.is_empty() {
         return Ok(());
     }
@@ -83,4 +93,40 @@ pub(crate) fn check_fingerprint(m: &Manifest, pipeline: &Signature, dir: &Path) 
             m.pipeline
         )
     }))
+}
+
+/// Joins the group that shares the source's tasks among the application's
+/// instances, as instance `instance`, and refuses the run unless the group
+/// gave this instance every task: until tasks follow partitions across
+/// instances, an application runs as one instance (ARCHITECTURE §7), and
+/// two instances of it reading one partition would double its output.
+/// Blocking.
+pub(crate) fn join_group(source: &dyn SourceAdmin, instance: &str) -> Result<Option<Member>> {
+    let Some(member) = source.join(instance)? else {
+        return Ok(None);
+    };
+    let admitted = member.check().and_then(|()| {
+        let tasks = tasks_of(source)?;
+        let assigned: BTreeSet<String> = member.assigned().into_iter().collect();
+        let missing: Vec<&String> = tasks.iter().filter(|t| !assigned.contains(*t)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let others = source
+            .active_readers(Some(instance))
+            .map(|r| r.join(", "))
+            .unwrap_or_else(|e| format!("members the group cannot describe now: {e}"));
+        Err(Error::InUse(format!(
+            "run refused: another instance of this application joined its consumer group first ({others}) and holds {} of the input's {} partitions; weir runs an application as one instance, and a second one reading the same partitions would double the output. Stop the other instance first, or give this pipeline its own --application-id",
+            missing.len(),
+            tasks.len()
+        )))
+    });
+    match admitted {
+        Ok(()) => Ok(Some(member)),
+        Err(e) => {
+            member.leave();
+            Err(e)
+        }
+    }
 }

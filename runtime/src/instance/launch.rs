@@ -106,11 +106,12 @@ fn coordinator(
         env.shutdown.clone(),
         env.manifest.epoch,
     )
+    .with_member(env.member.clone())
 }
 
 impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
-    fn source(&self) -> &dyn SourceAdmin {
-        &*self.side
+    fn source(&self) -> Arc<dyn SourceAdmin> {
+        self.side.clone()
     }
 
     fn run(self: Box<Self>, mut env: JobEnv) -> BoxFuture<'static, Result<RunSummary>> {
@@ -215,8 +216,8 @@ impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
 }
 
 impl<T: Send + 'static> Job for DirectJob<T> {
-    fn source(&self) -> &dyn SourceAdmin {
-        &*self.side
+    fn source(&self) -> Arc<dyn SourceAdmin> {
+        self.side.clone()
     }
 
     fn run(self: Box<Self>, mut env: JobEnv) -> BoxFuture<'static, Result<RunSummary>> {

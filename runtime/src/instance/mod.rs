@@ -3,11 +3,12 @@
 //! aborted epoch ([`Retry`]), and the signals that end it cleanly.
 
 mod admission;
+pub(crate) mod identity;
 mod launch;
 mod retry;
 mod signals;
 
-pub(crate) use admission::{check_fingerprint, refuse_if_read_elsewhere, Signature};
+pub(crate) use admission::{check_fingerprint, join_group, refuse_if_read_elsewhere, Signature};
 pub(crate) use retry::Retry;
 pub(crate) use signals::shutdown_signals;
 
@@ -49,12 +50,13 @@ pub(crate) async fn run_once(
     }
     // Before anything is touched (a replay rewrites the state directory).
     refuse_if_read_elsewhere(
-        built.job.source(),
+        &*built.job.source(),
         if replay_from.is_some() {
             "replay"
         } else {
             "run"
         },
+        identity::peek(&dir)?,
     )?;
     if let Some(id) = replay_from {
         let chk = store::list_checkpoints(&dir)?
@@ -81,7 +83,9 @@ pub(crate) async fn run_once(
         }
     }
     let store = Arc::new(Store::open(&dir)?);
-    let manifest = match store.manifest()? {
+    let recovered = store.manifest()?;
+    let instance = identity::load_or_create(&dir, recovered.is_some())?;
+    let manifest = match recovered {
         Some(m) => {
             check_fingerprint(&m, &signature, &dir)?;
             if m.key_groups != rc.key_groups {
@@ -100,6 +104,12 @@ pub(crate) async fn run_once(
     };
     let start_epoch = manifest.epoch;
     let progress = Arc::clone(&store);
+    let member = {
+        let (source, id) = (built.job.source(), instance.clone());
+        tokio::task::spawn_blocking(move || join_group(&*source, &id))
+            .await
+            .map_err(|e| Error::State(format!("joining the consumer group failed: {e}")))??
+    };
     let result = built
         .job
         .run(JobEnv {
@@ -111,8 +121,15 @@ pub(crate) async fn run_once(
             manifest,
             config: rc,
             shutdown,
+            instance,
+            member: member.clone(),
         })
         .await;
+    if let Some(member) = member {
+        // Also after a failure: a retry joins again, and a stop hands the
+        // partitions over at once.
+        let _ = tokio::task::spawn_blocking(move || member.leave()).await;
+    }
     if result.is_err() {
         *committed = matches!(progress.manifest(), Ok(Some(m)) if m.epoch > start_epoch);
     }

@@ -41,8 +41,10 @@ pub(crate) async fn open_commit(
     };
     let store = env.store.clone();
     let mut manifest = env.manifest.clone();
+    let instance = env.instance.clone();
     let (txn, manifest) = tokio::task::spawn_blocking(move || {
-        Transactional::open(&*commit, source, store, &mut manifest).map(|t| (t, manifest))
+        Transactional::open(&*commit, source, store, &mut manifest, &instance)
+            .map(|t| (t, manifest))
     })
     .await
     .map_err(|e| Error::State(format!("the recovery task failed: {e}")))??;

@@ -1,0 +1,470 @@
+//! This instance's membership of its application's consumer group
+//! (ARCHITECTURE §7): one consumer per instance, subscribed to the input
+//! topic with cooperative rebalancing and a static identity, whose group
+//! generation every commit of the instance's positions carries.
+//!
+//! Why the classic protocol with `cooperative-sticky` and not KIP-848's
+//! `group.protocol=consumer`: a process killed with `kill -9` and restarted
+//! on its state directory must take its own place back at once. Under the
+//! classic protocol a static member (`group.instance.id`) that joins again
+//! replaces its dead self immediately and keeps its partitions; under
+//! KIP-848 the broker refuses the same instance id with
+//! `UNRELEASED_INSTANCE_ID` until the dead member's session times out
+//! (45 s at the least), and a dynamic member's partitions stay with the
+//! dead member for as long.
+//!
+//! The member's own fetching is paused: the instance's tasks read through
+//! consumers of their own, from the positions its checkpoint holds.
+
+use std::any::Any;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance,
+};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, TopicPartitionList};
+use weir_core::group::Membership;
+use weir_core::{Error, Result};
+
+use super::client::{client_config, kafka_error, with_defaults, KafkaSettings};
+
+/// Defaults of the member that a `[kafka]` property may override: a dead
+/// instance's partitions move on after 6 s without a heartbeat (the
+/// broker's smallest allowed session by default; Kafka's own default is
+/// 45 s).
+const MEMBER_DEFAULTS: &[(&str, &str)] = &[
+    ("session.timeout.ms", "6000"),
+    ("heartbeat.interval.ms", "1000"),
+];
+
+/// How long a joining instance waits for the group to assign it partitions.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often the member is polled: it serves rebalances and heartbeats.
+const POLL: Duration = Duration::from_millis(100);
+
+/// How long a commit waits for partitions taken by a newcomer to come
+/// back: another weir instance refuses to run beside this one and leaves
+/// at once (two rebalances, a second or two).
+const REGAIN: Duration = Duration::from_secs(10);
+
+/// What the group has told this member so far.
+#[derive(Default)]
+struct Seen {
+    /// The input partitions assigned now.
+    assigned: BTreeSet<i32>,
+    /// Those assigned when the join completed: what the instance reads.
+    held: BTreeSet<i32>,
+    /// Partitions were taken away, and why.
+    revoked: Option<String>,
+    /// The assignment was lost (a session that expired, a rebalance missed).
+    lost: Option<String>,
+    /// Another instance with this instance's id took its place.
+    fenced: Option<String>,
+    /// `leave` was called: revocations from now on are expected.
+    leaving: bool,
+}
+
+struct Shared {
+    topic: String,
+    seen: Mutex<Seen>,
+    changed: Condvar,
+}
+
+impl Shared {
+    fn seen(&self) -> MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for the group's next word, or a poll's time.
+    fn wait<'a>(&self, seen: MutexGuard<'a, Seen>) -> MutexGuard<'a, Seen> {
+        self.changed
+            .wait_timeout(seen, POLL)
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+    }
+}
+
+/// The member consumer's context: records the group's decisions.
+struct MemberContext(Arc<Shared>);
+
+impl ClientContext for MemberContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!("kafka (group member): {error}: {reason}");
+    }
+}
+
+impl ConsumerContext for MemberContext {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let shared = &self.0;
+        let ours = |tpl: &TopicPartitionList| -> Vec<i32> {
+            tpl.elements()
+                .iter()
+                .filter(|e| e.topic() == shared.topic)
+                .map(|e| e.partition())
+                .collect()
+        };
+        let mut seen = shared.seen();
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                // The tasks read through consumers of their own.
+                if let Err(e) = consumer.pause(tpl) {
+                    tracing::warn!("kafka: cannot pause the group member's partitions: {e}");
+                }
+                seen.assigned.extend(ours(tpl));
+                tracing::debug!(assigned = ?seen.assigned, "the consumer group assigned partitions");
+            }
+            Rebalance::Revoke(tpl) => {
+                let gone = ours(tpl);
+                for p in &gone {
+                    seen.assigned.remove(p);
+                }
+                if !gone.is_empty() && !seen.leaving {
+                    let what = format!(
+                        "partitions {gone:?} of `{}` were taken from this instance",
+                        shared.topic
+                    );
+                    if consumer.assignment_lost() {
+                        seen.lost.get_or_insert(format!(
+                            "{what}: its membership of the consumer group was lost (a session that timed out, or a rebalance it missed)"
+                        ));
+                    } else {
+                        seen.revoked.get_or_insert(format!(
+                            "{what} and given to another member of its consumer group"
+                        ));
+                    }
+                }
+            }
+            Rebalance::Error(e) => tracing::warn!("kafka: consumer group rebalance failed: {e}"),
+        }
+        shared.changed.notify_all();
+    }
+}
+
+/// One instance's member of its application's consumer group.
+pub(crate) struct KafkaMember {
+    consumer: Arc<BaseConsumer<MemberContext>>,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    poller: Mutex<Option<JoinHandle<()>>>,
+    group: String,
+    brokers: String,
+}
+
+impl KafkaMember {
+    /// Joins `group` as instance `instance`, subscribed to `topic`, and
+    /// waits until it holds all of `partitions` or the group has another
+    /// member besides it (the caller decides what a partial assignment
+    /// means).
+    pub(crate) fn join(
+        settings: &KafkaSettings,
+        group: &str,
+        topic: &str,
+        instance: &str,
+        partitions: usize,
+    ) -> Result<Arc<KafkaMember>> {
+        let shared = Arc::new(Shared {
+            topic: topic.to_owned(),
+            seen: Mutex::new(Seen::default()),
+            changed: Condvar::new(),
+        });
+        let mut config = client_config(
+            settings,
+            &[
+                ("group.id", group),
+                ("group.instance.id", &static_id(group, instance)),
+                ("group.protocol", "classic"),
+                ("partition.assignment.strategy", "cooperative-sticky"),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("isolation.level", "read_committed"),
+            ],
+        )
+        .map(|c| with_defaults(c, MEMBER_DEFAULTS))?;
+        // Named so that `kafka-consumer-groups --describe --members` tells
+        // the instances apart, whatever client.id the [kafka] table sets.
+        config.set("client.id", client_id(instance));
+        let consumer: BaseConsumer<MemberContext> = config
+            .create_with_context(MemberContext(shared.clone()))
+            .map_err(|e| kafka_error("cannot create a consumer", &settings.brokers, e))?;
+        consumer
+            .subscribe(&[topic])
+            .map_err(|e| kafka_error("cannot join the consumer group", &settings.brokers, e))?;
+        let consumer = Arc::new(consumer);
+        let stop = Arc::new(AtomicBool::new(false));
+        let poller = {
+            let (consumer, shared, stop) = (consumer.clone(), shared.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("weir-group-member".into())
+                .spawn(move || poll_loop(&consumer, &shared, &stop))
+                .map_err(|e| Error::State(format!("cannot spawn the group member's thread: {e}")))?
+        };
+        let member = Arc::new(KafkaMember {
+            consumer,
+            shared,
+            stop,
+            poller: Mutex::new(Some(poller)),
+            group: group.to_owned(),
+            brokers: settings.brokers.clone(),
+        });
+        member.await_assignment(partitions, instance)?;
+        Ok(member)
+    }
+
+    /// Waits until this member holds `partitions` partitions, or another
+    /// member of the group holds some.
+    fn await_assignment(&self, partitions: usize, instance: &str) -> Result<()> {
+        let deadline = Instant::now() + JOIN_TIMEOUT;
+        let mut described = Instant::now();
+        let mut seen = self.shared.seen();
+        loop {
+            if let Some(why) = &seen.fenced {
+                return Err(Error::Fenced(why.clone()));
+            }
+            if seen.assigned.len() >= partitions {
+                seen.held = seen.assigned.clone();
+                return Ok(());
+            }
+            if described.elapsed() >= Duration::from_secs(1) {
+                drop(seen);
+                described = Instant::now();
+                if self.others(instance)?.is_some() {
+                    let mut seen = self.shared.seen();
+                    seen.held = seen.assigned.clone();
+                    return Ok(());
+                }
+                seen = self.shared.seen();
+                continue;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Aborted(format!(
+                    "consumer group `{}` on {} assigned this instance no partitions within {} s; is the group coordinator up?",
+                    self.group,
+                    self.brokers,
+                    JOIN_TIMEOUT.as_secs()
+                )));
+            }
+            seen = self.shared.wait(seen);
+        }
+    }
+
+    /// Whether the group lists a member that is not instance `instance`.
+    fn others(&self, instance: &str) -> Result<Option<()>> {
+        let groups = self
+            .consumer
+            .fetch_group_list(Some(&self.group), Duration::from_secs(5))
+            .map_err(|e| kafka_error("cannot describe the consumer group", &self.brokers, e))?;
+        let own = static_id(&self.group, instance);
+        Ok(groups
+            .groups()
+            .iter()
+            .filter(|g| g.name() == self.group)
+            .flat_map(|g| g.members())
+            .any(|m| !is_instance(m.id(), m.client_id(), &own, instance))
+            .then_some(()))
+    }
+
+    /// The consumer's group metadata now (member id and generation), for a
+    /// transaction's offsets: read at every commit, never cached.
+    pub(crate) fn group_metadata(&self) -> Result<ConsumerGroupMetadata> {
+        self.consumer.group_metadata().ok_or_else(|| {
+            Error::State(format!(
+                "the member of consumer group `{}` has no group metadata",
+                self.group
+            ))
+        })
+    }
+
+    /// Copies `offsets` to the group as this member (advisory).
+    pub(crate) fn commit(&self, offsets: &TopicPartitionList, mode: CommitMode) -> Result<()> {
+        self.consumer
+            .commit(offsets, mode)
+            .map_err(|e| kafka_error("cannot commit the group's offsets", &self.brokers, e))
+    }
+
+    fn stop_polling(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let poller = self.poller.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = poller {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Polls the member until told to stop: rebalances are served here.
+fn poll_loop(consumer: &BaseConsumer<MemberContext>, shared: &Shared, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        match consumer.poll(POLL) {
+            // A record fetched before its partition was paused: the task
+            // reading that partition has it.
+            None | Some(Ok(_)) => {}
+            Some(Err(KafkaError::MessageConsumptionFatal(code)))
+            | Some(Err(KafkaError::MessageConsumption(
+                code @ RDKafkaErrorCode::FencedInstanceId,
+            ))) => {
+                let mut seen = shared.seen();
+                seen.fenced.get_or_insert(format!(
+                    "another process joined the consumer group as this instance ({code}): the state directory is in use elsewhere (a copy of it, or the same one on a shared disk)"
+                ));
+                shared.changed.notify_all();
+            }
+            Some(Err(e)) => tracing::debug!("kafka (group member): {e}"),
+        }
+        if let Some((code, reason)) = consumer.client().fatal_error() {
+            let mut seen = shared.seen();
+            if seen.fenced.is_none() {
+                seen.fenced = Some(format!(
+                    "the consumer group member failed for good ({code}: {reason}); another process may have joined as this instance"
+                ));
+                shared.changed.notify_all();
+            }
+        }
+    }
+}
+
+impl Membership for KafkaMember {
+    fn assigned(&self) -> Vec<String> {
+        let topic = &self.shared.topic;
+        self.shared
+            .seen()
+            .assigned
+            .iter()
+            .map(|p| format!("{topic}-{p}"))
+            .collect()
+    }
+
+    fn check(&self) -> Result<()> {
+        let deadline = Instant::now() + REGAIN;
+        let mut seen = self.shared.seen();
+        loop {
+            if let Some(why) = &seen.fenced {
+                return Err(Error::Fenced(why.clone()));
+            }
+            if let Some(why) = &seen.lost {
+                return Err(Error::Aborted(why.clone()));
+            }
+            let Some(why) = &seen.revoked else {
+                return Ok(());
+            };
+            if seen.held.is_subset(&seen.assigned) {
+                tracing::info!("the partitions a newcomer to the consumer group was given came back to this instance");
+                seen.revoked = None;
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::InUse(format!(
+                    "{why}, and stayed there for {} s: another consumer reads this application's input. weir runs an application as one instance; stop the other consumer (`kafka-consumer-groups --describe --members --group {}` lists the group's members)",
+                    REGAIN.as_secs(),
+                    self.group
+                )));
+            }
+            seen = self.shared.wait(seen);
+        }
+    }
+
+    fn leave(&self) {
+        self.shared.seen().leaving = true;
+        // Unsubscribing sends the LeaveGroup that closing a static member
+        // does not: its partitions move on now, not after its session.
+        self.consumer.unsubscribe();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut seen = self.shared.seen();
+        while !seen.assigned.is_empty() && Instant::now() < deadline {
+            seen = self.shared.wait(seen);
+        }
+        drop(seen);
+        self.stop_polling();
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl Drop for KafkaMember {
+    fn drop(&mut self) {
+        self.stop_polling();
+    }
+}
+
+/// The member's `group.instance.id`: the application's group and the
+/// instance's id.
+pub(crate) fn static_id(group: &str, instance: &str) -> String {
+    format!("{group}-{instance}")
+}
+
+/// The member's `client.id`.
+pub(crate) fn client_id(instance: &str) -> String {
+    format!("weir-{instance}")
+}
+
+/// Whether a listed member (its member id and client id) is instance
+/// `instance`, whose static id is `own`: the broker names a static member
+/// `<group.instance.id>-<uuid>`.
+pub(crate) fn is_instance(member_id: &str, client: &str, own: &str, instance: &str) -> bool {
+    member_id
+        .strip_prefix(own)
+        .is_some_and(|rest| rest.starts_with('-'))
+        && client == client_id(instance)
+}
+
+/// The partitions of `topic` in a member's assignment as a consumer group
+/// lists it (the consumer protocol's `ConsumerProtocolAssignment`, after
+/// its version); none when it cannot be read (a member of another kind).
+pub(crate) fn assigned_partitions(raw: &[u8], topic: &str) -> Vec<i32> {
+    use bytes::Buf;
+    use kafka_protocol::messages::ConsumerProtocolAssignment;
+    use kafka_protocol::protocol::Decodable;
+    let mut bytes = bytes::Bytes::copy_from_slice(raw);
+    if bytes.remaining() < 2 {
+        return Vec::new();
+    }
+    let version = bytes.get_i16();
+    match ConsumerProtocolAssignment::decode(&mut bytes, version.clamp(0, 3)) {
+        Ok(a) => a
+            .assigned_partitions
+            .into_iter()
+            .filter(|tp| tp.topic.as_str() == topic)
+            .flat_map(|tp| tp.partitions)
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_assignment_is_read_as_the_consumer_protocol_writes_it() {
+        // Version 1; topics "t" [0, 3] and "u" [1]; no user data.
+        let raw: &[u8] = &[
+            0, 1, 0, 0, 0, 2, 0, 1, b't', 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 1, b'u', 0, 0, 0,
+            1, 0, 0, 0, 1, 255, 255, 255, 255,
+        ];
+        assert_eq!(assigned_partitions(raw, "t"), vec![0, 3]);
+        assert_eq!(assigned_partitions(raw, "u"), vec![1]);
+        assert_eq!(assigned_partitions(raw, "v"), Vec::<i32>::new());
+        assert_eq!(assigned_partitions(&raw[..5], "t"), Vec::<i32>::new());
+        assert_eq!(assigned_partitions(&[], "t"), Vec::<i32>::new());
+    }
+
+    #[test]
+    fn an_instance_is_known_by_its_static_id_and_client_id() {
+        let own = static_id("app", "abc");
+        assert!(is_instance("app-abc-5f0c", "weir-abc", &own, "abc"));
+        assert!(!is_instance("app-abcd-5f0c", "weir-abcd", &own, "abc"));
+        assert!(!is_instance(
+            "app-abc-5f0c",
+            "console-consumer",
+            &own,
+            "abc"
+        ));
+    }
+}
