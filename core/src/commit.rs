@@ -49,6 +49,9 @@ pub struct TxnInit {
     /// transactions are this instance's, and a restart on the same state
     /// directory fences its own zombie.
     pub instance: String,
+    /// How long an epoch lasts (`checkpoint.interval_ms`): a transaction
+    /// stays open about that long.
+    pub epoch: std::time::Duration,
 }
 
 /// A transactional commit point shared by the sinks that write through it.
@@ -61,6 +64,14 @@ pub trait CommitPoint: Send + Sync + 'static {
     /// (aborting its open transaction) and prepares the changelog. No
     /// transaction is open yet.
     fn open(&self, init: &TxnInit) -> Result<Box<dyn Transaction>>;
+
+    /// Refuses epochs of `epoch` (`checkpoint.interval_ms`) that its
+    /// transactions cannot stay open for; asked before a run touches
+    /// anything. Admits every length by default.
+    fn admits(&self, epoch: std::time::Duration) -> Result<()> {
+        let _ = epoch;
+        Ok(())
+    }
 }
 
 /// One run's handle on the commit point; one transaction at a time.
@@ -79,6 +90,12 @@ pub trait Transaction: Send {
     /// over (stop, never retry); any other error leaves the transaction
     /// aborted or unknown, and the runtime recovers before going on.
     fn commit(&mut self, offsets: Option<&GroupOffsets>) -> Result<()>;
+
+    /// Aborts the open transaction, if one is open, when a run stops
+    /// without committing it: its records are then never read
+    /// `read_committed`, and the readers of its topics are not held back
+    /// until the broker's transaction timeout aborts it.
+    fn abort(&mut self) -> Result<()>;
 
     /// Per key group, the changelog position before which every committed
     /// record is known to be applied once the last commit's state is.

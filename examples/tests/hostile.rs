@@ -773,3 +773,23 @@ fn a_run_and_an_offsets_reset_are_refused_while_the_group_has_an_active_member()
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// An epoch longer than a Kafka transaction may stay open (the broker
+/// aborts one past its `transaction.max.timeout.ms`, 15 min by default)
+/// would have every epoch aborted: an exactly-once Kafka run refuses it at
+/// start, naming the longest that fits, before it creates anything.
+#[test]
+fn an_epoch_longer_than_a_kafka_transaction_may_stay_open_is_refused() {
+    use common::kafka::{create_topic, wordcount_idle};
+    let topic = create_topic("hostile-epoch", 1);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let state = tmp.path().join("state");
+    let mut cmd = wordcount_idle(&topic, &topic, "hostile-epoch-app", &state, Some(500));
+    let (code, err) = fails(cmd.args(["--set", "checkpoint.interval_ms=600000"]));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("checkpoint.interval_ms") && err.contains("at most 445000"),
+        "{err}"
+    );
+    assert!(!state.exists(), "a refused run created its state directory");
+}

@@ -10,10 +10,11 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::kafka::{
-    bootstrap, dev_kafka, group_members, input_topic, tool, unique, wait_for_members,
-    wordcount_idle, GroupMember, BIN,
+    bootstrap, committed_counts, dev_kafka, first_part, group_members, input_topic, produce, tool,
+    unique, wait_for_group_at_end, wait_for_members, wordcount_idle, GroupMember, Parts, BIN,
 };
 use common::KillOnDrop;
 
@@ -198,7 +199,7 @@ fn a_consumer_that_takes_partitions_mid_run_stops_the_instance_with_nothing_doub
     let d = common::dirs(2, 100_000, 172);
     let files = common::input_files(&d);
     let topic = common::kafka::create_topic("group-taken", 4);
-    common::kafka::produce(&topic, &files[0]);
+    produce(&topic, &files[0]);
     let app = unique("group-taken");
     let log = d.state.with_file_name("first.log");
     let mut cmd = to_files(&topic, &app, &d.output, &d.state, None);
@@ -222,7 +223,7 @@ fn a_consumer_that_takes_partitions_mid_run_stops_the_instance_with_nothing_doub
     wait_for_members(&app, &mut first, |m| m.len() == 2);
     // The instance notices at its next commit (of the records that arrive
     // now) and gives the partitions time to come back before it stops.
-    common::kafka::produce(&topic, &files[1]);
+    produce(&topic, &files[1]);
     let status = first.0.wait().expect("wait");
     let err = std::fs::read_to_string(&log).expect("log");
     assert_eq!(status.code(), Some(1), "{err}");
@@ -239,4 +240,61 @@ fn a_consumer_that_takes_partitions_mid_run_stops_the_instance_with_nothing_doub
 
 fn create_output_topic() -> String {
     common::kafka::create_topic("group-counts", 4)
+}
+
+/// An exactly-once instance stopped (SIGSTOP) past its session timeout
+/// loses its place: another instance, on a state directory of its own, is
+/// admitted once the group has let it go, restores the state from the
+/// changelog and reads on from the group's offsets. Continued (SIGCONT),
+/// the first commits nothing (it lost its membership, and the offsets of
+/// any commit it tried would carry a generation the group no longer
+/// knows) and stops; `read_committed`, every count is there exactly once.
+#[test]
+fn an_instance_stopped_past_its_session_is_replaced_and_commits_nothing_once_continued() {
+    const WORDS: usize = 100_000;
+    let d = common::dirs(2, WORDS, 173);
+    let Parts {
+        files,
+        input,
+        output,
+        app,
+    } = first_part(&d, "group-stop");
+    let log = d.state.with_file_name("first.log");
+    let _trace = common::LogOnFailure(log.clone());
+    let mut cmd = wordcount_idle(&input, &output, &app, &d.state, None);
+    cmd.stderr(std::fs::File::create(&log).expect("log file"))
+        .env("RUST_LOG", "info,weir_connectors=debug");
+    let mut first = KillOnDrop(cmd.stdout(Stdio::null()).spawn().expect("spawn"));
+    wait_for_group_at_end(&app, &input, &mut first);
+    let pid = first.0.id().to_string();
+    common::run_ok(Command::new("kill").args(["-STOP", &pid]));
+    // The group's coordinator lets the silent member go after its session.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !group_members(&app).is_empty() {
+        assert!(Instant::now() < deadline, "the stopped member never left");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let second_state = d.state.with_file_name("state-2");
+    let second_log = d.state.with_file_name("second.log");
+    let _second_trace = common::LogOnFailure(second_log.clone());
+    let mut cmd = wordcount_idle(&input, &output, &app, &second_state, None);
+    cmd.stderr(std::fs::File::create(&second_log).expect("log file"));
+    let mut second = KillOnDrop(cmd.stdout(Stdio::null()).spawn().expect("spawn"));
+    wait_for_members(&app, &mut second, |m| m.len() == 1 && m[0].partitions == 4);
+    produce(&input, &files[1]);
+    common::run_ok(Command::new("kill").args(["-CONT", &pid]));
+    let status = first.0.wait().expect("wait");
+    let err = std::fs::read_to_string(&log).expect("log");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("membership of the consumer group was lost") && err.contains("run refused"),
+        "{err}"
+    );
+    wait_for_group_at_end(&app, &input, &mut second);
+    let pid = second.0.id().to_string();
+    common::run_ok(Command::new("kill").args(["-TERM", &pid]));
+    assert!(second.0.wait().expect("wait").success());
+    let expected = common::expected_counts(&d.input);
+    let records = common::verify_counts(&expected, committed_counts(&output));
+    assert_eq!(records, WORDS as u64);
 }

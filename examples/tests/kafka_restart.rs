@@ -48,7 +48,7 @@ fn a_broker_restart_mid_run_is_ridden_out_exactly_once() {
     broker("stop");
     broker("start");
     produce(&topic, &files[1]);
-    common::wait_for_lines(&d, 40_000, &mut child.0);
+    common::wait_for_committed_lines(&d, 40_000, &mut child.0);
 
     let status = Command::new("kill")
         .args(["-TERM", &child.0.id().to_string()])

@@ -67,7 +67,10 @@ struct Seen {
     lost: Option<String>,
     /// Another instance with this instance's id took its place.
     fenced: Option<String>,
-    /// `leave` was called: revocations from now on are expected.
+    /// The revocation under way is of a lost assignment.
+    losing: bool,
+    /// `leave` was called, or the membership was lost: revocations from
+    /// now on are expected.
     leaving: bool,
 }
 
@@ -101,6 +104,14 @@ impl ClientContext for MemberContext {
 }
 
 impl ConsumerContext for MemberContext {
+    /// Whether a revocation means the assignment was lost is known only
+    /// before the partitions are unassigned.
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(_) = rebalance {
+            self.0.seen().losing = consumer.assignment_lost();
+        }
+    }
+
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let shared = &self.0;
         let ours = |tpl: &TopicPartitionList| -> Vec<i32> {
@@ -130,7 +141,7 @@ impl ConsumerContext for MemberContext {
                         "partitions {gone:?} of `{}` were taken from this instance",
                         shared.topic
                     );
-                    if consumer.assignment_lost() {
+                    if std::mem::take(&mut seen.losing) {
                         seen.lost.get_or_insert(format!(
                             "{what}: its membership of the consumer group was lost (a session that timed out, or a rebalance it missed)"
                         ));
@@ -315,6 +326,19 @@ fn poll_loop(consumer: &BaseConsumer<MemberContext>, shared: &Shared, stop: &Ato
                 shared.changed.notify_all();
             }
             Some(Err(e)) => tracing::debug!("kafka (group member): {e}"),
+        }
+        let lost = {
+            let mut seen = shared.seen();
+            let lost = seen.lost.is_some() && !seen.leaving;
+            seen.leaving |= lost;
+            lost
+        };
+        if lost {
+            // Not back into the group behind the run's back: the run
+            // aborts its epoch at its next commit, and joins again (and
+            // passes admission again) only when it starts over. Until
+            // then, whoever took the partitions keeps them.
+            consumer.unsubscribe();
         }
         if let Some((code, reason)) = consumer.client().fatal_error() {
             let mut seen = shared.seen();

@@ -9,4 +9,4 @@ mod txn;
 pub use client::{client_config, KafkaSettings, WeirContext};
 pub use sink::{KafkaOutput, KafkaSink, CHANGELOG_PARTITIONS};
 pub use source::{KafkaSource, StartAt};
-pub use txn::TxnProducer;
+pub use txn::{transaction_timeout, TxnProducer};

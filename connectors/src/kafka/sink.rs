@@ -27,7 +27,8 @@ use super::client::{
 };
 use super::member::KafkaMember;
 use super::txn::{
-    producer_error, send, wait_delivered, Deliveries, Producer, ProducerCx, TxnProducer,
+    producer_error, send, transaction_timeout, wait_delivered, Deliveries, Producer, ProducerCx,
+    TxnProducer,
 };
 
 /// How long a commit, an abort or a flush may take before it counts as failed.
@@ -346,8 +347,13 @@ impl CommitPoint for KafkaCommit {
         format!("kafka transactions of application `{}`", self.0.app)
     }
 
+    fn admits(&self, epoch: Duration) -> Result<()> {
+        transaction_timeout(epoch).map(|_| ())
+    }
+
     fn open(&self, init: &TxnInit) -> Result<Box<dyn Transaction>> {
         let out = &self.0;
+        let open_for = transaction_timeout(init.epoch)?;
         let handle = KafkaOutput { inner: out.clone() };
         let changelog = handle.changelog_topic();
         let deliveries = Arc::new(Deliveries {
@@ -364,6 +370,7 @@ impl CommitPoint for KafkaCommit {
                     &out.settings,
                     &handle.transactional_id(&init.instance),
                     TIMEOUT,
+                    open_for,
                     deliveries.clone(),
                 );
                 tracing::debug!(
@@ -467,6 +474,12 @@ impl Transaction for KafkaTransaction {
         }
         let meta = self.group_metadata(o)?;
         self.producer.commit(Some((&tpl, &meta)))
+    }
+
+    fn abort(&mut self) -> Result<()> {
+        // Bounded: a broker that is away (the reason the run stopped,
+        // often) must not hold up the retry that follows.
+        self.producer.abandon(Duration::from_secs(2))
     }
 
     fn changelog_positions(&self) -> BTreeMap<u16, u64> {

@@ -70,13 +70,42 @@ pub struct TxnProducer {
     settings: KafkaSettings,
     id: String,
     timeout: Duration,
+    /// How long the broker lets one of its transactions stay open.
+    open_for: Duration,
     cx: ProducerCx,
     producer: Arc<Producer>,
 }
 
-/// How long a transaction may stay open before the broker aborts it: longer
-/// than the longest commit plus a restart.
-const TRANSACTION_TIMEOUT_MS: &str = "60000";
+/// How long a transaction may stay open before the broker aborts it, for a
+/// producer that is not an epoch's (see [`transaction_timeout`]).
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The broker's largest transaction timeout by default
+/// (`transaction.max.timeout.ms`).
+const BROKER_MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// How long the broker lets an epoch's transaction stay open, for epochs of
+/// `epoch`: two epochs and ten seconds more, for a commit under load. A
+/// dead instance's open transaction holds back every `read_committed`
+/// reader of its topics (the changelog restore of whoever takes over
+/// included) until the broker aborts it, so it is kept short, as Kafka
+/// Streams keeps its own (10 s).
+///
+/// # Errors
+/// [`Error::Config`] for an epoch too long for the broker's default
+/// largest transaction timeout, naming the longest that fits.
+pub fn transaction_timeout(epoch: Duration) -> Result<Duration> {
+    let slack = Duration::from_secs(10);
+    let timeout = slack + epoch * 2;
+    if timeout > BROKER_MAX_TIMEOUT {
+        return Err(Error::Config(format!(
+            "checkpoint.interval_ms = {} is too long for Kafka transactions: an epoch's transaction stays open that long, and a broker aborts one open longer than its transaction.max.timeout.ms (15 min by default; weir asks for 10 s plus two epochs); set checkpoint.interval_ms to at most {}",
+            epoch.as_millis(),
+            (BROKER_MAX_TIMEOUT - slack).as_millis() / 2
+        )));
+    }
+    Ok(timeout)
+}
 
 /// Defaults of the transactional producer that a `[kafka]` property may
 /// override. Right after a commit the coordinator answers the next
@@ -90,14 +119,16 @@ fn create(
     settings: &KafkaSettings,
     id: &str,
     timeout: Duration,
+    open_for: Duration,
     cx: ProducerCx,
 ) -> Result<Producer> {
+    let open_ms = open_for.as_millis().to_string();
     let config = client_config(
         settings,
         &[
             ("transactional.id", id),
             ("enable.idempotence", "true"),
-            ("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS),
+            ("transaction.timeout.ms", &open_ms),
         ],
     )?;
     let config = with_defaults(with_defaults(config, TXN_DEFAULTS), PRODUCER_DEFAULTS);
@@ -105,9 +136,15 @@ fn create(
         .create_with_context(cx)
         .map_err(|e| kafka_error("cannot create a producer", &settings.brokers, e))?;
     // Fences every older producer with this id and aborts its open transaction.
-    producer
-        .init_transactions(timeout)
-        .map_err(|e| producer_error("initialise transactions", id, e, &producer))?;
+    producer.init_transactions(timeout).map_err(|e| {
+        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::InvalidTransactionTimeout) {
+            return Error::Config(format!(
+                "the brokers at {} refuse transactions open for up to {open_ms} ms (their transaction.max.timeout.ms is lower): shorten checkpoint.interval_ms, or raise transaction.max.timeout.ms on the brokers",
+                settings.brokers
+            ));
+        }
+        producer_error("initialise transactions", id, e, &producer)
+    })?;
     Ok(producer)
 }
 
@@ -152,21 +189,24 @@ impl TxnProducer {
     /// Creates the producer and initialises transactions, which fences any
     /// older instance with the same id (its open transaction is aborted).
     pub fn new(settings: &KafkaSettings, id: &str, timeout: Duration) -> Result<Self> {
-        Self::with_deliveries(settings, id, timeout, Arc::default())
+        Self::with_deliveries(settings, id, timeout, TRANSACTION_TIMEOUT, Arc::default())
     }
 
+    /// `open_for`: how long the broker lets a transaction stay open.
     pub(crate) fn with_deliveries(
         settings: &KafkaSettings,
         id: &str,
         timeout: Duration,
+        open_for: Duration,
         deliveries: Arc<Deliveries>,
     ) -> Result<Self> {
         let cx = ProducerCx(deliveries);
         Ok(TxnProducer {
-            producer: Arc::new(create(settings, id, timeout, cx.clone())?),
+            producer: Arc::new(create(settings, id, timeout, open_for, cx.clone())?),
             settings: settings.clone(),
             id: id.to_owned(),
             timeout,
+            open_for,
             cx,
         })
     }
@@ -255,6 +295,15 @@ impl TxnProducer {
         }
     }
 
+    /// Aborts the open transaction within `within`, for a run that stops:
+    /// no retry and no fresh producer, since nothing follows; a broker
+    /// that is away aborts it after its timeout instead.
+    pub(crate) fn abandon(&self, within: Duration) -> Result<()> {
+        self.producer
+            .abort_transaction(within)
+            .map_err(|e| producer_error("abort", &self.id, e, &self.producer))
+    }
+
     /// A fresh producer under the same id: its `init_transactions` settles
     /// whatever the old one left open.
     fn reinit(&mut self) -> Result<()> {
@@ -262,6 +311,7 @@ impl TxnProducer {
             &self.settings,
             &self.id,
             self.timeout,
+            self.open_for,
             self.cx.clone(),
         )?);
         Ok(())
@@ -325,5 +375,20 @@ pub(crate) fn send(
             }
             Err((e, _)) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transaction_stays_open_two_epochs_and_ten_seconds_at_most() {
+        let t = |ms| transaction_timeout(Duration::from_millis(ms));
+        assert_eq!(t(1000).ok(), Some(Duration::from_secs(12)));
+        assert_eq!(t(100).ok(), Some(Duration::from_millis(10_200)));
+        assert_eq!(t(445_000).ok(), Some(BROKER_MAX_TIMEOUT));
+        let e = t(445_001).expect_err("too long");
+        assert!(e.to_string().contains("at most 445000"), "{e}");
     }
 }

@@ -485,6 +485,39 @@ pub fn crash_with(d: &Dirs, args: &[&str], spec: &str) {
 /// Waits until the output of `d` holds `lines` lines (committed output of
 /// whole epochs: files grow at barriers), and no more; fails if `child`
 /// exits first or it takes two minutes.
+/// Waits until the live checkpoint of `d` commits `lines` output lines
+/// while `child` runs: lines written are not committed yet, and an epoch
+/// aborted and redone (a lost group membership, a broker away) cuts them
+/// back.
+pub fn wait_for_committed_lines(d: &Dirs, lines: usize, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let committed: usize = inspect(&["latest"], &d.state).map_or(0, |c| {
+            c.sinks
+                .iter()
+                .map(|(file, len)| {
+                    let bytes = std::fs::read(d.output.join(file)).unwrap_or_default();
+                    let upto = usize::try_from(*len).unwrap_or(usize::MAX).min(bytes.len());
+                    bytes[..upto].iter().filter(|b| **b == b'\n').count()
+                })
+                .sum()
+        });
+        if committed >= lines {
+            assert_eq!(committed, lines, "more lines than words");
+            return;
+        }
+        assert!(
+            child.try_wait().expect("poll").is_none(),
+            "the pipeline exited"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "stuck at {committed} of {lines} committed lines"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 pub fn wait_for_lines(d: &Dirs, lines: usize, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {

@@ -44,4 +44,9 @@ pub(crate) trait Commit: Send + Sync {
     /// Whatever stopped the commit. Recovery decides what became durable:
     /// the commit point is the truth, never this call's outcome.
     fn commit(&self, checkpoint: Checkpoint, release: Release) -> Result<Manifest>;
+
+    /// The run stops with its epoch uncommitted: drops what the commit
+    /// point holds of it where others would wait for it (an open Kafka
+    /// transaction). Blocking; best effort, as recovery settles it anyway.
+    fn abandon(&self) {}
 }

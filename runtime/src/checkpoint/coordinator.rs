@@ -2,7 +2,7 @@
 //! task's acknowledgement of its barrier, and has the commit point make the
 //! checkpoint durable before the next barrier.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -41,6 +41,8 @@ pub(crate) struct Coordinator {
     /// The instance's membership of its source's group, asked before every
     /// commit whether the instance still holds what it read.
     member: Option<Member>,
+    /// A commit panicked midway.
+    crashed: AtomicBool,
 }
 
 fn closed() -> Error {
@@ -76,6 +78,7 @@ impl Coordinator {
             finished: 0,
             stop: false,
             member: None,
+            crashed: AtomicBool::new(false),
         }
     }
 
@@ -100,6 +103,10 @@ impl Coordinator {
             ..RunSummary::default()
         };
         let result = self.epochs(events, &mut manifest, &mut summary).await;
+        if result.is_err() && !self.crashed.load(Ordering::Relaxed) {
+            let commit = self.commit.clone();
+            let _ = tokio::task::spawn_blocking(move || commit.abandon()).await;
+        }
         if self.retention.busy() {
             // On an error the tasks are stopped first: nothing more will commit.
             if result.is_err() {
@@ -271,9 +278,16 @@ impl Coordinator {
             })
         };
         let commit = self.commit.clone();
-        let committed = tokio::task::spawn_blocking(move || commit.commit(checkpoint, release))
-            .await
-            .map_err(|e| Error::State(format!("the commit task failed: {e}")))??;
+        let committed =
+            match tokio::task::spawn_blocking(move || commit.commit(checkpoint, release)).await {
+                Ok(committed) => committed?,
+                Err(e) => {
+                    // A panic while committing is a crash: no abort of the
+                    // open transaction may follow it; recovery settles it.
+                    self.crashed.store(true, Ordering::Relaxed);
+                    return Err(Error::State(format!("the commit task failed: {e}")));
+                }
+            };
         Ok((committed, released_at.get().copied()))
     }
 }

@@ -30,4 +30,4 @@ pub(crate) use epoch::Acks;
 pub(crate) use local::Local;
 pub(crate) use retention::Retention;
 pub use summary::RunSummary;
-pub(crate) use transactional::{group_offsets, Transactional, POSITION_KEY, TIMELINE_KEY};
+pub(crate) use transactional::{group_offsets, RunInit, Transactional, POSITION_KEY, TIMELINE_KEY};

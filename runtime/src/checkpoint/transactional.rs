@@ -30,6 +30,14 @@ pub(crate) const POSITION_KEY: &[u8] = b"meta/position/";
 /// new timeline's whole state follows it.
 pub(crate) const TIMELINE_KEY: &[u8] = b"meta/timeline/";
 
+/// What a run tells its transactional commit point about itself.
+pub(crate) struct RunInit {
+    /// This instance's id (see `instance::identity`).
+    pub(crate) instance: String,
+    /// The epoch length.
+    pub(crate) epoch: std::time::Duration,
+}
+
 /// The open transactional commit point of a run.
 pub(crate) struct Transactional {
     txn: Mutex<Box<dyn Transaction>>,
@@ -51,8 +59,8 @@ impl Transactional {
         self.txn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Opens the commit point as instance `instance`, fencing its older
-    /// selves, and recovers
+    /// Opens the commit point as the instance `init` names, fencing its
+    /// older selves, and recovers
     /// (see `recovery::changelog`); on return `manifest` describes the
     /// committed state and positions, and the first epoch's transaction is
     /// open. Blocking.
@@ -61,11 +69,12 @@ impl Transactional {
         source: Arc<dyn SourceAdmin>,
         store: Arc<Store>,
         manifest: &mut Manifest,
-        instance: &str,
+        init: &RunInit,
     ) -> Result<Transactional> {
         let mut txn = commit.open(&TxnInit {
             key_groups: manifest.key_groups,
-            instance: instance.to_owned(),
+            instance: init.instance.clone(),
+            epoch: init.epoch,
         })?;
         if manifest.reseed {
             changelog::seed(&mut *txn, &*source, &store, manifest)?;
@@ -124,6 +133,12 @@ impl Commit for Transactional {
 
     fn commits_group_offsets(&self) -> bool {
         true
+    }
+
+    fn abandon(&self) {
+        if let Err(e) = self.lock().abort() {
+            tracing::debug!("cannot abort the open transaction: {e}");
+        }
     }
 
     fn commit(&self, mut checkpoint: Checkpoint, release: Release) -> Result<Manifest> {

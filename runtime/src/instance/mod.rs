@@ -48,6 +48,9 @@ pub(crate) async fn run_once(
         }
         _ => {}
     }
+    if let (Some(commit), crate::Guarantee::ExactlyOnce) = (&built.commit, rc.guarantee) {
+        commit.admits(std::time::Duration::from_millis(rc.checkpoint.interval_ms))?;
+    }
     // Before anything is touched (a replay rewrites the state directory).
     refuse_if_read_elsewhere(
         &*built.job.source(),

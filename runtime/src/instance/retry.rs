@@ -28,7 +28,8 @@ impl Retry {
         }
         let since = match (&e, self.since) {
             (Error::Aborted(_), None) => *self.since.insert(std::time::Instant::now()),
-            (Error::Fenced(_), _) | (_, None) => return Err(e),
+            // Replaced, or refused beside another instance: nothing to wait out.
+            (Error::Fenced(_) | Error::InUse(_), _) | (_, None) => return Err(e),
             (_, Some(since)) => since,
         };
         if since.elapsed() > RETRY_FOR {
@@ -92,5 +93,17 @@ mod tests {
         assert!(retry
             .after(Error::Config("no such topic".into()), false)
             .is_err());
+    }
+
+    #[test]
+    fn a_refusal_beside_another_instance_ends_an_incident() {
+        // The instance lost its place in the group, and the instance that
+        // took it keeps it: the run that starts over is refused, for good.
+        let mut retry = Retry::default();
+        assert!(retry.after(aborted(), false).is_ok());
+        assert!(matches!(
+            retry.after(Error::InUse("another instance".into()), false),
+            Err(Error::InUse(_))
+        ));
     }
 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use weir_core::{Error, Result};
 
-use crate::checkpoint::{Commit, Local, Transactional};
+use crate::checkpoint::{Commit, Local, RunInit, Transactional};
 use crate::config::Guarantee;
 use crate::plan::JobEnv;
 use crate::stage::SourceAdmin;
@@ -41,10 +41,12 @@ pub(crate) async fn open_commit(
     };
     let store = env.store.clone();
     let mut manifest = env.manifest.clone();
-    let instance = env.instance.clone();
+    let init = RunInit {
+        instance: env.instance.clone(),
+        epoch: std::time::Duration::from_millis(env.config.checkpoint.interval_ms),
+    };
     let (txn, manifest) = tokio::task::spawn_blocking(move || {
-        Transactional::open(&*commit, source, store, &mut manifest, &instance)
-            .map(|t| (t, manifest))
+        Transactional::open(&*commit, source, store, &mut manifest, &init).map(|t| (t, manifest))
     })
     .await
     .map_err(|e| Error::State(format!("the recovery task failed: {e}")))??;

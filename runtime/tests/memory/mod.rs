@@ -131,6 +131,11 @@ impl Transaction for MemoryTxn {
         Ok(())
     }
 
+    fn abort(&mut self) -> Result<()> {
+        self.log()?.open = None;
+        Ok(())
+    }
+
     fn commit(&mut self, offsets: Option<&GroupOffsets>) -> Result<()> {
         if offsets.is_some() {
             return Err(Error::State("file sources have no consumer group".into()));
