@@ -170,15 +170,16 @@ pub(crate) struct KafkaMember {
 
 impl KafkaMember {
     /// Joins `group` as instance `instance`, subscribed to `topic`, and
-    /// waits until it holds all of `partitions` or the group has another
-    /// member besides it (the caller decides what a partial assignment
-    /// means).
+    /// waits until it holds all of `partitions` or `others` says the group
+    /// has another member besides it (the caller decides what a partial
+    /// assignment means).
     pub(crate) fn join(
         settings: &KafkaSettings,
         group: &str,
         topic: &str,
         instance: &str,
         partitions: usize,
+        others: &dyn Fn() -> Result<bool>,
     ) -> Result<Arc<KafkaMember>> {
         let shared = Arc::new(Shared {
             topic: topic.to_owned(),
@@ -224,13 +225,13 @@ impl KafkaMember {
             group: group.to_owned(),
             brokers: settings.brokers.clone(),
         });
-        member.await_assignment(partitions, instance)?;
+        member.await_assignment(partitions, others)?;
         Ok(member)
     }
 
-    /// Waits until this member holds `partitions` partitions, or another
-    /// member of the group holds some.
-    fn await_assignment(&self, partitions: usize, instance: &str) -> Result<()> {
+    /// Waits until this member holds `partitions` partitions, or `others`
+    /// says another member of the group holds some.
+    fn await_assignment(&self, partitions: usize, others: &dyn Fn() -> Result<bool>) -> Result<()> {
         let deadline = Instant::now() + JOIN_TIMEOUT;
         let mut described = Instant::now();
         let mut seen = self.shared.seen();
@@ -245,7 +246,7 @@ impl KafkaMember {
             if described.elapsed() >= Duration::from_secs(1) {
                 drop(seen);
                 described = Instant::now();
-                if self.others(instance)?.is_some() {
+                if others()? {
                     let mut seen = self.shared.seen();
                     seen.held = seen.assigned.clone();
                     return Ok(());
@@ -263,22 +264,6 @@ impl KafkaMember {
             }
             seen = self.shared.wait(seen);
         }
-    }
-
-    /// Whether the group lists a member that is not instance `instance`.
-    fn others(&self, instance: &str) -> Result<Option<()>> {
-        let groups = self
-            .consumer
-            .fetch_group_list(Some(&self.group), Duration::from_secs(5))
-            .map_err(|e| kafka_error("cannot describe the consumer group", &self.brokers, e))?;
-        let own = static_id(&self.group, instance);
-        Ok(groups
-            .groups()
-            .iter()
-            .filter(|g| g.name() == self.group)
-            .flat_map(|g| g.members())
-            .any(|m| !is_instance(m.id(), m.client_id(), &own, instance))
-            .then_some(()))
     }
 
     /// The consumer's group metadata now (member id and generation), for a

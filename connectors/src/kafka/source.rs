@@ -281,6 +281,7 @@ impl Source for KafkaSource {
             &self.topic,
             instance,
             partitions,
+            &|| Ok(!self.active_readers(Some(instance))?.is_empty()),
         )?;
         self.member.set(member.clone());
         Ok(Some(member as Member))
