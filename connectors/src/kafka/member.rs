@@ -165,6 +165,7 @@ pub(crate) struct KafkaMember {
     stop: Arc<AtomicBool>,
     poller: Mutex<Option<JoinHandle<()>>>,
     group: String,
+    instance: String,
     brokers: String,
 }
 
@@ -223,6 +224,7 @@ impl KafkaMember {
             stop,
             poller: Mutex::new(Some(poller)),
             group: group.to_owned(),
+            instance: instance.to_owned(),
             brokers: settings.brokers.clone(),
         });
         member.await_assignment(partitions, others)?;
@@ -282,6 +284,45 @@ impl KafkaMember {
         self.consumer
             .commit(offsets, mode)
             .map_err(|e| kafka_error("cannot commit the group's offsets", &self.brokers, e))
+    }
+
+    /// Waits, polling on, until the group no longer lists this instance:
+    /// the LeaveGroup goes out once librdkafka has unassigned, and a
+    /// process that exits before the broker has it would leave its member
+    /// listed for a session, refusing an instance started on another state
+    /// directory right after a clean stop.
+    fn await_departure(&self, deadline: Instant) {
+        if self.shared.seen().fenced.is_some() {
+            // The member listed under this id is the process that took it.
+            return;
+        }
+        let own = static_id(&self.group, &self.instance);
+        loop {
+            let listed = match self.consumer.fetch_group_list(Some(&self.group), POLL * 10) {
+                Ok(groups) => groups
+                    .groups()
+                    .iter()
+                    .filter(|g| g.name() == self.group)
+                    .flat_map(|g| g.members())
+                    .any(|m| is_instance(m.id(), m.client_id(), &own, &self.instance)),
+                Err(e) => {
+                    tracing::debug!("kafka: cannot describe the consumer group on leaving: {e}");
+                    true
+                }
+            };
+            if !listed {
+                return;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    "consumer group `{}` still lists this instance after it left; its partitions move on when its session times out",
+                    self.group
+                );
+                return;
+            }
+            let seen = self.shared.seen();
+            drop(self.shared.wait(seen));
+        }
     }
 
     fn stop_polling(&self) {
@@ -388,6 +429,7 @@ impl Membership for KafkaMember {
             seen = self.shared.wait(seen);
         }
         drop(seen);
+        self.await_departure(Instant::now() + Duration::from_secs(3));
         self.stop_polling();
     }
 
