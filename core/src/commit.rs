@@ -7,7 +7,7 @@
 //! commits every exactly-once epoch through it and applies the epoch's
 //! state to RocksDB only after it committed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::group::Member;
 use crate::Result;
@@ -43,7 +43,7 @@ impl std::fmt::Debug for GroupOffsets {
 /// What the runtime tells a commit point when a run starts.
 #[derive(Debug, Clone)]
 pub struct TxnInit {
-    /// The pipeline's number of key groups: one changelog partition each.
+    /// The pipeline's number of key groups.
     pub key_groups: u16,
     /// This instance's persistent id (kept in its state directory): its
     /// transactions are this instance's, and a restart on the same state
@@ -72,6 +72,35 @@ pub trait CommitPoint: Send + Sync + 'static {
         let _ = epoch;
         Ok(())
     }
+
+    /// How many shards the keyed state of a pipeline with `key_groups` key
+    /// groups is split into among the application's instances: key group
+    /// `g` is in shard `g % shards`, which one instance holds at a time.
+    /// Made ready here (a changelog with one partition per shard). `None`
+    /// (the default) for a commit point whose state one instance holds.
+    fn shards(&self, key_groups: u16) -> Result<Option<u16>> {
+        let _ = key_groups;
+        Ok(None)
+    }
+
+    /// A writer of records into `topic` (the repartition topic), shard by
+    /// shard, inside the open transaction: how an instance hands a record
+    /// to the instance that holds its key group. Once per source task and
+    /// run, after [`open`](Self::open).
+    fn forwarder(&self, topic: &str) -> Result<Box<dyn Forward>> {
+        Err(crate::Error::Config(format!(
+            "{} cannot carry records to other instances (through `{topic}`)",
+            self.id()
+        )))
+    }
+}
+
+/// Sends records to the instance that holds their key group (see
+/// [`CommitPoint::forwarder`]).
+pub trait Forward: Send {
+    /// Sends one record (its encoded key and value) to `shard`, inside the
+    /// open transaction.
+    fn send(&mut self, shard: u16, key: &[u8], value: &[u8], timestamp: Option<i64>) -> Result<()>;
 }
 
 /// One run's handle on the commit point; one transaction at a time.
@@ -97,17 +126,19 @@ pub trait Transaction: Send {
     /// until the broker's transaction timeout aborts it.
     fn abort(&mut self) -> Result<()>;
 
-    /// Per key group, the changelog position before which every committed
+    /// Per shard, the changelog position before which every committed
     /// record is known to be applied once the last commit's state is.
     /// Conservative: restoring from an earlier position is always correct.
     fn changelog_positions(&self) -> BTreeMap<u16, u64>;
 
-    /// Reads the committed changelog of every key group from `from` (from
-    /// the start for a group it lacks) to its end, in order, calling
-    /// `apply(key, value)` for each record; returns the positions reached.
+    /// Reads the committed changelog of every shard in `shards` (every
+    /// shard when `None`) from `from` (from the start for a shard it
+    /// lacks) to its end, in order, calling `apply(key, value)` for each
+    /// record; returns the positions reached.
     fn restore(
         &mut self,
         from: &BTreeMap<u16, u64>,
+        shards: Option<&BTreeSet<u16>>,
         apply: &mut ApplyFn<'_>,
     ) -> Result<BTreeMap<u16, u64>>;
 }

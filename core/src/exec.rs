@@ -1,8 +1,6 @@
 //! Running one processor over records and timers, shared by the runtime
 //! and the [`TestDriver`](crate::testing::TestDriver) so that both behave alike.
 
-use std::ops::Range;
-
 use crate::keygroup::key_group;
 use crate::state::{keyed_key_into, StateBackend, KEYED_TAG};
 use crate::timer::TimerQueues;
@@ -123,7 +121,11 @@ impl<P: Processor> KeyedNode<P> {
     }
 
     /// Loads the node's timers for `groups` and calls [`Processor::open`].
-    pub async fn open(&mut self, state: &mut dyn StateBackend, groups: Range<u16>) -> Result<()> {
+    pub async fn open(
+        &mut self,
+        state: &mut dyn StateBackend,
+        groups: impl IntoIterator<Item = u16>,
+    ) -> Result<()> {
         self.timers.load(state, groups)?;
         self.processor.open().await
     }

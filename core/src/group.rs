@@ -7,26 +7,60 @@ use std::sync::Arc;
 
 use crate::Result;
 
+/// Whether the tasks a run holds are still its own (see
+/// [`Membership::check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holding {
+    /// The group left this instance every task the run holds, and gave it
+    /// nothing new.
+    Steady,
+    /// The group moved tasks (asks for some the run holds, or gave this
+    /// instance more): commit the open epoch as the run's last, and start
+    /// a run over what the group assigns then.
+    Moved,
+}
+
 /// What a source's group says about this instance while it runs. Made by
-/// [`Source::join`](crate::source::Source::join); the runtime asks it
-/// before every commit, and leaves the group when the run ends.
+/// [`Source::join`](crate::source::Source::join); a run takes what the
+/// group assigns ([`hold`](Self::hold)), asks before every commit whether
+/// it still holds it ([`check`](Self::check)), and lets it go when it ends
+/// ([`release`](Self::release)). The instance leaves the group when it
+/// stops.
 pub trait Membership: Send + Sync + 'static {
     /// The tasks the group assigns to this instance now.
     fn assigned(&self) -> Vec<String>;
 
-    /// Whether this instance may still commit what it read from every
-    /// task it was assigned when it joined. Blocking for a while when a
-    /// task was taken away, as it may come back (a newcomer that refuses
-    /// to run beside this instance leaves at once).
+    /// Takes the tasks assigned now as the ones a run works on, and
+    /// returns them. Until [`release`](Self::release), a rebalance that
+    /// asks for one of them waits (for a while) for the run to commit and
+    /// end: a task never changes hands mid-epoch.
+    fn hold(&self) -> Vec<String>;
+
+    /// Whether the run may commit what it read from the tasks it holds.
+    /// An instance that runs an application alone blocks for a while when
+    /// a task was taken away, as it may come back (a newcomer that refuses
+    /// to run beside it leaves at once).
     ///
     /// # Errors
     /// [`Error::Aborted`](crate::Error::Aborted) when this member lost its
     /// place (a session that expired, a rebalance it missed): redo the
     /// epoch after joining again. [`Error::InUse`](crate::Error::InUse)
-    /// when a task stays with another member: stop.
-    /// [`Error::Fenced`](crate::Error::Fenced) once another instance with
-    /// the same identity took this one's place: stop.
-    fn check(&self) -> Result<()>;
+    /// when a task of an instance that runs alone stays with another
+    /// member: stop. [`Error::Fenced`](crate::Error::Fenced) once another
+    /// instance with the same identity took this one's place: stop.
+    fn check(&self) -> Result<Holding>;
+
+    /// Whether the group moved tasks since [`hold`](Self::hold): the run
+    /// ends its epoch early. Does not block.
+    fn moved(&self) -> bool;
+
+    /// The run that held tasks ended (committed or not): a rebalance
+    /// waiting for them goes on.
+    fn release(&self);
+
+    /// Whether another run may hold tasks through this membership: it was
+    /// neither lost, fenced nor left (else the instance joins again).
+    fn usable(&self) -> bool;
 
     /// Leaves the group at once, so that its tasks go to the other members
     /// without waiting for a session timeout (a clean stop).

@@ -45,6 +45,16 @@ pub struct DeadLetter {
     pub raw: Option<Vec<u8>>,
 }
 
+/// A record another instance handed to a shard this instance holds (see
+/// [`Source::repartition`]): its key and value as the pipeline encodes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forwarded {
+    /// The encoded key.
+    pub key: Vec<u8>,
+    /// The encoded value.
+    pub value: Vec<u8>,
+}
+
 /// Where a task resumes: the position checkpointed for it, and the
 /// identity of the input that position is in (see [`SourceReader::identity`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -135,11 +145,44 @@ pub trait Source: Send + Sync + 'static {
     /// Joins the group that shares this source's tasks among the
     /// application's instances, as instance `instance` (persistent: a
     /// restart takes its own place back at once), and waits for the
-    /// group's first assignment. `None` (the default) for a source
-    /// without such a group.
-    fn join(&self, instance: &str) -> Result<Option<Member>> {
-        let _ = instance;
+    /// group's first assignment. With `shared`, the instance shares the
+    /// tasks (and the shards of the [`repartition`](Self::repartition)
+    /// topic, if prepared) with other instances, handing them over on
+    /// rebalances; without, it runs the application alone. `None` (the
+    /// default) for a source without such a group.
+    fn join(&self, instance: &str, shared: bool) -> Result<Option<Member>> {
+        let _ = (instance, shared);
         Ok(None)
+    }
+
+    /// Prepares the topic that carries records between the application's
+    /// instances to the holder of their key group's shard, with one
+    /// partition per shard (`shards`): made when missing, refused with the
+    /// fix when it has another count. From then on the group's members
+    /// hold its shards as tasks (`<name>-<shard>`) beside the input's, and
+    /// [`offsets`](Self::offsets) and [`group_offsets`](Self::group_offsets)
+    /// take them. Returns its name; `None` (the default) for a source
+    /// without a group, whose one instance holds every shard.
+    fn repartition(&self, shards: u16) -> Result<Option<String>> {
+        let _ = shards;
+        Ok(None)
+    }
+
+    /// Opens shard `shard` of the [`repartition`](Self::repartition) topic
+    /// where it resumes (its start when `None`), reading only committed
+    /// records. With `drain`, the reader ends at the shard's end: this
+    /// instance holds every shard, so nobody forwards records any more.
+    fn open_shard(
+        &self,
+        shard: u16,
+        from: Option<u64>,
+        drain: bool,
+    ) -> Result<Box<dyn SourceReader<Forwarded>>> {
+        let _ = (from, drain);
+        Err(Error::Config(format!(
+            "the {} source has no repartition topic to read shard {shard} of",
+            self.describe()
+        )))
     }
 
     /// Every task's committed and end positions, for `offsets show`.
@@ -166,6 +209,14 @@ pub trait Source: Send + Sync + 'static {
     fn group_offsets(&self, positions: &BTreeMap<String, u64>) -> Result<Option<GroupOffsets>> {
         let _ = positions;
         Ok(None)
+    }
+
+    /// Drops the records of the [`repartition`](Self::repartition) topic
+    /// below `positions` (per task; other tasks are ignored): their holder
+    /// committed that it read them. Does nothing by default.
+    fn purge(&self, positions: &BTreeMap<String, u64>) -> Result<()> {
+        let _ = positions;
+        Ok(())
     }
 
     /// Records `positions` where the source system keeps progress (a

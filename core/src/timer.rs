@@ -3,7 +3,6 @@
 //! they are committed or rolled back with it.
 
 use std::collections::BTreeSet;
-use std::ops::Range;
 
 use crate::state::{StateBackend, TIMER_TAG};
 use crate::Result;
@@ -86,7 +85,11 @@ impl TimerQueues {
     }
 
     /// Reloads the timers of the key groups in `groups` from state.
-    pub fn load(&mut self, state: &mut dyn StateBackend, groups: Range<u16>) -> Result<()> {
+    pub fn load(
+        &mut self,
+        state: &mut dyn StateBackend,
+        groups: impl IntoIterator<Item = u16>,
+    ) -> Result<()> {
         self.event.clear();
         self.processing.clear();
         for g in groups {

@@ -7,7 +7,7 @@ use weir_core::commit::CommitPoint;
 use weir_core::exec::KeyedNode;
 use weir_core::sink::Sink;
 use weir_core::source::{DeadLetter, Source};
-use weir_core::{Error, Key, Processor, Record, Result};
+use weir_core::{Codec, Error, Key, Processor, Record, Result};
 
 use crate::plan::{Built, DeadLetterOpener, DirectJob, Job, KeyedJob, SinkOps, Split};
 use crate::stage::{
@@ -345,17 +345,22 @@ impl<'p, T: Send + 'static> Stream<'p, T> {
 
     /// Keys each record by `f(value)` and routes it, through the exchange,
     /// to the worker owning its key group: every record of a key meets the
-    /// same state, whichever input it came from.
+    /// same state, whichever input it came from. The value is encoded
+    /// ([`Codec`]) when its key group's state is held by another instance
+    /// of the application, which gets it through the repartition topic.
     pub fn key_by<K: Key>(
         self,
         f: impl Fn(&T) -> K + Send + Sync + 'static,
-    ) -> KeyedStream<'p, K, T> {
+    ) -> KeyedStream<'p, K, T>
+    where
+        T: Codec,
+    {
         self.key_with(move |v| (f(&v), v))
     }
 
     /// Like [`key_by`](Self::key_by), but splits each value into its key
     /// and a new value, so that nothing is cloned: `|word| (word, ())`.
-    pub fn key_with<K: Key, V: Send + 'static>(
+    pub fn key_with<K: Key, V: Codec + Send + 'static>(
         self,
         f: impl Fn(T) -> (K, V) + Send + Sync + 'static,
     ) -> KeyedStream<'p, K, V> {

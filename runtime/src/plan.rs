@@ -3,6 +3,7 @@
 //! needs of its sinks. The builder (`pipeline.rs`) writes plans; the
 //! instance (`instance/`) runs them.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use weir_core::commit::CommitPoint;
@@ -69,11 +70,110 @@ pub(crate) struct JobEnv {
     /// Its membership of the group that shares the source's tasks, if the
     /// source has one: every commit asks it first.
     pub(crate) member: Option<Member>,
+    /// What this run works on.
+    pub(crate) holdings: Holdings,
+}
+
+/// What one run of an instance works on: the source tasks and the shards
+/// of keyed state the group gave it (ARCHITECTURE §7).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Holdings {
+    /// The source tasks it reads; every task when `None` (no group, or an
+    /// instance that runs the application alone).
+    pub(crate) tasks: Option<BTreeSet<String>>,
+    /// The shards of keyed state, when instances share them.
+    pub(crate) shards: Option<Shards>,
+}
+
+impl Holdings {
+    /// Those of `held` (the group's names for them): source tasks, and
+    /// shards of `shards` as its repartition topic names them.
+    pub(crate) fn of(held: Vec<String>, shards: Option<&Shards>) -> Self {
+        let mut tasks = BTreeSet::new();
+        let mut shards = shards.cloned();
+        for task in held {
+            match shards
+                .as_mut()
+                .and_then(|s| s.shard_of(&task).map(|n| (s, n)))
+            {
+                Some((s, n)) => {
+                    s.held.insert(n);
+                }
+                None => {
+                    tasks.insert(task);
+                }
+            }
+        }
+        Holdings {
+            tasks: Some(tasks),
+            shards,
+        }
+    }
+
+    /// Nothing to work on: no task and no shard.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.tasks.as_ref().is_some_and(BTreeSet::is_empty)
+            && self.shards.as_ref().is_none_or(|s| s.held.is_empty())
+    }
+
+    /// Of the source's `tasks`, those this run reads.
+    pub(crate) fn filter(&self, tasks: Vec<String>) -> Vec<String> {
+        match &self.tasks {
+            Some(held) => tasks.into_iter().filter(|t| held.contains(t)).collect(),
+            None => tasks,
+        }
+    }
+
+    /// Whether this run holds key group `group`'s state.
+    pub(crate) fn holds_group(&self, group: u16) -> bool {
+        self.shards.as_ref().is_none_or(|s| s.holds_group(group))
+    }
+}
+
+/// How the keyed state is split among an application's instances: key
+/// group `g` is in shard `g % count`, one partition of the changelog and
+/// of the repartition topic, which one instance holds at a time.
+#[derive(Debug, Clone)]
+pub(crate) struct Shards {
+    /// The repartition topic, which carries records to a shard's holder.
+    pub(crate) topic: String,
+    pub(crate) count: u16,
+    /// The shards this run holds.
+    pub(crate) held: BTreeSet<u16>,
+}
+
+impl Shards {
+    /// The shard of key group `group`.
+    pub(crate) fn of_group(&self, group: u16) -> u16 {
+        group % self.count.max(1)
+    }
+
+    pub(crate) fn holds_group(&self, group: u16) -> bool {
+        self.held.contains(&self.of_group(group))
+    }
+
+    /// The task that reads shard `shard`.
+    pub(crate) fn task(&self, shard: u16) -> String {
+        format!("{}-{shard}", self.topic)
+    }
+
+    /// The shard task `task` reads, if it is one.
+    pub(crate) fn shard_of(&self, task: &str) -> Option<u16> {
+        task.strip_prefix(&self.topic)?
+            .strip_prefix('-')?
+            .parse()
+            .ok()
+            .filter(|n| *n < self.count)
+    }
 }
 
 /// A pipeline with its types erased, ready to run (see `instance::launch`).
 pub(crate) trait Job: Send {
-    fn run(self: Box<Self>, env: JobEnv) -> BoxFuture<'static, Result<RunSummary>>;
+    /// One run, over what `env.holdings` names; a job runs again after a
+    /// rebalance.
+    fn run(&self, env: JobEnv) -> BoxFuture<'static, Result<RunSummary>>;
+    /// Whether records meet keyed state (through an exchange).
+    fn keyed(&self) -> bool;
     /// The pipeline's source, for the offsets commands.
     fn source(&self) -> Arc<dyn SourceAdmin>;
     /// The source's tasks; an error when there are none.

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::ops::Range;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,7 +12,9 @@ use weir_core::commit::GroupOffsets;
 use weir_core::exec::{EncodedKeys, KeyedNode, NodeEnv, SideRecord};
 use weir_core::group::{GroupMemberInfo, Member};
 use weir_core::sink::{Flushed, Sink, SinkWriter};
-use weir_core::source::{ReadStatus, ResetTo, Resume, Source, SourceReader, TaskOffsets};
+use weir_core::source::{
+    Forwarded, ReadStatus, ResetTo, Resume, Source, SourceReader, TaskOffsets,
+};
 use weir_core::{Error, Processor, Record, Result};
 
 use crate::config::OnBadInput;
@@ -43,7 +44,15 @@ pub(crate) type SideOp<T, U> =
 pub(crate) trait SourceAdmin: Send + Sync {
     fn tasks(&self) -> Result<Vec<String>>;
     fn active_readers(&self, own: Option<&str>) -> Result<Vec<String>>;
-    fn join(&self, instance: &str) -> Result<Option<Member>>;
+    fn join(&self, instance: &str, shared: bool) -> Result<Option<Member>>;
+    fn repartition(&self, shards: u16) -> Result<Option<String>>;
+    fn open_shard(
+        &self,
+        shard: u16,
+        from: Option<u64>,
+        drain: bool,
+    ) -> Result<Box<dyn SourceReader<Forwarded>>>;
+    fn purge(&self, positions: &BTreeMap<String, u64>) -> Result<()>;
     fn members(&self) -> Result<Vec<GroupMemberInfo>>;
     fn resume_points(
         &self,
@@ -90,8 +99,25 @@ impl<S: Source> SourceAdmin for BaseSide<S> {
         self.0.active_readers(own)
     }
 
-    fn join(&self, instance: &str) -> Result<Option<Member>> {
-        self.0.join(instance)
+    fn join(&self, instance: &str, shared: bool) -> Result<Option<Member>> {
+        self.0.join(instance, shared)
+    }
+
+    fn repartition(&self, shards: u16) -> Result<Option<String>> {
+        self.0.repartition(shards)
+    }
+
+    fn open_shard(
+        &self,
+        shard: u16,
+        from: Option<u64>,
+        drain: bool,
+    ) -> Result<Box<dyn SourceReader<Forwarded>>> {
+        self.0.open_shard(shard, from, drain)
+    }
+
+    fn purge(&self, positions: &BTreeMap<String, u64>) -> Result<()> {
+        self.0.purge(positions)
     }
 
     fn members(&self) -> Result<Vec<GroupMemberInfo>> {
@@ -186,8 +212,25 @@ impl<T: Send + 'static, U: Send + 'static> SourceAdmin for ChainSide<T, U> {
         self.inner.active_readers(own)
     }
 
-    fn join(&self, instance: &str) -> Result<Option<Member>> {
-        self.inner.join(instance)
+    fn join(&self, instance: &str, shared: bool) -> Result<Option<Member>> {
+        self.inner.join(instance, shared)
+    }
+
+    fn repartition(&self, shards: u16) -> Result<Option<String>> {
+        self.inner.repartition(shards)
+    }
+
+    fn open_shard(
+        &self,
+        shard: u16,
+        from: Option<u64>,
+        drain: bool,
+    ) -> Result<Box<dyn SourceReader<Forwarded>>> {
+        self.inner.open_shard(shard, from, drain)
+    }
+
+    fn purge(&self, positions: &BTreeMap<String, u64>) -> Result<()> {
+        self.inner.purge(positions)
     }
 
     fn members(&self) -> Result<Vec<GroupMemberInfo>> {
@@ -336,7 +379,8 @@ pub(crate) struct StageCx<'a> {
 pub(crate) struct StageInit<'a> {
     /// Task name of the worker (names its sink outputs).
     pub(crate) task: String,
-    pub(crate) groups: Range<u16>,
+    /// The key groups it processes in this run.
+    pub(crate) groups: Vec<u16>,
     pub(crate) key_groups: u16,
     /// Sink id -> position to truncate to (`None`: keep everything).
     pub(crate) truncate_to: &'a (dyn Fn(&str) -> Option<u64> + Sync),
@@ -379,7 +423,7 @@ const PREFETCH_AHEAD: usize = 16;
 
 pub(crate) struct ProcessStage<P: Processor> {
     pub(crate) node: KeyedNode<P>,
-    pub(crate) groups: Range<u16>,
+    pub(crate) groups: Vec<u16>,
     pub(crate) next: Box<dyn Stage<P::Key, P::Out>>,
 }
 
@@ -430,7 +474,9 @@ impl<P: Processor> ProcessStage<P> {
 impl<P: Processor> Stage<P::Key, P::In> for ProcessStage<P> {
     fn open<'a>(&'a mut self, cx: &'a mut StageCx<'_>) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            self.node.open(&mut *cx.state, self.groups.clone()).await?;
+            self.node
+                .open(&mut *cx.state, self.groups.iter().copied())
+                .await?;
             self.next.open(cx).await
         })
     }

@@ -29,7 +29,7 @@ use rdkafka::consumer::{
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, TopicPartitionList};
-use weir_core::group::Membership;
+use weir_core::group::{Holding, Membership};
 use weir_core::{Error, Result};
 
 use super::client::{client_config, kafka_error, with_defaults, KafkaSettings};
@@ -54,14 +54,19 @@ const POLL: Duration = Duration::from_millis(100);
 /// at once (two rebalances, a second or two).
 const REGAIN: Duration = Duration::from_secs(10);
 
-/// What the group has told this member so far.
+/// What the group has told this member so far. Tasks are named
+/// `<topic>-<partition>`, as the source names them.
 #[derive(Default)]
 struct Seen {
-    /// The input partitions assigned now.
-    assigned: BTreeSet<i32>,
-    /// Those assigned when the join completed: what the instance reads.
-    held: BTreeSet<i32>,
-    /// Partitions were taken away, and why.
+    /// The partitions assigned now.
+    assigned: BTreeSet<String>,
+    /// Those a run holds (see [`Membership::hold`]).
+    held: BTreeSet<String>,
+    /// A run holds tasks: a revocation of some waits for it to end.
+    holding: bool,
+    /// Shared mode: the group moved tasks since the run took them.
+    moved: bool,
+    /// Alone: partitions were taken away, and why.
     revoked: Option<String>,
     /// The assignment was lost (a session that expired, a rebalance missed).
     lost: Option<String>,
@@ -75,7 +80,10 @@ struct Seen {
 }
 
 struct Shared {
-    topic: String,
+    /// The topics subscribed to: the input, and the repartition topic.
+    topics: Vec<String>,
+    /// The instance shares the application's tasks with other instances.
+    shared: bool,
     seen: Mutex<Seen>,
     changed: Condvar,
 }
@@ -92,7 +100,22 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .0
     }
+
+    /// The tasks of `tpl` among the subscribed topics.
+    fn tasks(&self, tpl: &TopicPartitionList) -> Vec<String> {
+        tpl.elements()
+            .iter()
+            .filter(|e| self.topics.iter().any(|t| t == e.topic()))
+            .map(|e| format!("{}-{}", e.topic(), e.partition()))
+            .collect()
+    }
 }
+
+/// How long a rebalance waits for the run that holds a task it asks for to
+/// commit and end. Past it the rebalance goes on; the run's commit is then
+/// refused by the group's new generation, and its epoch redone by the
+/// task's next holder.
+const HANDOVER: Duration = Duration::from_secs(30);
 
 /// The member consumer's context: records the group's decisions.
 struct MemberContext(Arc<Shared>);
@@ -105,22 +128,42 @@ impl ClientContext for MemberContext {
 
 impl ConsumerContext for MemberContext {
     /// Whether a revocation means the assignment was lost is known only
-    /// before the partitions are unassigned.
+    /// before the partitions are unassigned. A task the run holds is
+    /// handed over only after the run committed and let it go: until this
+    /// returns, the group's generation stays the one the run commits with.
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(_) = rebalance {
-            self.0.seen().losing = consumer.assignment_lost();
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let shared = &self.0;
+        let lost = consumer.assignment_lost();
+        let mut seen = shared.seen();
+        seen.losing = lost;
+        if !shared.shared || lost || seen.leaving {
+            return;
+        }
+        let asked = shared.tasks(tpl);
+        if !asked.iter().any(|t| seen.held.contains(t)) {
+            return;
+        }
+        seen.moved = true;
+        shared.changed.notify_all();
+        tracing::info!(tasks = ?asked, "the consumer group asks for tasks this instance holds: committing the open epoch first");
+        let deadline = Instant::now() + HANDOVER;
+        while seen.holding && asked.iter().any(|t| seen.held.contains(t)) {
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    "the run did not hand its tasks over within {} s; the group moves them anyway, and their open epoch is redone by their next holder",
+                    HANDOVER.as_secs()
+                );
+                break;
+            }
+            seen = shared.wait(seen);
         }
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let shared = &self.0;
-        let ours = |tpl: &TopicPartitionList| -> Vec<i32> {
-            tpl.elements()
-                .iter()
-                .filter(|e| e.topic() == shared.topic)
-                .map(|e| e.partition())
-                .collect()
-        };
         let mut seen = shared.seen();
         match rebalance {
             Rebalance::Assign(tpl) => {
@@ -128,24 +171,26 @@ impl ConsumerContext for MemberContext {
                 if let Err(e) = consumer.pause(tpl) {
                     tracing::warn!("kafka: cannot pause the group member's partitions: {e}");
                 }
-                seen.assigned.extend(ours(tpl));
+                let given = shared.tasks(tpl);
+                if seen.holding && given.iter().any(|t| !seen.held.contains(t)) {
+                    seen.moved = true;
+                }
+                seen.assigned.extend(given);
                 tracing::debug!(assigned = ?seen.assigned, "the consumer group assigned partitions");
             }
             Rebalance::Revoke(tpl) => {
-                let gone = ours(tpl);
-                for p in &gone {
-                    seen.assigned.remove(p);
+                let gone = shared.tasks(tpl);
+                for t in &gone {
+                    seen.assigned.remove(t);
                 }
+                let losing = std::mem::take(&mut seen.losing);
                 if !gone.is_empty() && !seen.leaving {
-                    let what = format!(
-                        "partitions {gone:?} of `{}` were taken from this instance",
-                        shared.topic
-                    );
-                    if std::mem::take(&mut seen.losing) {
+                    let what = format!("partitions {gone:?} were taken from this instance");
+                    if losing {
                         seen.lost.get_or_insert(format!(
                             "{what}: its membership of the consumer group was lost (a session that timed out, or a rebalance it missed)"
                         ));
-                    } else {
+                    } else if !shared.shared {
                         seen.revoked.get_or_insert(format!(
                             "{what} and given to another member of its consumer group"
                         ));
@@ -169,29 +214,40 @@ pub(crate) struct KafkaMember {
     brokers: String,
 }
 
+/// What a member joins as.
+pub(crate) struct JoinAs<'a> {
+    /// The consumer group (the application id).
+    pub(crate) group: &'a str,
+    /// The topics to subscribe to: the input, then the repartition topic.
+    pub(crate) topics: Vec<String>,
+    /// The instance's persistent id.
+    pub(crate) instance: &'a str,
+    /// The partitions of `topics` in all.
+    pub(crate) partitions: usize,
+    /// Shares the tasks with other instances (see [`Seen::moved`]).
+    pub(crate) shared: bool,
+}
+
 impl KafkaMember {
-    /// Joins `group` as instance `instance`, subscribed to `topic`, and
-    /// waits until it holds all of `partitions` or `others` says the group
-    /// has another member besides it (the caller decides what a partial
-    /// assignment means).
+    /// Joins as `at` says, and waits until the member holds all of its
+    /// partitions or `others` says the group has another member besides
+    /// it (the caller decides what a partial assignment means).
     pub(crate) fn join(
         settings: &KafkaSettings,
-        group: &str,
-        topic: &str,
-        instance: &str,
-        partitions: usize,
+        at: &JoinAs<'_>,
         others: &dyn Fn() -> Result<bool>,
     ) -> Result<Arc<KafkaMember>> {
         let shared = Arc::new(Shared {
-            topic: topic.to_owned(),
+            topics: at.topics.clone(),
+            shared: at.shared,
             seen: Mutex::new(Seen::default()),
             changed: Condvar::new(),
         });
         let mut config = client_config(
             settings,
             &[
-                ("group.id", group),
-                ("group.instance.id", &static_id(group, instance)),
+                ("group.id", at.group),
+                ("group.instance.id", &static_id(at.group, at.instance)),
                 ("group.protocol", "classic"),
                 ("partition.assignment.strategy", "cooperative-sticky"),
                 ("enable.auto.commit", "false"),
@@ -202,12 +258,13 @@ impl KafkaMember {
         .map(|c| with_defaults(c, MEMBER_DEFAULTS))?;
         // Named so that `kafka-consumer-groups --describe --members` tells
         // the instances apart, whatever client.id the [kafka] table sets.
-        config.set("client.id", client_id(instance));
+        config.set("client.id", client_id(at.instance));
         let consumer: BaseConsumer<MemberContext> = config
             .create_with_context(MemberContext(shared.clone()))
             .map_err(|e| kafka_error("cannot create a consumer", &settings.brokers, e))?;
+        let topics: Vec<&str> = at.topics.iter().map(String::as_str).collect();
         consumer
-            .subscribe(&[topic])
+            .subscribe(&topics)
             .map_err(|e| kafka_error("cannot join the consumer group", &settings.brokers, e))?;
         let consumer = Arc::new(consumer);
         let stop = Arc::new(AtomicBool::new(false));
@@ -223,11 +280,11 @@ impl KafkaMember {
             shared,
             stop,
             poller: Mutex::new(Some(poller)),
-            group: group.to_owned(),
-            instance: instance.to_owned(),
+            group: at.group.to_owned(),
+            instance: at.instance.to_owned(),
             brokers: settings.brokers.clone(),
         });
-        member.await_assignment(partitions, others)?;
+        member.await_assignment(at.partitions, others)?;
         Ok(member)
     }
 
@@ -242,15 +299,12 @@ impl KafkaMember {
                 return Err(Error::Fenced(why.clone()));
             }
             if seen.assigned.len() >= partitions {
-                seen.held = seen.assigned.clone();
                 return Ok(());
             }
             if described.elapsed() >= Duration::from_secs(1) {
                 drop(seen);
                 described = Instant::now();
                 if others()? {
-                    let mut seen = self.shared.seen();
-                    seen.held = seen.assigned.clone();
                     return Ok(());
                 }
                 seen = self.shared.seen();
@@ -380,16 +434,19 @@ fn poll_loop(consumer: &BaseConsumer<MemberContext>, shared: &Shared, stop: &Ato
 
 impl Membership for KafkaMember {
     fn assigned(&self) -> Vec<String> {
-        let topic = &self.shared.topic;
-        self.shared
-            .seen()
-            .assigned
-            .iter()
-            .map(|p| format!("{topic}-{p}"))
-            .collect()
+        self.shared.seen().assigned.iter().cloned().collect()
     }
 
-    fn check(&self) -> Result<()> {
+    fn hold(&self) -> Vec<String> {
+        let mut seen = self.shared.seen();
+        seen.held = seen.assigned.clone();
+        seen.holding = true;
+        seen.moved = false;
+        seen.revoked = None;
+        seen.held.iter().cloned().collect()
+    }
+
+    fn check(&self) -> Result<Holding> {
         let deadline = Instant::now() + REGAIN;
         let mut seen = self.shared.seen();
         loop {
@@ -399,17 +456,24 @@ impl Membership for KafkaMember {
             if let Some(why) = &seen.lost {
                 return Err(Error::Aborted(why.clone()));
             }
+            if self.shared.shared {
+                return Ok(if seen.moved {
+                    Holding::Moved
+                } else {
+                    Holding::Steady
+                });
+            }
             let Some(why) = &seen.revoked else {
-                return Ok(());
+                return Ok(Holding::Steady);
             };
             if seen.held.is_subset(&seen.assigned) {
                 tracing::info!("the partitions a newcomer to the consumer group was given came back to this instance");
                 seen.revoked = None;
-                return Ok(());
+                return Ok(Holding::Steady);
             }
             if Instant::now() >= deadline {
                 return Err(Error::InUse(format!(
-                    "{why}, and stayed there for {} s: another consumer reads this application's input. weir runs an application as one instance; stop the other consumer (`kafka-consumer-groups --describe --members --group {}` lists the group's members)",
+                    "{why}, and stayed there for {} s: another consumer reads this application's input. This pipeline runs as one instance; stop the other consumer (`kafka-consumer-groups --describe --members --group {}` lists the group's members)",
                     REGAIN.as_secs(),
                     self.group
                 )));
@@ -418,7 +482,24 @@ impl Membership for KafkaMember {
         }
     }
 
+    fn moved(&self) -> bool {
+        self.shared.seen().moved
+    }
+
+    fn release(&self) {
+        let mut seen = self.shared.seen();
+        seen.held.clear();
+        seen.holding = false;
+        self.shared.changed.notify_all();
+    }
+
+    fn usable(&self) -> bool {
+        let seen = self.shared.seen();
+        seen.fenced.is_none() && seen.lost.is_none() && !seen.leaving
+    }
+
     fn leave(&self) {
+        self.release();
         self.shared.seen().leaving = true;
         // Unsubscribing sends the LeaveGroup that closing a static member
         // does not: its partitions move on now, not after its session.

@@ -4,6 +4,7 @@ mod client;
 mod member;
 mod sink;
 mod source;
+mod topics;
 mod txn;
 
 pub use client::{client_config, KafkaSettings, WeirContext};

@@ -10,13 +10,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
-use weir_core::commit::{ApplyFn, CommitPoint, GroupOffsets, Transaction, TxnInit};
+use weir_core::commit::{ApplyFn, CommitPoint, Forward, GroupOffsets, Transaction, TxnInit};
 use weir_core::sink::{Flushed, Sink, SinkWriter};
 use weir_core::source::DeadLetter;
 use weir_core::{Error, Record, Result};
@@ -26,9 +24,10 @@ use super::client::{
     PRODUCER_DEFAULTS,
 };
 use super::member::KafkaMember;
+use super::topics::{ensure_topic, partition_count, Wanted};
 use super::txn::{
-    producer_error, send, transaction_timeout, wait_delivered, Deliveries, Producer, ProducerCx,
-    TxnProducer,
+    producer_error, send, transaction_timeout, wait_delivered, Deliveries, Outgoing, Producer,
+    ProducerCx, TxnProducer,
 };
 
 /// How long a commit, an abort or a flush may take before it counts as failed.
@@ -285,12 +284,16 @@ impl<T> SinkWriter<T> for KafkaWriter<T> {
         self.key.clear();
         self.value.clear();
         let keyed = (self.encode)(item, &mut self.key, &mut self.value);
+        let record = Outgoing {
+            topic: &self.topic,
+            partition: None,
+            key: keyed.then_some(self.key.as_slice()),
+            value: Some(&self.value),
+            timestamp: None,
+        };
         send(
             &self.active.producer,
-            &self.topic,
-            None,
-            keyed.then_some(self.key.as_slice()),
-            Some(&self.value),
+            &record,
             self.headers.as_ref().map(|h| h(item)),
         )
         .map_err(|e| {
@@ -351,6 +354,25 @@ impl CommitPoint for KafkaCommit {
         transaction_timeout(epoch).map(|_| ())
     }
 
+    fn shards(&self, key_groups: u16) -> Result<Option<u16>> {
+        let out = &self.0;
+        let changelog = KafkaOutput { inner: out.clone() }.changelog_topic();
+        ensure_changelog(&out.settings, &changelog, key_groups).map(Some)
+    }
+
+    fn forwarder(&self, topic: &str) -> Result<Box<dyn Forward>> {
+        let active = self.0.active()?;
+        if active.plain.is_some() {
+            return Err(Error::State(format!(
+                "records for other instances go through `{topic}` only inside a transaction, and none is open"
+            )));
+        }
+        Ok(Box::new(KafkaForward {
+            active,
+            topic: topic.to_owned(),
+        }))
+    }
+
     fn open(&self, init: &TxnInit) -> Result<Box<dyn Transaction>> {
         let out = &self.0;
         let open_for = transaction_timeout(init.epoch)?;
@@ -381,7 +403,7 @@ impl CommitPoint for KafkaCommit {
             });
             let partitions = out.check_topics(Some(&changelog)).and_then(|n| match n {
                 0 => ensure_changelog(&out.settings, &changelog, init.key_groups),
-                n => partition_count(&changelog, n, &out.settings),
+                n => partition_count(&changelog, "changelog", n, &out.settings),
             });
             tracing::debug!(
                 elapsed_ms = started.elapsed().as_millis() as u64,
@@ -409,6 +431,32 @@ impl CommitPoint for KafkaCommit {
             deliveries,
             groups: HashMap::new(),
         }))
+    }
+}
+
+/// Sends records for other instances' shards into the open transaction.
+struct KafkaForward {
+    active: Active,
+    topic: String,
+}
+
+impl Forward for KafkaForward {
+    fn send(&mut self, shard: u16, key: &[u8], value: &[u8], timestamp: Option<i64>) -> Result<()> {
+        let record = Outgoing {
+            topic: &self.topic,
+            partition: Some(i32::from(shard)),
+            key: Some(key),
+            value: Some(value),
+            timestamp,
+        };
+        send(&self.active.producer, &record, None).map_err(|e| {
+            producer_error(
+                &format!("send to `{}`", self.topic),
+                &self.active.id,
+                e,
+                &self.active.producer,
+            )
+        })
     }
 }
 
@@ -489,8 +537,15 @@ impl Transaction for KafkaTransaction {
     fn restore(
         &mut self,
         from: &BTreeMap<u16, u64>,
+        shards: Option<&BTreeSet<u16>>,
         apply: &mut ApplyFn<'_>,
     ) -> Result<BTreeMap<u16, u64>> {
+        let restored: Vec<u16> = (0..self.partitions)
+            .filter(|p| shards.is_none_or(|s| s.contains(p)))
+            .collect();
+        if restored.is_empty() {
+            return Ok(from.clone());
+        }
         let settings = &self.out.settings;
         let restore_group = format!("{}-restore", self.out.app);
         let consumer: BaseConsumer<WeirContext> = client_config(
@@ -510,7 +565,7 @@ impl Transaction for KafkaTransaction {
         .create_with_context(WeirContext)
         .map_err(|e| kafka_error("cannot create a consumer", &settings.brokers, e))?;
         let mut tpl = TopicPartitionList::new();
-        for p in 0..self.partitions {
+        for &p in &restored {
             let offset = from
                 .get(&p)
                 .map_or(Offset::Beginning, |o| Offset::Offset(*o as i64));
@@ -520,7 +575,7 @@ impl Transaction for KafkaTransaction {
         consumer
             .assign(&tpl)
             .map_err(|e| kafka_error("cannot read the changelog", &settings.brokers, e))?;
-        let mut pending: BTreeSet<i32> = (0..i32::from(self.partitions)).collect();
+        let mut pending: BTreeSet<i32> = restored.iter().map(|&p| i32::from(p)).collect();
         let mut progress = Instant::now();
         let stall = settings.metadata_timeout.max(Duration::from_secs(10)) * 6;
         while !pending.is_empty() {
@@ -562,85 +617,27 @@ impl Transaction for KafkaTransaction {
     }
 }
 
-/// Partitions of a new changelog topic. Every partition an epoch writes to
-/// costs its transaction a commit marker, which the broker writes before the
-/// next transaction may start, so an epoch should touch few partitions; a
-/// restore reads every partition in one consumer either way. Key groups
-/// still partition the state; the topic just carries several per partition.
+/// Partitions of a new changelog topic, and so the shards of an
+/// application's keyed state among its instances (at most this many hold
+/// state at once; the repartition topic gets as many partitions). Every
+/// partition an epoch writes to costs its transaction a commit marker,
+/// which the broker writes before the next transaction may start, so an
+/// epoch should touch few partitions; a restore reads every partition in
+/// one consumer either way. Key groups still partition the state; the
+/// topic just carries several per partition.
 pub const CHANGELOG_PARTITIONS: u16 = 8;
 
 /// Creates the compacted changelog topic (with [`CHANGELOG_PARTITIONS`], at
 /// most one per key group) unless it exists; returns its partition count,
 /// which the existing topic decides.
 fn ensure_changelog(settings: &KafkaSettings, topic: &str, key_groups: u16) -> Result<u16> {
-    let admin: AdminClient<WeirContext> = client_config(settings, &[])?
-        .create_with_context(WeirContext)
-        .map_err(|e| kafka_error("cannot create an admin client", &settings.brokers, e))?;
-    let wanted = CHANGELOG_PARTITIONS.min(key_groups).max(1);
-    let new = NewTopic::new(topic, i32::from(wanted), TopicReplication::Fixed(-1))
-        .set("cleanup.policy", "compact");
-    let opts = AdminOptions::new().operation_timeout(Some(settings.metadata_timeout));
-    let results = block_on(admin.create_topics([&new], &opts))
-        .map_err(|e| kafka_error("cannot create the changelog topic", &settings.brokers, e))?;
-    for r in results {
-        match r {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, code)) => {
-                return Err(Error::Config(format!(
-                    "cannot create the changelog topic `{t}` on {}: {code}; create it (compacted, {wanted} partitions) or grant the right to",
-                    settings.brokers
-                )))
-            }
-        }
-    }
-    // A topic just created takes a moment to show in the metadata.
-    let deadline = Instant::now() + settings.metadata_timeout;
-    let partitions = loop {
-        let md = admin
-            .inner()
-            .fetch_metadata(Some(topic), settings.metadata_timeout)
-            .map_err(|e| kafka_error("cannot read metadata", &settings.brokers, e))?;
-        let n = md
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic && t.error().is_none())
-            .map_or(0, |t| t.partitions().len());
-        if n > 0 || Instant::now() >= deadline {
-            break n;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    partition_count(topic, partitions, settings)
-}
-
-/// The changelog's partition count as weir keeps it.
-fn partition_count(topic: &str, partitions: usize, settings: &KafkaSettings) -> Result<u16> {
-    match u16::try_from(partitions) {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(Error::Config(format!(
-            "the changelog topic `{topic}` shows {partitions} partitions on {}; wait for the brokers to settle, or delete the topic and let weir create it",
-            settings.brokers
-        ))),
-    }
-}
-
-/// Waits for a future on this thread (librdkafka's own threads complete
-/// the admin futures).
-fn block_on<F: std::future::Future>(fut: F) -> F::Output {
-    use std::task::{Context, Poll, Wake, Waker};
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        match fut.as_mut().poll(&mut cx) {
-            Poll::Ready(v) => return v,
-            Poll::Pending => std::thread::park(),
-        }
-    }
+    ensure_topic(
+        settings,
+        &Wanted {
+            topic,
+            role: "changelog",
+            partitions: CHANGELOG_PARTITIONS.min(key_groups).max(1),
+            configs: &[("cleanup.policy", "compact")],
+        },
+    )
 }

@@ -5,19 +5,22 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 
 use weir_core::commit::GroupOffsets;
 use weir_core::group::{GroupMemberInfo, Member};
-use weir_core::source::{ReadStatus, ResetTo, Resume, Source, SourceReader, TaskOffsets};
+use weir_core::source::{
+    Forwarded, ReadStatus, ResetTo, Resume, Source, SourceReader, TaskOffsets,
+};
 use weir_core::{Error, Record, Result};
 
 use super::client::{
     client_config, kafka_error, with_defaults, KafkaSettings, WeirContext, CONSUMER_DEFAULTS,
 };
-use super::member::{assigned_partitions, is_instance, static_id, KafkaMember};
+use super::member::{assigned_partitions, is_instance, static_id, JoinAs, KafkaMember};
+use super::topics::{delete_records, ensure_topic, Wanted};
 
 /// Where a new application (no checkpoint yet) starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +44,24 @@ pub struct KafkaSource {
     until_idle: Option<Duration>,
     admin: AdminConsumer,
     member: MemberSlot,
+    repartition: RepartitionSlot,
+}
+
+/// The repartition topic and its partition count, once prepared (see
+/// [`Source::repartition`]); shared by the source's clones.
+#[derive(Clone, Default)]
+struct RepartitionSlot(Arc<Mutex<Option<(String, u16)>>>);
+
+impl RepartitionSlot {
+    fn get(&self) -> Option<(String, u16)> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl std::fmt::Debug for RepartitionSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RepartitionSlot").field(&self.get()).finish()
+    }
 }
 
 /// This instance's member of the consumer group, once the run joined it
@@ -90,6 +111,7 @@ impl KafkaSource {
             until_idle: None,
             admin: AdminConsumer::default(),
             member: MemberSlot::default(),
+            repartition: RepartitionSlot::default(),
         }
     }
 
@@ -199,16 +221,99 @@ impl KafkaSource {
     }
 
     fn partition_of(&self, task: &str) -> Result<i32> {
-        task.strip_prefix(&self.topic)
-            .and_then(|r| r.strip_prefix('-'))
-            .and_then(|p| p.parse().ok())
-            .ok_or_else(|| {
-                Error::Config(format!(
-                    "`{task}` is not a partition of topic `{}`",
-                    self.topic
-                ))
-            })
+        partition_in(task, &self.topic).ok_or_else(|| {
+            Error::Config(format!(
+                "`{task}` is not a partition of topic `{}`",
+                self.topic
+            ))
+        })
     }
+
+    /// The topic and partition of `task`: the input's, or the repartition
+    /// topic's once prepared.
+    fn topic_partition(&self, task: &str) -> Result<(String, i32)> {
+        if let Some(p) = partition_in(task, &self.topic) {
+            return Ok((self.topic.clone(), p));
+        }
+        if let Some((topic, _)) = self.repartition.get() {
+            if let Some(p) = partition_in(task, &topic) {
+                return Ok((topic, p));
+            }
+        }
+        self.partition_of(task).map(|p| (self.topic.clone(), p))
+    }
+
+    /// The repartition topic's tasks, once prepared.
+    fn shard_tasks(&self) -> Vec<String> {
+        self.repartition
+            .get()
+            .map(|(topic, n)| (0..n).map(|s| format!("{topic}-{s}")).collect())
+            .unwrap_or_default()
+    }
+
+    /// A reader of `partition` of `topic` from offset `start`, whose
+    /// records `decode` makes values of.
+    fn reader<T>(
+        &self,
+        task: &str,
+        topic: &str,
+        partition: i32,
+        start: i64,
+        decode: Decode<T>,
+    ) -> Result<PartitionReader<T>> {
+        let consumer = self.consumer()?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(start))
+            .map_err(|e| kafka_error("bad offset", &self.settings.brokers, e))?;
+        consumer
+            .assign(&tpl)
+            .map_err(|e| kafka_error("cannot assign", &self.settings.brokers, e))?;
+        Ok(PartitionReader {
+            consumer,
+            task: task.to_owned(),
+            topic: topic.to_owned(),
+            partition,
+            next: start as u64,
+            until_idle: self.until_idle,
+            idle_since: None,
+            checked: None,
+            copied: None,
+            source: self.clone(),
+            decode,
+            drain: false,
+        })
+    }
+}
+
+/// The partition of `topic` that task `task` (`<topic>-<partition>`) reads.
+fn partition_in(task: &str, topic: &str) -> Option<i32> {
+    task.strip_prefix(topic)
+        .and_then(|r| r.strip_prefix('-'))
+        .and_then(|p| p.parse().ok())
+}
+
+/// Makes a value of a record (its task, offset and message).
+type Decode<T> = fn(&str, u64, &BorrowedMessage<'_>) -> Result<T>;
+
+/// An input record's value as UTF-8 text.
+fn utf8_value(task: &str, offset: u64, m: &BorrowedMessage<'_>) -> Result<String> {
+    let payload = m.payload().unwrap_or_default();
+    std::str::from_utf8(payload)
+        .map(str::to_owned)
+        .map_err(|e| Error::BadInput {
+            task: task.to_owned(),
+            position: offset,
+            message: format!("value is not UTF-8: {e}"),
+            raw: Some(payload.to_vec()),
+        })
+}
+
+/// A record another instance forwarded: its encoded key and value.
+fn forwarded(_task: &str, _offset: u64, m: &BorrowedMessage<'_>) -> Result<Forwarded> {
+    Ok(Forwarded {
+        key: m.key().unwrap_or_default().to_vec(),
+        value: m.payload().unwrap_or_default().to_vec(),
+    })
 }
 
 impl Source for KafkaSource {
@@ -240,6 +345,7 @@ impl Source for KafkaSource {
     }
 
     fn members(&self) -> Result<Vec<GroupMemberInfo>> {
+        let repartition = self.repartition.get().map(|(topic, _)| topic);
         self.with_admin(|consumer| {
             let groups = consumer
                 .fetch_group_list(Some(&self.group), self.settings.metadata_timeout)
@@ -256,33 +362,41 @@ impl Source for KafkaSource {
                 .filter(|g| g.name() == self.group)
                 .flat_map(|g| g.members())
                 .map(|m| {
-                    let mut partitions =
-                        assigned_partitions(m.assignment().unwrap_or_default(), &self.topic);
-                    partitions.sort_unstable();
+                    let raw = m.assignment().unwrap_or_default();
+                    let mut tasks = Vec::new();
+                    for topic in std::iter::once(self.topic.clone()).chain(repartition.clone()) {
+                        let mut partitions = assigned_partitions(raw, &topic);
+                        partitions.sort_unstable();
+                        tasks.extend(partitions.into_iter().map(|p| format!("{topic}-{p}")));
+                    }
                     GroupMemberInfo {
                         member: m.id().to_owned(),
                         client: m.client_id().to_owned(),
                         host: m.client_host().to_owned(),
-                        tasks: partitions
-                            .into_iter()
-                            .map(|p| format!("{}-{p}", self.topic))
-                            .collect(),
+                        tasks,
                     }
                 })
                 .collect())
         })
     }
 
-    fn join(&self, instance: &str) -> Result<Option<Member>> {
-        let partitions = self.tasks()?.len();
-        let member = KafkaMember::join(
-            &self.settings,
-            &self.group,
-            &self.topic,
+    fn join(&self, instance: &str, shared: bool) -> Result<Option<Member>> {
+        let mut topics = vec![self.topic.clone()];
+        let mut partitions = self.tasks()?.len();
+        if let Some((topic, shards)) = self.repartition.get() {
+            topics.push(topic);
+            partitions += usize::from(shards);
+        }
+        let at = JoinAs {
+            group: &self.group,
+            topics,
             instance,
             partitions,
-            &|| Ok(!self.active_readers(Some(instance))?.is_empty()),
-        )?;
+            shared,
+        };
+        let member = KafkaMember::join(&self.settings, &at, &|| {
+            Ok(!self.active_readers(Some(instance))?.is_empty())
+        })?;
         self.member.set(member.clone());
         Ok(Some(member as Member))
     }
@@ -292,9 +406,11 @@ impl Source for KafkaSource {
             let timeout = self.settings.metadata_timeout;
             let brokers = &self.settings.brokers;
             let mut tpl = TopicPartitionList::new();
-            let tasks = self.tasks_with(consumer)?;
+            let mut tasks = self.tasks_with(consumer)?;
+            tasks.extend(self.shard_tasks());
             for task in &tasks {
-                tpl.add_partition(&self.topic, self.partition_of(task)?);
+                let (topic, p) = self.topic_partition(task)?;
+                tpl.add_partition(&topic, p);
             }
             let committed = consumer
                 .committed_offsets(tpl, timeout)
@@ -302,15 +418,14 @@ impl Source for KafkaSource {
             tasks
                 .into_iter()
                 .map(|task| {
-                    let p = self.partition_of(&task)?;
+                    let (topic, p) = self.topic_partition(&task)?;
                     let (_, high) = consumer
-                        .fetch_watermarks(&self.topic, p, timeout)
+                        .fetch_watermarks(&topic, p, timeout)
                         .map_err(|e| kafka_error("cannot read offsets", brokers, e))?;
-                    let committed =
-                        match committed.find_partition(&self.topic, p).map(|e| e.offset()) {
-                            Some(Offset::Offset(o)) if o >= 0 => Some(o as u64),
-                            _ => None,
-                        };
+                    let committed = match committed.find_partition(&topic, p).map(|e| e.offset()) {
+                        Some(Offset::Offset(o)) if o >= 0 => Some(o as u64),
+                        _ => None,
+                    };
                     Ok(TaskOffsets {
                         task,
                         committed,
@@ -336,7 +451,10 @@ impl Source for KafkaSource {
     fn group_offsets(&self, positions: &BTreeMap<String, u64>) -> Result<Option<GroupOffsets>> {
         let offsets = positions
             .iter()
-            .map(|(task, pos)| Ok((self.topic.clone(), self.partition_of(task)?, *pos)))
+            .map(|(task, pos)| {
+                let (topic, p) = self.topic_partition(task)?;
+                Ok((topic, p, *pos))
+            })
             .collect::<Result<_>>()?;
         Ok(Some(GroupOffsets {
             group: self.group.clone(),
@@ -383,30 +501,86 @@ impl Source for KafkaSource {
                 self.with_admin(|c| self.offset_at(c, partition, ResetTo::Timestamp(ts)))?
             }
         };
-        let consumer = self.consumer()?;
-        let offset = Offset::Offset(start);
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.topic, partition, offset)
-            .map_err(|e| kafka_error("bad offset", &self.settings.brokers, e))?;
-        consumer
-            .assign(&tpl)
-            .map_err(|e| kafka_error("cannot assign", &self.settings.brokers, e))?;
-        Ok(Box::new(PartitionReader {
-            consumer,
-            task: task.to_owned(),
-            topic: self.topic.clone(),
+        Ok(Box::new(self.reader(
+            task,
+            &self.topic,
             partition,
-            next: start as u64,
-            until_idle: self.until_idle,
-            idle_since: None,
-            checked: None,
-            copied: None,
-            source: self.clone(),
-        }))
+            start,
+            utf8_value,
+        )?))
+    }
+
+    fn repartition(&self, shards: u16) -> Result<Option<String>> {
+        let topic = format!("{}-repartition", self.group);
+        // Kept until read and purged: an application that stays down long
+        // loses nothing to retention (as Kafka Streams keeps its own).
+        let found = ensure_topic(
+            &self.settings,
+            &Wanted {
+                topic: &topic,
+                role: "repartition",
+                partitions: shards,
+                configs: &[("cleanup.policy", "delete"), ("retention.ms", "-1")],
+            },
+        )?;
+        if found != shards {
+            return Err(Error::Config(format!(
+                "the repartition topic `{topic}` on {} has {found} partitions, but this application's state is split into {shards} shards (the partitions of its changelog); with another count, records would reach instances that do not hold their key group. Stop every instance, delete `{topic}` (kafka-topics --delete --topic {topic}) and let weir make it again",
+                self.settings.brokers
+            )));
+        }
+        *self.repartition.0.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((topic.clone(), shards));
+        Ok(Some(topic))
+    }
+
+    fn open_shard(
+        &self,
+        shard: u16,
+        from: Option<u64>,
+        drain: bool,
+    ) -> Result<Box<dyn SourceReader<Forwarded>>> {
+        let Some((topic, _)) = self.repartition.get() else {
+            return Err(Error::State(format!(
+                "shard {shard} opened before the repartition topic was prepared"
+            )));
+        };
+        let task = format!("{topic}-{shard}");
+        let partition = i32::from(shard);
+        let start = match from {
+            Some(p) => p as i64,
+            // No holder ever committed a position: every record there is
+            // still to be processed, from the first one retained.
+            None => self.with_admin(|c| {
+                c.fetch_watermarks(&topic, partition, self.settings.metadata_timeout)
+                    .map(|(low, _)| low)
+                    .map_err(|e| kafka_error("cannot read offsets", &self.settings.brokers, e))
+            })?,
+        };
+        let mut reader = self.reader(&task, &topic, partition, start, forwarded)?;
+        reader.drain = drain;
+        Ok(Box::new(reader))
+    }
+
+    fn purge(&self, positions: &BTreeMap<String, u64>) -> Result<()> {
+        let Some((topic, _)) = self.repartition.get() else {
+            return Ok(());
+        };
+        let mut tpl = TopicPartitionList::new();
+        for (task, pos) in positions {
+            if let Some(p) = partition_in(task, &topic) {
+                tpl.add_partition_offset(&topic, p, Offset::Offset(*pos as i64))
+                    .map_err(|e| kafka_error("bad offset", &self.settings.brokers, e))?;
+            }
+        }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        delete_records(&self.settings, &tpl)
     }
 }
 
-struct PartitionReader {
+struct PartitionReader<T> {
     consumer: BaseConsumer<WeirContext>,
     task: String,
     topic: String,
@@ -421,9 +595,12 @@ struct PartitionReader {
     copied: Option<u64>,
     /// To make a new consumer when this one is stuck.
     source: KafkaSource,
+    decode: Decode<T>,
+    /// Ends at the partition's end (see [`Source::open_shard`]).
+    drain: bool,
 }
 
-impl Drop for PartitionReader {
+impl<T> Drop for PartitionReader<T> {
     /// The last copy to the group waits for its outcome, so that a finished
     /// run leaves the group at its last checkpoint.
     fn drop(&mut self) {
@@ -445,7 +622,7 @@ impl Drop for PartitionReader {
 /// broker holds records past its position.
 const STALL_CHECK: Duration = Duration::from_secs(5);
 
-impl PartitionReader {
+impl<T> PartitionReader<T> {
     /// Copies a committed position to the consumer group: as the
     /// instance's member when it joined one (a group with members refuses
     /// commits from outside it), else as a client of the group.
@@ -476,6 +653,7 @@ impl PartitionReader {
             Ok((_, high)) => high.max(0) as u64 > self.next,
             Err(_) => true,
         };
+        tracing::debug!(task = %self.task, position = self.next, behind, "an idle partition checked against its end");
         if !behind {
             return;
         }
@@ -530,8 +708,8 @@ impl PartitionReader {
     }
 }
 
-impl SourceReader<String> for PartitionReader {
-    fn read(&mut self, out: &mut Vec<Record<(), String>>, max: usize) -> Result<ReadStatus> {
+impl<T: Send> SourceReader<T> for PartitionReader<T> {
+    fn read(&mut self, out: &mut Vec<Record<(), T>>, max: usize) -> Result<ReadStatus> {
         let mut timeout = Duration::from_millis(50);
         for _ in 0..max {
             let Some(result) = self.consumer.poll(timeout) else {
@@ -547,15 +725,7 @@ impl SourceReader<String> for PartitionReader {
                     self.idle_since = None;
                     let offset = m.offset() as u64;
                     self.next = offset + 1;
-                    let payload = m.payload().unwrap_or_default();
-                    let value = std::str::from_utf8(payload)
-                        .map_err(|e| Error::BadInput {
-                            task: self.task.clone(),
-                            position: offset,
-                            message: format!("value is not UTF-8: {e}"),
-                            raw: Some(payload.to_vec()),
-                        })?
-                        .to_owned();
+                    let value = (self.decode)(&self.task, offset, &m)?;
                     let mut r = Record::new((), value);
                     r.timestamp = m.timestamp().to_millis();
                     out.push(r);
@@ -564,10 +734,12 @@ impl SourceReader<String> for PartitionReader {
                     // Past the end's transaction markers too: a group at
                     // this position shows no lag.
                     self.skip_to_position();
-                    return Ok(if out.is_empty() {
-                        self.idle()
-                    } else {
+                    return Ok(if !out.is_empty() {
                         ReadStatus::More
+                    } else if self.drain {
+                        ReadStatus::End
+                    } else {
+                        self.idle()
                     });
                 }
                 Err(e) => {

@@ -232,7 +232,14 @@ impl TxnProducer {
         key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<()> {
-        send(&self.producer, topic, partition, Some(key), value, None)
+        let record = Outgoing {
+            topic,
+            partition,
+            key: Some(key),
+            value,
+            timestamp: None,
+        };
+        send(&self.producer, &record, None)
             .map_err(|e| producer_error("send", &self.id, e, &self.producer))
     }
 
@@ -336,28 +343,39 @@ pub(crate) fn wait_delivered(
     Ok(())
 }
 
+/// A record to send.
+pub(crate) struct Outgoing<'a> {
+    pub(crate) topic: &'a str,
+    /// Its partition; the producer's partitioner picks one when `None`.
+    pub(crate) partition: Option<i32>,
+    pub(crate) key: Option<&'a [u8]>,
+    pub(crate) value: Option<&'a [u8]>,
+    /// Its timestamp (ms); the time of sending when `None`.
+    pub(crate) timestamp: Option<i64>,
+}
+
 /// Sends one record, waiting while the local queue is full (the producer's
 /// own thread drains it).
 pub(crate) fn send(
     producer: &Producer,
-    topic: &str,
-    partition: Option<i32>,
-    key: Option<&[u8]>,
-    value: Option<&[u8]>,
+    out: &Outgoing<'_>,
     headers: Option<rdkafka::message::OwnedHeaders>,
 ) -> std::result::Result<(), KafkaError> {
-    let mut record = BaseRecord::<[u8], [u8]>::to(topic);
+    let mut record = BaseRecord::<[u8], [u8]>::to(out.topic);
     if let Some(h) = headers {
         record = record.headers(h);
     }
-    if let Some(k) = key {
+    if let Some(k) = out.key {
         record = record.key(k);
     }
-    if let Some(v) = value {
+    if let Some(v) = out.value {
         record = record.payload(v);
     }
-    if let Some(p) = partition {
+    if let Some(p) = out.partition {
         record = record.partition(p);
+    }
+    if let Some(ts) = out.timestamp {
+        record = record.timestamp(ts);
     }
     loop {
         match producer.send(record) {

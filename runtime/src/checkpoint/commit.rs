@@ -1,5 +1,7 @@
 //! The commit point: one trait, two implementations (ARCHITECTURE §4).
 
+use std::collections::BTreeSet;
+
 use weir_core::sink::SyncFn;
 use weir_core::Result;
 
@@ -17,6 +19,10 @@ pub(crate) struct Checkpoint {
     pub(crate) syncs: Vec<SyncFn>,
     /// The run's last epoch: no epoch follows it.
     pub(crate) last: bool,
+    /// The source tasks of this run, whose positions it commits: the
+    /// manifest keeps the others' last known positions too, which belong
+    /// to whichever instance holds those tasks now.
+    pub(crate) tasks: BTreeSet<String>,
 }
 
 /// Lets the next epoch start.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use weir_core::group::Member;
+use weir_core::group::{Holding, Member};
 use weir_core::{Error, Result};
 
 use super::{Acks, Checkpoint, Commit, Control, Release, Retention, RunSummary};
@@ -43,6 +43,9 @@ pub(crate) struct Coordinator {
     member: Option<Member>,
     /// A commit panicked midway.
     crashed: AtomicBool,
+    /// The group moved tasks: the open epoch is the run's last, and the
+    /// instance goes on with a run over what the group assigns next.
+    handover: AtomicBool,
 }
 
 fn closed() -> Error {
@@ -79,6 +82,7 @@ impl Coordinator {
             stop: false,
             member: None,
             crashed: AtomicBool::new(false),
+            handover: AtomicBool::new(false),
         }
     }
 
@@ -115,6 +119,7 @@ impl Coordinator {
             self.retention.finish().await;
         }
         result?;
+        summary.handovers = u64::from(self.handover.load(Ordering::Relaxed));
         summary.records_read = self.metrics.records_read.load(Ordering::Relaxed);
         summary.skipped = self.metrics.skipped.load(Ordering::Relaxed);
         Ok(summary)
@@ -195,12 +200,21 @@ impl Coordinator {
         events: &mut mpsc::UnboundedReceiver<Event>,
         deadline: Instant,
     ) -> Result<bool> {
+        // How often the group is asked whether it moved tasks.
+        let mut rebalances = tokio::time::interval(Duration::from_millis(50));
+        rebalances.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
-            if self.finished == self.sources || self.stop {
+            if self.finished == self.sources || self.stop || self.handover.load(Ordering::Relaxed) {
                 return Ok(true);
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return Ok(false),
+                _ = rebalances.tick(), if self.member.is_some() => {
+                    if self.member.as_ref().is_some_and(|m| m.moved()) {
+                        tracing::info!("the consumer group moved tasks: committing the open epoch, then going on with the new assignment");
+                        self.handover.store(true, Ordering::Relaxed);
+                    }
+                }
                 ev = events.recv() => match ev {
                     Some(Event::SourceFinished) => self.finished += 1,
                     Some(Event::Failed(e)) => return Err(e),
@@ -265,7 +279,11 @@ impl Coordinator {
         epoch: u64,
     ) -> Result<(Manifest, Option<Instant>)> {
         if let Some(member) = &self.member {
-            member.check()?;
+            if member.check()? == Holding::Moved {
+                // This epoch still commits (the group's generation is the
+                // one it read in); the next one ends the run at once.
+                self.handover.store(true, Ordering::Relaxed);
+            }
         }
         let released_at = Arc::new(OnceLock::new());
         let release: Release = if checkpoint.last {

@@ -73,6 +73,7 @@ impl Acks {
         let mut manifest = committed.clone();
         manifest.epoch = self.epoch;
         manifest.time_ms = now_ms();
+        let tasks = self.positions.keys().cloned().collect();
         // Tasks no longer listed keep their entries: their input may come back.
         manifest.sources.extend(self.positions);
         let mut syncs = Vec::new();
@@ -87,6 +88,7 @@ impl Acks {
             writes: self.writes,
             syncs,
             last,
+            tasks,
         }
     }
 }

@@ -11,6 +11,9 @@ pub struct RunSummary {
     pub records_read: u64,
     /// Records skipped by the bad-input policy.
     pub skipped: u64,
+    /// Times the consumer group moved tasks and the instance went on with
+    /// what it assigned next (each such run ends with a commit).
+    pub handovers: u64,
     /// Per committed epoch: from the moment every task acknowledged its
     /// barrier (the epoch's writes are handed over) to the commit being
     /// durable. The checkpoint's own cost.
@@ -19,4 +22,17 @@ pub struct RunSummary {
     /// acknowledgement, i.e. how long the records queued before the barrier
     /// took to be processed.
     pub align_times: crate::Histogram,
+}
+
+impl RunSummary {
+    /// Adds a later run of the same process (after a handover) to this one.
+    pub(crate) fn absorb(&mut self, later: RunSummary) {
+        self.commits += later.commits;
+        self.last_epoch = self.last_epoch.max(later.last_epoch);
+        self.records_read += later.records_read;
+        self.skipped += later.skipped;
+        self.handovers += later.handovers;
+        self.commit_times.merge(&later.commit_times);
+        self.align_times.merge(&later.align_times);
+    }
 }

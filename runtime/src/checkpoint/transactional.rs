@@ -9,7 +9,7 @@
 //! and the manifest in one unsynced batch. Recovery (fencing, the roll
 //! forward from the changelog) is in `recovery::changelog`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use weir_core::commit::{CommitPoint, GroupOffsets, Transaction, TxnInit};
@@ -36,13 +36,21 @@ pub(crate) struct RunInit {
     pub(crate) instance: String,
     /// The epoch length.
     pub(crate) epoch: std::time::Duration,
+    /// The shards whose state the run holds; every shard when `None`.
+    pub(crate) shards: Option<BTreeSet<u16>>,
 }
+
+/// How often the records of the repartition topic that this instance read
+/// and committed are purged (Kafka Streams' `repartition.purge.interval.ms`).
+const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The open transactional commit point of a run.
 pub(crate) struct Transactional {
     txn: Mutex<Box<dyn Transaction>>,
     source: Arc<dyn SourceAdmin>,
     store: Arc<Store>,
+    /// When the repartition topic was last purged.
+    purged: Mutex<std::time::Instant>,
 }
 
 /// A commit's outcome as the coordinator needs it: a fenced instance stops,
@@ -79,13 +87,14 @@ impl Transactional {
         if manifest.reseed {
             changelog::seed(&mut *txn, &*source, &store, manifest)?;
         } else {
-            changelog::roll_forward(&mut *txn, &*source, &store, manifest)?;
+            changelog::roll_forward(&mut *txn, &*source, &store, manifest, init.shards.as_ref())?;
         }
         txn.begin()?;
         Ok(Transactional {
             txn: Mutex::new(txn),
             source,
             store,
+            purged: Mutex::new(std::time::Instant::now()),
         })
     }
 
@@ -100,10 +109,12 @@ impl Transactional {
                 t.changelog(group_of(k).unwrap_or(0), k, v.as_deref())?;
             }
             let sent = started.elapsed();
+            // Only this run's tasks: another instance commits the others'.
             let plain = checkpoint
                 .manifest
                 .sources
                 .iter()
+                .filter(|(task, _)| checkpoint.tasks.contains(*task))
                 .map(|(task, p)| (task.clone(), p.position))
                 .collect();
             let offsets = group_offsets(&*self.source, &mut **t, &plain)?;
@@ -123,6 +134,36 @@ impl Transactional {
             t.begin().map_err(aborted)?;
         }
         Ok(())
+    }
+}
+
+impl Transactional {
+    /// Now and then, drops the records of the repartition topic below the
+    /// committed positions of this run's `tasks` in `manifest`: read and
+    /// committed, they are never read again. Advisory: a failure is logged.
+    fn purge(&self, manifest: &Manifest, tasks: &BTreeSet<String>) {
+        {
+            let mut purged = self.purged.lock().unwrap_or_else(|p| p.into_inner());
+            if purged.elapsed() < PURGE_EVERY {
+                return;
+            }
+            *purged = std::time::Instant::now();
+        }
+        let positions: BTreeMap<String, u64> = manifest
+            .sources
+            .iter()
+            .filter(|(task, _)| tasks.contains(*task))
+            .map(|(task, p)| (task.clone(), p.position))
+            .collect();
+        // Off the commit path: a slow broker must not hold the next epoch.
+        let source = self.source.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = source.purge(&positions) {
+                tracing::warn!(
+                    "cannot purge the repartition topic (its records stay until the next try): {e}"
+                );
+            }
+        });
     }
 }
 
@@ -150,11 +191,13 @@ impl Commit for Transactional {
         let Checkpoint {
             mut manifest,
             writes,
+            tasks,
             ..
         } = checkpoint;
         manifest.changelog.extend(self.lock().changelog_positions());
         self.store.apply_committed(writes, &manifest)?;
         crash_point(failpoints::AFTER_STATE_BATCH);
+        self.purge(&manifest, &tasks);
         Ok(manifest)
     }
 }

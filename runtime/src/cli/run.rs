@@ -6,7 +6,7 @@ use weir_core::{Error, Result};
 
 use super::{App, Build};
 use crate::checkpoint::RunSummary;
-use crate::instance::{run_once, shutdown_signals, Retry};
+use crate::instance::{run_once, shutdown_signals, Membership, Retry};
 use crate::{Config, Pipeline};
 
 impl App {
@@ -27,6 +27,7 @@ impl App {
         let mut pipeline = Some(pipeline);
         let mut replay_from = replay_from;
         let mut retry = Retry::default();
+        let mut membership = Membership::default();
         let summary = loop {
             let p = match pipeline.take() {
                 Some(p) => p,
@@ -36,14 +37,27 @@ impl App {
                 }
             };
             let mut committed = false;
-            let run = run_once(p, &config, replay_from, shutdown.clone(), &mut committed);
+            let run = run_once(
+                p,
+                &config,
+                replay_from,
+                shutdown.clone(),
+                &mut committed,
+                &mut membership,
+            );
             match rt.block_on(run) {
                 Ok(summary) => break summary,
-                Err(e) => retry.after(e, committed)?,
+                Err(e) => {
+                    if let Err(e) = retry.after(e, committed) {
+                        rt.block_on(membership.leave());
+                        return Err(e);
+                    }
+                }
             }
             // A replay is done once its state is in place: never twice.
             replay_from = None;
         };
+        rt.block_on(membership.leave());
         tracing::info!(
             commits = summary.commits,
             epoch = summary.last_epoch,
@@ -69,5 +83,16 @@ pub async fn run(
     replay_from: Option<u64>,
 ) -> Result<RunSummary> {
     let shutdown = shutdown_signals(&tokio::runtime::Handle::current())?;
-    run_once(pipeline, config, replay_from, shutdown, &mut false).await
+    let mut membership = Membership::default();
+    let result = run_once(
+        pipeline,
+        config,
+        replay_from,
+        shutdown,
+        &mut false,
+        &mut membership,
+    )
+    .await;
+    membership.leave().await;
+    result
 }

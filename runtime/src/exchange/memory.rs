@@ -4,9 +4,9 @@
 use tokio::sync::mpsc;
 use weir_core::exec::EncodedKeys;
 use weir_core::keygroup::{key_group, owner};
-use weir_core::{Key, Record, Result};
+use weir_core::{Codec, Key, Record, Result};
 
-use super::{worker_gone, Exchange, Msg};
+use super::{worker_gone, Exchange, Msg, Remote};
 use crate::plan::Split;
 use crate::stage::FlushedSink;
 
@@ -24,9 +24,11 @@ pub(crate) struct InMemory<K, T, V> {
     batch: usize,
     key_groups: u16,
     key_buf: Vec<u8>,
+    /// Records of key groups held by other instances go there.
+    remote: Option<Remote>,
 }
 
-impl<K: Key, T: Send + 'static, V: Send + 'static> InMemory<K, T, V> {
+impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> InMemory<K, T, V> {
     /// The exchange of source task number `source`, sending batches of up
     /// to `batch` records to the workers behind `txs`.
     pub(crate) fn new(
@@ -46,7 +48,14 @@ impl<K: Key, T: Send + 'static, V: Send + 'static> InMemory<K, T, V> {
             batch,
             key_groups,
             key_buf: Vec::new(),
+            remote: None,
         }
+    }
+
+    /// Sends the records of key groups this run does not hold to `remote`.
+    pub(crate) fn with_remote(mut self, remote: Option<Remote>) -> Self {
+        self.remote = remote;
+        self
     }
 
     fn send(&mut self, w: usize) -> Result<()> {
@@ -68,12 +77,17 @@ impl<K: Key, T: Send + 'static, V: Send + 'static> InMemory<K, T, V> {
     }
 }
 
-impl<K: Key, T: Send + 'static, V: Send + 'static> Exchange<T> for InMemory<K, T, V> {
+impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Exchange<T> for InMemory<K, T, V> {
     fn push(&mut self, record: Record<(), T>) -> Result<()> {
         let (key, value) = (self.split)(record.value);
         self.key_buf.clear();
         weir_core::encode_key(&key, &mut self.key_buf)?;
         let group = key_group(&self.key_buf, self.key_groups);
+        if let Some(remote) = &mut self.remote {
+            if !remote.holds(group) {
+                return remote.send(group, &self.key_buf, &value, record.timestamp);
+            }
+        }
         let w = owner(group, self.txs.len(), self.key_groups);
         self.keys[w].push(&self.key_buf, group)?;
         self.bufs[w].push(Record {

@@ -1,16 +1,20 @@
 //! The exchange: where a source task sends its records.
 //!
 //! A keyed pipeline routes every record to the worker that owns its key
-//! group ([`InMemory`], inside one instance); an unkeyed one writes each
+//! group ([`InMemory`], inside one instance), or, when another instance
+//! holds the key group's shard, to that instance through the repartition
+//! topic ([`Remote`], read there by a [`ShardReader`]); an unkeyed one writes each
 //! task's records straight to its own sink output ([`Direct`]). Either way
 //! a barrier goes the same path as the records before it, so that a worker
 //! that has every source's barrier has exactly the epoch's records.
 
 mod direct;
 mod memory;
+mod remote;
 
 pub(crate) use direct::Direct;
 pub(crate) use memory::InMemory;
+pub(crate) use remote::{Remote, ShardReader};
 
 use weir_core::exec::EncodedKeys;
 use weir_core::{Error, Record, Result};

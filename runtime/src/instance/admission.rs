@@ -96,16 +96,24 @@ pub(crate) fn check_fingerprint(m: &Manifest, pipeline: &Signature, dir: &Path) 
 }
 
 /// Joins the group that shares the source's tasks among the application's
-/// instances, as instance `instance`, and refuses the run unless the group
-/// gave this instance every task: until tasks follow partitions across
-/// instances, an application runs as one instance (ARCHITECTURE §7), and
-/// two instances of it reading one partition would double its output.
-/// Blocking.
-pub(crate) fn join_group(source: &dyn SourceAdmin, instance: &str) -> Result<Option<Member>> {
-    let Some(member) = source.join(instance)? else {
+/// instances, as instance `instance`. With `shared`, the instances share
+/// the tasks (ARCHITECTURE §7) and any share is admitted. Without, the
+/// pipeline runs as one instance (its commit point is local, or it is not
+/// exactly-once): the run is refused unless the group gave this instance
+/// every task, as two instances reading one partition would double its
+/// output. Blocking.
+pub(crate) fn join_group(
+    source: &dyn SourceAdmin,
+    instance: &str,
+    shared: bool,
+) -> Result<Option<Member>> {
+    let Some(member) = source.join(instance, shared)? else {
         return Ok(None);
     };
-    let admitted = member.check().and_then(|()| {
+    if shared {
+        return Ok(Some(member));
+    }
+    let admitted = member.check().and_then(|_| {
         let tasks = tasks_of(source)?;
         let assigned: BTreeSet<String> = member.assigned().into_iter().collect();
         let missing: Vec<&String> = tasks.iter().filter(|t| !assigned.contains(*t)).collect();
@@ -117,7 +125,7 @@ pub(crate) fn join_group(source: &dyn SourceAdmin, instance: &str) -> Result<Opt
             .map(|r| r.join(", "))
             .unwrap_or_else(|e| format!("members the group cannot describe now: {e}"));
         Err(Error::InUse(format!(
-            "run refused: another instance of this application joined its consumer group first ({others}) and holds {} of the input's {} partitions; weir runs an application as one instance, and a second one reading the same partitions would double the output. Stop the other instance first, or give this pipeline its own --application-id",
+            "run refused: another instance of this application joined its consumer group first ({others}) and holds {} of the input's {} partitions; this pipeline runs as one instance (its checkpoints are local, or it is not exactly-once), and a second one reading the same partitions would double the output. Stop the other instance first, or give this pipeline its own --application-id",
             missing.len(),
             tasks.len()
         )))
@@ -129,4 +137,28 @@ pub(crate) fn join_group(source: &dyn SourceAdmin, instance: &str) -> Result<Opt
             Err(e)
         }
     }
+}
+
+/// Refuses to run while the group has a member that is not an instance of
+/// this application (a consumer started with its group id): it would take
+/// tasks and commit nothing of them, or read them twice. Blocking.
+pub(crate) fn refuse_strangers(source: &dyn SourceAdmin) -> Result<()> {
+    let strangers: Vec<String> = source
+        .members()?
+        .into_iter()
+        .filter(|m| !m.client.starts_with("weir-"))
+        .map(|m| {
+            format!(
+                "member `{}` (client `{}` on {})",
+                m.member, m.client, m.host
+            )
+        })
+        .collect();
+    if strangers.is_empty() {
+        return Ok(());
+    }
+    Err(Error::InUse(format!(
+        "run refused: the application's consumer group has members that are not instances of it: {}. Their share of the input would be read outside the application's transactions; stop them (`kafka-consumer-groups --describe --members --group GROUP` lists them)",
+        strangers.join(", ")
+    )))
 }

@@ -2,17 +2,18 @@
 //! the sources), the workers and source threads, and the coordinator until
 //! the run ends.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use weir_core::keygroup::owned_range;
 use weir_core::source::DeadLetter;
-use weir_core::{Error, Key, Result};
+use weir_core::{Codec, Error, Key, Result};
 
 use crate::checkpoint::{Commit, Control, Coordinator, Retention, RunSummary};
-use crate::exchange::{Direct, InMemory};
+use crate::exchange::{Direct, InMemory, Remote, ShardReader};
 use crate::failpoints::{self, crash_point};
-use crate::plan::{tasks_of, DirectJob, Job, JobEnv, KeyedJob};
+use crate::plan::{tasks_of, DirectJob, Job, JobEnv, KeyedJob, Split};
 use crate::recovery::{open_commit, resume_points, SinkRecovery};
 use crate::stage::{BoxFuture, Metrics, SideSinks, SinkStage, SourceAdmin, StageInit};
 use crate::state::CachedState;
@@ -54,7 +55,7 @@ fn dead_letters(
         .map(|task| {
             let init = StageInit {
                 task: task.clone(),
-                groups: 0..0,
+                groups: Vec::new(),
                 key_groups: env.manifest.key_groups,
                 truncate_to: truncate,
             };
@@ -109,14 +110,55 @@ fn coordinator(
     .with_member(env.member.clone())
 }
 
-impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
+impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T, V> {
     fn source(&self) -> Arc<dyn SourceAdmin> {
         self.side.clone()
     }
 
-    fn run(self: Box<Self>, mut env: JobEnv) -> BoxFuture<'static, Result<RunSummary>> {
+    fn keyed(&self) -> bool {
+        true
+    }
+
+    fn run(&self, mut env: JobEnv) -> BoxFuture<'static, Result<RunSummary>> {
+        let (side, split, tail) = (self.side.clone(), self.split.clone(), self.tail.clone());
         Box::pin(async move {
-            let (tasks, commit) = tasks_and_commit(&mut env, self.side.clone()).await?;
+            let (listed, commit) = tasks_and_commit(&mut env, side.clone()).await?;
+            let tasks = env.holdings.filter(listed.clone());
+            let shards = env.holdings.shards.clone();
+            // Holding every task and every shard, this instance is the
+            // application's only one, and nobody forwards records to it: a
+            // shard is read only up to its end, and not at all when nothing
+            // is left there (one instance runs as fast as it would alone).
+            let drain = tasks.len() == listed.len()
+                && shards
+                    .as_ref()
+                    .is_some_and(|s| s.held.len() == usize::from(s.count));
+            let held_shards: Vec<u16> = match &shards {
+                Some(s) if drain => {
+                    let lister = side.clone();
+                    let offsets = tokio::task::spawn_blocking(move || lister.offsets())
+                        .await
+                        .map_err(|e| {
+                            Error::State(format!("reading the shards' ends failed: {e}"))
+                        })??;
+                    let ends: BTreeMap<String, u64> = offsets
+                        .into_iter()
+                        .filter_map(|t| Some((t.task, t.end?)))
+                        .collect();
+                    s.held
+                        .iter()
+                        .copied()
+                        .filter(|&n| {
+                            let task = s.task(n);
+                            let from = env.manifest.sources.get(&task).map_or(0, |p| p.position);
+                            ends.get(&task).is_none_or(|end| *end > from)
+                        })
+                        .collect()
+                }
+                Some(s) => s.held.iter().copied().collect(),
+                None => Vec::new(),
+            };
+            let sources = tasks.len() + held_shards.len();
             let workers = env.config.parallelism;
             let key_groups = env.manifest.key_groups;
             let control = Arc::new(Control::new(env.manifest.epoch));
@@ -132,7 +174,9 @@ impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
             for w in 0..workers {
                 let init = StageInit {
                     task: format!("worker-{w}"),
-                    groups: owned_range(w, workers, key_groups),
+                    groups: owned_range(w, workers, key_groups)
+                        .filter(|g| env.holdings.holds_group(*g))
+                        .collect(),
                     key_groups,
                     truncate_to: &truncate,
                 };
@@ -140,7 +184,7 @@ impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
                 for (name, open) in &env.named {
                     sides.0.push((name, open(&init)?));
                 }
-                stages.push(((self.tail)(&init)?, sides));
+                stages.push((tail(&init)?, sides));
             }
             let mut letters = dead_letters(&env, &tasks, &truncate)?.into_iter();
             recovery.discard_unopened()?;
@@ -156,7 +200,7 @@ impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
                     sides,
                     rx: wrx,
                     state: CachedState::new(env.store.db(), cache_bytes),
-                    sources: tasks.len(),
+                    sources,
                     events: events.clone(),
                     policy: env.config.on_bad_input,
                     metrics: metrics.clone(),
@@ -171,28 +215,75 @@ impl<K: Key, T: Send + 'static, V: Send + 'static> Job for KeyedJob<K, T, V> {
             }
             let shared = shared(&env, &control, &*commit, &events, &metrics);
             let mut threads = Vec::new();
-            let resumes = resume_points(&env, &*self.side, &tasks)?;
+            let resumes = resume_points(&env, &*side, &tasks)?;
+            // Records of shards held elsewhere go there, when there are any.
+            let remote = || -> Result<Option<Remote>> {
+                let Some(s) = shards
+                    .as_ref()
+                    .filter(|s| s.held.len() < usize::from(s.count))
+                else {
+                    return Ok(None);
+                };
+                let point = env.commit.as_ref().ok_or_else(|| {
+                    Error::State(
+                        "instances share keyed state only through a transactional commit point"
+                            .into(),
+                    )
+                })?;
+                Ok(Some(Remote::new(s, key_groups, point.forwarder(&s.topic)?)))
+            };
             for (i, task) in tasks.iter().enumerate() {
                 let exchange = InMemory::new(
                     i,
-                    self.split.clone(),
+                    split.clone(),
                     txs.clone(),
                     env.config.batch_size,
                     key_groups,
-                );
+                )
+                .with_remote(remote()?);
                 let t = SourceTask {
                     task: task.clone(),
-                    reader: self.side.open(task, resumes.get(task))?,
+                    reader: side.open(task, resumes.get(task))?,
                     output: Box::new(exchange),
                     finished: false,
-                    watermark_delay: self.side.watermark_delay(),
+                    watermark_delay: side.watermark_delay(),
                     dead_letter: letters.next().flatten(),
                 };
                 threads.push(spawn_source(t, shared.clone())?);
             }
+            if let Some(s) = &shards {
+                let identity: Split<(K, V), K, V> = Arc::new(|kv| kv);
+                for (j, &shard) in held_shards.iter().enumerate() {
+                    let task = s.task(shard);
+                    let from = env.manifest.sources.get(&task).map(|p| p.position);
+                    let reader = ShardReader::<K, V> {
+                        task: task.clone(),
+                        reader: side.open_shard(shard, from, drain)?,
+                        buf: Vec::new(),
+                        read: 0,
+                        _types: std::marker::PhantomData,
+                    };
+                    let exchange = InMemory::new(
+                        tasks.len() + j,
+                        identity.clone(),
+                        txs.clone(),
+                        env.config.batch_size,
+                        key_groups,
+                    );
+                    let t = SourceTask {
+                        task,
+                        reader: Box::new(reader),
+                        output: Box::new(exchange),
+                        finished: false,
+                        watermark_delay: side.watermark_delay(),
+                        dead_letter: None,
+                    };
+                    threads.push(spawn_source(t, shared.clone())?);
+                }
+            }
             drop(txs);
             drop(events);
-            let coordinator = coordinator(&env, &control, commit, tasks.len(), workers, &metrics);
+            let coordinator = coordinator(&env, &control, commit, sources, workers, &metrics);
             let result = coordinator.run(&mut rx, env.manifest.clone()).await;
             control.shutdown();
             finish_threads(threads).await;
@@ -220,14 +311,20 @@ impl<T: Send + 'static> Job for DirectJob<T> {
         self.side.clone()
     }
 
-    fn run(self: Box<Self>, mut env: JobEnv) -> BoxFuture<'static, Result<RunSummary>> {
+    fn keyed(&self) -> bool {
+        false
+    }
+
+    fn run(&self, mut env: JobEnv) -> BoxFuture<'static, Result<RunSummary>> {
+        let (side, open_sink) = (self.side.clone(), self.open_sink.clone());
         Box::pin(async move {
             if let Some((name, _)) = env.named.first() {
                 return Err(Error::Config(format!(
                     "the named sink `{name}` is written by processors, and this pipeline has none; add a `key_by` and a `process`, or drop the named sink"
                 )));
             }
-            let (tasks, commit) = tasks_and_commit(&mut env, self.side.clone()).await?;
+            let (tasks, commit) = tasks_and_commit(&mut env, side.clone()).await?;
+            let tasks = env.holdings.filter(tasks);
             let control = Arc::new(Control::new(env.manifest.epoch));
             let (events, mut rx) = mpsc::unbounded_channel();
             let metrics = Arc::new(Metrics::default());
@@ -237,22 +334,22 @@ impl<T: Send + 'static> Job for DirectJob<T> {
             for task in &tasks {
                 let init = StageInit {
                     task: task.clone(),
-                    groups: 0..0,
+                    groups: Vec::new(),
                     key_groups: env.manifest.key_groups,
                     truncate_to: &truncate,
                 };
-                sinks.push((self.open_sink)(&init)?);
+                sinks.push(open_sink(&init)?);
             }
             let mut letters = dead_letters(&env, &tasks, &truncate)?.into_iter();
             recovery.discard_unopened()?;
             crash_point(failpoints::MID_RECOVERY);
             let shared = shared(&env, &control, &*commit, &events, &metrics);
             let mut threads = Vec::new();
-            let resumes = resume_points(&env, &*self.side, &tasks)?;
+            let resumes = resume_points(&env, &*side, &tasks)?;
             for (task, sink) in tasks.iter().zip(sinks) {
                 let t = SourceTask {
                     task: task.clone(),
-                    reader: self.side.open(task, resumes.get(task))?,
+                    reader: side.open(task, resumes.get(task))?,
                     output: Box::new(Direct { sink }),
                     finished: false,
                     watermark_delay: None,

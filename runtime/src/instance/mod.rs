@@ -2,33 +2,61 @@
 //! opening the state, recovery and the run ([`launch`]), retries after an
 //! aborted epoch ([`Retry`]), and the signals that end it cleanly.
 
-mod admission;
+pub(crate) mod admission;
 pub(crate) mod identity;
 mod launch;
 mod retry;
 mod signals;
 
-pub(crate) use admission::{check_fingerprint, join_group, refuse_if_read_elsewhere, Signature};
+pub(crate) use admission::{check_fingerprint, refuse_if_read_elsewhere, Signature};
 pub(crate) use retry::Retry;
 pub(crate) use signals::shutdown_signals;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use weir_core::group::Member;
 use weir_core::{Error, Result};
 
 use crate::checkpoint::RunSummary;
-use crate::plan::JobEnv;
+use crate::plan::{Built, Holdings, JobEnv, Shards};
 use crate::store::{self, Store};
-use crate::{Config, Pipeline};
+use crate::{Config, Guarantee, Pipeline, RuntimeConfig};
+
+/// This process's place in its application's consumer group, kept across
+/// the runs and retries of one process: a retry after an aborted epoch
+/// goes on as the same member, where leaving and joining again would move
+/// the application's tasks twice. Left when the process is done.
+#[derive(Default)]
+pub(crate) struct Membership(Option<Member>);
+
+impl Membership {
+    /// Leaves the group, if joined.
+    pub(crate) async fn leave(&mut self) {
+        if let Some(member) = self.0.take() {
+            // Its tasks go to the other members at once.
+            let _ = tokio::task::spawn_blocking(move || member.leave()).await;
+        }
+    }
+}
+
+/// Whether instances of this pipeline share its tasks: an exactly-once
+/// pipeline that commits through transactions, whose every commit the
+/// group fences by generation. Any other runs as one instance.
+fn shares_tasks(built: &Built, rc: &RuntimeConfig) -> bool {
+    built.commit.is_some() && rc.guarantee == Guarantee::ExactlyOnce
+}
 
 /// [`run`], also telling whether the run committed any checkpoint before
 /// it failed (so that a retry knows a new incident from the same one).
+/// `membership` is the process's place in the group, joined on first use.
 pub(crate) async fn run_once(
     pipeline: Pipeline,
     config: &Config,
     replay_from: Option<u64>,
     shutdown: tokio::sync::watch::Receiver<bool>,
     committed: &mut bool,
+    membership: &mut Membership,
 ) -> Result<RunSummary> {
     let rc = config.runtime().clone();
     let dir = rc.state.clone().ok_or_else(|| {
@@ -48,19 +76,25 @@ pub(crate) async fn run_once(
         }
         _ => {}
     }
-    if let (Some(commit), crate::Guarantee::ExactlyOnce) = (&built.commit, rc.guarantee) {
-        commit.admits(std::time::Duration::from_millis(rc.checkpoint.interval_ms))?;
+    if let (Some(commit), Guarantee::ExactlyOnce) = (&built.commit, rc.guarantee) {
+        commit.admits(Duration::from_millis(rc.checkpoint.interval_ms))?;
     }
+    let shared = shares_tasks(&built, &rc);
+    let source = built.job.source();
     // Before anything is touched (a replay rewrites the state directory).
-    refuse_if_read_elsewhere(
-        &*built.job.source(),
-        if replay_from.is_some() {
-            "replay"
-        } else {
-            "run"
-        },
-        identity::peek(&dir)?,
-    )?;
+    // Instances that share the tasks run beside each other; a replay
+    // rewinds the application, and waits for all of them to stop.
+    if !shared || replay_from.is_some() {
+        refuse_if_read_elsewhere(
+            &*source,
+            if replay_from.is_some() {
+                "replay"
+            } else {
+                "run"
+            },
+            identity::peek(&dir)?,
+        )?;
+    }
     if let Some(id) = replay_from {
         let chk = store::list_checkpoints(&dir)?
             .into_iter()
@@ -88,7 +122,7 @@ pub(crate) async fn run_once(
     let store = Arc::new(Store::open(&dir)?);
     let recovered = store.manifest()?;
     let instance = identity::load_or_create(&dir, recovered.is_some())?;
-    let manifest = match recovered {
+    let mut manifest = match recovered {
         Some(m) => {
             check_fingerprint(&m, &signature, &dir)?;
             if m.key_groups != rc.key_groups {
@@ -106,35 +140,155 @@ pub(crate) async fn run_once(
         None => signature.empty_manifest(rc.key_groups),
     };
     let start_epoch = manifest.epoch;
-    let progress = Arc::clone(&store);
-    let member = {
-        let (source, id) = (built.job.source(), instance.clone());
-        tokio::task::spawn_blocking(move || join_group(&*source, &id))
-            .await
-            .map_err(|e| Error::State(format!("joining the consumer group failed: {e}")))??
+    let shards = match (&built.commit, shared && built.job.keyed()) {
+        (Some(commit), true) => {
+            prepare_shards(commit.clone(), source.clone(), rc.key_groups).await?
+        }
+        _ => None,
     };
-    let result = built
-        .job
-        .run(JobEnv {
-            named: built.named,
-            commit: built.commit,
-            dead_letter: built.dead_letter,
-            sinks: built.sinks,
-            store,
-            manifest,
-            config: rc,
-            shutdown,
-            instance,
-            member: member.clone(),
-        })
-        .await;
-    if let Some(member) = member {
-        // Also after a failure: a retry joins again, and a stop hands the
-        // partitions over at once.
-        let _ = tokio::task::spawn_blocking(move || member.leave()).await;
+    let mut total = RunSummary {
+        last_epoch: start_epoch,
+        ..RunSummary::default()
+    };
+    let result = async {
+        loop {
+            let member = join(membership, &source, &instance, shared).await?;
+            if shared {
+                let admin = source.clone();
+                blocking(move || admission::refuse_strangers(&*admin)).await?;
+            }
+            let holdings = match &member {
+                Some(m) if shared => Holdings::of(m.hold(), shards.as_ref()),
+                Some(m) => {
+                    m.hold();
+                    Holdings::default()
+                }
+                None => Holdings::default(),
+            };
+            let result = if holdings.is_empty() {
+                idle(member.as_ref(), shutdown.clone()).await
+            } else {
+                tracing::info!(tasks = ?holdings.tasks, shards = ?holdings.shards.as_ref().map(|s| &s.held), "running");
+                built
+                    .job
+                    .run(JobEnv {
+                        named: built.named.clone(),
+                        commit: built.commit.clone(),
+                        dead_letter: built.dead_letter.clone(),
+                        sinks: built.sinks.clone(),
+                        store: store.clone(),
+                        manifest: manifest.clone(),
+                        config: rc.clone(),
+                        shutdown: shutdown.clone(),
+                        instance: instance.clone(),
+                        member: member.clone(),
+                        holdings,
+                    })
+                    .await
+            };
+            if let Some(m) = &member {
+                m.release();
+            }
+            let summary = result?;
+            let again = summary.handovers > 0 && !*shutdown.borrow();
+            total.absorb(summary);
+            if !again {
+                return Ok(());
+            }
+            if let Some(m) = store.manifest()? {
+                manifest = m;
+            }
+        }
     }
-    if result.is_err() {
-        *committed = matches!(progress.manifest(), Ok(Some(m)) if m.epoch > start_epoch);
+    .await;
+    match result {
+        Ok(()) => Ok(total),
+        Err(e) => {
+            *committed = matches!(store.manifest(), Ok(Some(m)) if m.epoch > start_epoch);
+            if !matches!(e, Error::Aborted(_)) {
+                membership.leave().await;
+            }
+            Err(e)
+        }
     }
-    result
+}
+
+/// Runs `f` off the async runtime.
+async fn blocking<R: Send + 'static>(f: impl FnOnce() -> Result<R> + Send + 'static) -> Result<R> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::State(format!("a blocking task failed: {e}")))?
+}
+
+/// The shards of keyed state among the application's instances, their
+/// changelog and repartition topic made ready; `None` when the commit
+/// point keeps the state of one instance.
+async fn prepare_shards(
+    commit: Arc<dyn weir_core::commit::CommitPoint>,
+    source: Arc<dyn crate::stage::SourceAdmin>,
+    key_groups: u16,
+) -> Result<Option<Shards>> {
+    blocking(move || {
+        let Some(count) = commit.shards(key_groups)? else {
+            return Ok(None);
+        };
+        Ok(source.repartition(count)?.map(|topic| Shards {
+            topic,
+            count,
+            held: Default::default(),
+        }))
+    })
+    .await
+}
+
+/// The process's member of the group, joined (and admitted) unless it
+/// already is one that can go on.
+async fn join(
+    membership: &mut Membership,
+    source: &Arc<dyn crate::stage::SourceAdmin>,
+    instance: &str,
+    shared: bool,
+) -> Result<Option<Member>> {
+    if let Some(m) = &membership.0 {
+        if m.usable() {
+            return Ok(Some(m.clone()));
+        }
+        membership.leave().await;
+    }
+    let (source, id) = (source.clone(), instance.to_owned());
+    let member = blocking(move || admission::join_group(&*source, &id, shared)).await?;
+    membership.0.clone_from(&member);
+    Ok(member)
+}
+
+/// Waits, holding nothing, until the group gives this instance something
+/// or a shutdown is asked for; a run that ends in a handover.
+async fn idle(
+    member: Option<&Member>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<RunSummary> {
+    tracing::info!(
+        "the consumer group gave this instance nothing to hold; waiting for a rebalance"
+    );
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        if *shutdown.borrow() {
+            return Ok(RunSummary::default());
+        }
+        if let Some(m) = member {
+            m.check()?;
+            if !m.assigned().is_empty() {
+                return Ok(RunSummary {
+                    handovers: 1,
+                    ..RunSummary::default()
+                });
+            }
+        }
+        tokio::select! {
+            _ = tick.tick() => {}
+            r = shutdown.changed() => if r.is_err() {
+                return Ok(RunSummary::default());
+            },
+        }
+    }
 }

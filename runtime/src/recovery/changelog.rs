@@ -5,7 +5,7 @@
 //! positions committed in Kafka are taken. Local state is never wiped.
 //! After a replay or an `offsets reset`, a new timeline is seeded instead.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use weir_core::commit::Transaction;
 use weir_core::state::group_of;
@@ -21,20 +21,29 @@ use crate::store::{now_ms, Store};
 /// How many changelog records recovery applies per RocksDB batch.
 const RESTORE_BATCH: usize = 10_000;
 
-/// Applies the committed changelog after the manifest's positions, then
-/// takes the source positions committed in Kafka.
+/// Applies the committed changelog of the shards in `shards` (every shard
+/// when `None`) after the manifest's positions, then takes the source
+/// positions committed in Kafka. The local state of other shards is left
+/// as it is, with its positions: rolled forward from there if the shard
+/// comes back.
 pub(crate) fn roll_forward(
     txn: &mut dyn Transaction,
     source: &dyn SourceAdmin,
     store: &Store,
     manifest: &mut Manifest,
+    shards: Option<&BTreeSet<u16>>,
 ) -> Result<()> {
     let started = std::time::Instant::now();
     let from = manifest.changelog.clone();
     let mut batch: Vec<Write> = Vec::new();
     let mut applied = 0u64;
     let mut positions = BTreeMap::new();
-    let reached = txn.restore(&from, &mut |key, value| {
+    // The positions committed in Kafka are the truth (§5), asked for first:
+    // they answer only once no transaction that commits them is pending
+    // (an instance that handed these tasks over, or died, mid-commit), and
+    // then the changelog holds every state change committed with them.
+    let committed = committed_offsets(source)?;
+    let reached = txn.restore(&from, shards, &mut |key, value| {
         if let Some(group) = key.strip_prefix(TIMELINE_KEY) {
             if let Ok(group) = <[u8; 2]>::try_from(group) {
                 store.apply_changelog(std::mem::take(&mut batch))?;
@@ -62,8 +71,7 @@ pub(crate) fn roll_forward(
     })?;
     store.apply_changelog(std::mem::take(&mut batch))?;
     crash_point(failpoints::MID_RECOVERY);
-    // The positions committed in Kafka are the truth (§5).
-    for t in committed_offsets(source)? {
+    for t in committed {
         if let Some(c) = t.committed {
             positions.insert(t.task, c);
         }

@@ -44,6 +44,7 @@ pub(crate) async fn open_commit(
     let init = RunInit {
         instance: env.instance.clone(),
         epoch: std::time::Duration::from_millis(env.config.checkpoint.interval_ms),
+        shards: env.holdings.shards.as_ref().map(|s| s.held.clone()),
     };
     let (txn, manifest) = tokio::task::spawn_blocking(move || {
         Transactional::open(&*commit, source, store, &mut manifest, &init).map(|t| (t, manifest))

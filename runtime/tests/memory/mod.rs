@@ -5,7 +5,7 @@
 //! commits; a newer `open` fences the older producer and aborts its open
 //! transaction, as `init_transactions` does.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use weir_core::commit::{ApplyFn, CommitPoint, GroupOffsets, Transaction, TxnInit};
@@ -164,11 +164,15 @@ impl Transaction for MemoryTxn {
     fn restore(
         &mut self,
         from: &BTreeMap<u16, u64>,
+        shards: Option<&BTreeSet<u16>>,
         apply: &mut ApplyFn<'_>,
     ) -> Result<BTreeMap<u16, u64>> {
         let changelog = self.log()?.changelog.clone();
-        let mut reached = BTreeMap::new();
+        let mut reached = from.clone();
         for (group, records) in &changelog {
+            if shards.is_some_and(|s| !s.contains(group)) {
+                continue;
+            }
             let start = from.get(group).copied().unwrap_or(0) as usize;
             for (key, value) in records.iter().skip(start) {
                 apply(key, value.as_deref())?;
