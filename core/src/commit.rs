@@ -83,6 +83,16 @@ pub trait CommitPoint: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Aborts the open transaction of instance `instance` of the
+    /// application, one that is no longer a member of its group (killed,
+    /// or cut off): whoever took its tasks need not wait for the broker to
+    /// time the transaction out before the positions it committed settle.
+    /// Does nothing by default.
+    fn fence_instance(&self, instance: &str) -> Result<()> {
+        let _ = instance;
+        Ok(())
+    }
+
     /// A writer of records into `topic` (the repartition topic), shard by
     /// shard, inside the open transaction: how an instance hands a record
     /// to the instance that holds its key group. Once per source task and

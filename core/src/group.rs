@@ -62,6 +62,13 @@ pub trait Membership: Send + Sync + 'static {
     /// neither lost, fenced nor left (else the instance joins again).
     fn usable(&self) -> bool;
 
+    /// After the run's commits were refused as fenced: whether, within
+    /// `within`, the group says that another process joined with this
+    /// instance's identity (a copy of its state directory: stop). If not,
+    /// the fencing was another instance's takeover of tasks this one held
+    /// while it was away, and it may join again.
+    fn fenced_by_twin(&self, within: std::time::Duration) -> bool;
+
     /// Leaves the group at once, so that its tasks go to the other members
     /// without waiting for a session timeout (a clean stop).
     fn leave(&self);

@@ -1,6 +1,6 @@
 //! The interface between the runtime and source connectors.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use crate::commit::GroupOffsets;
@@ -209,6 +209,14 @@ pub trait Source: Send + Sync + 'static {
     fn group_offsets(&self, positions: &BTreeMap<String, u64>) -> Result<Option<GroupOffsets>> {
         let _ = positions;
         Ok(None)
+    }
+
+    /// The instances whose commits wrote the last settled positions of the
+    /// tasks (and shards), as the positions record them: when positions
+    /// stay unsettled (a transaction that commits them is pending),
+    /// recovery fences those of them that left the group. Empty by default.
+    fn last_committers(&self) -> Result<BTreeSet<String>> {
+        Ok(BTreeSet::new())
     }
 
     /// Drops the records of the [`repartition`](Self::repartition) topic

@@ -237,6 +237,32 @@ fn create_output_topic() -> String {
 /// (`key_groups=16`: one changelog partition per key group, up to 8).
 const ALL_PARTITIONS: usize = 12;
 
+/// An exactly-once word count instance of `app` on `state`, running until
+/// stopped, its log in `log` beside `state` (shown if the test fails).
+fn instance(
+    input: &str,
+    output: &str,
+    app: &str,
+    state: &Path,
+    log: &str,
+) -> (KillOnDrop, common::LogOnFailure) {
+    let log = state.with_file_name(log);
+    let mut cmd = wordcount_idle(input, output, app, state, None);
+    cmd.stderr(std::fs::File::create(&log).expect("log file"))
+        .env("RUST_LOG", "info");
+    (
+        KillOnDrop(cmd.stdout(Stdio::null()).spawn().expect("spawn")),
+        common::LogOnFailure(log),
+    )
+}
+
+/// Stops `p` with SIGTERM and checks that it exits 0.
+fn stop_cleanly(p: &mut KillOnDrop) {
+    let pid = p.0.id().to_string();
+    common::run_ok(Command::new("kill").args(["-TERM", &pid]));
+    assert!(p.0.wait().expect("wait").success());
+}
+
 /// Two exactly-once instances, each on its own state directory, share one
 /// application: the second joins while the first has transactions open,
 /// each holds input partitions or shards (`kafka-consumer-groups` is the
@@ -254,16 +280,7 @@ fn two_instances_share_an_application_and_hand_over_on_a_clean_stop_exactly_once
         output,
         app,
     } = first_part(&d, "group-share");
-    let spawn = |state: &Path, name: &str| {
-        let log = d.state.with_file_name(name);
-        let mut cmd = wordcount_idle(&input, &output, &app, state, None);
-        cmd.stderr(std::fs::File::create(&log).expect("log file"))
-            .env("RUST_LOG", "info");
-        (
-            KillOnDrop(cmd.stdout(Stdio::null()).spawn().expect("spawn")),
-            common::LogOnFailure(log),
-        )
-    };
+    let spawn = |state: &Path, log: &str| instance(&input, &output, &app, state, log);
     let (mut first, _first_log) = spawn(&d.state, "first.log");
     wait_for_members(&app, &mut first, |m| {
         m.len() == 1 && m[0].partitions == ALL_PARTITIONS
@@ -285,17 +302,13 @@ fn two_instances_share_an_application_and_hand_over_on_a_clean_stop_exactly_once
         forwarded.values().any(|(_, end)| *end > 0),
         "nothing went through the repartition topic: {forwarded:?}"
     );
-    let pid = second.0.id().to_string();
-    common::run_ok(Command::new("kill").args(["-TERM", &pid]));
-    assert!(second.0.wait().expect("wait").success());
+    stop_cleanly(&mut second);
     wait_for_members(&app, &mut first, |m| {
         m.len() == 1 && m[0].partitions == ALL_PARTITIONS
     });
     produce(&input, &files[2]);
     wait_for_group_at_end(&app, &input, &mut first);
-    let pid = first.0.id().to_string();
-    common::run_ok(Command::new("kill").args(["-TERM", &pid]));
-    assert!(first.0.wait().expect("wait").success());
+    stop_cleanly(&mut first);
     let expected = common::expected_counts(&d.input);
     let records = common::verify_counts(&expected, committed_counts(&output));
     assert_eq!(records, WORDS as u64);
@@ -349,16 +362,60 @@ fn an_instance_stopped_past_its_session_is_replaced_and_commits_nothing_once_con
         m.len() == 2 && m.iter().all(|m| m.partitions > 0)
     });
     wait_for_group_at_end(&app, &input, &mut second);
-    for p in [&mut first, &mut second] {
-        let pid = p.0.id().to_string();
-        common::run_ok(Command::new("kill").args(["-TERM", &pid]));
-        assert!(p.0.wait().expect("wait").success());
-    }
+    stop_cleanly(&mut first);
+    stop_cleanly(&mut second);
+    // Its commits were refused: by its lost membership, or by the fencing
+    // of its transactions when the second took its tasks over.
     let err = std::fs::read_to_string(&log).expect("log");
     assert!(
-        err.contains("membership of the consumer group was lost"),
+        err.contains("membership of the consumer group was lost")
+            || err.contains("took over its tasks while it was away"),
         "{err}"
     );
+    let expected = common::expected_counts(&d.input);
+    let records = common::verify_counts(&expected, committed_counts(&output));
+    assert_eq!(records, WORDS as u64);
+}
+
+/// After `kill -9` of one of two exactly-once instances, the survivor takes
+/// over the dead one's partitions and shards once the group let it go (its
+/// session, 6 s), restores their state from the changelog, and finishes
+/// the input: `read_committed`, every count is there exactly once. The
+/// survivor aborts the dead instance's open transaction (fenced through
+/// its transactional id) instead of waiting for the broker's timeout;
+/// nothing it had not committed shows.
+#[test]
+fn the_survivor_of_two_instances_takes_over_after_kill_9_exactly_once() {
+    const WORDS: usize = 150_000;
+    let d = common::dirs(3, WORDS, 175);
+    let Parts {
+        files,
+        input,
+        output,
+        app,
+    } = first_part(&d, "group-failover");
+    let spawn = |state: &Path, log: &str| instance(&input, &output, &app, state, log);
+    let (mut first, _first_log) = spawn(&d.state, "first.log");
+    let second_state = d.state.with_file_name("state-2");
+    let (mut second, _second_log) = spawn(&second_state, "second.log");
+    wait_for_members(&app, &mut first, |m| {
+        m.len() == 2 && m.iter().all(|m| m.partitions > 0)
+    });
+    // Killed while it reads the second part, transactions open.
+    produce(&input, &files[1]);
+    let _ = second.0.kill();
+    let _ = second.0.wait();
+    let killed = Instant::now();
+    wait_for_members(&app, &mut first, |m| {
+        m.len() == 1 && m[0].partitions == ALL_PARTITIONS
+    });
+    produce(&input, &files[2]);
+    wait_for_group_at_end(&app, &input, &mut first);
+    eprintln!(
+        "the survivor held everything and finished the input {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+    stop_cleanly(&mut first);
     let expected = common::expected_counts(&d.input);
     let records = common::verify_counts(&expected, committed_counts(&output));
     assert_eq!(records, WORDS as u64);

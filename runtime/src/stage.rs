@@ -2,7 +2,7 @@
 //! task fused with the stateless operators before the exchange) and the
 //! keyed stages a worker runs after it (processors, maps, sinks).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,6 +53,7 @@ pub(crate) trait SourceAdmin: Send + Sync {
         drain: bool,
     ) -> Result<Box<dyn SourceReader<Forwarded>>>;
     fn purge(&self, positions: &BTreeMap<String, u64>) -> Result<()>;
+    fn last_committers(&self) -> Result<BTreeSet<String>>;
     fn members(&self) -> Result<Vec<GroupMemberInfo>>;
     fn resume_points(
         &self,
@@ -118,6 +119,10 @@ impl<S: Source> SourceAdmin for BaseSide<S> {
 
     fn purge(&self, positions: &BTreeMap<String, u64>) -> Result<()> {
         self.0.purge(positions)
+    }
+
+    fn last_committers(&self) -> Result<BTreeSet<String>> {
+        self.0.last_committers()
     }
 
     fn members(&self) -> Result<Vec<GroupMemberInfo>> {
@@ -231,6 +236,10 @@ impl<T: Send + 'static, U: Send + 'static> SourceAdmin for ChainSide<T, U> {
 
     fn purge(&self, positions: &BTreeMap<String, u64>) -> Result<()> {
         self.inner.purge(positions)
+    }
+
+    fn last_committers(&self) -> Result<BTreeSet<String>> {
+        self.inner.last_committers()
     }
 
     fn members(&self) -> Result<Vec<GroupMemberInfo>> {

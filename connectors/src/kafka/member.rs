@@ -498,6 +498,21 @@ impl Membership for KafkaMember {
         seen.fenced.is_none() && seen.lost.is_none() && !seen.leaving
     }
 
+    fn fenced_by_twin(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        let mut seen = self.shared.seen();
+        loop {
+            if seen.fenced.is_some() {
+                return true;
+            }
+            // A lost place: another instance took the tasks over.
+            if seen.lost.is_some() || Instant::now() >= deadline {
+                return false;
+            }
+            seen = self.shared.wait(seen);
+        }
+    }
+
     fn leave(&self) {
         self.release();
         self.shared.seen().leaving = true;
@@ -529,6 +544,18 @@ impl Drop for KafkaMember {
 /// instance's id.
 pub(crate) fn static_id(group: &str, instance: &str) -> String {
     format!("{group}-{instance}")
+}
+
+/// The metadata of a position committed by instance `instance`: who to
+/// fence when a transaction that commits the position stays pending.
+pub(crate) fn committer(instance: &str) -> String {
+    format!("weir:{instance}")
+}
+
+/// The instance that committed a position, from its metadata (see
+/// [`committer`]).
+pub(crate) fn committer_of(metadata: &str) -> Option<&str> {
+    metadata.strip_prefix("weir:").filter(|id| !id.is_empty())
 }
 
 /// The member's `client.id`.

@@ -23,7 +23,7 @@ use super::client::{
     client_config, kafka_error, with_defaults, KafkaSettings, WeirContext, CONSUMER_DEFAULTS,
     PRODUCER_DEFAULTS,
 };
-use super::member::KafkaMember;
+use super::member::{committer, KafkaMember};
 use super::topics::{ensure_topic, partition_count, Wanted};
 use super::txn::{
     producer_error, send, transaction_timeout, wait_delivered, Deliveries, Outgoing, Producer,
@@ -360,6 +360,12 @@ impl CommitPoint for KafkaCommit {
         ensure_changelog(&out.settings, &changelog, key_groups).map(Some)
     }
 
+    fn fence_instance(&self, instance: &str) -> Result<()> {
+        let id = transactional_id(&self.0.app, instance);
+        // Initialising transactions under its id aborts its open one.
+        TxnProducer::new(&self.0.settings, &id, TIMEOUT).map(drop)
+    }
+
     fn forwarder(&self, topic: &str) -> Result<Box<dyn Forward>> {
         let active = self.0.active()?;
         if active.plain.is_some() {
@@ -424,6 +430,7 @@ impl CommitPoint for KafkaCommit {
             plain: None,
         });
         Ok(Box::new(KafkaTransaction {
+            instance: init.instance.clone(),
             out: out.clone(),
             producer,
             changelog,
@@ -461,6 +468,9 @@ impl Forward for KafkaForward {
 }
 
 struct KafkaTransaction {
+    /// This instance's id, recorded with every position it commits (see
+    /// [`committer`]).
+    instance: String,
     out: Arc<Output>,
     producer: TxnProducer,
     changelog: String,
@@ -516,9 +526,13 @@ impl Transaction for KafkaTransaction {
             return self.producer.commit(None);
         };
         let mut tpl = TopicPartitionList::new();
+        let committer = committer(&self.instance);
         for (topic, partition, offset) in &o.offsets {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset as i64))
                 .map_err(|e| Error::State(format!("bad offset for {topic}-{partition}: {e}")))?;
+            if let Some(mut e) = tpl.find_partition(topic, *partition) {
+                e.set_metadata(committer.as_str());
+            }
         }
         let meta = self.group_metadata(o)?;
         self.producer.commit(Some((&tpl, &meta)))

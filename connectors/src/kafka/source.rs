@@ -7,7 +7,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use weir_core::commit::GroupOffsets;
 use weir_core::group::{GroupMemberInfo, Member};
@@ -19,7 +19,9 @@ use weir_core::{Error, Record, Result};
 use super::client::{
     client_config, kafka_error, with_defaults, KafkaSettings, WeirContext, CONSUMER_DEFAULTS,
 };
-use super::member::{assigned_partitions, is_instance, static_id, JoinAs, KafkaMember};
+use super::member::{
+    assigned_partitions, committer_of, is_instance, static_id, JoinAs, KafkaMember,
+};
 use super::topics::{delete_records, ensure_topic, Wanted};
 
 /// Where a new application (no checkpoint yet) starts reading.
@@ -560,6 +562,38 @@ impl Source for KafkaSource {
         let mut reader = self.reader(&task, &topic, partition, start, forwarded)?;
         reader.drain = drain;
         Ok(Box::new(reader))
+    }
+
+    fn last_committers(&self) -> Result<BTreeSet<String>> {
+        let mut tpl = TopicPartitionList::new();
+        let mut tasks = self.tasks()?;
+        tasks.extend(self.shard_tasks());
+        for task in &tasks {
+            let (topic, p) = self.topic_partition(task)?;
+            tpl.add_partition(&topic, p);
+        }
+        // The settled positions, whatever is pending: read_uncommitted asks
+        // the group without requiring stable offsets.
+        let consumer: BaseConsumer<WeirContext> = client_config(
+            &self.settings,
+            &[
+                ("group.id", &self.group),
+                ("enable.auto.commit", "false"),
+                ("isolation.level", "read_uncommitted"),
+            ],
+        )?
+        .create_with_context(WeirContext)
+        .map_err(|e| kafka_error("cannot create a consumer", &self.settings.brokers, e))?;
+        let committed = consumer
+            .committed_offsets(tpl, self.settings.metadata_timeout)
+            .map_err(|e| {
+                kafka_error("cannot read the group's offsets", &self.settings.brokers, e)
+            })?;
+        Ok(committed
+            .elements()
+            .iter()
+            .filter_map(|e| committer_of(e.metadata()).map(str::to_owned))
+            .collect())
     }
 
     fn purge(&self, positions: &BTreeMap<String, u64>) -> Result<()> {

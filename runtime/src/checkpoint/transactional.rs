@@ -87,7 +87,18 @@ impl Transactional {
         if manifest.reseed {
             changelog::seed(&mut *txn, &*source, &store, manifest)?;
         } else {
-            changelog::roll_forward(&mut *txn, &*source, &store, manifest, init.shards.as_ref())?;
+            let fence = changelog::Fence {
+                own: &init.instance,
+                fence: &|id| commit.fence_instance(id),
+            };
+            changelog::roll_forward(
+                &mut *txn,
+                &*source,
+                &store,
+                manifest,
+                init.shards.as_ref(),
+                &fence,
+            )?;
         }
         txn.begin()?;
         Ok(Transactional {

@@ -201,6 +201,10 @@ pub(crate) async fn run_once(
         }
     }
     .await;
+    let result = match result {
+        Err(Error::Fenced(why)) if shared => taken_over(why, membership).await,
+        other => other,
+    };
     match result {
         Ok(()) => Ok(total),
         Err(e) => {
@@ -212,6 +216,31 @@ pub(crate) async fn run_once(
         }
     }
 }
+
+/// A run of a sharing instance whose commits were fenced: a stop when
+/// another process took this instance's identity, else an aborted epoch
+/// (another instance took its tasks over while it was away, and aborted
+/// its open transaction), after which it joins again.
+async fn taken_over(why: String, membership: &Membership) -> Result<()> {
+    let Some(member) = membership.0.clone() else {
+        return Err(Error::Fenced(why));
+    };
+    let twin = tokio::task::spawn_blocking(move || member.fenced_by_twin(TWIN_WAIT))
+        .await
+        .unwrap_or(true);
+    Err(if twin {
+        Error::Fenced(why)
+    } else {
+        Error::Aborted(format!(
+            "{why}; no other process holds this instance's identity: another instance took over its tasks while it was away, and it joins the group again"
+        ))
+    })
+}
+
+/// How long a fenced instance waits for the group to say whether another
+/// process took its identity: longer than a heartbeat, after which the
+/// group tells a replaced static member.
+const TWIN_WAIT: Duration = Duration::from_secs(3);
 
 /// Runs `f` off the async runtime.
 async fn blocking<R: Send + 'static>(f: impl FnOnce() -> Result<R> + Send + 'static) -> Result<R> {

@@ -32,6 +32,7 @@ pub(crate) fn roll_forward(
     store: &Store,
     manifest: &mut Manifest,
     shards: Option<&BTreeSet<u16>>,
+    fence: &Fence<'_>,
 ) -> Result<()> {
     let started = std::time::Instant::now();
     let from = manifest.changelog.clone();
@@ -42,6 +43,12 @@ pub(crate) fn roll_forward(
     // they answer only once no transaction that commits them is pending
     // (an instance that handed these tasks over, or died, mid-commit), and
     // then the changelog holds every state change committed with them.
+    // An instance that left the group with its transaction open (killed
+    // mid-epoch) holds them unsettled until the broker times it out; it
+    // is aborted now instead.
+    if let Err(e) = fence.departed(source) {
+        tracing::warn!("cannot fence the instances that left the group: {e}");
+    }
     let committed = committed_offsets(source)?;
     let reached = txn.restore(&from, shards, &mut |key, value| {
         if let Some(group) = key.strip_prefix(TIMELINE_KEY) {
@@ -109,6 +116,34 @@ pub(crate) fn roll_forward(
 
 /// How long recovery waits for the group's committed offsets to settle.
 const OFFSETS_SETTLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How recovery fences an instance that left its transaction open.
+pub(crate) struct Fence<'a> {
+    /// This instance's id: never fenced from here.
+    pub(crate) own: &'a str,
+    /// Aborts the open transaction of the instance it names.
+    pub(crate) fence: &'a (dyn Fn(&str) -> Result<()> + Sync),
+}
+
+impl Fence<'_> {
+    /// Fences the instances that committed the last settled positions and
+    /// are no longer members of the group: one of them left a transaction
+    /// open (killed mid-epoch), which holds the positions unsettled until
+    /// the broker times it out. A member is never fenced from here; one
+    /// that comes back finds its commits fenced and joins again.
+    fn departed(&self, source: &dyn SourceAdmin) -> Result<()> {
+        let members = source.members()?;
+        for id in source.last_committers()? {
+            let client = format!("weir-{id}");
+            if id == self.own || members.iter().any(|m| m.client == client) {
+                continue;
+            }
+            tracing::info!(instance = %id, "aborting the open transaction of an instance that left the group");
+            (self.fence)(&id)?;
+        }
+        Ok(())
+    }
+}
 
 /// The source's committed offsets. Right after an instance died in the
 /// middle of a transaction, the broker may still be aborting it and
