@@ -137,6 +137,7 @@ impl Holdings {
 pub(crate) struct Shards {
     /// The repartition topic, which carries records to a shard's holder.
     pub(crate) topic: String,
+    /// How many shards there are: the changelog's partitions.
     pub(crate) count: u16,
     /// The shards this run holds.
     pub(crate) held: BTreeSet<u16>,
@@ -148,6 +149,7 @@ impl Shards {
         group % self.count.max(1)
     }
 
+    /// Whether this run holds key group `group`'s shard.
     pub(crate) fn holds_group(&self, group: u16) -> bool {
         self.held.contains(&self.of_group(group))
     }

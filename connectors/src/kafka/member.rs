@@ -66,6 +66,9 @@ struct Seen {
     holding: bool,
     /// Shared mode: the group moved tasks since the run took them.
     moved: bool,
+    /// Shared mode: the run held tasks past the handover's time, and the
+    /// group moved them anyway; none of its commits may land any more.
+    forfeited: Option<String>,
     /// Alone: partitions were taken away, and why.
     revoked: Option<String>,
     /// The assignment was lost (a session that expired, a rebalance missed).
@@ -112,8 +115,8 @@ impl Shared {
 }
 
 /// How long a rebalance waits for the run that holds a task it asks for to
-/// commit and end. Past it the rebalance goes on; the run's commit is then
-/// refused by the group's new generation, and its epoch redone by the
+/// commit and end. Past it the rebalance goes on, and the run may commit
+/// nothing more (see [`Seen::forfeited`]): its epoch is redone by the
 /// task's next holder.
 const HANDOVER: Duration = Duration::from_secs(30);
 
@@ -143,6 +146,11 @@ impl ConsumerContext for MemberContext {
             return;
         }
         let asked = shared.tasks(tpl);
+        // No run that starts from now on may take them, even before they
+        // are unassigned.
+        for t in &asked {
+            seen.assigned.remove(t);
+        }
         if !asked.iter().any(|t| seen.held.contains(t)) {
             return;
         }
@@ -152,10 +160,12 @@ impl ConsumerContext for MemberContext {
         let deadline = Instant::now() + HANDOVER;
         while seen.holding && asked.iter().any(|t| seen.held.contains(t)) {
             if Instant::now() >= deadline {
-                tracing::warn!(
-                    "the run did not hand its tasks over within {} s; the group moves them anyway, and their open epoch is redone by their next holder",
+                let why = format!(
+                    "the run did not hand tasks {asked:?} over within {} s of the group asking for them; the group moved them anyway, so the run commits nothing more and their open epoch is redone by their next holder",
                     HANDOVER.as_secs()
                 );
+                tracing::warn!("{why}");
+                seen.forfeited.get_or_insert(why);
                 break;
             }
             seen = shared.wait(seen);
@@ -212,6 +222,8 @@ pub(crate) struct KafkaMember {
     group: String,
     instance: String,
     brokers: String,
+    /// The member's heartbeat interval.
+    heartbeat: Duration,
 }
 
 /// What a member joins as.
@@ -283,6 +295,7 @@ impl KafkaMember {
             group: at.group.to_owned(),
             instance: at.instance.to_owned(),
             brokers: settings.brokers.clone(),
+            heartbeat: heartbeat_of(settings),
         });
         member.await_assignment(at.partitions, others)?;
         Ok(member)
@@ -442,6 +455,7 @@ impl Membership for KafkaMember {
         seen.held = seen.assigned.clone();
         seen.holding = true;
         seen.moved = false;
+        seen.forfeited = None;
         seen.revoked = None;
         seen.held.iter().cloned().collect()
     }
@@ -457,6 +471,9 @@ impl Membership for KafkaMember {
                 return Err(Error::Aborted(why.clone()));
             }
             if self.shared.shared {
+                if let Some(why) = &seen.forfeited {
+                    return Err(Error::Aborted(why.clone()));
+                }
                 return Ok(if seen.moved {
                     Holding::Moved
                 } else {
@@ -499,7 +516,8 @@ impl Membership for KafkaMember {
     }
 
     fn fenced_by_twin(&self, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
+        // The group tells a replaced static member at its next heartbeat.
+        let deadline = Instant::now() + within.max(self.heartbeat * 3);
         let mut seen = self.shared.seen();
         loop {
             if seen.fenced.is_some() {
@@ -538,6 +556,20 @@ impl Drop for KafkaMember {
     fn drop(&mut self) {
         self.stop_polling();
     }
+}
+
+/// The member's heartbeat interval: `heartbeat.interval.ms` of the
+/// `[kafka]` table, or weir's default.
+fn heartbeat_of(settings: &KafkaSettings) -> Duration {
+    let default = MEMBER_DEFAULTS
+        .iter()
+        .find(|(k, _)| *k == "heartbeat.interval.ms")
+        .map_or("1000", |(_, v)| v);
+    let ms = settings
+        .properties
+        .get("heartbeat.interval.ms")
+        .map_or(default, String::as_str);
+    Duration::from_millis(ms.parse().unwrap_or(1000))
 }
 
 /// The member's `group.instance.id`: the application's group and the

@@ -527,7 +527,7 @@ impl Source for KafkaSource {
         )?;
         if found != shards {
             return Err(Error::Config(format!(
-                "the repartition topic `{topic}` on {} has {found} partitions, but this application's state is split into {shards} shards (the partitions of its changelog); with another count, records would reach instances that do not hold their key group. Stop every instance, delete `{topic}` (kafka-topics --delete --topic {topic}) and let weir make it again",
+                "the repartition topic `{topic}` on {} has {found} partitions, but this application's state is split into {shards} shards (the partitions of its changelog); with another count, records would reach instances that do not hold their key group. Give `{topic}` {shards} partitions again; or, once no record in it is left to read (`offsets show` lists no lag on it), stop every instance, delete it (kafka-topics --delete --topic {topic}) and let weir make it again",
                 self.settings.brokers
             )));
         }

@@ -231,15 +231,16 @@ async fn taken_over(why: String, membership: &Membership) -> Result<()> {
     Err(if twin {
         Error::Fenced(why)
     } else {
-        Error::Aborted(format!(
-            "{why}; no other process holds this instance's identity: another instance took over its tasks while it was away, and it joins the group again"
-        ))
+        tracing::debug!("fenced: {why}");
+        Error::Aborted(
+            "this instance's commits were fenced, and no other process holds its identity: another instance took over its tasks while it was away and aborted its open transaction; it joins the group again".into(),
+        )
     })
 }
 
-/// How long a fenced instance waits for the group to say whether another
-/// process took its identity: longer than a heartbeat, after which the
-/// group tells a replaced static member.
+/// How long a fenced instance waits at the least for the group to say
+/// whether another process took its identity (the group tells a replaced
+/// static member at its next heartbeat).
 const TWIN_WAIT: Duration = Duration::from_secs(3);
 
 /// Runs `f` off the async runtime.
