@@ -142,6 +142,13 @@ pub trait Source: Send + Sync + 'static {
         Ok(Vec::new())
     }
 
+    /// How long a bounded run waits for a record before it ends a task
+    /// (`--until-idle-ms`); an instance that the group gives nothing to
+    /// hold ends after as long. `None` (the default): the source runs on.
+    fn until_idle(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Joins the group that shares this source's tasks among the
     /// application's instances, as instance `instance` (persistent: a
     /// restart takes its own place back at once), and waits for the

@@ -227,6 +227,70 @@ fn offsets_reset_starts_a_new_timeline_that_a_restore_from_the_changelog_follows
     assert_group_at_end(&app, &input, 4);
 }
 
+/// Issue 15, item 4: a transaction of the application left open with
+/// positions in it (a process stopped or killed between adding its offsets
+/// and committing them) would commit them over a reset. `offsets reset`
+/// aborts the open transaction of an instance that its commits name, and
+/// refuses while one that nothing names holds the group's offsets.
+#[test]
+fn offsets_reset_fences_or_refuses_a_transaction_left_open_with_positions() {
+    let _one = one();
+    const WORDS: usize = 20_000;
+    let d = common::dirs(1, WORDS, 47);
+    let Parts {
+        input, output, app, ..
+    } = first_part(&d, "zombie");
+    common::assert_success(
+        &wordcount(&input, &output, &app, &d.state)
+            .output()
+            .expect("run"),
+    );
+    let ended = common::kafka::group_offsets(&app, &input);
+    let reset = |state: &std::path::Path| {
+        std::process::Command::new(common::kafka::WC_BIN)
+            .args(["offsets", "reset", "--to-earliest", "--reset-state"])
+            .args(["--brokers", common::kafka::bootstrap()])
+            .args(["--input-topic", &input, "--output-topic", &output])
+            .args(["--application-id", &app])
+            .arg("--state")
+            .arg(state)
+            .output()
+            .expect("reset")
+    };
+    let other = tempfile::tempdir().expect("tempdir");
+    let other = other.path().join("state");
+
+    // A process that no commit names holds positions in an open
+    // transaction: refused, nothing moved.
+    let stranger = common::kafka::Zombie::open(&app, &format!("{app}-stranger"), &input, 1);
+    let out = reset(&other);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "refused: {err}");
+    assert!(
+        err.contains("refused: an open transaction holds positions"),
+        "{err}"
+    );
+    assert_eq!(common::kafka::group_offsets(&app, &input), ended);
+    stranger.abort();
+
+    // The instance that wrote the last positions, paused in its commit:
+    // fenced, its transaction aborted, and the reset holds.
+    let id = std::fs::read_to_string(d.state.join("instance")).expect("instance id");
+    let paused = common::kafka::Zombie::open(&app, &format!("{app}-{}", id.trim()), &input, 1);
+    let out = reset(&other);
+    common::assert_success(&out);
+    assert!(
+        paused.commit().is_err(),
+        "the paused instance's commit must be fenced"
+    );
+    let offsets = common::kafka::group_offsets(&app, &input);
+    assert_eq!(offsets.len(), 4);
+    assert!(
+        offsets.values().all(|(c, _)| *c == Some(0)),
+        "the reset holds: {offsets:?}"
+    );
+}
+
 /// ARCHITECTURE §7: output partitioning is the Java clients', whatever the
 /// guarantee, so that other Kafka applications can co-partition with it.
 #[test]

@@ -45,6 +45,7 @@ pub(crate) trait SourceAdmin: Send + Sync {
     fn tasks(&self) -> Result<Vec<String>>;
     fn active_readers(&self, own: Option<&str>) -> Result<Vec<String>>;
     fn join(&self, instance: &str, shared: bool) -> Result<Option<Member>>;
+    fn until_idle(&self) -> Option<std::time::Duration>;
     fn repartition(&self, shards: u16) -> Result<Option<String>>;
     fn open_shard(
         &self,
@@ -123,6 +124,10 @@ impl<S: Source> SourceAdmin for BaseSide<S> {
 
     fn last_committers(&self) -> Result<BTreeSet<String>> {
         self.0.last_committers()
+    }
+
+    fn until_idle(&self) -> Option<std::time::Duration> {
+        self.0.until_idle()
     }
 
     fn members(&self) -> Result<Vec<GroupMemberInfo>> {
@@ -240,6 +245,10 @@ impl<T: Send + 'static, U: Send + 'static> SourceAdmin for ChainSide<T, U> {
 
     fn last_committers(&self) -> Result<BTreeSet<String>> {
         self.inner.last_committers()
+    }
+
+    fn until_idle(&self) -> Option<std::time::Duration> {
+        self.inner.until_idle()
     }
 
     fn members(&self) -> Result<Vec<GroupMemberInfo>> {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -403,6 +404,10 @@ impl Source for KafkaSource {
         Ok(Some(member as Member))
     }
 
+    fn until_idle(&self) -> Option<Duration> {
+        self.until_idle
+    }
+
     fn offsets(&self) -> Result<Vec<TaskOffsets>> {
         self.with_admin(|consumer| {
             let timeout = self.settings.metadata_timeout;
@@ -414,9 +419,18 @@ impl Source for KafkaSource {
                 let (topic, p) = self.topic_partition(task)?;
                 tpl.add_partition(&topic, p);
             }
-            let committed = consumer
-                .committed_offsets(tpl, timeout)
-                .map_err(|e| kafka_error("cannot read the group's offsets", brokers, e))?;
+            let committed = consumer.committed_offsets(tpl, timeout).map_err(|e| {
+                // The brokers answered the metadata just now: a wait this
+                // long is librdkafka asking again while a pending
+                // transaction holds the positions (unstable offsets).
+                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::OperationTimedOut) {
+                    Error::Aborted(format!(
+                        "the group's positions did not settle within {timeout:?}: {e}"
+                    ))
+                } else {
+                    kafka_error("cannot read the group's offsets", brokers, e)
+                }
+            })?;
             tasks
                 .into_iter()
                 .map(|task| {
@@ -424,7 +438,15 @@ impl Source for KafkaSource {
                     let (_, high) = consumer
                         .fetch_watermarks(&topic, p, timeout)
                         .map_err(|e| kafka_error("cannot read offsets", brokers, e))?;
-                    let committed = match committed.find_partition(&topic, p).map(|e| e.offset()) {
+                    let found = committed.find_partition(&topic, p);
+                    // A position a pending transaction holds stays unsettled
+                    // after librdkafka's retries: never read as none.
+                    if let Some(Err(e)) = found.as_ref().map(|e| e.error()) {
+                        return Err(Error::Aborted(format!(
+                            "the group's position of {topic}-{p} is not settled: {e}"
+                        )));
+                    }
+                    let committed = match found.map(|e| e.offset()) {
                         Some(Offset::Offset(o)) if o >= 0 => Some(o as u64),
                         _ => None,
                     };

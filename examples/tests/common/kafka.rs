@@ -491,3 +491,56 @@ pub fn wait_for_members(
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+/// A transactional producer of application `app` that added positions to
+/// its open transaction and did not commit them: a process paused (or
+/// killed) in the middle of its commit.
+pub struct Zombie(rdkafka::producer::BaseProducer);
+
+impl Zombie {
+    /// Opens a transaction as `transactional_id` holding position `at` of
+    /// every partition of `topic` for group `app`.
+    pub fn open(app: &str, transactional_id: &str, topic: &str, at: i64) -> Self {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::producer::Producer;
+        use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+        let t = std::time::Duration::from_secs(30);
+        let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .set("transactional.id", transactional_id)
+            .create()
+            .expect("producer");
+        producer.init_transactions(t).expect("init");
+        producer.begin_transaction().expect("begin");
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .set("group.id", app)
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        for p in group_offsets(app, topic).keys() {
+            tpl.add_partition_offset(topic, *p, Offset::Offset(at))
+                .expect("offset");
+        }
+        let group = consumer.group_metadata().expect("group metadata");
+        producer
+            .send_offsets_to_transaction(&tpl, &group, t)
+            .expect("offsets into the transaction");
+        Zombie(producer)
+    }
+
+    /// Tries to commit the transaction.
+    pub fn commit(&self) -> Result<(), rdkafka::error::KafkaError> {
+        use rdkafka::producer::Producer;
+        self.0
+            .commit_transaction(std::time::Duration::from_secs(30))
+    }
+
+    /// Aborts the transaction.
+    pub fn abort(self) {
+        use rdkafka::producer::Producer;
+        self.0
+            .abort_transaction(std::time::Duration::from_secs(30))
+            .expect("abort");
+    }
+}

@@ -84,13 +84,17 @@ impl Transactional {
             instance: init.instance.clone(),
             epoch: init.epoch,
         })?;
+        let fence = changelog::Fence {
+            own: &init.instance,
+            fence: &|id| commit.fence_instance(id),
+        };
         if manifest.reseed {
+            fence.settle(
+                &*source,
+                "the new timeline after a replay or an offsets reset",
+            )?;
             changelog::seed(&mut *txn, &*source, &store, manifest)?;
         } else {
-            let fence = changelog::Fence {
-                own: &init.instance,
-                fence: &|id| commit.fence_instance(id),
-            };
             changelog::roll_forward(
                 &mut *txn,
                 &*source,

@@ -7,6 +7,7 @@ use weir_core::{Error, Result};
 use super::output::outln;
 use super::{state_dir, App, Build};
 use crate::instance::{check_fingerprint, identity, refuse_if_read_elsewhere, Signature};
+use crate::recovery::changelog::Fence;
 use crate::store::{self, Store};
 
 impl App {
@@ -109,12 +110,23 @@ impl App {
         let (config, pipeline) = self.load(m, build)?;
         let dir = state_dir(&config)?;
         let signature = Signature::of(&pipeline);
-        let job = pipeline.into_job()?.job;
+        let built = pipeline.into_job()?;
+        let job = built.job;
         // Refused while an instance runs: one elsewhere reads the input as
         // a member of the application's group; one on this directory holds
         // its lock, which opening the live state takes.
         refuse_if_read_elsewhere(&*job.source(), "offsets reset", identity::peek(&dir)?)?;
         let store = Store::open(&dir)?;
+        // And while a transaction left open holds positions: its commit
+        // would land over the reset. This directory's own writer is fenced
+        // too: its lock is held here, so no process of it runs.
+        if let Some(commit) = &built.commit {
+            Fence {
+                own: "",
+                fence: &|id| commit.fence_instance(id),
+            }
+            .settle(&*job.source(), "offsets reset")?;
+        }
         let current = match store.manifest()? {
             Some(m) => {
                 check_fingerprint(&m, &signature, &dir)?;

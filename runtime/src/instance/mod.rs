@@ -166,7 +166,7 @@ pub(crate) async fn run_once(
                 None => Holdings::default(),
             };
             let result = if holdings.is_empty() {
-                idle(member.as_ref(), shutdown.clone()).await
+                idle(member.as_ref(), source.until_idle(), shutdown.clone()).await
             } else {
                 tracing::info!(tasks = ?holdings.tasks, shards = ?holdings.shards.as_ref().map(|s| &s.held), "running");
                 built
@@ -292,17 +292,24 @@ async fn join(
 }
 
 /// Waits, holding nothing, until the group gives this instance something
-/// or a shutdown is asked for; a run that ends in a handover.
+/// (a run that ends in a handover), a shutdown is asked for, or, in a
+/// bounded run, `until_idle` passed.
 async fn idle(
     member: Option<&Member>,
+    until_idle: Option<Duration>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<RunSummary> {
     tracing::info!(
         "the consumer group gave this instance nothing to hold; waiting for a rebalance"
     );
+    let ends = until_idle.map(|d| tokio::time::Instant::now() + d);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         if *shutdown.borrow() {
+            return Ok(RunSummary::default());
+        }
+        if ends.is_some_and(|t| tokio::time::Instant::now() >= t) {
+            tracing::info!("nothing to hold for the bounded run's idle time; ending");
             return Ok(RunSummary::default());
         }
         if let Some(m) = member {

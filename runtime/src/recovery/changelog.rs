@@ -145,6 +145,31 @@ impl Fence<'_> {
     }
 }
 
+impl Fence<'_> {
+    /// Before a new timeline (a replay, an offsets reset), which rewinds
+    /// the application and asks every instance to have stopped: fences the
+    /// instances its commits name (none is a member any more), then
+    /// refuses `what` while an open transaction still holds positions of
+    /// the group. A process paused or killed between adding its positions
+    /// to its transaction and committing it would otherwise commit them
+    /// over the new ones.
+    pub(crate) fn settle(&self, source: &dyn SourceAdmin, what: &str) -> Result<()> {
+        for id in source.last_committers()? {
+            if id != self.own {
+                tracing::info!(instance = %id, "aborting any open transaction of an instance that wrote the group's positions");
+                (self.fence)(&id)?;
+            }
+        }
+        match source.offsets() {
+            Ok(_) => Ok(()),
+            Err(e @ Error::Config(_)) => Err(e),
+            Err(e) => Err(Error::InUse(format!(
+                "{what} refused: an open transaction holds positions of this application's group, and no commit names its writer ({e}). A process stopped (SIGSTOP, a paused machine) or killed while it committed holds it: stop that process for good, or wait until the broker aborts the transaction at its timeout (for weir's own instances, 10 s plus two checkpoint intervals); then try again"
+            ))),
+        }
+    }
+}
+
 /// The source's committed offsets. Right after an instance died in the
 /// middle of a transaction, the broker may still be aborting it and
 /// refuse to answer (the group's offsets are unstable): wait and ask again.
