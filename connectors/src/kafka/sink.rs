@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::Producer as _;
 use rdkafka::{Offset, TopicPartitionList};
 use weir_core::commit::{ApplyFn, CommitPoint, Forward, GroupOffsets, Transaction, TxnInit};
 use weir_core::sink::{Flushed, Sink, SinkWriter};
@@ -554,13 +555,30 @@ impl Transaction for KafkaTransaction {
         shards: Option<&BTreeSet<u16>>,
         apply: &mut ApplyFn<'_>,
     ) -> Result<BTreeMap<u16, u64>> {
+        let settings = &self.out.settings;
+        // A partition with nothing after its position (a new application's
+        // changelog, or one that did not change since) is not read: a new
+        // consumer's first fetches take hundreds of milliseconds, where the
+        // producer's client knows its end in one round trip.
+        let producer = self.producer.producer();
         let restored: Vec<u16> = (0..self.partitions)
             .filter(|p| shards.is_none_or(|s| s.contains(p)))
+            .filter(|&p| {
+                let ends = producer.client().fetch_watermarks(
+                    &self.changelog,
+                    i32::from(p),
+                    settings.metadata_timeout,
+                );
+                match ends {
+                    Ok((low, high)) => from.get(&p).map_or(low, |o| *o as i64) < high,
+                    // Read to know.
+                    _ => true,
+                }
+            })
             .collect();
         if restored.is_empty() {
             return Ok(from.clone());
         }
-        let settings = &self.out.settings;
         let restore_group = format!("{}-restore", self.out.app);
         let consumer: BaseConsumer<WeirContext> = client_config(
             settings,

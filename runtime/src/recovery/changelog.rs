@@ -49,7 +49,9 @@ pub(crate) fn roll_forward(
     if let Err(e) = fence.departed(source) {
         tracing::warn!("cannot fence the instances that left the group: {e}");
     }
+    let fenced_ms = started.elapsed().as_millis() as u64;
     let committed = committed_offsets(source)?;
+    let offsets_ms = started.elapsed().as_millis() as u64;
     let reached = txn.restore(&from, shards, &mut |key, value| {
         if let Some(group) = key.strip_prefix(TIMELINE_KEY) {
             if let Ok(group) = <[u8; 2]>::try_from(group) {
@@ -77,6 +79,12 @@ pub(crate) fn roll_forward(
         Ok(())
     })?;
     store.apply_changelog(std::mem::take(&mut batch))?;
+    tracing::debug!(
+        fenced_ms,
+        offsets_ms,
+        restored_ms = started.elapsed().as_millis() as u64,
+        "recovery's steps"
+    );
     crash_point(failpoints::MID_RECOVERY);
     for t in committed {
         if let Some(c) = t.committed {
