@@ -53,6 +53,11 @@ pub struct Manifest {
     /// written to the changelog from the local state, with the positions.
     #[serde(default)]
     pub reseed: bool,
+    /// Kafka mode, shared: per local shard that another instance holds,
+    /// since when (milliseconds since the Unix epoch); its state is
+    /// dropped once away for `moved_state_keep_ms`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub away: BTreeMap<u16, i64>,
 }
 
 impl Manifest {
@@ -72,6 +77,7 @@ impl Manifest {
             sinks: BTreeMap::new(),
             changelog: BTreeMap::new(),
             reseed: false,
+            away: BTreeMap::new(),
         }
     }
 }

@@ -395,6 +395,7 @@ impl Store {
                 // Output already written stays; the new timeline follows it.
                 sinks: current.sinks.clone(),
                 changelog: BTreeMap::new(),
+                away: BTreeMap::new(),
                 reseed: true,
                 ..restored
             },
@@ -410,6 +411,7 @@ impl Store {
                 generation: restored.generation + 1,
                 replayed_from: Some(epoch),
                 changelog: BTreeMap::new(),
+                away: BTreeMap::new(),
                 reseed: true,
                 ..restored
             },

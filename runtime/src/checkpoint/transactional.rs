@@ -20,6 +20,7 @@ use super::{Checkpoint, Commit, Release};
 use crate::failpoints::{self, crash_point};
 use crate::manifest::Manifest;
 use crate::recovery::changelog;
+use crate::recovery::moved::{self, HeldShards};
 use crate::stage::SourceAdmin;
 use crate::store::Store;
 
@@ -37,7 +38,9 @@ pub(crate) struct RunInit {
     /// The epoch length.
     pub(crate) epoch: std::time::Duration,
     /// The shards whose state the run holds; every shard when `None`.
-    pub(crate) shards: Option<BTreeSet<u16>>,
+    pub(crate) shards: Option<HeldShards>,
+    /// How long the local state of a shard held elsewhere is kept.
+    pub(crate) moved_keep: std::time::Duration,
 }
 
 /// How often the records of the repartition topic that this instance read
@@ -95,12 +98,15 @@ impl Transactional {
             )?;
             changelog::seed(&mut *txn, &*source, &store, manifest)?;
         } else {
+            if let Some(held) = &init.shards {
+                moved::prepare(&store, manifest, held, init.moved_keep)?;
+            }
             changelog::roll_forward(
                 &mut *txn,
                 &*source,
                 &store,
                 manifest,
-                init.shards.as_ref(),
+                init.shards.as_ref().map(|s| &s.held),
                 &fence,
             )?;
         }

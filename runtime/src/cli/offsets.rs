@@ -142,6 +142,7 @@ impl App {
         next.replayed_from = None;
         // Kafka mode: a new timeline in the changelog, from the kept state.
         next.changelog.clear();
+        next.away.clear();
         next.reseed = true;
         for (task, pos) in &positions {
             next.sources.insert(

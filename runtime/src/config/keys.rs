@@ -81,6 +81,12 @@ pub(crate) const RUNTIME_KEYS: &[KeyDoc] = &[
         takes: "a whole number of MiB from 1 to 65536",
         meaning: "keyed-state cache per worker; an epoch ends once its writes fill half",
     },
+    KeyDoc {
+        key: "moved_state_keep_ms",
+        default: "43200000 (12 h)",
+        takes: "a whole number of milliseconds, below the changelog's delete.retention.ms (a day by default)",
+        meaning: "how long an instance keeps the state of a shard another instance took, to roll it forward if it comes back",
+    },
 ];
 
 /// The table whose keys pass through to the Kafka clients unchecked here

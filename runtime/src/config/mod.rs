@@ -118,6 +118,10 @@ pub struct RuntimeConfig {
     pub batch_size: usize,
     /// Write-back cache size per worker, in MiB.
     pub cache_mb: usize,
+    /// Kafka mode, shared: how long the local state of a shard that
+    /// another instance holds is kept, to be rolled forward if it comes
+    /// back; keep it below the changelog's `delete.retention.ms`.
+    pub moved_state_keep_ms: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -131,6 +135,7 @@ impl Default for RuntimeConfig {
             key_groups: weir_core::keygroup::DEFAULT_KEY_GROUPS,
             batch_size: 1024,
             cache_mb: 16,
+            moved_state_keep_ms: 12 * 60 * 60 * 1000,
         }
     }
 }

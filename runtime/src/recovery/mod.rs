@@ -11,6 +11,7 @@
 //! Each step can be interrupted and run again to the same end (I3).
 
 pub(crate) mod changelog;
+pub(crate) mod moved;
 mod sinks;
 mod sources;
 
@@ -25,6 +26,7 @@ use crate::checkpoint::{Commit, Local, RunInit, Transactional};
 use crate::config::Guarantee;
 use crate::plan::JobEnv;
 use crate::stage::SourceAdmin;
+use moved::HeldShards;
 
 /// Opens the run's commit point. An exactly-once pipeline whose sinks
 /// commit through a transaction (Kafka mode) fences older instances and
@@ -44,7 +46,11 @@ pub(crate) async fn open_commit(
     let init = RunInit {
         instance: env.instance.clone(),
         epoch: std::time::Duration::from_millis(env.config.checkpoint.interval_ms),
-        shards: env.holdings.shards.as_ref().map(|s| s.held.clone()),
+        shards: env.holdings.shards.as_ref().map(|s| HeldShards {
+            held: s.held.clone(),
+            count: s.count,
+        }),
+        moved_keep: std::time::Duration::from_millis(env.config.moved_state_keep_ms),
     };
     let (txn, manifest) = tokio::task::spawn_blocking(move || {
         Transactional::open(&*commit, source, store, &mut manifest, &init).map(|t| (t, manifest))
