@@ -11,13 +11,14 @@
 //!
 //! Run: `dev/bench` (full) or `dev/bench --quick` (CI-sized); by hand,
 //! `bench --bin target/release --kstreams benches/kstreams --quix benches/quix --work DIR
-//! --brokers 127.0.0.1:9092 [--quick] [--only w1,w2,w3,w4,w5]`; and
+//! --brokers 127.0.0.1:9092 [--quick] [--only w1,w2,w3,w4,w5,w7]`; and
 //! `bench --brokers B --watch TOPIC N` times the output watcher alone over
 //! the first N records of TOPIC (it must read far faster than any pipeline).
 
 mod data;
 mod kafka;
 mod proc;
+mod scaleout;
 
 use std::collections::HashMap;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -188,6 +189,9 @@ fn main() -> Result<()> {
     if wants("w5") {
         b.latency()?;
     }
+    if wants("w7") {
+        b.scale_out()?;
+    }
     b.print_table();
     Ok(())
 }
@@ -315,30 +319,9 @@ impl Bench {
     /// Workload 1: Kafka -> Kafka word count, weir against Kafka Streams
     /// and Quix Streams.
     fn kafka_throughput(&mut self) -> Result<()> {
-        let words = self.sizes.kafka_words;
         let input = self.topic("words");
         create_topics(&self.brokers, &[(&input, PARTITIONS)])?;
-        let mut loader = Loader::new(&self.brokers, &input, PARTITIONS, 20)?;
-        let mut zipf = Zipf::new(VOCABULARY, 1);
-        let mut counts: HashMap<String, u64> = HashMap::new();
-        let mut line = String::new();
-        let started = Instant::now();
-        for _ in 0..words / LINE_WORDS as u64 {
-            zipf.line(LINE_WORDS, &mut line);
-            for w in line.split_ascii_whitespace() {
-                *counts.entry(w.to_owned()).or_default() += 1;
-            }
-            loader.send(line.as_bytes())?;
-        }
-        loader.flush()?;
-        let total: u64 = counts.values().sum();
-        let sum: u64 = counts.values().map(|n| n * (n + 1) / 2).sum();
-        println!(
-            "bench: loaded {total} words ({} records, {} distinct) into {input} in {:.1} s",
-            loader.records,
-            counts.len(),
-            started.elapsed().as_secs_f64()
-        );
+        let (total, sum) = self.load(&input, self.sizes.kafka_words, 1)?;
         for interval in [100u64, 1000] {
             for eos in [true, false] {
                 let mut rate = HashMap::new();
@@ -394,6 +377,35 @@ impl Bench {
             }
         }
         Ok(())
+    }
+
+    /// Loads `words` Zipf-distributed words (vocabulary seed `seed`),
+    /// `LINE_WORDS` a record, into `topic`; returns the words loaded and the
+    /// sum of every count a word count emits for them (1 + 2 + ... + n per
+    /// word), which a correct output adds up to.
+    fn load(&self, topic: &str, words: u64, seed: u64) -> Result<(u64, u64)> {
+        let mut loader = Loader::new(&self.brokers, topic, PARTITIONS, 20)?;
+        let mut zipf = Zipf::new(VOCABULARY, seed);
+        let mut counts: HashMap<String, u64> = HashMap::new();
+        let mut line = String::new();
+        let started = Instant::now();
+        for _ in 0..words / LINE_WORDS as u64 {
+            zipf.line(LINE_WORDS, &mut line);
+            for w in line.split_ascii_whitespace() {
+                *counts.entry(w.to_owned()).or_default() += 1;
+            }
+            loader.send(line.as_bytes())?;
+        }
+        loader.flush()?;
+        let total: u64 = counts.values().sum();
+        let sum: u64 = counts.values().map(|n| n * (n + 1) / 2).sum();
+        println!(
+            "bench: loaded {total} words ({} records, {} distinct) into {topic} in {:.1} s",
+            loader.records,
+            counts.len(),
+            started.elapsed().as_secs_f64()
+        );
+        Ok((total, sum))
     }
 
     /// Workload 2: local word count against the plain program.
@@ -805,6 +817,9 @@ impl Bench {
             "recovery_kafka_s",
             "recovery_ratio",
             "p99_ms",
+            "scaleout_ratio",
+            "failover_s",
+            "failover_ratio",
             "peak_rss_mb",
         ];
         let line: Vec<String> = keys

@@ -45,11 +45,12 @@ public final class WordCount {
   private static final String USAGE =
       "usage: run --brokers HOST:PORT --input-topic T --output-topic T --application-id ID"
           + " --state-dir DIR [--commit-interval-ms N (1000)]"
-          + " [--guarantee exactly_once_v2|at_least_once (exactly_once_v2)]";
+          + " [--guarantee exactly_once_v2|at_least_once (exactly_once_v2)]"
+          + " [--instance N (0): the static member of instance N of the application]";
 
   private static final List<String> REQUIRED =
       List.of("brokers", "input-topic", "output-topic", "application-id", "state-dir");
-  private static final List<String> OPTIONAL = List.of("commit-interval-ms", "guarantee");
+  private static final List<String> OPTIONAL = List.of("commit-interval-ms", "guarantee", "instance");
 
   /** The process's exit status, read by the shutdown hook. */
   private static volatile int exitCode = 0;
@@ -93,7 +94,7 @@ public final class WordCount {
     // member's session to time out (45 s), so recovery measures the state restore, not that wait.
     props.put(
         StreamsConfig.mainConsumerPrefix(ConsumerConfig.GROUP_INSTANCE_ID_CONFIG),
-        args.get("application-id") + "-0");
+        args.get("application-id") + "-" + args.getOrDefault("instance", "0"));
 
     Topology topology = topology(args.get("input-topic"), args.get("output-topic"));
     KafkaStreams streams = new KafkaStreams(topology, props);
