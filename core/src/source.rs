@@ -1,6 +1,6 @@
 //! The interface between the runtime and source connectors.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::commit::GroupOffsets;
@@ -219,11 +219,13 @@ pub trait Source: Send + Sync + 'static {
     }
 
     /// The instances whose commits wrote the last settled positions of the
-    /// tasks (and shards), as the positions record them: when positions
-    /// stay unsettled (a transaction that commits them is pending),
-    /// recovery fences those of them that left the group. Empty by default.
-    fn last_committers(&self) -> Result<BTreeSet<String>> {
-        Ok(BTreeSet::new())
+    /// tasks (and shards), as the positions record them, each with the key
+    /// groups it ran with (when recorded): when positions stay unsettled (a
+    /// transaction that commits them is pending), recovery fences those of
+    /// them that left the group, and an instance that runs with other key
+    /// groups is refused. Empty by default.
+    fn last_committers(&self) -> Result<BTreeMap<String, Option<u16>>> {
+        Ok(BTreeMap::new())
     }
 
     /// Drops the records of the [`repartition`](Self::repartition) topic

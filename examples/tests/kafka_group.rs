@@ -420,3 +420,32 @@ fn the_survivor_of_two_instances_takes_over_after_kill_9_exactly_once() {
     let records = common::verify_counts(&expected, committed_counts(&output));
     assert_eq!(records, WORDS as u64);
 }
+
+/// An instance whose `key_groups` differs from the one the application's
+/// instances committed with is refused before it commits anything: a key
+/// would fall in another key group in each, and both would keep its state.
+#[test]
+fn an_instance_with_other_key_groups_is_refused_before_it_commits() {
+    let d = common::dirs(1, 20_000, 177);
+    let Parts {
+        input, output, app, ..
+    } = first_part(&d, "group-key-groups");
+    common::assert_success(
+        &wordcount_idle(&input, &output, &app, &d.state, Some(1500))
+            .output()
+            .expect("run"),
+    );
+    let before = common::kafka::group_offsets(&app, &input);
+    let other = d.state.with_file_name("state-2");
+    let mut cmd = wordcount_idle(&input, &output, &app, &other, Some(1500));
+    cmd.args(["--set", "key_groups=32"]);
+    let err = refused(&mut cmd);
+    assert!(
+        err.contains("key_groups differs") && err.contains("--set key_groups=16"),
+        "{err}"
+    );
+    assert_eq!(common::kafka::group_offsets(&app, &input), before);
+    let expected = common::expected_counts(&d.input);
+    let records = common::verify_counts(&expected, committed_counts(&output));
+    assert_eq!(records, 20_000);
+}

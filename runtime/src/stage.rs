@@ -2,7 +2,7 @@
 //! task fused with the stateless operators before the exchange) and the
 //! keyed stages a worker runs after it (processors, maps, sinks).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,7 +54,7 @@ pub(crate) trait SourceAdmin: Send + Sync {
         drain: bool,
     ) -> Result<Box<dyn SourceReader<Forwarded>>>;
     fn purge(&self, positions: &BTreeMap<String, u64>) -> Result<()>;
-    fn last_committers(&self) -> Result<BTreeSet<String>>;
+    fn last_committers(&self) -> Result<BTreeMap<String, Option<u16>>>;
     fn members(&self) -> Result<Vec<GroupMemberInfo>>;
     fn resume_points(
         &self,
@@ -122,7 +122,7 @@ impl<S: Source> SourceAdmin for BaseSide<S> {
         self.0.purge(positions)
     }
 
-    fn last_committers(&self) -> Result<BTreeSet<String>> {
+    fn last_committers(&self) -> Result<BTreeMap<String, Option<u16>>> {
         self.0.last_committers()
     }
 
@@ -243,7 +243,7 @@ impl<T: Send + 'static, U: Send + 'static> SourceAdmin for ChainSide<T, U> {
         self.inner.purge(positions)
     }
 
-    fn last_committers(&self) -> Result<BTreeSet<String>> {
+    fn last_committers(&self) -> Result<BTreeMap<String, Option<u16>>> {
         self.inner.last_committers()
     }
 

@@ -578,16 +578,24 @@ pub(crate) fn static_id(group: &str, instance: &str) -> String {
     format!("{group}-{instance}")
 }
 
-/// The metadata of a position committed by instance `instance`: who to
-/// fence when a transaction that commits the position stays pending.
-pub(crate) fn committer(instance: &str) -> String {
-    format!("weir:{instance}")
+/// The metadata of a position committed by instance `instance`, which
+/// runs with `key_groups` key groups: who to fence when a transaction that
+/// commits the position stays pending, and what every instance of the
+/// application must agree on.
+pub(crate) fn committer(instance: &str, key_groups: u16) -> String {
+    format!("weir:{instance};key_groups={key_groups}")
 }
 
-/// The instance that committed a position, from its metadata (see
-/// [`committer`]).
-pub(crate) fn committer_of(metadata: &str) -> Option<&str> {
-    metadata.strip_prefix("weir:").filter(|id| !id.is_empty())
+/// The instance that committed a position, and the key groups it ran with
+/// if it says, from its metadata (see [`committer`]).
+pub(crate) fn committer_of(metadata: &str) -> Option<(&str, Option<u16>)> {
+    let rest = metadata.strip_prefix("weir:")?;
+    let (id, fields) = rest.split_once(';').unwrap_or((rest, ""));
+    let key_groups = fields
+        .split(';')
+        .find_map(|f| f.strip_prefix("key_groups="))
+        .and_then(|n| n.parse().ok());
+    (!id.is_empty()).then_some((id, key_groups))
 }
 
 /// The member's `client.id`.
@@ -644,6 +652,15 @@ mod tests {
         assert_eq!(assigned_partitions(raw, "v"), Vec::<i32>::new());
         assert_eq!(assigned_partitions(&raw[..5], "t"), Vec::<i32>::new());
         assert_eq!(assigned_partitions(&[], "t"), Vec::<i32>::new());
+    }
+
+    #[test]
+    fn a_position_names_its_committer_and_key_groups() {
+        assert_eq!(committer_of(&committer("abc", 16)), Some(("abc", Some(16))));
+        // As instances before key_groups was recorded wrote it.
+        assert_eq!(committer_of("weir:abc"), Some(("abc", None)));
+        assert_eq!(committer_of("weir:"), None);
+        assert_eq!(committer_of("something else"), None);
     }
 
     #[test]

@@ -432,6 +432,7 @@ impl CommitPoint for KafkaCommit {
         });
         Ok(Box::new(KafkaTransaction {
             instance: init.instance.clone(),
+            key_groups: init.key_groups,
             out: out.clone(),
             producer,
             changelog,
@@ -472,6 +473,8 @@ struct KafkaTransaction {
     /// This instance's id, recorded with every position it commits (see
     /// [`committer`]).
     instance: String,
+    /// The key groups this instance runs with, recorded beside its id.
+    key_groups: u16,
     out: Arc<Output>,
     producer: TxnProducer,
     changelog: String,
@@ -527,7 +530,7 @@ impl Transaction for KafkaTransaction {
             return self.producer.commit(None);
         };
         let mut tpl = TopicPartitionList::new();
-        let committer = committer(&self.instance);
+        let committer = committer(&self.instance, self.key_groups);
         for (topic, partition, offset) in &o.offsets {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset as i64))
                 .map_err(|e| Error::State(format!("bad offset for {topic}-{partition}: {e}")))?;

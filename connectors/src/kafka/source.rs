@@ -8,7 +8,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use weir_core::commit::GroupOffsets;
 use weir_core::group::{GroupMemberInfo, Member};
@@ -586,7 +586,7 @@ impl Source for KafkaSource {
         Ok(Box::new(reader))
     }
 
-    fn last_committers(&self) -> Result<BTreeSet<String>> {
+    fn last_committers(&self) -> Result<BTreeMap<String, Option<u16>>> {
         let mut tpl = TopicPartitionList::new();
         let mut tasks = self.tasks()?;
         tasks.extend(self.shard_tasks());
@@ -614,7 +614,8 @@ impl Source for KafkaSource {
         Ok(committed
             .elements()
             .iter()
-            .filter_map(|e| committer_of(e.metadata()).map(str::to_owned))
+            .filter_map(|e| committer_of(e.metadata()))
+            .map(|(id, key_groups)| (id.to_owned(), key_groups))
             .collect())
     }
 

@@ -46,8 +46,14 @@ pub(crate) fn roll_forward(
     // An instance that left the group with its transaction open (killed
     // mid-epoch) holds them unsettled until the broker times it out; it
     // is aborted now instead.
-    if let Err(e) = fence.departed(source) {
-        tracing::warn!("cannot fence the instances that left the group: {e}");
+    match source.last_committers() {
+        Ok(committers) => {
+            same_key_groups(&committers, fence.own, manifest.key_groups)?;
+            if let Err(e) = fence.departed(source, &committers) {
+                tracing::warn!("cannot fence the instances that left the group: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("cannot read who committed the group's positions: {e}"),
     }
     let fenced_ms = started.elapsed().as_millis() as u64;
     let committed = committed_offsets(source)?;
@@ -139,15 +145,19 @@ impl Fence<'_> {
     /// open (killed mid-epoch), which holds the positions unsettled until
     /// the broker times it out. A member is never fenced from here; one
     /// that comes back finds its commits fenced and joins again.
-    fn departed(&self, source: &dyn SourceAdmin) -> Result<()> {
+    fn departed(
+        &self,
+        source: &dyn SourceAdmin,
+        committers: &BTreeMap<String, Option<u16>>,
+    ) -> Result<()> {
         let members = source.members()?;
-        for id in source.last_committers()? {
+        for id in committers.keys() {
             let client = format!("weir-{id}");
-            if id == self.own || members.iter().any(|m| m.client == client) {
+            if *id == self.own || members.iter().any(|m| m.client == client) {
                 continue;
             }
             tracing::info!(instance = %id, "aborting the open transaction of an instance that left the group");
-            (self.fence)(&id)?;
+            (self.fence)(id)?;
         }
         Ok(())
     }
@@ -162,10 +172,10 @@ impl Fence<'_> {
     /// to its transaction and committing it would otherwise commit them
     /// over the new ones.
     pub(crate) fn settle(&self, source: &dyn SourceAdmin, what: &str) -> Result<()> {
-        for id in source.last_committers()? {
-            if id != self.own {
+        for id in source.last_committers()?.keys() {
+            if *id != self.own {
                 tracing::info!(instance = %id, "aborting any open transaction of an instance that wrote the group's positions");
-                (self.fence)(&id)?;
+                (self.fence)(id)?;
             }
         }
         match source.offsets() {
@@ -175,6 +185,26 @@ impl Fence<'_> {
                 "{what} refused: an open transaction holds positions of this application's group, and no commit names its writer ({e}). A process stopped (SIGSTOP, a paused machine) or killed while it committed holds it: stop that process for good, or wait until the broker aborts the transaction at its timeout (for weir's own instances, 10 s plus two checkpoint intervals); then try again"
             ))),
         }
+    }
+}
+
+/// Refuses to run with `key_groups` key groups when another instance of
+/// the application committed with another number: a key's group, and so
+/// which instance holds its state, would differ between them, and both
+/// would keep a count of one key. Before anything is committed.
+fn same_key_groups(
+    committers: &BTreeMap<String, Option<u16>>,
+    own: &str,
+    key_groups: u16,
+) -> Result<()> {
+    let other = committers
+        .iter()
+        .find(|(id, n)| id.as_str() != own && n.is_some_and(|n| n != key_groups));
+    match other {
+        Some((id, Some(n))) => Err(Error::Config(format!(
+            "key_groups differs between the instances of this application: this one runs with {key_groups} (fixed when its state directory was created), instance {id} committed with {n}; a key would belong to another key group in each, and both would keep its state. Run every instance with the same key_groups: start this one with --set key_groups={n} on a new --state (its state is restored from the changelog)"
+        ))),
+        _ => Ok(()),
     }
 }
 

@@ -116,7 +116,7 @@ impl Bench {
     /// Two instances of each system read an input produced at a steady
     /// rate; one that holds input partitions is killed (`kill -9`), and the
     /// figure is the time until every input partition it held has a
-    /// committed position past the one it had at the kill: the survivor
+    /// committed position past the partition's end at the kill: the survivor
     /// took the partition over (after the group let the dead member go),
     /// restored its state and committed its output. The output is checked
     /// afterwards: every count once.
@@ -137,8 +137,11 @@ impl Bench {
                 self.instance(system, &input, &output, 1)?,
             ];
             let group = Group::new(&self.brokers, &output)?;
-            // Steady: both are members holding input partitions, and every
-            // input partition committed since the group settled.
+            // Steady: both are members of the settled group, and every input
+            // partition committed since. (The group balances the count of
+            // partitions a member holds over the input and, for weir, the
+            // repartition topic together: one instance may hold every input
+            // partition and the other only shards.)
             let mut held = BTreeMap::new();
             wait_until(STEADY_TIMEOUT, &mut || {
                 pair.iter_mut().try_for_each(Proc::check_alive)?;
@@ -154,14 +157,18 @@ impl Bench {
                     .all(|(p, o)| now.get(p).is_some_and(|n| n > o)))
             })?;
             // Instance 1 unless it holds no input partition.
-            let victim = usize::from(held.contains_key(&self.member_of(system, &output, 1)?));
-            let partitions = held
-                .get(&self.member_of(system, &output, victim)?)
-                .cloned()
-                .with_context(|| format!("w7 {system}: which member is which in {held:?}"))?;
-            let before = group.committed(&input)?;
+            let input_of = |i: usize| -> Result<Vec<i32>> {
+                held.get(&self.member_of(system, &output, i)?)
+                    .cloned()
+                    .with_context(|| format!("w7 {system}: which member is which in {held:?}"))
+            };
+            let victim = if input_of(1)?.is_empty() { 0 } else { 1 };
+            let partitions = input_of(victim)?;
             let killed = Instant::now();
             let first = pair[victim].kill()?;
+            // Past the input's end at the kill: a commit the victim had in
+            // flight cannot reach it, only the survivor's.
+            let before = group.ends(&input)?;
             let survivor = 1 - victim;
             wait_until(FAILOVER_TIMEOUT, &mut || {
                 pair[survivor].check_alive()?;
@@ -296,9 +303,21 @@ impl Group {
             .collect())
     }
 
+    /// The end offset of each partition of `topic`.
+    fn ends(&self, topic: &str) -> Result<BTreeMap<i32, i64>> {
+        (0..PARTITIONS)
+            .map(|p| {
+                let (_, high) = self
+                    .consumer
+                    .fetch_watermarks(topic, p, Duration::from_secs(10))
+                    .context("cannot read the input's end offsets")?;
+                Ok((p, high))
+            })
+            .collect()
+    }
+
     /// The partitions of `topic` each member of the stable group holds,
-    /// by the member's static instance id; members that hold none are left
-    /// out, and so is everything while the group rebalances.
+    /// by the member's static instance id (none while it rebalances).
     fn input_held(&self, topic: &str) -> Result<BTreeMap<String, Vec<i32>>> {
         let list = self
             .consumer
@@ -308,9 +327,6 @@ impl Group {
         for g in list.groups().iter().filter(|g| g.state() == "Stable") {
             for m in g.members() {
                 let partitions = assigned(m.assignment().unwrap_or_default(), topic);
-                if partitions.is_empty() {
-                    continue;
-                }
                 // A static member's id is its instance id, a dash and a
                 // UUID (36 characters).
                 let id = m.id();
