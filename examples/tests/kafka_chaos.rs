@@ -69,17 +69,28 @@ impl Chaos {
     }
 
     /// Fails the test, with the instance's log, if slot `i`'s process
-    /// ended by itself.
-    fn check_alive(&mut self, i: usize) {
+    /// ended by itself. One exception: a process that was starting when
+    /// the broker went down fails with "check that the brokers are
+    /// reachable" (a run that cannot reach its broker at start is refused,
+    /// naming it); a supervisor starts it again, and so does this test.
+    /// Returns whether it was started again so.
+    fn check_alive(&mut self, i: usize, broker_down_lately: bool) -> bool {
         let slot = &mut self.slots[i];
         if let Some(p) = &mut slot.process {
             if let Some(status) = p.0.try_wait().expect("poll") {
-                panic!(
-                    "instance {i} exited by itself ({status}) during the chaos: {}",
-                    tail(&slot.log)
-                );
+                let log = tail(&slot.log);
+                if broker_down_lately
+                    && status.code() == Some(1)
+                    && log.contains("check that the brokers are reachable")
+                {
+                    eprintln!("instance {i} could not reach the restarting broker at start; started again: {log}");
+                    self.start(i, None);
+                    return true;
+                }
+                panic!("instance {i} exited by itself ({status}) during the chaos: {log}");
             }
         }
+        false
     }
 
     fn running(&self) -> Vec<usize> {
@@ -147,12 +158,18 @@ fn instances_share_an_application_exactly_once_through_kills_leaves_a_join_and_a
     let mut rng = rand::rngs::StdRng::seed_from_u64(rand::rng().random());
     let (mut kills, mut leaves, mut sharing) = (0, 0, 0usize);
     let mut broker_restarted = false;
+    // When the broker came back, and how many starts it refused.
+    let mut broker_back: Option<Instant> = None;
+    let mut refused_starts = 0;
     let mut events = 0usize;
     while kills < KILLS || parts.len() > 0 || !broker_restarted || chaos.slots.len() < 4 {
         events += 1;
         std::thread::sleep(Duration::from_millis(rng.random_range(100..1800)));
         for i in chaos.running() {
-            chaos.check_alive(i);
+            let lately = broker_back.is_some_and(|t| t.elapsed() < Duration::from_secs(60));
+            if chaos.check_alive(i, lately) {
+                refused_starts += 1;
+            }
         }
         // Every few events: who holds what, as the group's coordinator says.
         if events.is_multiple_of(4) {
@@ -204,6 +221,7 @@ fn instances_share_an_application_exactly_once_through_kills_leaves_a_join_and_a
                     std::thread::sleep(Duration::from_millis(rng.random_range(0..3000)));
                     let _ = broker("start");
                     broker_restarted = true;
+                    broker_back = Some(Instant::now());
                 }
             }
         }
@@ -213,7 +231,7 @@ fn instances_share_an_application_exactly_once_through_kills_leaves_a_join_and_a
     // The end: every instance stops cleanly, then all run bounded to the
     // input's end together and exit 0.
     for i in chaos.running() {
-        chaos.check_alive(i);
+        chaos.check_alive(i, false);
         chaos.stop(i);
     }
     for i in 0..chaos.slots.len() {
@@ -245,7 +263,7 @@ fn instances_share_an_application_exactly_once_through_kills_leaves_a_join_and_a
     assert_group_at_end(&app, &input, PARTITIONS as usize);
     let starts: usize = chaos.slots.iter().map(|s| s.starts).sum();
     eprintln!(
-        "{kills} kills, {leaves} leaves, 1 join with empty state, 1 broker restart, {starts} processes started; {records} records read_committed; at most {sharing} members holding partitions at once; chaos {chaos_s:.1} s, in all {:.1} s",
+        "{kills} kills, {leaves} leaves, 1 join with empty state, 1 broker restart, {starts} processes started ({refused_starts} refused at start while the broker restarted); {records} records read_committed; at most {sharing} members holding partitions at once; chaos {chaos_s:.1} s, in all {:.1} s",
         started.elapsed().as_secs_f64()
     );
     assert!(

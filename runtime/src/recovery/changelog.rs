@@ -2,7 +2,8 @@
 //! every older instance (which aborts its open transaction), RocksDB is
 //! rolled forward from the changelog (from the manifest's positions, or
 //! from the start for a key group without local state), and the source
-//! positions committed in Kafka are taken. Local state is never wiped.
+//! positions committed in Kafka are taken. Local state is never wiped
+//! here (`moved` drops the state of shards away too long, before this).
 //! After a replay or an `offsets reset`, a new timeline is seeded instead.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -166,14 +167,18 @@ impl Fence<'_> {
 impl Fence<'_> {
     /// Before a new timeline (a replay, an offsets reset), which rewinds
     /// the application and asks every instance to have stopped: fences the
-    /// instances its commits name (none is a member any more), then
+    /// instances its commits name that are not members, then
     /// refuses `what` while an open transaction still holds positions of
     /// the group. A process paused or killed between adding its positions
     /// to its transaction and committing it would otherwise commit them
     /// over the new ones.
     pub(crate) fn settle(&self, source: &dyn SourceAdmin, what: &str) -> Result<()> {
+        let members = source.members()?;
         for id in source.last_committers()?.keys() {
-            if *id != self.own {
+            // A member runs (it started before this run): never fenced from
+            // here, as in `departed`.
+            let client = format!("weir-{id}");
+            if *id != self.own && !members.iter().any(|m| m.client == client) {
                 tracing::info!(instance = %id, "aborting any open transaction of an instance that wrote the group's positions");
                 (self.fence)(id)?;
             }

@@ -31,11 +31,13 @@ impl HeldShards {
 }
 
 /// Before a run restores its shards: notes since when each local shard
-/// that another instance holds has been away, and drops the state of those
-/// away for `keep` or longer. A held shard without a changelog position
-/// (new here, or dropped) is cleared too, so that its restore from the
-/// start of the changelog never lands on what a drop interrupted by a
-/// crash left behind.
+/// that another instance holds has been away, and drops the state of every
+/// local shard away for `keep` or longer, held now or not. A shard not
+/// noted away was last held here at the manifest's last commit, so the
+/// time this instance was down counts too. A held shard without a
+/// changelog position (new here, or dropped) is cleared too, so that its
+/// restore from the start of the changelog never lands on what a drop
+/// interrupted by a crash left behind.
 pub(crate) fn prepare(
     store: &Store,
     manifest: &mut Manifest,
@@ -45,22 +47,21 @@ pub(crate) fn prepare(
     let now = now_ms();
     let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
     let mut next = manifest.clone();
-    next.away.retain(|s, _| !shards.held.contains(s));
+    let mut expired = Vec::new();
     for s in manifest.changelog.keys() {
-        if !shards.held.contains(s) {
-            next.away.entry(*s).or_insert(now);
+        let since = manifest.away.get(s).copied().unwrap_or(manifest.time_ms);
+        if now.saturating_sub(since) >= keep_ms {
+            expired.push((*s, since));
+            next.away.remove(s);
+            next.changelog.remove(s);
+        } else if shards.held.contains(s) {
+            next.away.remove(s);
+        } else {
+            next.away.insert(*s, since);
         }
     }
-    let expired: Vec<(u16, i64)> = next
-        .away
-        .iter()
-        .filter(|(_, since)| now.saturating_sub(**since) >= keep_ms)
-        .map(|(s, since)| (*s, *since))
-        .collect();
-    for (s, _) in &expired {
-        next.away.remove(s);
-        next.changelog.remove(s);
-    }
+    // A shard dropped before (no position any more) is not away.
+    next.away.retain(|s, _| next.changelog.contains_key(s));
     // The manifest first: from then on the shard is restored from the
     // start (and cleared first) wherever this stops.
     if next != *manifest {
@@ -110,6 +111,7 @@ mod tests {
             .collect();
         store.apply_changelog(writes).expect("state");
         let mut m = Manifest::empty("p", "f", "t", KEY_GROUPS);
+        m.time_ms = now_ms();
         m.changelog.insert(0, 10);
         m.changelog.insert(1, 20);
         store.commit(Vec::new(), &m).expect("manifest");
@@ -176,6 +178,21 @@ mod tests {
         store.commit(Vec::new(), &m).expect("manifest");
         prepare(&store, &mut m, &holding(&[0, 1]), Duration::from_secs(3600)).expect("prepare");
         assert_eq!(groups_with_state(&store), BTreeSet::from([0, 2]));
+    }
+
+    #[test]
+    fn the_time_an_instance_was_down_counts_for_its_shards_held_or_not() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (store, mut m) = setup(tmp.path());
+        // Last committed two hours ago: shard 0 is held again, shard 1 is
+        // held elsewhere now; both were out of this instance's sight since.
+        m.time_ms -= 2 * HOUR_MS;
+        store.commit(Vec::new(), &m).expect("manifest");
+        let keep = Duration::from_millis(HOUR_MS as u64);
+        prepare(&store, &mut m, &holding(&[0]), keep).expect("prepare");
+        assert!(groups_with_state(&store).is_empty());
+        assert!(m.changelog.is_empty(), "both restored from the start");
+        assert!(m.away.is_empty());
     }
 
     #[test]

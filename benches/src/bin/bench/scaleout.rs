@@ -156,6 +156,11 @@ impl Bench {
                     .iter()
                     .all(|(p, o)| now.get(p).is_some_and(|n| n > o)))
             })?;
+            // Who holds what now, after the wait.
+            wait_until(STEADY_TIMEOUT, &mut || {
+                held = group.input_held(&input)?;
+                Ok(held.len() == 2)
+            })?;
             // Instance 1 unless it holds no input partition.
             let input_of = |i: usize| -> Result<Vec<i32>> {
                 held.get(&self.member_of(system, &output, i)?)
@@ -164,6 +169,12 @@ impl Bench {
             };
             let victim = if input_of(1)?.is_empty() { 0 } else { 1 };
             let partitions = input_of(victim)?;
+            if partitions.is_empty() {
+                bail!("w7 {system}: neither instance holds an input partition: {held:?}");
+            }
+            println!(
+                "bench: w7 {system}: killing instance {victim}, which holds input partitions {partitions:?} ({held:?})"
+            );
             let killed = Instant::now();
             let first = pair[victim].kill()?;
             // Past the input's end at the kill: a commit the victim had in
