@@ -1,6 +1,7 @@
 //! The one place that builds Kafka clients, with weir's defaults.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -114,8 +115,31 @@ pub(crate) fn with_defaults(mut config: ClientConfig, defaults: &[(&str, &str)])
     config
 }
 
-/// Maps a client error to one that names the broker and the fix.
+/// Whether the brokers have answered this process: from then on, a broker
+/// that does not answer is away for a while (a restart), not misnamed.
+static ANSWERED: AtomicBool = AtomicBool::new(false);
+
+/// Notes that the brokers answered (their metadata was read).
+pub(crate) fn answered() {
+    ANSWERED.store(true, Ordering::Relaxed);
+}
+
+/// Maps a client error to one that names the broker and the fix. A broker
+/// that does not answer is a configuration error until the brokers have
+/// answered this process once (a mistyped `--brokers` is named at once);
+/// after that it is a broker away for a while, and the run starts over
+/// from its last commit when it is back ([`Error::Aborted`]).
 pub(crate) fn kafka_error(what: &str, brokers: &str, e: rdkafka::error::KafkaError) -> Error {
+    error_of(what, brokers, e, ANSWERED.load(Ordering::Relaxed))
+}
+
+/// [`kafka_error`], told whether the brokers answered before.
+fn error_of(
+    what: &str,
+    brokers: &str,
+    e: rdkafka::error::KafkaError,
+    answered_before: bool,
+) -> Error {
     use rdkafka::error::KafkaError;
     if matches!(
         e,
@@ -125,9 +149,33 @@ pub(crate) fn kafka_error(what: &str, brokers: &str, e: rdkafka::error::KafkaErr
             "invalid Kafka client configuration: {e}; fix or remove that property under [kafka] (or --set kafka.NAME=VALUE)"
         ));
     }
+    if answered_before && e.rdkafka_error_code().is_some_and(unreachable) {
+        return Error::Aborted(format!(
+            "{what} on Kafka at {brokers}: {e}; the brokers answered before, so waiting for them to be back"
+        ));
+    }
     Error::Config(format!(
         "{what} on Kafka at {brokers}: {e}; check that the brokers are reachable (--brokers) and the topic exists"
     ))
+}
+
+/// Codes that say a broker did not answer, or not yet as the one in charge.
+fn unreachable(code: rdkafka::types::RDKafkaErrorCode) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::BrokerTransportFailure
+            | C::AllBrokersDown
+            | C::OperationTimedOut
+            | C::RequestTimedOut
+            | C::NetworkException
+            | C::CoordinatorNotAvailable
+            | C::NotCoordinator
+            | C::CoordinatorLoadInProgress
+            | C::LeaderNotAvailable
+            | C::NotLeaderForPartition
+            | C::BrokerNotAvailable
+    )
 }
 
 /// weir's client context: librdkafka's errors go to `tracing`, without the
@@ -171,5 +219,35 @@ impl rdkafka::producer::ProducerContext for WeirContext {
         if let Err((e, _)) = result {
             tracing::warn!("kafka: a record was not delivered: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    fn down() -> KafkaError {
+        KafkaError::MetadataFetch(RDKafkaErrorCode::BrokerTransportFailure)
+    }
+
+    #[test]
+    fn a_broker_not_answering_is_misnamed_until_it_answered_once_then_away() {
+        let first = error_of("cannot read metadata", "127.0.0.1:1", down(), false);
+        assert!(
+            matches!(&first, Error::Config(m) if m.contains("127.0.0.1:1") && m.contains("reachable")),
+            "{first}"
+        );
+        let later = error_of("cannot read metadata", "127.0.0.1:9092", down(), true);
+        assert!(matches!(later, Error::Aborted(_)), "{later}");
+        // What a broker answers is no outage: still the user's to fix.
+        let missing = error_of(
+            "cannot read offsets",
+            "127.0.0.1:9092",
+            KafkaError::OffsetFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
+            true,
+        );
+        assert!(matches!(missing, Error::Config(_)), "{missing}");
     }
 }

@@ -21,8 +21,8 @@ use weir_core::source::DeadLetter;
 use weir_core::{Error, Record, Result};
 
 use super::client::{
-    client_config, kafka_error, with_defaults, KafkaSettings, WeirContext, CONSUMER_DEFAULTS,
-    PRODUCER_DEFAULTS,
+    answered, client_config, kafka_error, with_defaults, KafkaSettings, WeirContext,
+    CONSUMER_DEFAULTS, PRODUCER_DEFAULTS,
 };
 use super::member::{committer, KafkaMember};
 use super::topics::{ensure_topic, partition_count, Wanted};
@@ -184,6 +184,7 @@ impl Output {
         let md = consumer
             .fetch_metadata(None, self.settings.metadata_timeout)
             .map_err(|e| kafka_error("cannot read metadata", &self.settings.brokers, e))?;
+        answered();
         let partitions = |topic: &str| {
             md.topics()
                 .iter()

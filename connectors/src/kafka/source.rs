@@ -18,7 +18,8 @@ use weir_core::source::{
 use weir_core::{Error, Record, Result};
 
 use super::client::{
-    client_config, kafka_error, with_defaults, KafkaSettings, WeirContext, CONSUMER_DEFAULTS,
+    answered, client_config, kafka_error, with_defaults, KafkaSettings, WeirContext,
+    CONSUMER_DEFAULTS,
 };
 use super::member::{
     assigned_partitions, committer_of, is_instance, static_id, JoinAs, KafkaMember,
@@ -173,6 +174,7 @@ impl KafkaSource {
         let md = consumer
             .fetch_metadata(Some(&self.topic), self.settings.metadata_timeout)
             .map_err(|e| kafka_error("cannot read metadata", &self.settings.brokers, e))?;
+        answered();
         let topic = md.topics().iter().find(|t| t.name() == self.topic);
         match topic {
             Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t

@@ -9,7 +9,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::TopicPartitionList;
 use weir_core::{Error, Result};
 
-use super::client::{client_config, kafka_error, KafkaSettings, WeirContext};
+use super::client::{answered, client_config, kafka_error, KafkaSettings, WeirContext};
 
 /// A topic weir makes when it is missing.
 pub(crate) struct Wanted<'a> {
@@ -66,6 +66,7 @@ pub(crate) fn ensure_topic(settings: &KafkaSettings, wanted: &Wanted<'_>) -> Res
             .inner()
             .fetch_metadata(Some(topic), settings.metadata_timeout)
             .map_err(|e| kafka_error("cannot read metadata", &settings.brokers, e))?;
+        answered();
         let n = md
             .topics()
             .iter()

@@ -16,43 +16,47 @@ impl App {
         build: &Build<'_>,
         replay_from: Option<u64>,
     ) -> Result<()> {
-        let (config, pipeline) = self.load(m, build)?;
+        let config = self.config(m)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.runtime().parallelism.max(1))
             .enable_all()
             .build()
             .map_err(|e| Error::io("cannot start the tokio runtime", "", e))?;
-        // At once: a SIGTERM during recovery ends the run cleanly too.
+        // Before the pipeline is built (its connectors may wait on a
+        // broker): a SIGTERM at any time from here, recovery included, ends
+        // the run cleanly, never by the signal's default.
         let shutdown = shutdown_signals(rt.handle())?;
-        let mut pipeline = Some(pipeline);
+        let mut pipeline = Some(self.load(m, build)?.1);
         let mut replay_from = replay_from;
         let mut retry = Retry::default();
         let mut membership = Membership::default();
         let summary = loop {
-            let p = match pipeline.take() {
-                Some(p) => p,
-                None => {
-                    let (_, p) = self.load(m, build)?;
-                    p
-                }
-            };
             let mut committed = false;
-            let run = run_once(
-                p,
-                &config,
-                replay_from,
-                shutdown.clone(),
-                &mut committed,
-                &mut membership,
-            );
-            match rt.block_on(run) {
+            // A run that starts over builds its pipeline anew, which may
+            // fail while the brokers are still away: retried alike.
+            let result = match pipeline
+                .take()
+                .map_or_else(|| self.load(m, build).map(|l| l.1), Ok)
+            {
+                Ok(p) => rt.block_on(run_once(
+                    p,
+                    &config,
+                    replay_from,
+                    shutdown.clone(),
+                    &mut committed,
+                    &mut membership,
+                )),
+                Err(e) => Err(e),
+            };
+            match result {
                 Ok(summary) => break summary,
-                Err(e) => {
-                    if let Err(e) = retry.after(e, committed) {
+                Err(e) => match retry.after(e, committed) {
+                    Ok(pause) => rt.block_on(pause_unless_shutdown(pause, shutdown.clone())),
+                    Err(e) => {
                         rt.block_on(membership.leave());
                         return Err(e);
                     }
-                }
+                },
             }
             // A replay is done once its state is in place: never twice.
             replay_from = None;
@@ -72,6 +76,15 @@ impl App {
         );
         Ok(())
     }
+}
+
+/// Waits `pause`, or less if a shutdown is asked for meanwhile (the run
+/// that follows then recovers and ends at once).
+async fn pause_unless_shutdown(
+    pause: std::time::Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let _ = tokio::time::timeout(pause, shutdown.wait_for(|asked| *asked)).await;
 }
 
 /// Runs `pipeline` with `config` until its bounded input is done or a

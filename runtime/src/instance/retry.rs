@@ -20,8 +20,8 @@ const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl Retry {
     /// After the run failed with `e` (having committed since the last
-    /// failure, or not): `Ok` after a pause when it should start over.
-    pub(crate) fn after(&mut self, e: Error, committed: bool) -> Result<()> {
+    /// failure, or not): `Ok` with the pause to make before it starts over.
+    pub(crate) fn after(&mut self, e: Error, committed: bool) -> Result<std::time::Duration> {
         if committed {
             // The run made progress before this abort: a new incident.
             *self = Retry::default();
@@ -41,8 +41,7 @@ impl Retry {
             attempt = self.attempts,
             "{e}; recovering from the last commit and redoing the epoch in {pause:?}"
         );
-        std::thread::sleep(pause);
-        Ok(())
+        Ok(pause)
     }
 }
 
