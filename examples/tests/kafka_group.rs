@@ -246,10 +246,23 @@ fn instance(
     state: &Path,
     log: &str,
 ) -> (KillOnDrop, common::LogOnFailure) {
+    instance_with(input, output, app, state, log, &[])
+}
+
+/// [`instance`], with more variables in its environment.
+fn instance_with(
+    input: &str,
+    output: &str,
+    app: &str,
+    state: &Path,
+    log: &str,
+    env: &[(&str, &str)],
+) -> (KillOnDrop, common::LogOnFailure) {
     let log = state.with_file_name(log);
     let mut cmd = wordcount_idle(input, output, app, state, None);
     cmd.stderr(std::fs::File::create(&log).expect("log file"))
-        .env("RUST_LOG", "info");
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied());
     (
         KillOnDrop(cmd.stdout(Stdio::null()).spawn().expect("spawn")),
         common::LogOnFailure(log),
@@ -419,6 +432,88 @@ fn the_survivor_of_two_instances_takes_over_after_kill_9_exactly_once() {
     let expected = common::expected_counts(&d.input);
     let records = common::verify_counts(&expected, committed_counts(&output));
     assert_eq!(records, WORDS as u64);
+}
+
+/// A rebalance while an instance restores: the first instance builds the
+/// state alone and stops; a second, on an empty state directory, holds
+/// everything and restores every shard from the changelog (slowed by the
+/// `restore-batch` point, 600 ms a batch of 10,000 records); a third joins
+/// while that restore is under way, and the group asks the restoring
+/// instance for tasks. It finishes the restore, commits and hands them over
+/// (a task never changes hands mid-epoch), the two share the application,
+/// and `read_committed`, every count is there exactly once.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_rebalance_while_an_instance_restores_moves_its_tasks_exactly_once() {
+    const WORDS: usize = 600_000;
+    let d = common::dirs(2, WORDS, 178);
+    let Parts {
+        files,
+        input,
+        output,
+        app,
+    } = first_part(&d, "group-restore");
+    let spawn = |state: &Path, log: &str| instance(&input, &output, &app, state, log);
+    let (mut first, _first_log) = spawn(&d.state, "first.log");
+    wait_for_group_at_end(&app, &input, &mut first);
+    stop_cleanly(&mut first);
+    let second_state = d.state.with_file_name("state-2");
+    let (mut second, _second_log) = instance_with(
+        &input,
+        &output,
+        &app,
+        &second_state,
+        "second.log",
+        &[("FAILPOINTS", "restore-batch=sleep(600)")],
+    );
+    let second_log = second_state.with_file_name("second.log");
+    let restored = "rolled the state forward from the changelog";
+    // It holds every task and restores them.
+    wait_for_log(&second_log, "running tasks", &mut second);
+    let third_state = d.state.with_file_name("state-3");
+    let (mut third, _third_log) = spawn(&third_state, "third.log");
+    let shared = wait_for_members(&app, &mut third, |m| {
+        m.len() == 2 && m.iter().all(|m| m.partitions > 0)
+    });
+    assert_eq!(
+        shared.iter().map(|m| m.partitions).sum::<usize>(),
+        ALL_PARTITIONS,
+        "{shared:?}"
+    );
+    let log = std::fs::read_to_string(&second_log).expect("second's log");
+    let at = |line: &str| {
+        log.find(line)
+            .unwrap_or_else(|| panic!("no `{line}` in:\n{log}"))
+    };
+    assert!(
+        at("the consumer group asks for tasks this instance holds") < at(restored),
+        "the group asked for tasks only after the restore (make the state larger):\n{log}"
+    );
+    produce(&input, &files[1]);
+    wait_for_group_at_end(&app, &input, &mut third);
+    stop_cleanly(&mut second);
+    stop_cleanly(&mut third);
+    let expected = common::expected_counts(&d.input);
+    let records = common::verify_counts(&expected, committed_counts(&output));
+    assert_eq!(records, WORDS as u64);
+}
+
+/// Waits until `log` has a line containing `text`, while `child` runs.
+#[cfg(feature = "failpoints")]
+fn wait_for_log(log: &Path, text: &str, child: &mut KillOnDrop) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let now = std::fs::read_to_string(log).unwrap_or_default();
+        if now.contains(text) {
+            return;
+        }
+        assert!(
+            child.0.try_wait().expect("poll").is_none(),
+            "the instance exited before its log said `{text}`"
+        );
+        assert!(Instant::now() < deadline, "no `{text}` in:\n{now}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// An instance whose `key_groups` differs from the one the application's

@@ -31,6 +31,11 @@ pub const MID_REPLAY: &str = "mid-replay";
 /// finish the swap, never start empty (I3).
 pub const MID_REPLAY_SWAP: &str = "mid-replay-swap";
 
+/// Kafka mode: after each batch of changelog records a restore applies.
+/// Not a crash point: armed with a delay (`restore-batch=sleep(500)`), it
+/// stretches a restore so that a test can rebalance in the middle of one.
+pub const RESTORE_BATCH: &str = "restore-batch";
+
 /// All crash points, for documentation and tests.
 pub const ALL: &[&str] = &[
     AFTER_SINK_FLUSH,
@@ -55,6 +60,16 @@ pub fn crash_point(name: &str) {
         );
         std::process::abort()
     });
+    #[cfg(not(feature = "failpoints"))]
+    let _ = name;
+}
+
+/// Waits at point `name` if it is armed with `sleep(ms)` (a no-op without
+/// the `failpoints` feature).
+#[inline]
+pub fn pause_point(name: &str) {
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!(name);
     #[cfg(not(feature = "failpoints"))]
     let _ = name;
 }

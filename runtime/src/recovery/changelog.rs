@@ -13,7 +13,7 @@ use weir_core::state::group_of;
 use weir_core::{Error, Result};
 
 use crate::checkpoint::{group_offsets, POSITION_KEY, TIMELINE_KEY};
-use crate::failpoints::{self, crash_point};
+use crate::failpoints::{self, crash_point, pause_point};
 use crate::manifest::{Manifest, SourcePosition};
 use crate::stage::SourceAdmin;
 use crate::state::Write;
@@ -79,6 +79,7 @@ pub(crate) fn roll_forward(
         applied += 1;
         if batch.len() >= RESTORE_BATCH {
             store.apply_changelog(std::mem::take(&mut batch))?;
+            pause_point(failpoints::RESTORE_BATCH);
             if applied.is_multiple_of(100_000) {
                 tracing::info!(records = applied, "restoring state from the changelog");
             }
