@@ -62,7 +62,8 @@ fn refused(cmd: &mut Command) -> String {
 /// One member per instance, named `<app>-<instance id>` with client id
 /// `weir-<instance id>`, holding every partition (as `offsets show` says
 /// too); a second local-mode instance on another state directory is
-/// refused naming the first, and creates nothing; `kill -9` and a restart on the
+/// refused naming the first, and creates nothing, and an exactly-once one
+/// is refused at its join; `kill -9` and a restart on the
 /// same directory takes the dead member's place at once (no wait for its
 /// session to time out) and finishes exactly once; a clean stop leaves the
 /// group. The transactions of an exactly-once instance are named
@@ -137,6 +138,21 @@ fn an_application_runs_as_one_member_per_instance_and_a_restart_takes_its_place_
         !other_state.exists() && !other_out.exists(),
         "a refused instance created its state or output directory"
     );
+    // An exactly-once instance of the same application would share out
+    // the partitions with another assignor: refused at its join, and the
+    // first keeps everything.
+    let err = refused(&mut wordcount_idle(
+        &topic,
+        &counts,
+        &app,
+        &d.state.with_file_name("state-eos-beside"),
+        Some(500),
+    ));
+    assert!(
+        err.contains("another assignor") && err.contains("--application-id"),
+        "{err}"
+    );
+    wait_for_members(&app, &mut first, |m| m.len() == 1 && m[0].partitions == 4);
 
     // A restart on the same directory replaces its dead member at once: were
     // it a new member, the dead one would hold the partitions for its

@@ -1,9 +1,9 @@
 //! This instance's membership of its application's consumer group
 //! (ARCHITECTURE §7): one consumer per instance, subscribed to the input
-//! topic with cooperative rebalancing and a static identity, whose group
+//! topic (and the repartition topic) with a static identity, whose group
 //! generation every commit of the instance's positions carries.
 //!
-//! Why the classic protocol with `cooperative-sticky` and not KIP-848's
+//! Why the classic protocol and not KIP-848's
 //! `group.protocol=consumer`: a process killed with `kill -9` and restarted
 //! on its state directory must take its own place back at once. Under the
 //! classic protocol a static member (`group.instance.id`) that joins again
@@ -12,6 +12,22 @@
 //! `UNRELEASED_INSTANCE_ID` until the dead member's session times out
 //! (45 s at the least), and a dynamic member's partitions stay with the
 //! dead member for as long.
+//!
+//! Which assignor: instances that share tasks use `range`, which balances
+//! each topic on its own. Each holds its share of the input and its share
+//! of the shards, so that each reads and splits its part of the input.
+//! `cooperative-sticky` balances only the number of partitions over both
+//! topics together, and keeps what each member had: an instance that
+//! started alone kept every input partition, and the one that joined got
+//! only shards (half as many input records read per instance as it could).
+//! `range` is eager, so every rebalance has every member hand over and
+//! take back its tasks (each commits its open epoch first, as on any
+//! revocation). A rebalance comes only when an instance joins or leaves for
+//! good: a static member restarted within its session takes its place
+//! back without one. Workload 7 measured both (benches/README.md). An
+//! instance that runs alone (local mode, or not exactly-once) keeps
+//! `cooperative-sticky`: a second instance that tries to join and is
+//! refused must take nothing from it, not even for a moment.
 //!
 //! The member's own fetching is paused: the instance's tasks read through
 //! consumers of their own, from the positions its checkpoint holds.
@@ -42,6 +58,16 @@ const MEMBER_DEFAULTS: &[(&str, &str)] = &[
     ("session.timeout.ms", "6000"),
     ("heartbeat.interval.ms", "1000"),
 ];
+
+/// The assignor of a member that shares tasks with other instances, or
+/// runs alone (see the module's documentation).
+fn assignor(shared: bool) -> &'static str {
+    if shared {
+        "range"
+    } else {
+        "cooperative-sticky"
+    }
+}
 
 /// How long a joining instance waits for the group to assign it partitions.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -75,6 +101,8 @@ struct Seen {
     lost: Option<String>,
     /// Another instance with this instance's id took its place.
     fenced: Option<String>,
+    /// The group's members share out partitions with another assignor.
+    refused: Option<String>,
     /// The revocation under way is of a lost assignment.
     losing: bool,
     /// `leave` was called, or the membership was lost: revocations from
@@ -125,6 +153,18 @@ struct MemberContext(Arc<Shared>);
 
 impl ClientContext for MemberContext {
     fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::InconsistentGroupProtocol) {
+            let shared = &self.0;
+            let mut seen = shared.seen();
+            if seen.refused.is_none() {
+                seen.refused = Some(format!(
+                    "the members of this application's consumer group share out its partitions with another assignor than this instance's `{}`: an instance of another kind runs under this application id (a local-mode or not exactly-once pipeline, or an earlier weir, which used `cooperative-sticky` for all; the broker says: {reason}); stop it (`kafka-consumer-groups --describe --members --group GROUP` lists the members), or give this pipeline its own --application-id",
+                    assignor(shared.shared)
+                ));
+                shared.changed.notify_all();
+            }
+            return;
+        }
         tracing::warn!("kafka (group member): {error}: {reason}");
     }
 }
@@ -261,7 +301,7 @@ impl KafkaMember {
                 ("group.id", at.group),
                 ("group.instance.id", &static_id(at.group, at.instance)),
                 ("group.protocol", "classic"),
-                ("partition.assignment.strategy", "cooperative-sticky"),
+                ("partition.assignment.strategy", assignor(at.shared)),
                 ("enable.auto.commit", "false"),
                 ("enable.auto.offset.store", "false"),
                 ("isolation.level", "read_committed"),
@@ -310,6 +350,9 @@ impl KafkaMember {
         loop {
             if let Some(why) = &seen.fenced {
                 return Err(Error::Fenced(why.clone()));
+            }
+            if let Some(why) = &seen.refused {
+                return Err(Error::InUse(why.clone()));
             }
             if seen.assigned.len() >= partitions {
                 return Ok(());
