@@ -113,7 +113,9 @@ fn a_second_run_on_a_busy_output_directory_is_refused_naming_the_holder() {
             && err.contains("--output"),
         "{err}"
     );
-    // The first run goes on and ends exact.
+    // The first run goes on, reads everything (it follows the input, so
+    // a stop before that would end it early, on a prefix) and ends exact.
+    common::wait_for_committed_lines(&d, 20_000, &mut first.0);
     let pid = first.0.id().to_string();
     run_ok(Command::new("kill").args(["-TERM", &pid]));
     let status = first.0.wait().expect("wait");

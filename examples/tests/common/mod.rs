@@ -482,9 +482,6 @@ pub fn crash_with(d: &Dirs, args: &[&str], spec: &str) {
     );
 }
 
-/// Waits until the output of `d` holds `lines` lines (committed output of
-/// whole epochs: files grow at barriers), and no more; fails if `child`
-/// exits first or it takes two minutes.
 /// Waits until the live checkpoint of `d` commits `lines` output lines
 /// while `child` runs: lines written are not committed yet, and an epoch
 /// aborted and redone (a lost group membership, a broker away) cuts them
@@ -518,6 +515,9 @@ pub fn wait_for_committed_lines(d: &Dirs, lines: usize, child: &mut Child) {
     }
 }
 
+/// Waits until the output of `d` holds `lines` lines (committed output of
+/// whole epochs: files grow at barriers), and no more; fails if `child`
+/// exits first or it takes two minutes.
 pub fn wait_for_lines(d: &Dirs, lines: usize, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {

@@ -219,8 +219,9 @@ pub(crate) async fn run_once(
 
 /// A run of a sharing instance whose commits were fenced: a stop when
 /// another process took this instance's identity, else an aborted epoch
-/// (another instance took its tasks over while it was away, and aborted
-/// its open transaction), after which it joins again.
+/// (while it was away, the instance that took its tasks over, or the
+/// broker's transaction timeout, aborted its open transaction), after
+/// which it joins again.
 async fn taken_over(why: String, membership: &Membership) -> Result<()> {
     let Some(member) = membership.0.clone() else {
         return Err(Error::Fenced(why));
@@ -233,7 +234,7 @@ async fn taken_over(why: String, membership: &Membership) -> Result<()> {
     } else {
         tracing::debug!("fenced: {why}");
         Error::Aborted(
-            "this instance's commits were fenced, and no other process holds its identity: another instance took over its tasks while it was away and aborted its open transaction; it joins the group again".into(),
+            "this instance's commits were fenced, and no other process holds its identity: its open transaction was aborted while it was away (stopped, paused or cut off), by the instance that took over its tasks or by the broker once transaction.timeout.ms passed; it joins the group again and redoes the epoch".into(),
         )
     })
 }
