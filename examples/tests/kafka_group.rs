@@ -398,7 +398,7 @@ fn an_instance_stopped_past_its_session_is_replaced_and_commits_nothing_once_con
     let err = std::fs::read_to_string(&log).expect("log");
     assert!(
         err.contains("membership of the consumer group was lost")
-            || err.contains("took over its tasks while it was away"),
+            || err.contains("its open transaction was aborted while it was away"),
         "{err}"
     );
     let expected = common::expected_counts(&d.input);
