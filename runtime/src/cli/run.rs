@@ -50,6 +50,13 @@ impl App {
             };
             match result {
                 Ok(summary) => break summary,
+                // Asked to stop, and the run could not even end with a
+                // commit (the brokers are away): the open epoch is redone
+                // by the next start; no retry keeps the process up.
+                Err(e) if *shutdown.borrow() => {
+                    rt.block_on(membership.leave());
+                    return Err(e);
+                }
                 Err(e) => match retry.after(e, committed) {
                     Ok(pause) => rt.block_on(pause_unless_shutdown(pause, shutdown.clone())),
                     Err(e) => {
