@@ -341,6 +341,41 @@ fn two_instances_share_an_application_and_hand_over_on_a_clean_stop_exactly_once
     let expected = common::expected_counts(&d.input);
     let records = common::verify_counts(&expected, committed_counts(&output));
     assert_eq!(records, WORDS as u64);
+
+    // The second instance's state is only its shards': a new timeline
+    // from it (a replay, a reset that keeps the state) would lose the
+    // others' counts, and is refused with nothing moved.
+    let ended = common::kafka::group_offsets(&app, &input);
+    let with_state = |args: &[&str]| {
+        let mut c = Command::new(common::kafka::WC_BIN);
+        c.args(args)
+            .args(["--brokers", bootstrap(), "--input-topic", &input])
+            .args(["--output-topic", &output, "--application-id", &app])
+            .args(["--set", "key_groups=16", "--state"])
+            .arg(&second_state);
+        c
+    };
+    let err = refused(&mut with_state(&[
+        "offsets",
+        "reset",
+        "--to-earliest",
+        "--keep-state",
+    ]));
+    assert!(
+        err.contains("holds only part of the application's keyed state")
+            && err.contains("--reset-state"),
+        "{err}"
+    );
+    let checkpoint = common::first_retained(&second_state);
+    let list = common::cli_output(&["checkpoints", "list", "--state"], &second_state);
+    assert!(list.contains(" shards"), "{list}");
+    let err = refused(&mut with_state(&["replay", "--from", &checkpoint]));
+    assert!(
+        err.contains(&format!("replay refused: checkpoint {checkpoint} of"))
+            && err.contains("holds only part"),
+        "{err}"
+    );
+    assert_eq!(common::kafka::group_offsets(&app, &input), ended);
 }
 
 /// An exactly-once instance stopped (SIGSTOP) past its session timeout

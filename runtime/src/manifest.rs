@@ -1,6 +1,6 @@
 //! The manifest: what a checkpoint records (ARCHITECTURE §2).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +58,44 @@ pub struct Manifest {
     /// dropped once away for `moved_state_keep_ms`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub away: BTreeMap<u16, i64>,
+    /// Kafka mode, shared: set when the run that committed this held only
+    /// some of the application's shards (other instances held the rest).
+    /// This state is then not the whole application's, and a new timeline
+    /// from it (a replay, a reset that keeps the state) is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<PartialState>,
+}
+
+/// The shards of an application's keyed state that a state directory
+/// held at a commit, when not all of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartialState {
+    /// The shards held.
+    pub held: Vec<u16>,
+    /// How many shards the application has.
+    pub of: u16,
+}
+
+impl PartialState {
+    /// The partial state of a run holding `held` of `of` shards; `None`
+    /// when it holds them all.
+    pub fn of_run(held: &BTreeSet<u16>, of: u16) -> Option<Self> {
+        (0..of).any(|s| !held.contains(&s)).then(|| PartialState {
+            held: held.iter().copied().collect(),
+            of,
+        })
+    }
+
+    /// Why a new timeline from this state is refused, for `what` (the
+    /// start of an error message), with the way out `fix`.
+    pub fn refusal(&self, what: &str, fix: &str) -> String {
+        format!(
+            "{what} holds only part of the application's keyed state: its instance held {} of its {} shards ({:?}), other instances of the application held the rest, and a new timeline starts from this state alone, so the other shards' state would be lost or stale. {fix}",
+            self.held.len(),
+            self.of,
+            self.held
+        )
+    }
 }
 
 impl Manifest {
@@ -78,6 +116,31 @@ impl Manifest {
             changelog: BTreeMap::new(),
             reseed: false,
             away: BTreeMap::new(),
+            partial: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_holding_every_shard_is_whole_and_older_manifests_read_as_whole() {
+        let all: BTreeSet<u16> = (0..4).collect();
+        assert_eq!(PartialState::of_run(&all, 4), None);
+        let some: BTreeSet<u16> = [1, 3].into_iter().collect();
+        let partial = PartialState::of_run(&some, 4).expect("partial");
+        assert_eq!((partial.held.as_slice(), partial.of), (&[1, 3][..], 4));
+        let why = partial.refusal("replay refused: checkpoint 7", "Do this.");
+        assert!(why.contains("held 2 of its 4 shards ([1, 3])") && why.ends_with("Do this."));
+
+        // A manifest written before the field existed, and one without it
+        // written now, read as the whole state.
+        let whole = Manifest::empty("p", "f", "t", 4);
+        let json = serde_json::to_string(&whole).expect("json");
+        assert!(!json.contains("partial"), "{json}");
+        let read: Manifest = serde_json::from_str(&json).expect("read");
+        assert_eq!(read.partial, None);
     }
 }

@@ -18,7 +18,7 @@ use weir_core::{Error, Result};
 
 use super::{Checkpoint, Commit, Release};
 use crate::failpoints::{self, crash_point};
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, PartialState};
 use crate::recovery::changelog;
 use crate::recovery::moved::{self, HeldShards};
 use crate::stage::SourceAdmin;
@@ -91,6 +91,12 @@ impl Transactional {
             own: &init.instance,
             fence: &|id| commit.fence_instance(id),
         };
+        // What this run's commits will hold: a replay or a reset refuses
+        // to start a new timeline from a part of the application's state.
+        manifest.partial = init
+            .shards
+            .as_ref()
+            .and_then(|s| PartialState::of_run(&s.held, s.count));
         if manifest.reseed {
             fence.settle(
                 &*source,

@@ -117,6 +117,19 @@ impl App {
         // its lock, which opening the live state takes.
         refuse_if_read_elsewhere(&*job.source(), "offsets reset", identity::peek(&dir)?)?;
         let store = Store::open(&dir)?;
+        let current = match store.manifest()? {
+            Some(m) => {
+                check_fingerprint(&m, &signature, &dir)?;
+                m
+            }
+            None => signature.empty_manifest(config.runtime().key_groups),
+        };
+        if let (Some(partial), false) = (&current.partial, wipe) {
+            return Err(Error::Config(partial.refusal(
+                &format!("offsets reset --keep-state refused: {}", dir.display()),
+                "Reset with --reset-state instead (the state is rebuilt from the new positions), or first run this instance alone until it holds every shard (with the others stopped, e.g. `run --until-idle-ms 1000`: it restores them from the changelog), then reset with --keep-state",
+            )));
+        }
         // And while a transaction left open holds positions: its commit
         // would land over the reset. This directory's own writer is fenced
         // too: its lock is held here, so no process of it runs.
@@ -127,19 +140,14 @@ impl App {
             }
             .settle(&*job.source(), "offsets reset")?;
         }
-        let current = match store.manifest()? {
-            Some(m) => {
-                check_fingerprint(&m, &signature, &dir)?;
-                m
-            }
-            None => signature.empty_manifest(config.runtime().key_groups),
-        };
         let positions = job.source().resolve(to)?;
         let mut next = current.clone();
         next.epoch = current.epoch + 1;
         next.time_ms = store::now_ms();
         next.generation = current.generation + 1;
         next.replayed_from = None;
+        // What is kept is the whole application's state (see above), or nothing.
+        next.partial = None;
         // Kafka mode: a new timeline in the changelog, from the kept state.
         next.changelog.clear();
         next.away.clear();

@@ -24,7 +24,7 @@ pub(super) fn list(dir: &Path) -> Result<()> {
         return Ok(());
     }
     outln!(
-        "{:>8}  {:<20}  {:>10}  {:>7}  {:>5}",
+        "{:>8}  {:<20}  {:>10}  {:>7}  {:>5}  STATE",
         "ID",
         "TIME (UTC)",
         "GENERATION",
@@ -32,8 +32,14 @@ pub(super) fn list(dir: &Path) -> Result<()> {
         "SINKS"
     );
     for m in all {
+        // A shared application's instance may hold only some shards: a
+        // checkpoint of it cannot be replayed.
+        let state = m.partial.as_ref().map_or_else(
+            || "whole".to_owned(),
+            |p| format!("{}/{} shards", p.held.len(), p.of),
+        );
         outln!(
-            "{:>8}  {:<20}  {:>10}  {:>7}  {:>5}",
+            "{:>8}  {:<20}  {:>10}  {:>7}  {:>5}  {state}",
             m.epoch,
             format_time(m.time_ms),
             m.generation,
@@ -77,6 +83,13 @@ pub(super) fn inspect(dir: &Path, id: Option<&String>) -> Result<()> {
     outln!("guarantee   {}", m.guarantee);
     if let Some(from) = m.replayed_from {
         outln!("replayed from checkpoint {from}");
+    }
+    if let Some(p) = &m.partial {
+        outln!(
+            "state       shards {:?} of {} (other instances held the rest)",
+            p.held,
+            p.of
+        );
     }
     outln!("sources:");
     for (task, p) in &m.sources {

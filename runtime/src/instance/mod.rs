@@ -101,6 +101,12 @@ pub(crate) async fn run_once(
             .find(|m| m.epoch == id);
         if let Some(m) = &chk {
             check_fingerprint(m, &signature, &dir)?;
+            if let Some(partial) = &m.partial {
+                return Err(Error::Config(partial.refusal(
+                    &format!("replay refused: checkpoint {id} of {}", dir.display()),
+                    "Replay a checkpoint taken while one instance held every shard (run one instance alone, e.g. with --until-idle-ms, and it restores every shard from the changelog), or rewind the input with `offsets reset --reset-state`, which rebuilds the state from the new positions",
+                )));
+            }
         }
         let m = Store::replay(&dir, id)?;
         tracing::info!(
