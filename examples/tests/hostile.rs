@@ -10,18 +10,9 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{dirs, run_ok, verify_exactly_once, wordcount, Dirs, KillOnDrop};
+use common::{dirs, fails, run_ok, verify_exactly_once, wordcount, Dirs, KillOnDrop};
 
 const SESSIONS: &str = env!("CARGO_BIN_EXE_sessions");
-
-/// Runs `cmd` to its end; returns its exit code and stderr.
-fn fails(cmd: &mut Command) -> (Option<i32>, String) {
-    let out = cmd.output().expect("spawn");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// Item 1: the parallelism changes between a crash and the restart, down
 /// and then up. The file of a worker that is no longer started must lose

@@ -18,6 +18,7 @@ pub mod failpoints;
 mod histogram;
 mod instance;
 pub mod manifest;
+mod observe;
 mod pipeline;
 mod plan;
 mod recovery;

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use prometheus::IntCounter;
 use weir_core::commit::GroupOffsets;
 use weir_core::exec::{EncodedKeys, KeyedNode, NodeEnv, SideRecord};
 use weir_core::group::{GroupMemberInfo, Member};
@@ -18,6 +19,7 @@ use weir_core::source::{
 use weir_core::{Error, Processor, Record, Result};
 
 use crate::config::OnBadInput;
+use crate::observe::METRICS;
 use crate::state::CachedState;
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -30,8 +32,11 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    pub(crate) fn skip(&self, what: &str, e: &Error) {
+    /// Counts a record skipped by the `on_bad_input` policy, for `reason`
+    /// (the label of `weir_records_skipped_total`), and logs it.
+    pub(crate) fn skip(&self, reason: &'static str, what: &str, e: &Error) {
         let n = self.skipped.fetch_add(1, Ordering::Relaxed) + 1;
+        METRICS.skipped.with_label_values(&[reason]).inc();
         tracing::warn!(skipped_total = n, "skipping {what}: {e}");
     }
 }
@@ -345,7 +350,7 @@ pub(crate) struct TypedSide<K, V> {
 impl<K: Send + 'static, V: Send + 'static> SideWriter for TypedSide<K, V> {
     fn write(&mut self, side: SideRecord) -> Result<()> {
         match side.record.downcast::<Record<K, V>>() {
-            Ok(r) => self.stage.writer.write(&r),
+            Ok(r) => self.stage.write(&r),
             Err(_) => Err(Error::Config(format!(
                 "a processor emitted {} to the named sink `{}`, which takes {}; emit the declared types",
                 side.type_name,
@@ -473,7 +478,8 @@ impl<P: Processor> ProcessStage<P> {
             };
             if let Err(e) = done {
                 if cx.policy != OnBadInput::Fail && e.is_record_error() {
-                    cx.metrics.skip("a record its processor failed on", &e);
+                    cx.metrics
+                        .skip("processor-error", "a record its processor failed on", &e);
                 } else {
                     return Err(e);
                 }
@@ -591,7 +597,11 @@ impl<K: Send + 'static, V: Send + 'static, U: Send + 'static> Stage<K, V> for Op
 
 pub(crate) struct SinkStage<T> {
     pub(crate) id: String,
-    pub(crate) writer: Box<dyn SinkWriter<T>>,
+    writer: Box<dyn SinkWriter<T>>,
+    /// Records written since the last flush, added to `written_total`
+    /// there: a count per epoch, not an atomic per record.
+    written: u64,
+    written_total: IntCounter,
 }
 
 impl<T> SinkStage<T> {
@@ -610,7 +620,29 @@ impl<T> SinkStage<T> {
             None => sink.id(&init.task),
         };
         let writer = sink.open(&init.task, (init.truncate_to)(&id))?;
-        Ok(SinkStage { id, writer })
+        let written_total = METRICS.sink_records.with_label_values(&[&id]);
+        Ok(SinkStage {
+            id,
+            writer,
+            written: 0,
+            written_total,
+        })
+    }
+
+    /// Writes one record.
+    #[inline]
+    pub(crate) fn write(&mut self, record: &T) -> Result<()> {
+        self.written += 1;
+        self.writer.write(record)
+    }
+
+    /// Flushes what was written, for the barrier's acknowledgement.
+    pub(crate) fn flushed(&mut self) -> Result<FlushedSink> {
+        self.written_total.inc_by(std::mem::take(&mut self.written));
+        Ok(FlushedSink {
+            id: self.id.clone(),
+            flushed: self.writer.flush()?,
+        })
     }
 }
 
@@ -624,7 +656,7 @@ impl<K: Send + 'static, V: Send + 'static> Stage<K, V> for SinkStage<Record<K, V
         batch: Vec<Record<K, V>>,
         _cx: &'a mut StageCx<'_>,
     ) -> BoxFuture<'a, Result<()>> {
-        let r = batch.iter().try_for_each(|r| self.writer.write(r));
+        let r = batch.iter().try_for_each(|r| self.write(r));
         Box::pin(async move { r })
     }
 
@@ -633,10 +665,7 @@ impl<K: Send + 'static, V: Send + 'static> Stage<K, V> for SinkStage<Record<K, V
     }
 
     fn flush(&mut self, out: &mut Vec<FlushedSink>) -> Result<()> {
-        out.push(FlushedSink {
-            id: self.id.clone(),
-            flushed: self.writer.flush()?,
-        });
+        out.push(self.flushed()?);
         Ok(())
     }
 

@@ -167,6 +167,15 @@ pub fn dirs(files: usize, words: usize, seed: u64) -> Dirs {
     }
 }
 
+/// Runs `cmd` to its end: its exit code and standard error.
+pub fn fails(cmd: &mut Command) -> (Option<i32>, String) {
+    let out = cmd.output().expect("spawn");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Runs to completion and asserts exit 0.
 pub fn run_ok(cmd: &mut Command) {
     assert_success(&cmd.output().expect("spawn"));

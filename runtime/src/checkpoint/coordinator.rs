@@ -14,6 +14,7 @@ use weir_core::{Error, Result};
 use super::{Acks, Checkpoint, Commit, Control, Release, Retention, RunSummary};
 use crate::config::{Guarantee, RuntimeConfig};
 use crate::manifest::{Manifest, SourcePosition};
+use crate::observe::{status, CheckpointResult, Phase, METRICS};
 use crate::stage::Metrics;
 use crate::task::Event;
 
@@ -107,6 +108,13 @@ impl Coordinator {
             ..RunSummary::default()
         };
         let result = self.epochs(events, &mut manifest, &mut summary).await;
+        if let Err(e) = &result {
+            // The open epoch ends uncommitted: redone from the last commit.
+            METRICS.checkpoint(CheckpointResult::Aborted, 1);
+            if matches!(e, Error::Fenced(_)) {
+                METRICS.fenced.inc();
+            }
+        }
         if result.is_err() && !self.crashed.load(Ordering::Relaxed) {
             let commit = self.commit.clone();
             let _ = tokio::task::spawn_blocking(move || commit.abandon()).await;
@@ -160,8 +168,17 @@ impl Coordinator {
                 self.control.committed(epoch);
                 summary.commits += 1;
                 summary.last_epoch = epoch;
-                summary.commit_times.record(aligned_at.elapsed());
-                summary.align_times.record(aligned_at - barrier_at);
+                let (commit_time, align_time) = (aligned_at.elapsed(), aligned_at - barrier_at);
+                summary.commit_times.record(commit_time);
+                summary.align_times.record(align_time);
+                METRICS.checkpoint(CheckpointResult::Committed, 1);
+                METRICS
+                    .checkpoint_seconds
+                    .observe(commit_time.as_secs_f64());
+                METRICS.alignment_seconds.observe(align_time.as_secs_f64());
+                METRICS
+                    .last_epoch
+                    .set(i64::try_from(epoch).unwrap_or(i64::MAX));
                 tracing::debug!(epoch, "committed");
                 self.retention.committed(previous, epoch);
             } else if !last {
@@ -226,6 +243,7 @@ impl Coordinator {
                 r = self.shutdown.changed() => {
                     if r.is_err() || *self.shutdown.borrow() {
                         tracing::info!("shutdown requested: committing the open epoch");
+                        status::enter(Phase::Stopping, None);
                         self.stop = true;
                     }
                 }

@@ -7,6 +7,7 @@ use weir_core::{Error, Result};
 use super::{App, Build};
 use crate::checkpoint::RunSummary;
 use crate::instance::{run_once, shutdown_signals, Membership, Retry};
+use crate::observe::http::Server;
 use crate::{Config, Pipeline};
 
 impl App {
@@ -26,6 +27,11 @@ impl App {
         // broker): a SIGTERM at any time from here, recovery included, ends
         // the run cleanly, never by the signal's default.
         let shutdown = shutdown_signals(rt.handle())?;
+        // Serving from the start: /healthz answers while the run recovers.
+        let _server = match config.runtime().http.address()? {
+            Some(listen) => Some(Server::start(listen)?),
+            None => None,
+        };
         let mut pipeline = Some(self.load(m, build)?.1);
         let mut replay_from = replay_from;
         let mut retry = Retry::default();

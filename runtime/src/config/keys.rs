@@ -87,6 +87,12 @@ pub(crate) const RUNTIME_KEYS: &[KeyDoc] = &[
         takes: "a whole number of milliseconds, below the changelog's delete.retention.ms (a day by default)",
         meaning: "how long an instance keeps the state of a shard another instance took, to roll it forward if it comes back",
     },
+    KeyDoc {
+        key: "http.listen",
+        default: "(off)",
+        takes: "an address and port such as 127.0.0.1:9464 (port 0 picks a free one)",
+        meaning: "serve /metrics, /healthz, /ready and the status page there",
+    },
 ];
 
 /// The table whose keys pass through to the Kafka clients unchecked here

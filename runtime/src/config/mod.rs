@@ -98,6 +98,33 @@ impl Default for CheckpointConfig {
     }
 }
 
+/// The HTTP server of an instance (ARCHITECTURE §10).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Where to serve metrics, health and status; off when unset.
+    pub listen: Option<String>,
+}
+
+impl HttpConfig {
+    /// The address to listen on, if the server is on.
+    ///
+    /// # Errors
+    /// When `listen` is not an address and port.
+    pub fn address(&self) -> Result<Option<std::net::SocketAddr>> {
+        self.listen
+            .as_deref()
+            .map(|a| {
+                a.trim().parse().map_err(|e| {
+                    Error::Config(format!(
+                        "`http.listen` takes an address and port such as 127.0.0.1:9464 (port 0 picks a free one), not {a:?} ({e})"
+                    ))
+                })
+            })
+            .transpose()
+    }
+}
+
 /// The runtime's own settings, read from the merged configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -122,6 +149,8 @@ pub struct RuntimeConfig {
     /// another instance holds is kept, to be rolled forward if it comes
     /// back; keep it below the changelog's `delete.retention.ms`.
     pub moved_state_keep_ms: u64,
+    /// The HTTP server (metrics, health, status); off by default.
+    pub http: HttpConfig,
 }
 
 impl Default for RuntimeConfig {
@@ -136,6 +165,7 @@ impl Default for RuntimeConfig {
             batch_size: 1024,
             cache_mb: 16,
             moved_state_keep_ms: 12 * 60 * 60 * 1000,
+            http: HttpConfig::default(),
         }
     }
 }
@@ -226,6 +256,9 @@ impl Config {
         }
         if rc.cache_mb == 0 || rc.cache_mb > MAX_CACHE_MB {
             return out_of_range("cache_mb");
+        }
+        if rc.http.address().is_err() {
+            return out_of_range("http.listen");
         }
         Ok(Config { figment, runtime })
     }

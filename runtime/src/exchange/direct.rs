@@ -13,7 +13,7 @@ pub(crate) struct Direct<T> {
 
 impl<T: Send + 'static> Exchange<T> for Direct<T> {
     fn push(&mut self, record: Record<(), T>) -> Result<()> {
-        self.sink.writer.write(&record)
+        self.sink.write(&record)
     }
 
     fn watermark(&mut self, _watermark: i64) -> Result<()> {

@@ -19,6 +19,7 @@ use weir_core::group::Member;
 use weir_core::{Error, Result};
 
 use crate::checkpoint::RunSummary;
+use crate::observe::{status, METRICS};
 use crate::plan::{Built, Holdings, JobEnv, Shards};
 use crate::store::{self, Store};
 use crate::{Config, Guarantee, Pipeline, RuntimeConfig};
@@ -63,6 +64,7 @@ pub(crate) async fn run_once(
         Error::Config("no state directory; pass --state DIR (or set `state` in the config)".into())
     })?;
     let signature = Signature::of(&pipeline);
+    let name = pipeline.name().to_owned();
     let built = pipeline.into_job()?;
     match (rc.on_bad_input, built.dead_letter.is_some()) {
         (crate::OnBadInput::DeadLetter, false) => return Err(Error::Config(
@@ -128,6 +130,7 @@ pub(crate) async fn run_once(
     let store = Arc::new(Store::open(&dir)?);
     let recovered = store.manifest()?;
     let instance = identity::load_or_create(&dir, recovered.is_some())?;
+    status::identify(&name, &instance);
     let mut manifest = match recovered {
         Some(m) => {
             check_fingerprint(&m, &signature, &dir)?;
@@ -196,6 +199,9 @@ pub(crate) async fn run_once(
                 m.release();
             }
             let summary = result?;
+            if summary.handovers > 0 {
+                METRICS.rebalances.inc();
+            }
             let again = summary.handovers > 0 && !*shutdown.borrow();
             total.absorb(summary);
             if !again {

@@ -12,7 +12,8 @@ use super::{coordinator_gone, panic_message, Event, Events};
 use crate::checkpoint::Control;
 use crate::config::{Guarantee, OnBadInput};
 use crate::exchange::Exchange;
-use crate::stage::{ChainedReader, FlushedSink, Metrics, SinkStage};
+use crate::observe::METRICS;
+use crate::stage::{ChainedReader, Metrics, SinkStage};
 use crate::store::Store;
 
 /// One source task's settings.
@@ -88,6 +89,7 @@ fn publish<T>(
 }
 
 fn source_loop<T: Send + 'static>(t: &mut SourceTask<T>, s: &Shared) -> Result<()> {
+    let records = METRICS.source_records.with_label_values(&[&t.task]);
     let mut last = s.start_epoch;
     let mut buf: Vec<Record<(), T>> = Vec::with_capacity(s.batch);
     let mut max_ts = i64::MIN;
@@ -100,10 +102,7 @@ fn source_loop<T: Send + 'static>(t: &mut SourceTask<T>, s: &Shared) -> Result<(
             publish(t, s, &mut unpublished)?;
             let mut flushes = t.output.barrier(requested)?;
             if let Some(dl) = &mut t.dead_letter {
-                flushes.push(FlushedSink {
-                    id: dl.id.clone(),
-                    flushed: dl.writer.flush()?,
-                });
+                flushes.push(dl.flushed()?);
             }
             let position = t.reader.position();
             s.events
@@ -156,7 +155,8 @@ fn source_loop<T: Send + 'static>(t: &mut SourceTask<T>, s: &Shared) -> Result<(
         let status = match read {
             Ok(status) => status,
             Err(e @ Error::BadInput { .. }) if s.policy == OnBadInput::Skip => {
-                s.metrics.skip("an undecodable input record", &e);
+                s.metrics
+                    .skip("undecodable", "an undecodable input record", &e);
                 ReadStatus::More
             }
             Err(Error::BadInput {
@@ -172,9 +172,11 @@ fn source_loop<T: Send + 'static>(t: &mut SourceTask<T>, s: &Shared) -> Result<(
                     raw,
                 };
                 if let Some(dl) = &mut t.dead_letter {
-                    dl.writer.write(&letter)?;
+                    dl.write(&letter)?;
+                    METRICS.dead_letters.inc();
                 }
                 s.metrics.skip(
+                    "dead-letter",
                     "an undecodable input record (sent to the dead-letter sink)",
                     &Error::BadInput {
                         task: letter.task,
@@ -187,9 +189,9 @@ fn source_loop<T: Send + 'static>(t: &mut SourceTask<T>, s: &Shared) -> Result<(
             }
             Err(e) => return Err(e),
         };
-        s.metrics
-            .records_read
-            .fetch_add(t.reader.take_read_count(), Ordering::Relaxed);
+        let read = t.reader.take_read_count();
+        s.metrics.records_read.fetch_add(read, Ordering::Relaxed);
+        records.inc_by(read);
         if !buf.is_empty() {
             // Commit the position before processing: a crash loses these records.
             let identity = t.reader.identity();

@@ -1,0 +1,140 @@
+//! The instance's HTTP server (`http.listen`): `/metrics` for Prometheus,
+//! `/healthz` and `/ready` for probes, `/api/status` as JSON. It runs on a
+//! thread and a tokio runtime of its own, off the processing threads, so a
+//! slow or hung client never holds a record up; it stops with the run.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tokio::sync::oneshot;
+use weir_core::{Error, Result};
+
+use super::metrics::METRICS;
+use super::status::{self, Phase};
+
+/// A running server; dropping it stops it.
+pub(crate) struct Server {
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Listens on `listen` and serves from a thread of its own.
+    ///
+    /// # Errors
+    /// When the address cannot be bound (in use, not local): a
+    /// configuration error naming `http.listen`.
+    pub(crate) fn start(listen: SocketAddr) -> Result<Server> {
+        let refused = |e: std::io::Error| {
+            Error::Config(format!(
+                "cannot serve HTTP on {listen} (http.listen): {e}; choose another address or port, or port 0 for a free one"
+            ))
+        };
+        let listener = std::net::TcpListener::bind(listen).map_err(refused)?;
+        listener.set_nonblocking(true).map_err(refused)?;
+        let addr = listener.local_addr().map_err(refused)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("cannot start the HTTP server's runtime", "", e))?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("weir-http".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::warn!("the HTTP server cannot listen on {addr}: {e}");
+                            return;
+                        }
+                    };
+                    tokio::select! {
+                        served = axum::serve(listener, routes()) => {
+                            if let Err(e) = served {
+                                tracing::warn!("the HTTP server on {addr} stopped: {e}");
+                            }
+                        }
+                        _ = stopped => {}
+                    }
+                });
+                // Connections still open (a hung client) are dropped.
+                rt.shutdown_timeout(Duration::from_millis(100));
+            })
+            .map_err(|e| Error::io("cannot start the HTTP server's thread", "", e))?;
+        tracing::info!(
+            address = %addr,
+            "serving http://{addr}/metrics, /healthz, /ready and /api/status"
+        );
+        Ok(Server {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn routes() -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/ready", get(ready))
+        .route("/api/status", get(api_status))
+}
+
+async fn metrics() -> Response {
+    match METRICS.render() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot render the metrics: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// The process is alive: it answers.
+async fn healthz() -> Response {
+    Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+/// Every held task is running, none restoring: 200, else 503 with the phase.
+async fn ready() -> Response {
+    let s = status::snapshot();
+    let ready = s.phase == Phase::Running;
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(serde_json::json!({ "ready": ready, "phase": s.phase, "tasks": s.tasks })),
+    )
+        .into_response()
+}
+
+async fn api_status() -> Response {
+    Json(status::snapshot()).into_response()
+}

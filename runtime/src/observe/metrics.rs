@@ -1,0 +1,236 @@
+//! The process's metrics, in Prometheus' naming (`weir_*`, `_total` for
+//! counters, base units). One registry per process, as an instance is one
+//! process: counters are atomics, bumped once per batch or per epoch and
+//! read only when scraped, so they cost the record path nothing it would
+//! notice, whether the server is on or not.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Buckets of the checkpoint and alignment histograms, in seconds: from a
+/// fast local commit (about a millisecond) to a slow transaction.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The reasons of `weir_records_skipped_total`: an input record that
+/// cannot be decoded (skipped, or sent to the dead-letter sink), and one
+/// its processor failed on.
+pub(crate) const SKIP_REASONS: [&str; 3] = ["undecodable", "dead-letter", "processor-error"];
+
+/// What a task is doing, for `weir_tasks{state}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TaskState {
+    /// Reading and processing.
+    Running,
+    /// Its state is being restored before it runs.
+    Restoring,
+    /// Held, but not running (between two runs of the instance).
+    Suspended,
+}
+
+impl TaskState {
+    const ALL: [TaskState; 3] = [
+        TaskState::Running,
+        TaskState::Restoring,
+        TaskState::Suspended,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            TaskState::Running => "running",
+            TaskState::Restoring => "restoring",
+            TaskState::Suspended => "suspended",
+        }
+    }
+}
+
+/// The outcome of an epoch, for `weir_checkpoints_total{result}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CheckpointResult {
+    /// Committed: its output and positions are durable.
+    Committed,
+    /// Aborted: nothing of it was committed; it is redone.
+    Aborted,
+}
+
+/// Every metric of the process.
+pub(crate) struct Metrics {
+    registry: Registry,
+    /// `weir_source_records_total{task}`.
+    pub(crate) source_records: IntCounterVec,
+    /// `weir_sink_records_total{sink}`.
+    pub(crate) sink_records: IntCounterVec,
+    /// `weir_records_skipped_total{reason}`.
+    pub(crate) skipped: IntCounterVec,
+    /// `weir_dead_letters_total`.
+    pub(crate) dead_letters: IntCounter,
+    checkpoints: IntCounterVec,
+    /// `weir_checkpoint_duration_seconds`: from every task's acknowledgement
+    /// to the checkpoint being durable.
+    pub(crate) checkpoint_seconds: Histogram,
+    /// `weir_last_checkpoint_epoch`.
+    pub(crate) last_epoch: IntGauge,
+    /// `weir_barrier_alignment_seconds`: from the barrier's request to every
+    /// task's acknowledgement.
+    pub(crate) alignment_seconds: Histogram,
+    tasks: IntGaugeVec,
+    /// `weir_rebalances_total`: times the group moved tasks to or from
+    /// this instance.
+    pub(crate) rebalances: IntCounter,
+    /// `weir_producer_fenced_total`: commits refused because another
+    /// process took this instance's tasks or identity.
+    pub(crate) fenced: IntCounter,
+}
+
+/// The process's metrics.
+pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("a valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("registered once");
+    c
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(SECONDS_BUCKETS.to_vec()))
+        .expect("a valid metric");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("registered once");
+    h
+}
+
+impl Metrics {
+    // The names and labels are constants: registering them cannot fail
+    // but by a bug, which any test that scrapes finds.
+    fn new() -> Self {
+        let registry = Registry::new();
+        let register = |c: Box<dyn prometheus::core::Collector>| {
+            registry.register(c).expect("registered once");
+        };
+        let dead_letters = IntCounter::new(
+            "weir_dead_letters_total",
+            "Undecodable input records sent to the dead-letter sink.",
+        )
+        .expect("a valid metric");
+        register(Box::new(dead_letters.clone()));
+        let last_epoch = IntGauge::new(
+            "weir_last_checkpoint_epoch",
+            "The epoch of the last committed checkpoint.",
+        )
+        .expect("a valid metric");
+        register(Box::new(last_epoch.clone()));
+        let tasks = IntGaugeVec::new(
+            Opts::new(
+                "weir_tasks",
+                "Tasks (input partitions and shards) this instance holds, by state.",
+            ),
+            &["state"],
+        )
+        .expect("a valid metric");
+        register(Box::new(tasks.clone()));
+        let rebalances = IntCounter::new(
+            "weir_rebalances_total",
+            "Times the consumer group moved tasks to or from this instance.",
+        )
+        .expect("a valid metric");
+        register(Box::new(rebalances.clone()));
+        let fenced = IntCounter::new(
+            "weir_producer_fenced_total",
+            "Commits refused because another process took this instance's tasks or identity.",
+        )
+        .expect("a valid metric");
+        register(Box::new(fenced.clone()));
+        #[cfg(target_os = "linux")]
+        register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
+        let m = Metrics {
+            // A handle on the same registry.
+            registry: registry.clone(),
+            source_records: counter_vec(
+                &registry,
+                "weir_source_records_total",
+                "Records read from each source task (input partition, file or shard).",
+                &["task"],
+            ),
+            sink_records: counter_vec(
+                &registry,
+                "weir_sink_records_total",
+                "Records written to each sink output.",
+                &["sink"],
+            ),
+            skipped: counter_vec(
+                &registry,
+                "weir_records_skipped_total",
+                "Records skipped by the on_bad_input policy, by reason.",
+                &["reason"],
+            ),
+            dead_letters,
+            checkpoints: counter_vec(
+                &registry,
+                "weir_checkpoints_total",
+                "Epochs ended, by result: committed, or aborted (redone from the last commit).",
+                &["result"],
+            ),
+            checkpoint_seconds: histogram(
+                &registry,
+                "weir_checkpoint_duration_seconds",
+                "From every task's acknowledgement of an epoch's barrier to its checkpoint being durable.",
+            ),
+            last_epoch,
+            alignment_seconds: histogram(
+                &registry,
+                "weir_barrier_alignment_seconds",
+                "From an epoch's barrier request to every task's acknowledgement.",
+            ),
+            tasks,
+            rebalances,
+            fenced,
+        };
+        // Every series shows from the first scrape, at 0.
+        for r in [CheckpointResult::Committed, CheckpointResult::Aborted] {
+            m.checkpoint(r, 0);
+        }
+        for s in TaskState::ALL {
+            m.tasks.with_label_values(&[s.label()]).set(0);
+        }
+        for reason in SKIP_REASONS {
+            m.skipped.with_label_values(&[reason]).inc_by(0);
+        }
+        m
+    }
+
+    /// Counts `n` epochs ended with `result`.
+    pub(crate) fn checkpoint(&self, result: CheckpointResult, n: u64) {
+        let label = match result {
+            CheckpointResult::Committed => "committed",
+            CheckpointResult::Aborted => "aborted",
+        };
+        self.checkpoints.with_label_values(&[label]).inc_by(n);
+    }
+
+    /// Sets how many tasks are in each state: `n` in `state`, none in the others.
+    pub(crate) fn tasks_all(&self, state: TaskState, n: usize) {
+        for s in TaskState::ALL {
+            let v = if s == state { n } else { 0 };
+            self.tasks
+                .with_label_values(&[s.label()])
+                .set(i64::try_from(v).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// The text a scrape of `/metrics` answers.
+    pub(crate) fn render(&self) -> Result<String, prometheus::Error> {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
