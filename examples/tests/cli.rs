@@ -30,6 +30,12 @@ fn a_state_directory_of_another_pipeline_is_refused_naming_both() {
         err.contains("not `sessions`") && err.contains("--state"),
         "{err}"
     );
+    // The way out keeps the state: run its own pipeline on it, or give
+    // this one another directory; never "delete it" first.
+    assert!(
+        err.contains("Run `wordcount` on it") && !err.to_lowercase().contains("delete"),
+        "{err}"
+    );
 }
 
 #[test]

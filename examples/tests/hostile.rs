@@ -738,6 +738,7 @@ fn a_run_and_an_offsets_reset_are_refused_while_the_group_has_an_active_member()
     for args in [
         &["run"][..],
         &["offsets", "reset", "--to-earliest", "--keep-state"][..],
+        &["replay", "--from", "1"][..],
     ] {
         let (code, err) = fails(&mut to_files(args));
         assert_eq!(code, Some(1), "{args:?}: {err}");

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use tracing::Instrument;
 use weir_core::group::{Holding, Member};
 use weir_core::{Error, Result};
 
@@ -153,13 +154,17 @@ impl Coordinator {
             let epoch = self.epoch;
             let barrier_at = Instant::now();
             self.control.request(epoch);
-            let acks = self.gather(events, epoch).await?;
+            let span = tracing::info_span!("epoch", epoch);
+            let acks = self.gather(events, epoch).instrument(span.clone()).await?;
             let aligned_at = Instant::now();
             let checkpoint = acks.checkpoint(manifest, last);
             // How long processing was held for the commit.
             let mut held = Duration::ZERO;
             if checkpoint.changes(manifest) {
-                let (committed, released_at) = self.commit(checkpoint, epoch).await?;
+                let (committed, released_at) = self
+                    .commit(checkpoint, epoch)
+                    .instrument(span.clone())
+                    .await?;
                 if !self.commit.overlaps() {
                     held = released_at.unwrap_or_else(Instant::now) - barrier_at;
                 }
@@ -179,7 +184,9 @@ impl Coordinator {
                 METRICS
                     .last_epoch
                     .set(i64::try_from(epoch).unwrap_or(i64::MAX));
-                tracing::debug!(epoch, "committed");
+                span.in_scope(|| {
+                    tracing::debug!(commit_ms = commit_time.as_millis() as u64, "committed");
+                });
                 self.retention.committed(previous, epoch);
             } else if !last {
                 self.control.release(epoch);
@@ -314,16 +321,20 @@ impl Coordinator {
             })
         };
         let commit = self.commit.clone();
-        let committed =
-            match tokio::task::spawn_blocking(move || commit.commit(checkpoint, release)).await {
-                Ok(committed) => committed?,
-                Err(e) => {
-                    // A panic while committing is a crash: no abort of the
-                    // open transaction may follow it; recovery settles it.
-                    self.crashed.store(true, Ordering::Relaxed);
-                    return Err(Error::State(format!("the commit task failed: {e}")));
-                }
-            };
+        let span = tracing::info_span!("commit", epoch);
+        let committed = match tokio::task::spawn_blocking(move || {
+            span.in_scope(|| commit.commit(checkpoint, release))
+        })
+        .await
+        {
+            Ok(committed) => committed?,
+            Err(e) => {
+                // A panic while committing is a crash: no abort of the
+                // open transaction may follow it; recovery settles it.
+                self.crashed.store(true, Ordering::Relaxed);
+                return Err(Error::State(format!("the commit task failed: {e}")));
+            }
+        };
         Ok((committed, released_at.get().copied()))
     }
 }

@@ -23,6 +23,7 @@ use weir_core::{Error, Result};
 
 use crate::{Config, Pipeline};
 
+mod logging;
 mod offsets;
 mod output;
 mod run;
@@ -257,7 +258,7 @@ impl App {
         bound_malloc_arenas();
         #[cfg(feature = "failpoints")]
         let _failpoints = fail::FailScenario::setup();
-        init_tracing();
+        logging::init();
         let matches = self.command().get_matches();
         match self.dispatch(&matches, &build) {
             Ok(()) => ExitCode::SUCCESS,
@@ -341,11 +342,13 @@ impl App {
                 overrides.push((name.replace('-', "_"), toml_string(v)));
             }
         }
-        Config::load(
+        let config = Config::load(
             m.get_one::<String>("config").map(Path::new),
             &overrides,
             &self.app_keys(),
-        )
+        )?;
+        logging::set_format(config.runtime().log.format);
+        Ok(config)
     }
 }
 
@@ -372,19 +375,6 @@ fn bound_malloc_arenas() {
             libc::mallopt(libc::M_ARENA_MAX, 2);
         }
     }
-}
-
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        // Its report of a failed write is an `eprintln!`, which panics when
-        // standard error itself is what failed (a full disk, a closed pipe).
-        .log_internal_errors(false)
-        .try_init();
 }
 
 fn state_dir(config: &Config) -> Result<PathBuf> {

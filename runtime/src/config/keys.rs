@@ -88,6 +88,12 @@ pub(crate) const RUNTIME_KEYS: &[KeyDoc] = &[
         meaning: "how long an instance keeps the state of a shard another instance took, to roll it forward if it comes back",
     },
     KeyDoc {
+        key: "log.format",
+        default: "text",
+        takes: "text or json",
+        meaning: "log lines as text, or one JSON object per line for log shippers",
+    },
+    KeyDoc {
         key: "http.listen",
         default: "(off)",
         takes: "an address and port such as 127.0.0.1:9464 (port 0 picks a free one)",

@@ -98,6 +98,25 @@ impl Default for CheckpointConfig {
     }
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable text (the default).
+    #[default]
+    Text,
+    /// One JSON object per line, with the spans it happened in.
+    Json,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Text or JSON lines.
+    pub format: LogFormat,
+}
+
 /// The HTTP server of an instance (ARCHITECTURE §10).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -151,6 +170,8 @@ pub struct RuntimeConfig {
     pub moved_state_keep_ms: u64,
     /// The HTTP server (metrics, health, status); off by default.
     pub http: HttpConfig,
+    /// Logging.
+    pub log: LogConfig,
 }
 
 impl Default for RuntimeConfig {
@@ -166,6 +187,7 @@ impl Default for RuntimeConfig {
             cache_mb: 16,
             moved_state_keep_ms: 12 * 60 * 60 * 1000,
             http: HttpConfig::default(),
+            log: LogConfig::default(),
         }
     }
 }

@@ -15,6 +15,7 @@ pub(crate) use signals::shutdown_signals;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::Instrument;
 use weir_core::group::Member;
 use weir_core::{Error, Result};
 
@@ -177,7 +178,12 @@ pub(crate) async fn run_once(
             let result = if holdings.is_empty() {
                 idle(member.as_ref(), source.until_idle(), shutdown.clone()).await
             } else {
-                tracing::info!(tasks = ?holdings.tasks, shards = ?holdings.shards.as_ref().map(|s| &s.held), "running");
+                let span = tracing::info_span!(
+                    "run",
+                    tasks = ?holdings.tasks,
+                    shards = ?holdings.shards.as_ref().map(|s| &s.held)
+                );
+                tracing::info!(parent: &span, "running");
                 built
                     .job
                     .run(JobEnv {
@@ -193,6 +199,7 @@ pub(crate) async fn run_once(
                         member: member.clone(),
                         holdings,
                     })
+                    .instrument(span)
                     .await
             };
             if let Some(m) = &member {

@@ -59,6 +59,7 @@ pub(crate) fn roll_forward(
     let fenced_ms = started.elapsed().as_millis() as u64;
     let committed = committed_offsets(source)?;
     let offsets_ms = started.elapsed().as_millis() as u64;
+    let _restore = tracing::info_span!("restore", shards = ?shards).entered();
     let reached = txn.restore(&from, shards, &mut |key, value| {
         if let Some(group) = key.strip_prefix(TIMELINE_KEY) {
             if let Ok(group) = <[u8; 2]>::try_from(group) {

@@ -52,8 +52,12 @@ pub(crate) async fn open_commit(
         }),
         moved_keep: std::time::Duration::from_millis(env.config.moved_state_keep_ms),
     };
+    let span = tracing::info_span!("recovery", instance = %init.instance);
     let (txn, manifest) = tokio::task::spawn_blocking(move || {
-        Transactional::open(&*commit, source, store, &mut manifest, &init).map(|t| (t, manifest))
+        span.in_scope(|| {
+            Transactional::open(&*commit, source, store, &mut manifest, &init)
+                .map(|t| (t, manifest))
+        })
     })
     .await
     .map_err(|e| Error::State(format!("the recovery task failed: {e}")))??;

@@ -17,6 +17,7 @@
 
 mod data;
 mod kafka;
+mod observe;
 mod proc;
 mod scaleout;
 
@@ -422,7 +423,7 @@ impl Bench {
         // keeps its fastest round: on a shared machine a run's speed drifts
         // by a third within minutes, and the fastest of a few runs is the
         // least disturbed one. Peak RSS is the largest of the rounds.
-        let mut best: Vec<Option<(Duration, f64)>> = vec![None; 3];
+        let mut best: Vec<Option<(Duration, f64)>> = vec![None; 4];
         // Runs `cmd` as `name` to a clean exit and checks its output in `out`.
         let run = |name: &str, cmd: Command, out: &Path| -> Result<proc::Exit> {
             let mut p = Proc::spawn(name, cmd, &self.log(name))?;
@@ -446,16 +447,32 @@ impl Bench {
                 cmd.args(["--set", &format!("checkpoint.interval_ms={interval}")]);
                 keep_best(&mut best[i + 1], &run(&name, cmd, &out)?);
             }
+            // The same as weir 1000 ms, with the HTTP server on and scraped
+            // every second (Prometheus scrapes every 15 s by default).
+            let name = "w2-weir-served";
+            let out = self.dir(name)?;
+            let state = self.dir(&format!("{name}-state"))?;
+            let mut cmd = self.local_wordcount_cmd(&input, &out, &state);
+            cmd.args(["--set", "checkpoint.interval_ms=1000"])
+                .args(["--set", "http.listen=127.0.0.1:0"])
+                .env("RUST_LOG", "info");
+            // A new log each round: the scraper takes the first address in it.
+            let _ = std::fs::remove_file(self.log(name));
+            let scraper = observe::Scraper::start(self.log(name), Duration::from_secs(1));
+            let served = run(name, cmd, &out);
+            let scrapes = scraper.stop();
+            keep_best(&mut best[3], &served?);
             eprintln!(
-                "bench: 2 local wordcount round {} of {}: plain {:.2} s, weir 1000 ms {:.2} s, weir 100 ms {:.2} s (best so far)",
+                "bench: 2 local wordcount round {} of {}: plain {:.2} s, weir 1000 ms {:.2} s, weir 100 ms {:.2} s, weir 1000 ms served {:.2} s ({scrapes} scrapes) (best so far)",
                 round + 1,
                 self.sizes.local_rounds,
                 best[0].map_or(0.0, |b| b.0.as_secs_f64()),
                 best[1].map_or(0.0, |b| b.0.as_secs_f64()),
                 best[2].map_or(0.0, |b| b.0.as_secs_f64()),
+                best[3].map_or(0.0, |b| b.0.as_secs_f64()),
             );
         }
-        let [Some(plain_run), Some(weir_1s), Some(weir_100ms)] = best[..] else {
+        let [Some(plain_run), Some(weir_1s), Some(weir_100ms), Some(served)] = best[..] else {
             bail!("workload 2 ran no round");
         };
         let rate_of = |d: Duration| total as f64 / d.as_secs_f64();
@@ -482,6 +499,16 @@ impl Bench {
                 Some(rss),
             );
         }
+        let (on, off) = (rate_of(served.0), rate_of(weir_1s.0));
+        self.summary.insert("metrics_on_ratio", on / off);
+        self.row(
+            "2 local wordcount",
+            "weir",
+            "exactly-once 1000 ms, http.listen on, scraped every 1 s",
+            format!("{on:.0} words/s ({:.2} s)", served.0.as_secs_f64()),
+            format!("on/off {:.2}x", on / off),
+            Some(served.1),
+        );
         Ok(())
     }
 
@@ -812,6 +839,7 @@ impl Bench {
             "quix_eos_ratio_100ms",
             "quix_eos_ratio_1s",
             "local_ratio",
+            "metrics_on_ratio",
             "commit_growth",
             "recovery_local_s",
             "recovery_kafka_s",
