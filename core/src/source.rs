@@ -65,6 +65,28 @@ pub struct Resume {
     pub identity: Option<String>,
 }
 
+/// How far a reader is behind the end of its input ([`SourceReader::lag`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lag {
+    /// Records behind a partition's end: for Kafka, its last stable offset,
+    /// so that transaction markers and open transactions are not lag.
+    Records {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// Records between the reader's position and the end.
+        behind: u64,
+    },
+    /// Bytes behind a file's end.
+    Bytes {
+        /// The file, as the task names it.
+        file: String,
+        /// Bytes between the reader's position and the file's length.
+        behind: u64,
+    },
+}
+
 /// What a [`SourceReader::read`] call found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadStatus {
@@ -273,5 +295,13 @@ pub trait SourceReader<T>: Send {
     fn committed(&mut self, position: u64) -> Result<()> {
         let _ = position;
         Ok(())
+    }
+
+    /// How far this reader is behind the end of its input, as far as it
+    /// knows without I/O of its own beyond a cheap call (asked once per
+    /// epoch, for `weir_consumer_lag_records` and `weir_input_lag_bytes`).
+    /// `None` when it cannot tell.
+    fn lag(&self) -> Option<Lag> {
+        None
     }
 }

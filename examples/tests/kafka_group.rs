@@ -310,7 +310,16 @@ fn two_instances_share_an_application_and_hand_over_on_a_clean_stop_exactly_once
         app,
     } = first_part(&d, "group-share");
     let spawn = |state: &Path, log: &str| instance(&input, &output, &app, state, log);
-    let (mut first, _first_log) = spawn(&d.state, "first.log");
+    // The first serves its metrics: the broker's view is checked against them.
+    let (mut first, _first_log) = instance_with(
+        &input,
+        &output,
+        &app,
+        &d.state,
+        "first.log",
+        &[("WEIR_HTTP__LISTEN", "127.0.0.1:0")],
+    );
+    let metrics = common::http::serving(&d.state.with_file_name("first.log"), &mut first.0);
     wait_for_members(&app, &mut first, |m| {
         m.len() == 1 && m[0].partitions == ALL_PARTITIONS
     });
@@ -326,6 +335,27 @@ fn two_instances_share_an_application_and_hand_over_on_a_clean_stop_exactly_once
     );
     produce(&input, &files[1]);
     wait_for_group_at_end(&app, &input, &mut first);
+    // The group moved tasks from the first (a rebalance it counted), and
+    // the input partitions it holds (range: 2 of 4) are read to their last
+    // stable offset; those it handed over left its metrics.
+    let scraped = common::http::scrape_until(metrics, &mut first.0, "its lag at 0", |s| {
+        let held = s
+            .samples
+            .iter()
+            .filter(|m| m.metric == "weir_consumer_lag_records")
+            .filter(|m| m.labels.get("topic") == Some(&input))
+            .count();
+        held == 2
+            && common::http::total(s, "weir_consumer_lag_records", Some(("topic", &input))) == 0.0
+    });
+    assert!(common::http::total(&scraped, "weir_rebalances_total", None) >= 1.0);
+    assert!(
+        common::http::total(
+            &scraped,
+            "weir_checkpoints_total",
+            Some(("result", "committed"))
+        ) > 0.0
+    );
     let forwarded = common::kafka::group_offsets(&app, &format!("{app}-repartition"));
     assert!(
         forwarded.values().any(|(_, end)| *end > 0),

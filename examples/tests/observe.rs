@@ -12,73 +12,11 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::http::{get, scrape, scrape_until, serving, total};
 use common::{dirs, fails, wait_for_committed_lines, wordcount, KillOnDrop, LogOnFailure};
-
-/// The address the run's log says it serves on.
-fn serving(log: &Path, child: &mut Child) -> SocketAddr {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(addr) = text
-            .split("serving http://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-        {
-            return addr.parse().expect("an address");
-        }
-        assert!(
-            child.try_wait().expect("poll").is_none(),
-            "the run exited: {text}"
-        );
-        assert!(Instant::now() < deadline, "no address logged: {text}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// `GET path`: the status code and the body.
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
-    let mut response = agent
-        .get(&format!("http://{addr}{path}"))
-        .call()
-        .expect("an answer");
-    let code = response.status().as_u16();
-    let body = response.body_mut().read_to_string().expect("a body");
-    (code, body)
-}
-
-/// The metrics, parsed as the Prometheus text format.
-fn scrape(addr: SocketAddr) -> prometheus_parse::Scrape {
-    let (code, body) = get(addr, "/metrics");
-    assert_eq!(code, 200, "{body}");
-    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
-        .expect("Prometheus text")
-}
-
-/// The sum of every sample of `name` (whatever its labels) whose labels
-/// include `label` when given.
-fn total(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>) -> f64 {
-    scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == name)
-        .filter(|s| label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
-        .map(|s| match &s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => *v,
-            prometheus_parse::Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
-            prometheus_parse::Value::Summary(_) => 0.0,
-        })
-        .sum()
-}
 
 /// Lines in every input file.
 fn input_lines(input: &Path) -> f64 {
@@ -92,25 +30,6 @@ fn input_lines(input: &Path) -> f64 {
         })
         .sum();
     lines as f64
-}
-
-/// Scrapes until `ready` holds, within a minute.
-fn scrape_until(
-    addr: SocketAddr,
-    child: &mut Child,
-    what: &str,
-    ready: impl Fn(&prometheus_parse::Scrape) -> bool,
-) -> prometheus_parse::Scrape {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let s = scrape(addr);
-        if ready(&s) {
-            return s;
-        }
-        assert!(child.try_wait().expect("poll").is_none(), "the run exited");
-        assert!(Instant::now() < deadline, "never {what}: {:?}", s.samples);
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -150,6 +69,23 @@ fn metrics_health_and_readiness_of_a_running_pipeline() {
         0.0
     );
     assert!(total(&first, "process_resident_memory_bytes", None) > 0.0);
+    // Drained: no file is behind, and each has its series.
+    let drained = scrape_until(addr, &mut run.0, "the lag at 0", |s| {
+        s.samples
+            .iter()
+            .filter(|m| m.metric == "weir_input_lag_bytes")
+            .count()
+            == 2
+            && total(s, "weir_input_lag_bytes", None) == 0.0
+    });
+    assert_eq!(
+        total(
+            &drained,
+            "weir_input_lag_bytes",
+            Some(("file", "part0.txt"))
+        ),
+        0.0
+    );
     assert!(total(&first, "process_open_fds", None) > 0.0);
     let (code, body) = get(addr, "/ready");
     assert_eq!(code, 200, "{body}");
@@ -171,6 +107,9 @@ fn metrics_health_and_readiness_of_a_running_pipeline() {
         total(s, "weir_source_records_total", None) == lines + 100.0
     });
     assert!(committed(&second) > committed(&first));
+    scrape_until(addr, &mut run.0, "the lag at 0 again", |s| {
+        total(s, "weir_input_lag_bytes", None) == 0.0
+    });
 
     // A request that is not HTTP is answered 400, and the server goes on;
     // an unknown path is a 404.

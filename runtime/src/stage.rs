@@ -14,7 +14,7 @@ use weir_core::exec::{EncodedKeys, KeyedNode, NodeEnv, SideRecord};
 use weir_core::group::{GroupMemberInfo, Member};
 use weir_core::sink::{Flushed, Sink, SinkWriter};
 use weir_core::source::{
-    Forwarded, ReadStatus, ResetTo, Resume, Source, SourceReader, TaskOffsets,
+    Forwarded, Lag, ReadStatus, ResetTo, Resume, Source, SourceReader, TaskOffsets,
 };
 use weir_core::{Error, Processor, Record, Result};
 
@@ -87,6 +87,8 @@ pub(crate) trait ChainedReader<T>: Send {
     fn committed(&mut self, position: u64) -> Result<()>;
     /// Records read from the source since the last call (before any operator).
     fn take_read_count(&mut self) -> u64;
+    /// How far the reader is behind its input's end (see [`SourceReader::lag`]).
+    fn lag(&self) -> Option<Lag>;
 }
 
 pub(crate) struct BaseSide<S>(pub(crate) S);
@@ -204,6 +206,10 @@ impl<T: Send> ChainedReader<T> for BaseReader<T> {
     fn take_read_count(&mut self) -> u64 {
         std::mem::take(&mut self.read)
     }
+
+    fn lag(&self) -> Option<Lag> {
+        self.reader.lag()
+    }
 }
 
 pub(crate) struct ChainSide<T, U> {
@@ -319,6 +325,10 @@ impl<T: Send, U: Send> ChainedReader<U> for ChainReader<T, U> {
 
     fn take_read_count(&mut self) -> u64 {
         self.inner.take_read_count()
+    }
+
+    fn lag(&self) -> Option<Lag> {
+        self.inner.lag()
     }
 }
 

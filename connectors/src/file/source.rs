@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use weir_core::source::{ReadStatus, ResetTo, Resume, Source, SourceReader, TaskOffsets};
+use weir_core::source::{Lag, ReadStatus, ResetTo, Resume, Source, SourceReader, TaskOffsets};
 use weir_core::{Error, Record, Result};
 
 use super::identity::{Identity, Mismatch, Tracker};
@@ -528,6 +528,16 @@ impl SourceReader<String> for LineReader {
 
     fn position(&self) -> u64 {
         self.position
+    }
+
+    /// The file's length now (one `fstat` of the open file) past the
+    /// position; a partial last line counts as not yet read.
+    fn lag(&self) -> Option<Lag> {
+        let len = self.reader.get_ref().metadata().ok()?.len();
+        Some(Lag::Bytes {
+            file: self.task.clone(),
+            behind: len.saturating_sub(self.position),
+        })
     }
 
     fn identity(&self) -> Option<String> {

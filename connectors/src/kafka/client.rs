@@ -1,7 +1,8 @@
 //! The one place that builds Kafka clients, with weir's defaults.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -207,6 +208,44 @@ impl rdkafka::consumer::ConsumerContext for WeirContext {
         if let Err(e) = result {
             tracing::warn!("kafka: cannot copy committed positions to the consumer group: {e}");
         }
+    }
+}
+
+/// The context of a partition reader's consumer: [`WeirContext`]'s
+/// reports, and its partition's last stable offset from librdkafka's
+/// statistics (`ls_offset`), for the reader's lag.
+pub(crate) struct ReaderContext {
+    /// The partition the consumer reads.
+    pub(crate) partition: i32,
+    /// Its last stable offset as last reported; -1 until then.
+    pub(crate) stable_end: Arc<AtomicI64>,
+}
+
+impl rdkafka::ClientContext for ReaderContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        WeirContext.error(error, reason);
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let end = statistics
+            .topics
+            .values()
+            .filter_map(|t| t.partitions.get(&self.partition))
+            .map(|p| p.ls_offset)
+            .find(|o| *o >= 0);
+        if let Some(end) = end {
+            self.stable_end.store(end, Ordering::Relaxed);
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ReaderContext {
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &rdkafka::TopicPartitionList,
+    ) {
+        WeirContext.commit_callback(result, offsets);
     }
 }
 

@@ -1,9 +1,10 @@
 //! Reading Kafka topic-partitions as source tasks.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaErrorCode;
@@ -13,12 +14,12 @@ use std::collections::BTreeMap;
 use weir_core::commit::GroupOffsets;
 use weir_core::group::{GroupMemberInfo, Member};
 use weir_core::source::{
-    Forwarded, ReadStatus, ResetTo, Resume, Source, SourceReader, TaskOffsets,
+    Forwarded, Lag, ReadStatus, ResetTo, Resume, Source, SourceReader, TaskOffsets,
 };
 use weir_core::{Error, Record, Result};
 
 use super::client::{
-    answered, client_config, kafka_error, with_defaults, KafkaSettings, WeirContext,
+    answered, client_config, kafka_error, with_defaults, KafkaSettings, ReaderContext, WeirContext,
     CONSUMER_DEFAULTS,
 };
 use super::member::{
@@ -133,7 +134,30 @@ impl KafkaSource {
     }
 
     fn consumer(&self) -> Result<BaseConsumer<WeirContext>> {
-        client_config(
+        self.consumer_with(WeirContext, &[])
+    }
+
+    /// A consumer for a partition reader of `partition`, whose statistics
+    /// report the partition's last stable offset into `stable_end` every
+    /// second (the reader's lag).
+    fn reader_consumer(
+        &self,
+        partition: i32,
+        stable_end: &Arc<AtomicI64>,
+    ) -> Result<BaseConsumer<ReaderContext>> {
+        let context = ReaderContext {
+            partition,
+            stable_end: stable_end.clone(),
+        };
+        self.consumer_with(context, &[("statistics.interval.ms", "1000")])
+    }
+
+    fn consumer_with<C: ConsumerContext>(
+        &self,
+        context: C,
+        more: &[(&str, &str)],
+    ) -> Result<BaseConsumer<C>> {
+        let mut config = client_config(
             &self.settings,
             &[
                 ("group.id", &self.group),
@@ -145,9 +169,13 @@ impl KafkaSource {
                 ("auto.offset.reset", "earliest"),
             ],
         )
-        .map(|c| with_defaults(c, CONSUMER_DEFAULTS))?
-        .create_with_context(WeirContext)
-        .map_err(|e| kafka_error("cannot create a consumer", &self.settings.brokers, e))
+        .map(|c| with_defaults(c, CONSUMER_DEFAULTS))?;
+        for (k, v) in more {
+            config.set(*k, *v);
+        }
+        config
+            .create_with_context(context)
+            .map_err(|e| kafka_error("cannot create a consumer", &self.settings.brokers, e))
     }
 
     /// Runs `f` with the shared admin consumer (see [`AdminConsumer`]).
@@ -266,7 +294,8 @@ impl KafkaSource {
         start: i64,
         decode: Decode<T>,
     ) -> Result<PartitionReader<T>> {
-        let consumer = self.consumer()?;
+        let stable_end = Arc::new(AtomicI64::new(-1));
+        let consumer = self.reader_consumer(partition, &stable_end)?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, partition, Offset::Offset(start))
             .map_err(|e| kafka_error("bad offset", &self.settings.brokers, e))?;
@@ -286,6 +315,7 @@ impl KafkaSource {
             source: self.clone(),
             decode,
             drain: false,
+            stable_end,
         })
     }
 }
@@ -640,7 +670,7 @@ impl Source for KafkaSource {
 }
 
 struct PartitionReader<T> {
-    consumer: BaseConsumer<WeirContext>,
+    consumer: BaseConsumer<ReaderContext>,
     task: String,
     topic: String,
     partition: i32,
@@ -657,6 +687,9 @@ struct PartitionReader<T> {
     decode: Decode<T>,
     /// Ends at the partition's end (see [`Source::open_shard`]).
     drain: bool,
+    /// The partition's last stable offset, as the consumer's statistics
+    /// last reported it (-1 before the first report).
+    stable_end: Arc<AtomicI64>,
 }
 
 impl<T> Drop for PartitionReader<T> {
@@ -716,17 +749,20 @@ impl<T> PartitionReader<T> {
         if !behind {
             return;
         }
-        let fresh = self.source.consumer().and_then(|c| {
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(
-                &self.topic,
-                self.partition,
-                Offset::Offset(self.next as i64),
-            )
-            .and_then(|()| c.assign(&tpl))
-            .map_err(|e| kafka_error("cannot assign", &self.source.settings.brokers, e))?;
-            Ok(c)
-        });
+        let fresh = self
+            .source
+            .reader_consumer(self.partition, &self.stable_end)
+            .and_then(|c| {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition_offset(
+                    &self.topic,
+                    self.partition,
+                    Offset::Offset(self.next as i64),
+                )
+                .and_then(|()| c.assign(&tpl))
+                .map_err(|e| kafka_error("cannot assign", &self.source.settings.brokers, e))?;
+                Ok(c)
+            });
         match fresh {
             Ok(c) => {
                 tracing::info!(
@@ -814,6 +850,17 @@ impl<T: Send> SourceReader<T> for PartitionReader<T> {
 
     fn position(&self) -> u64 {
         self.next
+    }
+
+    /// Against the last stable offset: records of open transactions and
+    /// transaction markers are not lag.
+    fn lag(&self) -> Option<Lag> {
+        let end = u64::try_from(self.stable_end.load(Ordering::Relaxed)).ok()?;
+        Some(Lag::Records {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            behind: end.saturating_sub(self.next),
+        })
     }
 
     fn committed(&mut self, position: u64) -> Result<()> {

@@ -3,6 +3,7 @@
 //! files itself.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod http;
 pub mod kafka;
 
 use std::collections::{BTreeMap, HashMap};

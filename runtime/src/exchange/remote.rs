@@ -5,7 +5,7 @@
 //! tasks of its own ([`ShardReader`]).
 
 use weir_core::commit::Forward;
-use weir_core::source::{Forwarded, ReadStatus, SourceReader};
+use weir_core::source::{Forwarded, Lag, ReadStatus, SourceReader};
 use weir_core::{Codec, Error, Key, Record, Result};
 
 use crate::plan::Shards;
@@ -107,5 +107,9 @@ impl<K: Key, V: Codec + Send + 'static> ChainedReader<(K, V)> for ShardReader<K,
 
     fn take_read_count(&mut self) -> u64 {
         std::mem::take(&mut self.read)
+    }
+
+    fn lag(&self) -> Option<Lag> {
+        self.reader.lag()
     }
 }

@@ -10,6 +10,7 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+use weir_core::source::Lag;
 
 /// Buckets of the checkpoint and alignment histograms, in seconds: from a
 /// fast local commit (about a millisecond) to a slow transaction.
@@ -79,6 +80,8 @@ pub(crate) struct Metrics {
     /// task's acknowledgement.
     pub(crate) alignment_seconds: Histogram,
     tasks: IntGaugeVec,
+    consumer_lag: IntGaugeVec,
+    input_lag_bytes: IntGaugeVec,
     /// `weir_rebalances_total`: times the group moved tasks to or from
     /// this instance.
     pub(crate) rebalances: IntCounter,
@@ -136,6 +139,24 @@ impl Metrics {
         )
         .expect("a valid metric");
         register(Box::new(tasks.clone()));
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new(
+                "weir_consumer_lag_records",
+                "Records between a task's position and its partition's last stable offset, at the last epoch.",
+            ),
+            &["topic", "partition"],
+        )
+        .expect("a valid metric");
+        register(Box::new(consumer_lag.clone()));
+        let input_lag_bytes = IntGaugeVec::new(
+            Opts::new(
+                "weir_input_lag_bytes",
+                "Bytes between a file task's position and the file's length, at the last epoch.",
+            ),
+            &["file"],
+        )
+        .expect("a valid metric");
+        register(Box::new(input_lag_bytes.clone()));
         let rebalances = IntCounter::new(
             "weir_rebalances_total",
             "Times the consumer group moved tasks to or from this instance.",
@@ -192,6 +213,8 @@ impl Metrics {
                 "From an epoch's barrier request to every task's acknowledgement.",
             ),
             tasks,
+            consumer_lag,
+            input_lag_bytes,
             rebalances,
             fenced,
         };
@@ -225,6 +248,37 @@ impl Metrics {
                 .with_label_values(&[s.label()])
                 .set(i64::try_from(v).unwrap_or(i64::MAX));
         }
+    }
+
+    /// Sets a task's lag.
+    pub(crate) fn lag(&self, lag: &Lag) {
+        let value = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        match lag {
+            Lag::Records {
+                topic,
+                partition,
+                behind,
+            } => self
+                .consumer_lag
+                .with_label_values(&[topic.as_str(), &partition.to_string()])
+                .set(value(*behind)),
+            Lag::Bytes { file, behind } => self
+                .input_lag_bytes
+                .with_label_values(&[file.as_str()])
+                .set(value(*behind)),
+        }
+    }
+
+    /// Drops a task's lag, when the task leaves this instance.
+    pub(crate) fn forget_lag(&self, lag: &Lag) {
+        let _ = match lag {
+            Lag::Records {
+                topic, partition, ..
+            } => self
+                .consumer_lag
+                .remove_label_values(&[topic.as_str(), &partition.to_string()]),
+            Lag::Bytes { file, .. } => self.input_lag_bytes.remove_label_values(&[file.as_str()]),
+        };
     }
 
     /// The text a scrape of `/metrics` answers.

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir_core::source::{DeadLetter, ReadStatus};
+use weir_core::source::{DeadLetter, Lag, ReadStatus};
 use weir_core::{Error, Record, Result};
 
 use super::{coordinator_gone, panic_message, Event, Events};
@@ -88,7 +88,22 @@ fn publish<T>(
     Ok(())
 }
 
+/// Runs a source task; its lag leaves the metrics when it ends (the task
+/// stops, or moves to another instance).
 fn source_loop<T: Send + 'static>(t: &mut SourceTask<T>, s: &Shared) -> Result<()> {
+    let mut last_lag = None;
+    let result = read_loop(t, s, &mut last_lag);
+    if let Some(lag) = &last_lag {
+        METRICS.forget_lag(lag);
+    }
+    result
+}
+
+fn read_loop<T: Send + 'static>(
+    t: &mut SourceTask<T>,
+    s: &Shared,
+    last_lag: &mut Option<Lag>,
+) -> Result<()> {
     let records = METRICS.source_records.with_label_values(&[&t.task]);
     let mut last = s.start_epoch;
     let mut buf: Vec<Record<(), T>> = Vec::with_capacity(s.batch);
@@ -105,6 +120,11 @@ fn source_loop<T: Send + 'static>(t: &mut SourceTask<T>, s: &Shared) -> Result<(
                 flushes.push(dl.flushed()?);
             }
             let position = t.reader.position();
+            // Once per epoch: cheap, and as fresh as a scrape needs.
+            if let Some(lag) = t.reader.lag() {
+                METRICS.lag(&lag);
+                *last_lag = Some(lag);
+            }
             s.events
                 .send(Event::SourceAck {
                     task: t.task.clone(),
