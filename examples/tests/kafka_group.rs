@@ -550,7 +550,7 @@ fn a_rebalance_while_an_instance_restores_moves_its_tasks_exactly_once() {
     let second_log = second_state.with_file_name("second.log");
     let restored = "rolled the state forward from the changelog";
     // It holds every task and restores them.
-    wait_for_log(&second_log, "running tasks", &mut second);
+    wait_for_log(&second_log, "weir_runtime::instance: running", &mut second);
     let third_state = d.state.with_file_name("state-3");
     let (mut third, _third_log) = spawn(&third_state, "third.log");
     let shared = wait_for_members(&app, &mut third, |m| {

@@ -114,6 +114,8 @@ fn metrics_health_and_readiness_of_a_running_pipeline() {
     // A request that is not HTTP is answered 400, and the server goes on;
     // an unknown path is a 404.
     let mut raw = TcpStream::connect(addr).expect("connect");
+    raw.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("a timeout");
     raw.write_all(b"NOT HTTP AT ALL\r\n\r\n").expect("send");
     let mut answer = String::new();
     let _ = raw.read_to_string(&mut answer);

@@ -648,10 +648,11 @@ impl<T> SinkStage<T> {
 
     /// Flushes what was written, for the barrier's acknowledgement.
     pub(crate) fn flushed(&mut self) -> Result<FlushedSink> {
+        let flushed = self.writer.flush()?;
         self.written_total.inc_by(std::mem::take(&mut self.written));
         Ok(FlushedSink {
             id: self.id.clone(),
-            flushed: self.writer.flush()?,
+            flushed,
         })
     }
 }

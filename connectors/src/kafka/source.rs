@@ -137,19 +137,22 @@ impl KafkaSource {
         self.consumer_with(WeirContext, &[])
     }
 
-    /// A consumer for a partition reader of `partition`, whose statistics
-    /// report the partition's last stable offset into `stable_end` every
-    /// second (the reader's lag).
+    /// A consumer for a partition reader of `partition`; with `statistics`,
+    /// they report the partition's last stable offset into `stable_end`
+    /// every second (the reader's lag). librdkafka queues them until the
+    /// consumer is polled: only a reader that is read on may have them.
     fn reader_consumer(
         &self,
         partition: i32,
         stable_end: &Arc<AtomicI64>,
+        statistics: bool,
     ) -> Result<BaseConsumer<ReaderContext>> {
         let context = ReaderContext {
             partition,
             stable_end: stable_end.clone(),
         };
-        self.consumer_with(context, &[("statistics.interval.ms", "1000")])
+        let every = if statistics { "1000" } else { "0" };
+        self.consumer_with(context, &[("statistics.interval.ms", every)])
     }
 
     fn consumer_with<C: ConsumerContext>(
@@ -293,9 +296,10 @@ impl KafkaSource {
         partition: i32,
         start: i64,
         decode: Decode<T>,
+        statistics: bool,
     ) -> Result<PartitionReader<T>> {
         let stable_end = Arc::new(AtomicI64::new(-1));
-        let consumer = self.reader_consumer(partition, &stable_end)?;
+        let consumer = self.reader_consumer(partition, &stable_end, statistics)?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, partition, Offset::Offset(start))
             .map_err(|e| kafka_error("bad offset", &self.settings.brokers, e))?;
@@ -316,6 +320,7 @@ impl KafkaSource {
             decode,
             drain: false,
             stable_end,
+            statistics,
         })
     }
 }
@@ -563,6 +568,7 @@ impl Source for KafkaSource {
             partition,
             start,
             utf8_value,
+            true,
         )?))
     }
 
@@ -613,7 +619,8 @@ impl Source for KafkaSource {
                     .map_err(|e| kafka_error("cannot read offsets", &self.settings.brokers, e))
             })?,
         };
-        let mut reader = self.reader(&task, &topic, partition, start, forwarded)?;
+        // A drained shard ends at once and is not read on: no statistics.
+        let mut reader = self.reader(&task, &topic, partition, start, forwarded, !drain)?;
         reader.drain = drain;
         Ok(Box::new(reader))
     }
@@ -690,6 +697,8 @@ struct PartitionReader<T> {
     /// The partition's last stable offset, as the consumer's statistics
     /// last reported it (-1 before the first report).
     stable_end: Arc<AtomicI64>,
+    /// Whether the consumer reports statistics (until the reader ends).
+    statistics: bool,
 }
 
 impl<T> Drop for PartitionReader<T> {
@@ -751,7 +760,7 @@ impl<T> PartitionReader<T> {
         }
         let fresh = self
             .source
-            .reader_consumer(self.partition, &self.stable_end)
+            .reader_consumer(self.partition, &self.stable_end, self.statistics)
             .and_then(|c| {
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition_offset(
@@ -803,8 +812,8 @@ impl<T> PartitionReader<T> {
     }
 }
 
-impl<T: Send> SourceReader<T> for PartitionReader<T> {
-    fn read(&mut self, out: &mut Vec<Record<(), T>>, max: usize) -> Result<ReadStatus> {
+impl<T: Send> PartitionReader<T> {
+    fn read_records(&mut self, out: &mut Vec<Record<(), T>>, max: usize) -> Result<ReadStatus> {
         let mut timeout = Duration::from_millis(50);
         for _ in 0..max {
             let Some(result) = self.consumer.poll(timeout) else {
@@ -846,6 +855,39 @@ impl<T: Send> SourceReader<T> for PartitionReader<T> {
             }
         }
         Ok(ReadStatus::More)
+    }
+
+    /// At its end, the reader is no longer read, and its consumer no
+    /// longer polled: one without statistics takes its place (it still
+    /// copies committed positions), lest they queue up unread.
+    fn end_statistics(&mut self) {
+        if !self.statistics {
+            return;
+        }
+        self.statistics = false;
+        match self
+            .source
+            .reader_consumer(self.partition, &self.stable_end, false)
+        {
+            Ok(quiet) => {
+                let old = std::mem::replace(&mut self.consumer, quiet);
+                // Closing a consumer takes librdkafka about 100 ms.
+                std::thread::spawn(move || drop(old));
+            }
+            Err(e) => {
+                tracing::warn!(task = %self.task, "cannot make a consumer without statistics: {e}")
+            }
+        }
+    }
+}
+
+impl<T: Send> SourceReader<T> for PartitionReader<T> {
+    fn read(&mut self, out: &mut Vec<Record<(), T>>, max: usize) -> Result<ReadStatus> {
+        let status = self.read_records(out, max)?;
+        if status == ReadStatus::End {
+            self.end_statistics();
+        }
+        Ok(status)
     }
 
     fn position(&self) -> u64 {

@@ -93,10 +93,11 @@ impl Transactional {
         };
         // What this run's commits will hold: a replay or a reset refuses
         // to start a new timeline from a part of the application's state.
-        manifest.partial = init
+        let partial = init
             .shards
             .as_ref()
             .and_then(|s| PartialState::of_run(&s.held, s.count));
+        moved::note_held(&store, manifest, partial)?;
         if manifest.reseed {
             fence.settle(
                 &*source,

@@ -50,12 +50,17 @@ pub(super) fn init() {
     }
 }
 
-/// Writes the log in `format` from now on.
+/// Writes the log in `format` from now on. Once per process, when the
+/// configuration is first read, before any span opens: a span opened
+/// under one formatter cannot be written by another.
 pub(super) fn set_format(format: LogFormat) {
+    static SWITCHED: std::sync::Once = std::sync::Once::new();
     if format == LogFormat::Text {
         return;
     }
-    if let Some(handle) = FORMAT.get() {
-        let _ = handle.reload(formatter(format));
-    }
+    SWITCHED.call_once(|| {
+        if let Some(handle) = FORMAT.get() {
+            let _ = handle.reload(formatter(format));
+        }
+    });
 }

@@ -20,8 +20,10 @@ use weir_core::group::Member;
 use weir_core::{Error, Result};
 
 use crate::checkpoint::RunSummary;
-use crate::observe::{status, METRICS};
+use crate::manifest::PartialState;
+use crate::observe::{status, Phase, METRICS};
 use crate::plan::{Built, Holdings, JobEnv, Shards};
+use crate::recovery::moved;
 use crate::store::{self, Store};
 use crate::{Config, Guarantee, Pipeline, RuntimeConfig};
 
@@ -176,6 +178,12 @@ pub(crate) async fn run_once(
                 None => Holdings::default(),
             };
             let result = if holdings.is_empty() {
+                // Holding no shard, this state is none of the application's.
+                if let Some(s) = &shards {
+                    let none = PartialState::of_run(&Default::default(), s.count);
+                    moved::note_held(&store, &mut manifest, none)?;
+                }
+                status::enter(Phase::Running, Some(0));
                 idle(member.as_ref(), source.until_idle(), shutdown.clone()).await
             } else {
                 let span = tracing::info_span!(

@@ -93,130 +93,111 @@ pub(crate) struct Metrics {
 /// The process's metrics.
 pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
-fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("a valid metric");
+/// Registers metric `metric`, as built from constant names and labels:
+/// either cannot fail but by a bug, which any test that scrapes finds.
+fn registered<M>(registry: &Registry, metric: prometheus::Result<M>) -> M
+where
+    M: prometheus::core::Collector + Clone + 'static,
+{
+    let metric = metric.expect("a valid metric");
     registry
-        .register(Box::new(c.clone()))
+        .register(Box::new(metric.clone()))
         .expect("registered once");
-    c
-}
-
-fn histogram(registry: &Registry, name: &str, help: &str) -> Histogram {
-    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(SECONDS_BUCKETS.to_vec()))
-        .expect("a valid metric");
-    registry
-        .register(Box::new(h.clone()))
-        .expect("registered once");
-    h
+    metric
 }
 
 impl Metrics {
-    // The names and labels are constants: registering them cannot fail
-    // but by a bug, which any test that scrapes finds.
     fn new() -> Self {
-        let registry = Registry::new();
-        let register = |c: Box<dyn prometheus::core::Collector>| {
-            registry.register(c).expect("registered once");
-        };
-        let dead_letters = IntCounter::new(
-            "weir_dead_letters_total",
-            "Undecodable input records sent to the dead-letter sink.",
-        )
-        .expect("a valid metric");
-        register(Box::new(dead_letters.clone()));
-        let last_epoch = IntGauge::new(
-            "weir_last_checkpoint_epoch",
-            "The epoch of the last committed checkpoint.",
-        )
-        .expect("a valid metric");
-        register(Box::new(last_epoch.clone()));
-        let tasks = IntGaugeVec::new(
-            Opts::new(
-                "weir_tasks",
-                "Tasks (input partitions and shards) this instance holds, by state.",
-            ),
-            &["state"],
-        )
-        .expect("a valid metric");
-        register(Box::new(tasks.clone()));
-        let consumer_lag = IntGaugeVec::new(
-            Opts::new(
-                "weir_consumer_lag_records",
-                "Records between a task's position and its partition's last stable offset, at the last epoch.",
-            ),
-            &["topic", "partition"],
-        )
-        .expect("a valid metric");
-        register(Box::new(consumer_lag.clone()));
-        let input_lag_bytes = IntGaugeVec::new(
-            Opts::new(
-                "weir_input_lag_bytes",
-                "Bytes between a file task's position and the file's length, at the last epoch.",
-            ),
-            &["file"],
-        )
-        .expect("a valid metric");
-        register(Box::new(input_lag_bytes.clone()));
-        let rebalances = IntCounter::new(
-            "weir_rebalances_total",
-            "Times the consumer group moved tasks to or from this instance.",
-        )
-        .expect("a valid metric");
-        register(Box::new(rebalances.clone()));
-        let fenced = IntCounter::new(
-            "weir_producer_fenced_total",
-            "Commits refused because another process took this instance's tasks or identity.",
-        )
-        .expect("a valid metric");
-        register(Box::new(fenced.clone()));
+        let r = Registry::new();
         #[cfg(target_os = "linux")]
-        register(Box::new(
+        r.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
-        ));
+        ))
+        .expect("registered once");
+        let counters = |name: &str, help: &str, labels: &[&str]| {
+            registered(&r, IntCounterVec::new(Opts::new(name, help), labels))
+        };
+        let gauges = |name: &str, help: &str, labels: &[&str]| {
+            registered(&r, IntGaugeVec::new(Opts::new(name, help), labels))
+        };
+        let seconds = |name: &str, help: &str| {
+            let opts = HistogramOpts::new(name, help).buckets(SECONDS_BUCKETS.to_vec());
+            registered(&r, Histogram::with_opts(opts))
+        };
         let m = Metrics {
-            // A handle on the same registry.
-            registry: registry.clone(),
-            source_records: counter_vec(
-                &registry,
+            source_records: counters(
                 "weir_source_records_total",
                 "Records read from each source task (input partition, file or shard).",
                 &["task"],
             ),
-            sink_records: counter_vec(
-                &registry,
+            sink_records: counters(
                 "weir_sink_records_total",
-                "Records written to each sink output.",
+                "Records written to each sink output and flushed at an epoch's barrier (an aborted epoch's records count again when it is redone).",
                 &["sink"],
             ),
-            skipped: counter_vec(
-                &registry,
+            skipped: counters(
                 "weir_records_skipped_total",
                 "Records skipped by the on_bad_input policy, by reason.",
                 &["reason"],
             ),
-            dead_letters,
-            checkpoints: counter_vec(
-                &registry,
+            dead_letters: registered(
+                &r,
+                IntCounter::new(
+                    "weir_dead_letters_total",
+                    "Undecodable input records sent to the dead-letter sink.",
+                ),
+            ),
+            checkpoints: counters(
                 "weir_checkpoints_total",
-                "Epochs ended, by result: committed, or aborted (redone from the last commit).",
+                "Checkpoints by result: committed, or aborted (a run ended with its epoch open, which the next run redoes from the last commit).",
                 &["result"],
             ),
-            checkpoint_seconds: histogram(
-                &registry,
+            checkpoint_seconds: seconds(
                 "weir_checkpoint_duration_seconds",
                 "From every task's acknowledgement of an epoch's barrier to its checkpoint being durable.",
             ),
-            last_epoch,
-            alignment_seconds: histogram(
-                &registry,
+            last_epoch: registered(
+                &r,
+                IntGauge::new(
+                    "weir_last_checkpoint_epoch",
+                    "The epoch of the last committed checkpoint.",
+                ),
+            ),
+            alignment_seconds: seconds(
                 "weir_barrier_alignment_seconds",
                 "From an epoch's barrier request to every task's acknowledgement.",
             ),
-            tasks,
-            consumer_lag,
-            input_lag_bytes,
-            rebalances,
-            fenced,
+            tasks: gauges(
+                "weir_tasks",
+                "Tasks (input partitions and shards) this instance holds, by state.",
+                &["state"],
+            ),
+            consumer_lag: gauges(
+                "weir_consumer_lag_records",
+                "Records between a task's position and its partition's last stable offset, at the last epoch.",
+                &["topic", "partition"],
+            ),
+            input_lag_bytes: gauges(
+                "weir_input_lag_bytes",
+                "Bytes between a file task's position and the file's length, at the last epoch.",
+                &["file"],
+            ),
+            rebalances: registered(
+                &r,
+                IntCounter::new(
+                    "weir_rebalances_total",
+                    "Times the consumer group moved tasks to or from this instance.",
+                ),
+            ),
+            fenced: registered(
+                &r,
+                IntCounter::new(
+                    "weir_producer_fenced_total",
+                    "Commits refused because another process took this instance's tasks or identity.",
+                ),
+            ),
+            // A handle on the same registry.
+            registry: r.clone(),
         };
         // Every series shows from the first scrape, at 0.
         for r in [CheckpointResult::Committed, CheckpointResult::Aborted] {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use weir_core::Result;
 
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, PartialState};
 use crate::store::{now_ms, Store};
 
 /// The shards of keyed state a run holds, out of how many there are.
@@ -87,6 +87,32 @@ pub(crate) fn prepare(
             }
         }
     }
+    Ok(())
+}
+
+/// Records in the manifest which shards this state holds, when that
+/// changed (committed at once, before anything is restored): a replay or
+/// an `offsets reset --keep-state` refuses a partial state (see
+/// [`PartialState`]), and must never find a stale "whole" there.
+pub(crate) fn note_held(
+    store: &Store,
+    manifest: &mut Manifest,
+    partial: Option<PartialState>,
+) -> Result<()> {
+    if manifest.partial == partial {
+        return Ok(());
+    }
+    if manifest.epoch == 0 {
+        // Nothing committed yet: the first commit records it.
+        manifest.partial = partial;
+        return Ok(());
+    }
+    let mut next = manifest.clone();
+    next.partial = partial;
+    next.epoch = manifest.epoch + 1;
+    next.time_ms = now_ms();
+    store.commit(Vec::new(), &next)?;
+    *manifest = next;
     Ok(())
 }
 
@@ -166,6 +192,35 @@ mod tests {
         );
         assert!(m.away.is_empty());
         assert_eq!(store.manifest().expect("read"), Some(m.clone()));
+    }
+
+    #[test]
+    fn which_shards_a_state_holds_is_committed_when_it_changes_and_not_before_a_first_commit() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (store, mut m) = setup(tmp.path());
+        m.epoch = 3;
+        store.commit(Vec::new(), &m).expect("manifest");
+        let epoch = m.epoch;
+        let one = PartialState::of_run(&BTreeSet::from([1]), 2);
+        note_held(&store, &mut m, one.clone()).expect("note");
+        assert_eq!((m.partial.clone(), m.epoch), (one.clone(), epoch + 1));
+        assert_eq!(store.manifest().expect("read"), Some(m.clone()));
+        // Unchanged: nothing written.
+        note_held(&store, &mut m, one).expect("note");
+        assert_eq!(m.epoch, epoch + 1);
+        // Whole again.
+        note_held(&store, &mut m, None).expect("note");
+        assert_eq!((m.partial.clone(), m.epoch), (None, epoch + 2));
+        assert_eq!(store.manifest().expect("read"), Some(m.clone()));
+
+        // A state that committed nothing yet: noted, for its first commit.
+        let fresh = tmp.path().join("fresh");
+        let store = Store::open(&fresh).expect("store");
+        let mut m = Manifest::empty("p", "f", "t", KEY_GROUPS);
+        let none = PartialState::of_run(&BTreeSet::new(), 2);
+        note_held(&store, &mut m, none.clone()).expect("note");
+        assert_eq!((m.partial, m.epoch), (none, 0));
+        assert_eq!(store.manifest().expect("read"), None);
     }
 
     #[test]
