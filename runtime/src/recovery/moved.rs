@@ -110,7 +110,8 @@ pub(crate) fn note_held(
     let mut next = manifest.clone();
     next.partial = partial;
     next.epoch = manifest.epoch + 1;
-    next.time_ms = now_ms();
+    // The time stays the last commit's: `prepare` counts a shard not noted
+    // away as held until then.
     store.commit(Vec::new(), &next)?;
     *manifest = next;
     Ok(())
@@ -202,8 +203,10 @@ mod tests {
         store.commit(Vec::new(), &m).expect("manifest");
         let epoch = m.epoch;
         let one = PartialState::of_run(&BTreeSet::from([1]), 2);
+        let time = m.time_ms;
         note_held(&store, &mut m, one.clone()).expect("note");
         assert_eq!((m.partial.clone(), m.epoch), (one.clone(), epoch + 1));
+        assert_eq!(m.time_ms, time, "the last commit's time stays");
         assert_eq!(store.manifest().expect("read"), Some(m.clone()));
         // Unchanged: nothing written.
         note_held(&store, &mut m, one).expect("note");
