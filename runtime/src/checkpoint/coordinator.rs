@@ -108,7 +108,9 @@ impl Coordinator {
             last_epoch: manifest.epoch,
             ..RunSummary::default()
         };
+        status::enter(Phase::Running, Some(self.sources));
         let result = self.epochs(events, &mut manifest, &mut summary).await;
+        status::enter(Phase::Suspended, None);
         if let Err(e) = &result {
             // The open epoch ends uncommitted: redone from the last commit.
             METRICS.checkpoint(CheckpointResult::Aborted, 1);

@@ -13,7 +13,6 @@ use weir_core::{Codec, Error, Key, Result};
 use crate::checkpoint::{Commit, Control, Coordinator, Retention, RunSummary};
 use crate::exchange::{Direct, InMemory, Remote, ShardReader};
 use crate::failpoints::{self, crash_point};
-use crate::observe::{status, Phase};
 use crate::plan::{tasks_of, DirectJob, Job, JobEnv, KeyedJob, Split};
 use crate::recovery::{open_commit, resume_points, SinkRecovery};
 use crate::stage::{BoxFuture, Metrics, SideSinks, SinkStage, SourceAdmin, StageInit};
@@ -123,7 +122,6 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T
     fn run(&self, mut env: JobEnv) -> BoxFuture<'static, Result<RunSummary>> {
         let (side, split, tail) = (self.side.clone(), self.split.clone(), self.tail.clone());
         Box::pin(async move {
-            status::enter(Phase::Restoring, None);
             let (listed, commit) = tasks_and_commit(&mut env, side.clone()).await?;
             let tasks = env.holdings.filter(listed.clone());
             let shards = env.holdings.shards.clone();
@@ -286,9 +284,7 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T
             drop(txs);
             drop(events);
             let coordinator = coordinator(&env, &control, commit, sources, workers, &metrics);
-            status::enter(Phase::Running, Some(sources));
             let result = coordinator.run(&mut rx, env.manifest.clone()).await;
-            status::enter(Phase::Suspended, None);
             control.shutdown();
             finish_threads(threads).await;
             if result.is_ok() {
@@ -327,7 +323,6 @@ impl<T: Send + 'static> Job for DirectJob<T> {
                     "the named sink `{name}` is written by processors, and this pipeline has none; add a `key_by` and a `process`, or drop the named sink"
                 )));
             }
-            status::enter(Phase::Restoring, None);
             let (tasks, commit) = tasks_and_commit(&mut env, side.clone()).await?;
             let tasks = env.holdings.filter(tasks);
             let control = Arc::new(Control::new(env.manifest.epoch));
@@ -364,9 +359,7 @@ impl<T: Send + 'static> Job for DirectJob<T> {
             }
             drop(events);
             let coordinator = coordinator(&env, &control, commit, tasks.len(), 0, &metrics);
-            status::enter(Phase::Running, Some(tasks.len()));
             let result = coordinator.run(&mut rx, env.manifest.clone()).await;
-            status::enter(Phase::Suspended, None);
             control.shutdown();
             finish_threads(threads).await;
             result

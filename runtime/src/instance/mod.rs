@@ -192,6 +192,8 @@ pub(crate) async fn run_once(
                     shards = ?holdings.shards.as_ref().map(|s| &s.held)
                 );
                 tracing::info!(parent: &span, "running");
+                // Recovery first; the coordinator says when the tasks run.
+                status::enter(Phase::Restoring, None);
                 built
                     .job
                     .run(JobEnv {
