@@ -144,11 +144,15 @@ pub trait Transaction: Send {
     /// Reads the committed changelog of every shard in `shards` (every
     /// shard when `None`) from `from` (from the start for a shard it
     /// lacks) to its end, in order, calling `apply(key, value)` for each
-    /// record; returns the positions reached.
+    /// record; returns the positions reached. Before the first record it
+    /// calls `sized(n)` with how many records it has to read at most (its
+    /// progress: offsets, which compaction and transaction markers leave
+    /// gaps in).
     fn restore(
         &mut self,
         from: &BTreeMap<u16, u64>,
         shards: Option<&BTreeSet<u16>>,
+        sized: &mut dyn FnMut(u64),
         apply: &mut ApplyFn<'_>,
     ) -> Result<BTreeMap<u16, u64>>;
 }

@@ -430,8 +430,10 @@ fn an_instance_stopped_past_its_session_is_replaced_and_commits_nothing_once_con
     let _trace = common::LogOnFailure(log.clone());
     let mut cmd = wordcount_idle(&input, &output, &app, &d.state, None);
     cmd.stderr(std::fs::File::create(&log).expect("log file"))
-        .env("RUST_LOG", "info,weir_connectors=debug");
+        .env("RUST_LOG", "info,weir_connectors=debug")
+        .env("WEIR_HTTP__LISTEN", "127.0.0.1:0");
     let mut first = KillOnDrop(cmd.stdout(Stdio::null()).spawn().expect("spawn"));
+    let metrics = common::http::serving(&log, &mut first.0);
     wait_for_group_at_end(&app, &input, &mut first);
     let pid = first.0.id().to_string();
     common::run_ok(Command::new("kill").args(["-STOP", &pid]));
@@ -456,14 +458,21 @@ fn an_instance_stopped_past_its_session_is_replaced_and_commits_nothing_once_con
         m.len() == 2 && m.iter().all(|m| m.partitions > 0)
     });
     wait_for_group_at_end(&app, &input, &mut second);
+    let scraped = common::http::scrape(metrics);
     stop_cleanly(&mut first);
     stop_cleanly(&mut second);
     // Its commits were refused: by its lost membership, or by the fencing
-    // of its transactions when the second took its tasks over.
+    // of its transactions when the second took its tasks over. Its
+    // metrics count the aborted epoch, and the fencing where it was one.
     let err = std::fs::read_to_string(&log).expect("log");
-    assert!(
-        err.contains("membership of the consumer group was lost")
-            || err.contains("its open transaction was aborted while it was away"),
+    let lost = err.contains("membership of the consumer group was lost");
+    let fenced = err.contains("its open transaction was aborted while it was away");
+    assert!(lost || fenced, "{err}");
+    let total = |name, label| common::http::total(&scraped, name, label);
+    assert!(total("weir_checkpoints_total", Some(("result", "aborted"))) >= 1.0);
+    assert_eq!(
+        total("weir_producer_fenced_total", None) >= 1.0,
+        fenced,
         "{err}"
     );
     let expected = common::expected_counts(&d.input);
@@ -545,10 +554,27 @@ fn a_rebalance_while_an_instance_restores_moves_its_tasks_exactly_once() {
         &app,
         &second_state,
         "second.log",
-        &[("FAILPOINTS", "restore-batch=sleep(600)")],
+        &[
+            ("FAILPOINTS", "restore-batch=sleep(600)"),
+            ("WEIR_HTTP__LISTEN", "127.0.0.1:0"),
+        ],
     );
     let second_log = second_state.with_file_name("second.log");
     let restored = "rolled the state forward from the changelog";
+    // The restore shows: its progress in the metrics and the status, and
+    // the instance is not ready. More than two batches left (offsets count
+    // transaction markers too): the restore lasts beyond the next looks.
+    let addr = common::http::serving(&second_log, &mut second.0);
+    common::http::scrape_until(addr, &mut second.0, "restoring", |s| {
+        common::http::total(s, "weir_restore_remaining_records", None) > 20_000.0
+            && common::http::total(s, "weir_restore_records_total", None) > 0.0
+    });
+    let (code, body) = common::http::get(addr, "/ready");
+    assert_eq!(code, 503, "{body}");
+    let (_, body) = common::http::get(addr, "/api/status");
+    let status: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(status["phase"], "restoring", "{body}");
+    assert!(status["restore"]["done"].as_u64() > Some(0), "{body}");
     // It holds every task and restores them.
     wait_for_log(&second_log, "weir_runtime::instance: running", &mut second);
     let third_state = d.state.with_file_name("state-3");
@@ -570,6 +596,10 @@ fn a_rebalance_while_an_instance_restores_moves_its_tasks_exactly_once() {
         at("the consumer group asks for tasks this instance holds") < at(restored),
         "the group asked for tasks only after the restore (make the state larger):\n{log}"
     );
+    let done = common::http::scrape_until(addr, &mut second.0, "restored", |s| {
+        common::http::total(s, "weir_restore_remaining_records", None) == 0.0
+    });
+    assert!(common::http::total(&done, "weir_restore_records_total", None) > 20_000.0);
     produce(&input, &files[1]);
     wait_for_group_at_end(&app, &input, &mut third);
     stop_cleanly(&mut second);

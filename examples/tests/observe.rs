@@ -4,8 +4,10 @@
 //! checkpoint histogram with samples, process metrics), `/healthz` and
 //! `/ready`, a malformed request answered 400 with the run going on, and
 //! the refusals at start (an address in use, one that is not an address);
-//! 50 hung connections that neither stall the run nor its stop; and
-//! `log.format = "json"`, one JSON object per line with its spans.
+//! 50 hung connections that neither stall the run nor its stop;
+//! `log.format = "json"`, one JSON object per line with its spans; and the
+//! status page in a real browser (headless Chromium, driven by
+//! playwright-core: `dev/setup` installs both).
 
 mod common;
 
@@ -89,11 +91,30 @@ fn metrics_health_and_readiness_of_a_running_pipeline() {
     assert!(total(&first, "process_open_fds", None) > 0.0);
     let (code, body) = get(addr, "/ready");
     assert_eq!(code, 200, "{body}");
+    assert!(total(&first, "weir_state_cache_bytes", None) > 0.0);
+    // Nothing is restored from files: the series are there, at 0.
+    assert_eq!(total(&first, "weir_restore_records_total", None), 0.0);
+    assert_eq!(total(&first, "weir_restore_remaining_records", None), 0.0);
     let (code, body) = get(addr, "/api/status");
+    assert_eq!(code, 200, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(status["phase"], "running", "{body}");
+    let tasks = status["task_list"].as_array().expect("tasks");
+    assert_eq!(tasks.len(), 2, "{body}");
     assert!(
-        code == 200 && body.contains("\"phase\":\"running\""),
+        tasks.iter().all(|t| t["lag"] == 0 && t["unit"] == "bytes"),
         "{body}"
     );
+    let checkpoints = status["checkpoints"].as_array().expect("checkpoints");
+    assert!(
+        checkpoints.iter().any(|c| c["result"] == "committed"
+            && c["state_bytes"].as_u64() > Some(0)
+            && c["records"].as_u64() > Some(0)),
+        "{body}"
+    );
+    assert!(status["topology"][0]
+        .as_str()
+        .is_some_and(|op| op.starts_with("source:")));
 
     // More input: the counters rise with it.
     let more: String = (0..100).map(|i| format!("w{i} w{i} w7\n")).collect();
@@ -272,4 +293,64 @@ fn fifty_hung_connections_neither_stall_the_run_nor_its_stop() {
         took[1],
         took[0]
     );
+}
+
+/// The status page of a running word count, in headless Chromium: every
+/// task listed with a position that rises between two looks (the input
+/// grows meanwhile), a checkpoint history that grows, both charts drawn,
+/// and no error in the page. Its screenshot is kept as the test's
+/// artefact.
+#[test]
+fn the_status_page_shows_tasks_checkpoints_and_charts_in_a_real_browser() {
+    let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev/browser");
+    assert!(
+        driver.join("node_modules/playwright-core").is_dir()
+            && Path::new("/usr/bin/chromium").exists(),
+        "the browser test needs Debian's chromium and playwright-core: run dev/setup"
+    );
+    let d = dirs(3, 30_000, 195);
+    let (mut run, _log, addr) = served_follow(&d, &["--set", "checkpoint.interval_ms=200"]);
+    wait_for_committed_lines(&d, 30_000, &mut run.0);
+    // The input grows while the browser looks.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, file) = (stop.clone(), d.input.join("part0.txt"));
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let lines: String = (0..200).map(|j| format!("grow{} w{j}\n", i % 7)).collect();
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&file)
+                    .and_then(|mut f| f.write_all(lines.as_bytes()))
+                    .expect("append");
+                i += 1;
+                // A steady trickle, not a synchronisation.
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    let out = Command::new("node")
+        .arg(driver.join("status_page.mjs"))
+        .arg(format!("http://{addr}/"))
+        .arg("3")
+        .arg(&screenshot)
+        .output()
+        .expect("node runs (dev/setup installs it)");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().expect("writer");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "status page: {} (screenshot {})",
+        String::from_utf8_lossy(&out.stdout).trim(),
+        screenshot.display()
+    );
+    assert!(std::fs::metadata(&screenshot).expect("screenshot").len() > 10_000);
+    stop_within(&mut run);
 }

@@ -19,7 +19,7 @@ use weir_core::source::{
 use weir_core::{Error, Processor, Record, Result};
 
 use crate::config::OnBadInput;
-use crate::observe::METRICS;
+use crate::observe::{status, METRICS};
 use crate::state::CachedState;
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -37,6 +37,7 @@ impl Metrics {
     pub(crate) fn skip(&self, reason: &'static str, what: &str, e: &Error) {
         let n = self.skipped.fetch_add(1, Ordering::Relaxed) + 1;
         METRICS.skipped.with_label_values(&[reason]).inc();
+        status::incident(reason, format!("skipped {what}: {e}"));
         tracing::warn!(skipped_total = n, "skipping {what}: {e}");
     }
 }

@@ -484,6 +484,11 @@ impl CachedState {
         }
     }
 
+    /// Roughly how many bytes the cache holds (see [`cost`]).
+    pub(crate) fn cached_bytes(&self) -> usize {
+        self.map.bytes
+    }
+
     /// Roughly how many bytes the open epoch has written (each key
     /// counted once, at its first write).
     pub(crate) fn dirty_bytes(&self) -> usize {

@@ -557,6 +557,7 @@ impl Transaction for KafkaTransaction {
         &mut self,
         from: &BTreeMap<u16, u64>,
         shards: Option<&BTreeSet<u16>>,
+        sized: &mut dyn FnMut(u64),
         apply: &mut ApplyFn<'_>,
     ) -> Result<BTreeMap<u16, u64>> {
         let settings = &self.out.settings;
@@ -565,6 +566,7 @@ impl Transaction for KafkaTransaction {
         // consumer's first fetches take hundreds of milliseconds, where the
         // producer's client knows its end in one round trip.
         let producer = self.producer.producer();
+        let mut size = 0u64;
         let restored: Vec<u16> = (0..self.partitions)
             .filter(|p| shards.is_none_or(|s| s.contains(p)))
             .filter(|&p| {
@@ -574,7 +576,11 @@ impl Transaction for KafkaTransaction {
                     settings.metadata_timeout,
                 );
                 match ends {
-                    Ok((low, high)) => from.get(&p).map_or(low, |o| *o as i64) < high,
+                    Ok((low, high)) => {
+                        let start = from.get(&p).map_or(low, |o| *o as i64).max(low);
+                        size += u64::try_from(high - start).unwrap_or(0);
+                        start < high
+                    }
                     // Read to know.
                     _ => true,
                 }
@@ -583,6 +589,7 @@ impl Transaction for KafkaTransaction {
         if restored.is_empty() {
             return Ok(from.clone());
         }
+        sized(size);
         let restore_group = format!("{}-restore", self.out.app);
         let consumer: BaseConsumer<WeirContext> = client_config(
             settings,

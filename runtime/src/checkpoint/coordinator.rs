@@ -17,6 +17,7 @@ use crate::config::{Guarantee, RuntimeConfig};
 use crate::manifest::{Manifest, SourcePosition};
 use crate::observe::{status, CheckpointResult, Phase, METRICS};
 use crate::stage::Metrics;
+use crate::store::now_ms;
 use crate::task::Event;
 
 /// How often a long run logs its progress.
@@ -36,6 +37,9 @@ pub(crate) struct Coordinator {
     shutdown: watch::Receiver<bool>,
     /// The last epoch whose barrier was requested.
     epoch: u64,
+    /// That epoch ended (committed, or released with nothing to commit):
+    /// the open epoch is the next.
+    settled: bool,
     /// Source tasks at the end of their bounded input.
     finished: usize,
     /// A shutdown was asked for: the next epoch is the last.
@@ -80,6 +84,7 @@ impl Coordinator {
             metrics,
             shutdown,
             epoch: start,
+            settled: true,
             finished: 0,
             stop: false,
             member: None,
@@ -114,9 +119,16 @@ impl Coordinator {
         if let Err(e) = &result {
             // The open epoch ends uncommitted: redone from the last commit.
             METRICS.checkpoint(CheckpointResult::Aborted, 1);
-            if matches!(e, Error::Fenced(_)) {
-                METRICS.fenced.inc();
-            }
+            status::checkpoint(status::CheckpointView {
+                epoch: self.epoch + u64::from(self.settled),
+                time_ms: now_ms(),
+                result: "aborted",
+                duration_ms: 0.0,
+                alignment_ms: 0.0,
+                state_bytes: 0,
+                records: 0,
+                error: Some(e.to_string()),
+            });
         }
         if result.is_err() && !self.crashed.load(Ordering::Relaxed) {
             let commit = self.commit.clone();
@@ -150,9 +162,11 @@ impl Coordinator {
         // a whole interval of processing after it, or epochs would shrink
         // to nothing.
         let mut next_barrier = Instant::now() + self.interval;
+        let mut records_before = self.metrics.records_read.load(Ordering::Relaxed);
         loop {
             let last = self.until_barrier(events, next_barrier).await?;
             self.epoch += 1;
+            self.settled = false;
             let epoch = self.epoch;
             let barrier_at = Instant::now();
             self.control.request(epoch);
@@ -163,6 +177,7 @@ impl Coordinator {
             // How long processing was held for the commit.
             let mut held = Duration::ZERO;
             if checkpoint.changes(manifest) {
+                let state_bytes = checkpoint.state_bytes();
                 let (committed, released_at) = self
                     .commit(checkpoint, epoch)
                     .instrument(span.clone())
@@ -186,6 +201,18 @@ impl Coordinator {
                 METRICS
                     .last_epoch
                     .set(i64::try_from(epoch).unwrap_or(i64::MAX));
+                let records = self.metrics.records_read.load(Ordering::Relaxed);
+                status::checkpoint(status::CheckpointView {
+                    epoch,
+                    time_ms: now_ms(),
+                    result: "committed",
+                    duration_ms: commit_time.as_secs_f64() * 1e3,
+                    alignment_ms: align_time.as_secs_f64() * 1e3,
+                    state_bytes,
+                    records: records - records_before,
+                    error: None,
+                });
+                records_before = records;
                 span.in_scope(|| {
                     tracing::debug!(commit_ms = commit_time.as_millis() as u64, "committed");
                 });
@@ -193,6 +220,7 @@ impl Coordinator {
             } else if !last {
                 self.control.release(epoch);
             }
+            self.settled = true;
             if last_progress.elapsed() >= PROGRESS_EVERY {
                 last_progress = std::time::Instant::now();
                 tracing::info!(

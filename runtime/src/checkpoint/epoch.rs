@@ -101,4 +101,12 @@ impl Checkpoint {
             || self.manifest.sources != committed.sources
             || self.manifest.sinks != committed.sinks
     }
+
+    /// Bytes of state (keys and values) the checkpoint writes.
+    pub(crate) fn state_bytes(&self) -> u64 {
+        self.writes
+            .iter()
+            .map(|(k, v)| (k.len() + v.as_ref().map_or(0, Vec::len)) as u64)
+            .sum()
+    }
 }

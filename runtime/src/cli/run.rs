@@ -8,6 +8,7 @@ use super::{App, Build};
 use crate::checkpoint::RunSummary;
 use crate::instance::{run_once, shutdown_signals, Membership, Retry};
 use crate::observe::http::Server;
+use crate::observe::status;
 use crate::{Config, Pipeline};
 
 impl App {
@@ -54,6 +55,9 @@ impl App {
                 )),
                 Err(e) => Err(e),
             };
+            if let Err(e) = &result {
+                status::incident("error", e.to_string());
+            }
             match result {
                 Ok(summary) => break summary,
                 // Asked to stop, and the run could not even end with a

@@ -52,6 +52,11 @@ impl Signature {
         }
     }
 
+    /// The pipeline's operators, source first, joined by ` -> `.
+    pub(crate) fn topology(&self) -> &str {
+        &self.topology
+    }
+
     /// The manifest of this pipeline before its first commit.
     pub(crate) fn empty_manifest(&self, key_groups: u16) -> Manifest {
         Manifest::empty(&self.name, &self.fingerprint, &self.topology, key_groups)

@@ -133,7 +133,7 @@ pub(crate) async fn run_once(
     let store = Arc::new(Store::open(&dir)?);
     let recovered = store.manifest()?;
     let instance = identity::load_or_create(&dir, recovered.is_some())?;
-    status::identify(&name, &instance);
+    status::identify(&name, signature.topology(), &instance);
     let mut manifest = match recovered {
         Some(m) => {
             check_fingerprint(&m, &signature, &dir)?;
@@ -218,6 +218,7 @@ pub(crate) async fn run_once(
             let summary = result?;
             if summary.handovers > 0 {
                 METRICS.rebalances.inc();
+                status::rebalanced(member.as_ref().map_or(0, |m| m.assigned().len()));
             }
             let again = summary.handovers > 0 && !*shutdown.borrow();
             total.absorb(summary);
@@ -230,6 +231,9 @@ pub(crate) async fn run_once(
         }
     }
     .await;
+    if matches!(result, Err(Error::Fenced(_))) {
+        METRICS.fenced.inc();
+    }
     let result = match result {
         Err(Error::Fenced(why)) if shared => taken_over(why, membership).await,
         other => other,

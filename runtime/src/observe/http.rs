@@ -1,5 +1,6 @@
 //! The instance's HTTP server (`http.listen`): `/metrics` for Prometheus,
-//! `/healthz` and `/ready` for probes, `/api/status` as JSON. It runs on a
+//! `/healthz` and `/ready` for probes, `/api/status` as JSON and the
+//! status page (`/`) that shows it. It runs on a
 //! thread and a tokio runtime of its own, off the processing threads, so a
 //! slow or hung client never holds a record up; it stops with the run.
 
@@ -7,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use tokio::sync::oneshot;
@@ -68,7 +69,7 @@ impl Server {
             .map_err(|e| Error::io("cannot start the HTTP server's thread", "", e))?;
         tracing::info!(
             address = %addr,
-            "serving http://{addr}/metrics, /healthz, /ready and /api/status"
+            "serving http://{addr}/metrics, /healthz, /ready, /api/status and the status page at /"
         );
         Ok(Server {
             stop: Some(stop),
@@ -90,10 +91,16 @@ impl Drop for Server {
 
 fn routes() -> Router {
     Router::new()
+        .route("/", get(page))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/ready", get(ready))
         .route("/api/status", get(api_status))
+}
+
+/// The status page: one self-contained HTML file, which reads `/api/status`.
+async fn page() -> Html<&'static str> {
+    Html(include_str!("page.html"))
 }
 
 async fn metrics() -> Response {

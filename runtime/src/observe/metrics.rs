@@ -6,11 +6,14 @@
 
 use std::sync::LazyLock;
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 use weir_core::source::Lag;
+
+use super::status::Totals;
 
 /// Buckets of the checkpoint and alignment histograms, in seconds: from a
 /// fast local commit (about a millisecond) to a slow transaction.
@@ -88,6 +91,32 @@ pub(crate) struct Metrics {
     /// `weir_producer_fenced_total`: commits refused because another
     /// process took this instance's tasks or identity.
     pub(crate) fenced: IntCounter,
+    /// `weir_restore_remaining_records`: changelog records a restore under
+    /// way has still to apply (at most).
+    pub(crate) restore_remaining: IntGauge,
+    /// `weir_restore_records_total`: changelog records restores applied.
+    pub(crate) restore_records: IntCounter,
+    /// `weir_state_cache_bytes`: bytes the workers' state caches hold.
+    pub(crate) state_cache_bytes: IntGauge,
+}
+
+/// One worker's part of `weir_state_cache_bytes`, taken back when dropped.
+#[derive(Debug, Default)]
+pub(crate) struct CacheShare(i64);
+
+impl CacheShare {
+    /// The worker's cache holds `bytes` now.
+    pub(crate) fn set(&mut self, bytes: usize) {
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        METRICS.state_cache_bytes.add(bytes - self.0);
+        self.0 = bytes;
+    }
+}
+
+impl Drop for CacheShare {
+    fn drop(&mut self) {
+        METRICS.state_cache_bytes.sub(self.0);
+    }
 }
 
 /// The process's metrics.
@@ -97,7 +126,7 @@ pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 /// either cannot fail but by a bug, which any test that scrapes finds.
 fn registered<M>(registry: &Registry, metric: prometheus::Result<M>) -> M
 where
-    M: prometheus::core::Collector + Clone + 'static,
+    M: Collector + Clone + 'static,
 {
     let metric = metric.expect("a valid metric");
     registry
@@ -196,6 +225,27 @@ impl Metrics {
                     "Commits refused because another process took this instance's tasks or identity.",
                 ),
             ),
+            restore_remaining: registered(
+                &r,
+                IntGauge::new(
+                    "weir_restore_remaining_records",
+                    "Changelog records the restore under way has still to apply (at most: compaction leaves gaps in the offsets it counts).",
+                ),
+            ),
+            restore_records: registered(
+                &r,
+                IntCounter::new(
+                    "weir_restore_records_total",
+                    "Changelog records applied to the local state by restores.",
+                ),
+            ),
+            state_cache_bytes: registered(
+                &r,
+                IntGauge::new(
+                    "weir_state_cache_bytes",
+                    "Bytes the workers' state caches hold (entries and their bookkeeping), as of the last epoch.",
+                ),
+            ),
             // A handle on the same registry.
             registry: r.clone(),
         };
@@ -260,6 +310,29 @@ impl Metrics {
                 .remove_label_values(&[topic.as_str(), &partition.to_string()]),
             Lag::Bytes { file, .. } => self.input_lag_bytes.remove_label_values(&[file.as_str()]),
         };
+    }
+
+    /// The totals the status shows.
+    pub(crate) fn totals(&self) -> Totals {
+        let sum = |v: &IntCounterVec| -> u64 {
+            v.collect()
+                .iter()
+                .flat_map(|f| f.get_metric())
+                .map(|m| m.get_counter().get_value() as u64)
+                .sum()
+        };
+        let checkpoints = |label: &str| self.checkpoints.with_label_values(&[label]).get();
+        Totals {
+            records_in: sum(&self.source_records),
+            records_out: sum(&self.sink_records),
+            skipped: sum(&self.skipped),
+            dead_letters: self.dead_letters.get(),
+            committed: checkpoints("committed"),
+            aborted: checkpoints("aborted"),
+            last_epoch: self.last_epoch.get(),
+            rebalances: self.rebalances.get(),
+            fenced: self.fenced.get(),
+        }
     }
 
     /// The text a scrape of `/metrics` answers.

@@ -15,6 +15,7 @@ use weir_core::{Error, Result};
 use crate::checkpoint::{group_offsets, POSITION_KEY, TIMELINE_KEY};
 use crate::failpoints::{self, crash_point, pause_point};
 use crate::manifest::{Manifest, SourcePosition};
+use crate::observe::progress::{Progress, Work};
 use crate::stage::SourceAdmin;
 use crate::state::Write;
 use crate::store::{now_ms, Store};
@@ -60,34 +61,39 @@ pub(crate) fn roll_forward(
     let committed = committed_offsets(source)?;
     let offsets_ms = started.elapsed().as_millis() as u64;
     let _restore = tracing::info_span!("restore", shards = ?shards).entered();
-    let reached = txn.restore(&from, shards, &mut |key, value| {
-        if let Some(group) = key.strip_prefix(TIMELINE_KEY) {
-            if let Ok(group) = <[u8; 2]>::try_from(group) {
+    let progress = Progress::new(Work::Restore);
+    let reached = txn.restore(
+        &from,
+        shards,
+        &mut |n| progress.sized(n),
+        &mut |key, value| {
+            if let Some(group) = key.strip_prefix(TIMELINE_KEY) {
+                if let Ok(group) = <[u8; 2]>::try_from(group) {
+                    store.apply_changelog(std::mem::take(&mut batch))?;
+                    store.clear_group(u16::from_be_bytes(group))?;
+                }
+                return Ok(());
+            }
+            if let Some(task) = key.strip_prefix(POSITION_KEY) {
+                if let (Ok(task), Some(Ok(pos))) =
+                    (std::str::from_utf8(task), value.map(<[u8; 8]>::try_from))
+                {
+                    positions.insert(task.to_owned(), u64::from_be_bytes(pos));
+                }
+                return Ok(());
+            }
+            batch.push((key.to_vec(), value.map(<[u8]>::to_vec)));
+            applied += 1;
+            if batch.len() >= RESTORE_BATCH {
                 store.apply_changelog(std::mem::take(&mut batch))?;
-                store.clear_group(u16::from_be_bytes(group))?;
+                progress.at(applied);
+                pause_point(failpoints::RESTORE_BATCH);
             }
-            return Ok(());
-        }
-        if let Some(task) = key.strip_prefix(POSITION_KEY) {
-            if let (Ok(task), Some(Ok(pos))) =
-                (std::str::from_utf8(task), value.map(<[u8; 8]>::try_from))
-            {
-                positions.insert(task.to_owned(), u64::from_be_bytes(pos));
-            }
-            return Ok(());
-        }
-        batch.push((key.to_vec(), value.map(<[u8]>::to_vec)));
-        applied += 1;
-        if batch.len() >= RESTORE_BATCH {
-            store.apply_changelog(std::mem::take(&mut batch))?;
-            pause_point(failpoints::RESTORE_BATCH);
-            if applied.is_multiple_of(100_000) {
-                tracing::info!(records = applied, "restoring state from the changelog");
-            }
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
     store.apply_changelog(std::mem::take(&mut batch))?;
+    progress.finish(applied);
     tracing::debug!(
         fenced_ms,
         offsets_ms,

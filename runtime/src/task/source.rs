@@ -12,7 +12,7 @@ use super::{coordinator_gone, panic_message, Event, Events};
 use crate::checkpoint::Control;
 use crate::config::{Guarantee, OnBadInput};
 use crate::exchange::Exchange;
-use crate::observe::METRICS;
+use crate::observe::{status, METRICS};
 use crate::stage::{ChainedReader, Metrics, SinkStage};
 use crate::store::Store;
 
@@ -96,6 +96,7 @@ fn source_loop<T: Send + 'static>(t: &mut SourceTask<T>, s: &Shared) -> Result<(
     if let Some(lag) = &last_lag {
         METRICS.forget_lag(lag);
     }
+    status::task_left(&t.task);
     result
 }
 
@@ -121,9 +122,13 @@ fn read_loop<T: Send + 'static>(
             }
             let position = t.reader.position();
             // Once per epoch: cheap, and as fresh as a scrape needs.
-            if let Some(lag) = t.reader.lag() {
-                METRICS.lag(&lag);
-                *last_lag = Some(lag);
+            let lag = t.reader.lag();
+            if let Some(lag) = &lag {
+                METRICS.lag(lag);
+            }
+            status::task_passed(&t.task, position, lag.as_ref(), records.get(), t.finished);
+            if lag.is_some() {
+                *last_lag = lag;
             }
             s.events
                 .send(Event::SourceAck {

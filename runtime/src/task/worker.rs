@@ -11,6 +11,7 @@ use weir_core::{Error, Result};
 use super::{coordinator_gone, panic_message, Event, Events};
 use crate::config::OnBadInput;
 use crate::exchange::Msg;
+use crate::observe::CacheShare;
 use crate::stage::{Metrics, SideSinks, Stage, StageCx};
 use crate::state::CachedState;
 use crate::store::now_ms;
@@ -77,6 +78,7 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let metrics = self.metrics.clone();
+        let mut cache = CacheShare::default();
         macro_rules! cx {
             () => {
                 StageCx {
@@ -135,6 +137,7 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
                         self.stage.flush(&mut flushes)?;
                         self.sides.flush(&mut flushes)?;
                         let writes = self.state.take_writes();
+                        cache.set(self.state.cached_bytes());
                         self.events
                             .send(Event::WorkerAck {
                                 epoch,

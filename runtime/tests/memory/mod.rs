@@ -165,12 +165,23 @@ impl Transaction for MemoryTxn {
         &mut self,
         from: &BTreeMap<u16, u64>,
         shards: Option<&BTreeSet<u16>>,
+        sized: &mut dyn FnMut(u64),
         apply: &mut ApplyFn<'_>,
     ) -> Result<BTreeMap<u16, u64>> {
         let changelog = self.log()?.changelog.clone();
+        let held = |g: &u16| shards.is_none_or(|s| s.contains(g));
+        sized(
+            changelog
+                .iter()
+                .filter(|(g, _)| held(g))
+                .map(|(g, records)| {
+                    (records.len() as u64).saturating_sub(from.get(g).copied().unwrap_or(0))
+                })
+                .sum(),
+        );
         let mut reached = from.clone();
         for (group, records) in &changelog {
-            if shards.is_some_and(|s| !s.contains(group)) {
+            if !held(group) {
                 continue;
             }
             let start = from.get(group).copied().unwrap_or(0) as usize;
