@@ -35,7 +35,8 @@ impl Processor for WordCount {
 
 /// The word count pipeline: lines from `source`, split on ASCII whitespace,
 /// keyed by word through the exchange, counted, and every occurrence's
-/// `(word, count)` written to `sink`.
+/// `(word, count)` written to `sink`. The counts can be queried by word
+/// (`/api/state/count/WORD`, `state get --store count --key WORD`).
 pub fn pipeline<S, K>(p: &mut Pipeline, source: S, sink: K)
 where
     S: Source<Item = String>,
@@ -49,6 +50,7 @@ where
         })
         .key_with(|word| (word, ()))
         .process(WordCount)
+        .queryable::<u64>("count")
         .sink(sink);
 }
 

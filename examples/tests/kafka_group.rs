@@ -361,6 +361,33 @@ fn two_instances_share_an_application_and_hand_over_on_a_clean_stop_exactly_once
         forwarded.values().any(|(_, end)| *end > 0),
         "nothing went through the repartition topic: {forwarded:?}"
     );
+    // Queried by word, the first answers the committed counts of the key
+    // groups it holds, and sends the others to the instance that holds them.
+    let so_far = common::expected_counts_of(&[&files[0], &files[1]]);
+    let mut words: Vec<&String> = so_far.keys().collect();
+    words.sort();
+    let (mut here, mut elsewhere) = (0, 0);
+    for word in words.iter().step_by(words.len() / 40) {
+        let (code, body) = common::http::get(metrics, &format!("/api/state/count/{word}"));
+        match code {
+            200 => {
+                let value: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+                let n = value["value"].as_u64().expect("a count");
+                assert!(n > 0 && n <= so_far[*word], "{word}: {body}");
+                here += 1;
+            }
+            404 if body.contains("another instance") => {
+                // The group names the holder: the second instance.
+                assert!(body.contains(&instance_of(&second_state)), "{word}: {body}");
+                elsewhere += 1;
+            }
+            _ => panic!("{word}: {code} {body}"),
+        }
+    }
+    assert!(
+        here > 0 && elsewhere > 0,
+        "{here} here, {elsewhere} elsewhere"
+    );
     stop_cleanly(&mut second);
     wait_for_members(&app, &mut first, |m| {
         m.len() == 1 && m[0].partitions == ALL_PARTITIONS
@@ -571,6 +598,8 @@ fn a_rebalance_while_an_instance_restores_moves_its_tasks_exactly_once() {
     });
     let (code, body) = common::http::get(addr, "/ready");
     assert_eq!(code, 503, "{body}");
+    let (code, body) = common::http::get(addr, "/api/state/count/w1");
+    assert!(code == 503 && body.contains("restoring"), "{code} {body}");
     let (_, body) = common::http::get(addr, "/api/status");
     let status: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(status["phase"], "restoring", "{body}");

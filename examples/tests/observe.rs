@@ -354,3 +354,81 @@ fn the_status_page_shows_tasks_checkpoints_and_charts_in_a_real_browser() {
     assert!(std::fs::metadata(&screenshot).expect("screenshot").len() > 10_000);
     stop_within(&mut run);
 }
+
+/// Interactive queries of the word count's `count` state: while the run
+/// follows its input, `/api/state/count/WORD` answers each word's
+/// committed count, equal to an independent count of the input once every
+/// line is committed; a word never seen and a state that is not queryable
+/// are 404s, with the run going on. Once it stopped, `state get` reads the
+/// same counts from the state directory.
+#[test]
+fn a_words_committed_count_is_queried_from_the_running_instance_and_the_stopped_state() {
+    const WORDS: usize = 40_000;
+    let d = dirs(2, WORDS, 196);
+    let (mut run, _log, addr) = served_follow(&d, &["--set", "checkpoint.interval_ms=100"]);
+    wait_for_committed_lines(&d, WORDS, &mut run.0);
+    let expected = common::expected_counts(&d.input);
+    let mut words: Vec<&String> = expected.keys().collect();
+    words.sort();
+    let sample: Vec<&String> = words.iter().step_by(words.len() / 20).copied().collect();
+    let value_of = |body: &str| -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(body).expect("JSON")["value"].clone()
+    };
+    for word in &sample {
+        let (code, body) = get(addr, &format!("/api/state/count/{word}"));
+        assert_eq!(code, 200, "{word}: {body}");
+        assert_eq!(value_of(&body), expected[*word], "{word}: {body}");
+    }
+    // The same key given as JSON.
+    let (code, body) = get(addr, &format!("/api/state/count/%22{}%22", sample[0]));
+    assert_eq!(
+        (code, value_of(&body)),
+        (200, expected[sample[0]].into()),
+        "{body}"
+    );
+    let (code, body) = get(addr, "/api/state/count/never-seen");
+    assert!(
+        code == 404 && body.contains("no committed value"),
+        "{code} {body}"
+    );
+    let (code, body) = get(addr, "/api/state/sum/w1");
+    assert!(
+        code == 404 && body.contains("queryable ones: count"),
+        "{code} {body}"
+    );
+    // More input: the counts follow once it is committed.
+    let word = sample[1];
+    let more: String = (0..50).map(|_| format!("{word}\n")).collect();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(d.input.join("part0.txt"))
+        .and_then(|mut f| f.write_all(more.as_bytes()))
+        .expect("append");
+    wait_for_committed_lines(&d, WORDS + 50, &mut run.0);
+    let (_, body) = get(addr, &format!("/api/state/count/{word}"));
+    assert_eq!(value_of(&body), expected[word] + 50, "{body}");
+    stop_within(&mut run);
+
+    // Offline, from the stopped state directory.
+    let state_get = |key: &str| {
+        wordcount(&["state", "get", "--store", "count", "--key", key], &d)
+            .output()
+            .expect("state get")
+    };
+    for w in &sample[2..] {
+        let out = state_get(w);
+        common::assert_success(&out);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            expected[*w].to_string()
+        );
+    }
+    let out = state_get(word);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        (expected[word] + 50).to_string()
+    );
+    let out = state_get("never-seen");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no committed value"));
+}

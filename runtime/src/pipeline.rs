@@ -9,6 +9,7 @@ use weir_core::sink::Sink;
 use weir_core::source::{DeadLetter, Source};
 use weir_core::{Codec, Error, Key, Processor, Record, Result};
 
+use crate::observe::query::{KeyParser, Queryable, ValueDecoder};
 use crate::plan::{Built, DeadLetterOpener, DirectJob, Job, KeyedJob, SinkOps, Split};
 use crate::stage::{
     BaseSide, ChainSide, KeyedOp, NamedSinks, OpStage, ProcessStage, SideOp, SideOpener, SinkStage,
@@ -36,6 +37,7 @@ pub struct Pipeline {
     sinks: Vec<SinkEntry>,
     source_location: Option<PathBuf>,
     dead_letter: Option<DeadLetterOpener>,
+    queryables: Vec<Arc<Queryable>>,
     error: Option<Error>,
 }
 
@@ -51,8 +53,14 @@ impl Pipeline {
             sinks: Vec::new(),
             source_location: None,
             dead_letter: None,
+            queryables: Vec::new(),
             error: None,
         }
+    }
+
+    /// The states declared queryable.
+    pub(crate) fn queryables(&self) -> &[Arc<Queryable>] {
+        &self.queryables
     }
 
     /// The pipeline's name.
@@ -420,6 +428,51 @@ impl<'p, K: Key, V: Send + 'static> KeyedStream<'p, K, V> {
                 finish(factory)
             }),
         }
+    }
+
+    /// Lets the value state `name` of the processor before this call be
+    /// read by key while the pipeline runs (`GET /api/state/{name}/{key}`
+    /// with `http.listen` set) and from a stopped state directory (`state
+    /// get --store NAME --key KEY`), as JSON: the committed value, never
+    /// one an open epoch wrote. A key is given as JSON (`42`, `"a b"`,
+    /// `{"id": 7}`), or as plain text for a string key.
+    pub fn queryable<T>(self, name: &'static str) -> Self
+    where
+        K: serde::de::DeserializeOwned,
+        T: Codec + serde::Serialize,
+    {
+        if self.p.next_node == 0 {
+            self.p.error.get_or_insert(Error::Config(format!(
+                "`.queryable(\"{name}\")` must follow the `.process(...)` whose state it reads"
+            )));
+            return self;
+        }
+        if self.p.queryables.iter().any(|q| q.name == name) {
+            self.p.error.get_or_insert(Error::Config(format!(
+                "the state `{name}` is declared queryable twice; a name reads one state"
+            )));
+            return self;
+        }
+        let key: Box<KeyParser> = Box::new(|text: &str| {
+            let key: K = serde_json::from_str(text)
+                .or_else(|_| serde_json::from_value(serde_json::Value::String(text.to_owned())))
+                .map_err(|e| e.to_string())?;
+            let mut out = Vec::new();
+            weir_core::encode_key(&key, &mut out).map_err(|e| e.to_string())?;
+            Ok(out)
+        });
+        let value: Box<ValueDecoder> = Box::new(|bytes: &[u8]| {
+            let v = T::decode(bytes).map_err(|e| e.to_string())?;
+            serde_json::to_value(&v).map_err(|e| e.to_string())
+        });
+        let node = self.p.next_node - 1;
+        self.p.queryables.push(Arc::new(Queryable {
+            name,
+            node,
+            key,
+            value,
+        }));
+        self
     }
 
     fn op<U: Send + 'static>(self, name: &str, op: KeyedOp<K, V, U>) -> KeyedStream<'p, K, U> {

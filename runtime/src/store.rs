@@ -125,6 +125,11 @@ impl Store {
         read_manifest(&self.db, &self.dir)
     }
 
+    /// A state entry and the epoch of the checkpoint that committed it.
+    pub(crate) fn read_committed(&self, key: &[u8]) -> Result<(Option<Vec<u8>>, u64)> {
+        read_committed(&self.db, &self.dir, key)
+    }
+
     /// The local-mode commit point (ARCHITECTURE §4.1): the epoch's state
     /// writes and its manifest in one synced batch.
     pub fn commit(
@@ -477,6 +482,28 @@ fn checkpoint_name(epoch: u64) -> String {
     format!("{epoch:012}")
 }
 
+/// A state entry and the epoch of the checkpoint that committed it, read
+/// from one snapshot (a commit between the two reads cannot mix epochs).
+fn read_committed(db: &DB, dir: &Path, key: &[u8]) -> Result<(Option<Vec<u8>>, u64)> {
+    let snapshot = db.snapshot();
+    let value = snapshot.get(key).map_err(|e| db_err("read", dir, e))?;
+    let epoch = match snapshot
+        .get(MANIFEST_KEY)
+        .map_err(|e| db_err("read", dir, e))?
+    {
+        Some(bytes) => serde_json::from_slice::<Manifest>(&bytes)
+            .map(|m| m.epoch)
+            .map_err(|e| {
+                Error::State(format!(
+                    "the manifest in {} is unreadable ({e})",
+                    dir.display()
+                ))
+            })?,
+        None => 0,
+    };
+    Ok((value, epoch))
+}
+
 fn read_manifest(db: &DB, dir: &Path) -> Result<Option<Manifest>> {
     let Some(bytes) = db.get(MANIFEST_KEY).map_err(|e| db_err("read", dir, e))? else {
         return Ok(None);
@@ -565,6 +592,11 @@ impl ReadOnly {
     /// The last committed manifest.
     pub fn manifest(&self) -> Result<Option<Manifest>> {
         read_manifest(&self.db, &self.dir)
+    }
+
+    /// A state entry and the epoch of the checkpoint that committed it.
+    pub(crate) fn read_committed(&self, key: &[u8]) -> Result<(Option<Vec<u8>>, u64)> {
+        read_committed(&self.db, &self.dir, key)
     }
 
     /// Visits every keyed-state and timer entry, in key order, until `f` returns false.

@@ -232,6 +232,25 @@ impl App {
                     .about("debugging views of the state")
                     .subcommand_required(true)
                     .subcommand(
+                        Command::new("get")
+                            .about("print the committed value of a key of a queryable state, as JSON, read-only")
+                            .arg(
+                                Arg::new("store")
+                                    .long("store")
+                                    .value_name("NAME")
+                                    .required(true)
+                                    .help("the state, as the pipeline declares it queryable"),
+                            )
+                            .arg(
+                                Arg::new("key")
+                                    .long("key")
+                                    .value_name("KEY")
+                                    .required(true)
+                                    .help("the key, as JSON (42, \"a b\") or as plain text for a string"),
+                            )
+                            .args(run_args.clone()),
+                    )
+                    .subcommand(
                         Command::new("dump")
                             .about("list keyed state entries, read-only")
                             .arg(read_state())
@@ -295,6 +314,7 @@ impl App {
                 )),
             },
             Some(("state", sub)) => match sub.subcommand() {
+                Some(("get", s)) => self.state_get(s, build),
                 Some(("dump", s)) => views::dump(
                     &state_arg(s)?,
                     s.get_one::<String>("store").map(String::as_str),

@@ -1,12 +1,44 @@
 //! Read-only views of a state directory: `checkpoints list`,
-//! `checkpoints inspect` and `state dump`.
+//! `checkpoints inspect`, `state get` and `state dump`.
 
 use std::path::Path;
 
+use clap::ArgMatches;
 use weir_core::{Codec, Error, Result};
 
 use super::output::outln;
+use super::{state_dir, App, Build};
+use crate::instance::{check_fingerprint, Signature};
+use crate::observe::query;
 use crate::store;
+
+impl App {
+    /// `state get`: the committed value of a key of a queryable state, as
+    /// JSON on standard output.
+    pub(super) fn state_get(&self, m: &ArgMatches, build: &Build<'_>) -> Result<()> {
+        let (config, pipeline) = self.load(m, build)?;
+        let dir = state_dir(&config)?;
+        if let Some(manifest) = store::open_read_only(&dir)?.manifest()? {
+            check_fingerprint(&manifest, &Signature::of(&pipeline), &dir)?;
+        }
+        let (Some(name), Some(key)) = (m.get_one::<String>("store"), m.get_one::<String>("key"))
+        else {
+            return Err(Error::Config(
+                "state get needs --store NAME and --key KEY".into(),
+            ));
+        };
+        match query::get_offline(pipeline.queryables(), &dir, name, key)? {
+            Some(found) => {
+                outln!("{}", found.value);
+                Ok(())
+            }
+            None => Err(Error::User(format!(
+                "`{key}` has no committed value in state `{name}` of {}",
+                dir.display()
+            ))),
+        }
+    }
+}
 
 fn format_time(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);

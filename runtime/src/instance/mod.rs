@@ -21,7 +21,7 @@ use weir_core::{Error, Result};
 
 use crate::checkpoint::RunSummary;
 use crate::manifest::PartialState;
-use crate::observe::{status, Phase, METRICS};
+use crate::observe::{query, status, Phase, METRICS};
 use crate::plan::{Built, Holdings, JobEnv, Shards};
 use crate::recovery::moved;
 use crate::store::{self, Store};
@@ -68,6 +68,7 @@ pub(crate) async fn run_once(
     })?;
     let signature = Signature::of(&pipeline);
     let name = pipeline.name().to_owned();
+    let queryables = pipeline.queryables().to_vec();
     let built = pipeline.into_job()?;
     match (rc.on_bad_input, built.dead_letter.is_some()) {
         (crate::OnBadInput::DeadLetter, false) => return Err(Error::Config(
@@ -134,6 +135,7 @@ pub(crate) async fn run_once(
     let recovered = store.manifest()?;
     let instance = identity::load_or_create(&dir, recovered.is_some())?;
     status::identify(&name, signature.topology(), &instance);
+    query::serve(&queryables, store.clone(), source.clone(), rc.key_groups);
     let mut manifest = match recovered {
         Some(m) => {
             check_fingerprint(&m, &signature, &dir)?;
@@ -184,6 +186,7 @@ pub(crate) async fn run_once(
                     moved::note_held(&store, &mut manifest, none)?;
                 }
                 status::enter(Phase::Running, Some(0));
+                query::hold(Some(holdings.clone()));
                 idle(member.as_ref(), source.until_idle(), shutdown.clone()).await
             } else {
                 let span = tracing::info_span!(
@@ -194,6 +197,7 @@ pub(crate) async fn run_once(
                 tracing::info!(parent: &span, "running");
                 // Recovery first; the coordinator says when the tasks run.
                 status::enter(Phase::Restoring, None);
+                query::hold(Some(holdings.clone()));
                 built
                     .job
                     .run(JobEnv {
@@ -212,6 +216,7 @@ pub(crate) async fn run_once(
                     .instrument(span)
                     .await
             };
+            query::hold(None);
             if let Some(m) = &member {
                 m.release();
             }

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::extract::Path;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -15,6 +16,7 @@ use tokio::sync::oneshot;
 use weir_core::{Error, Result};
 
 use super::metrics::METRICS;
+use super::query::{self, Answer};
 use super::status::{self, Phase};
 
 /// A running server; dropping it stops it.
@@ -96,6 +98,7 @@ fn routes() -> Router {
         .route("/healthz", get(healthz))
         .route("/ready", get(ready))
         .route("/api/status", get(api_status))
+        .route("/api/state/{store}/{key}", get(state))
 }
 
 /// The status page: one self-contained HTML file, which reads `/api/status`.
@@ -140,6 +143,59 @@ async fn ready() -> Response {
         Json(serde_json::json!({ "ready": ready, "phase": s.phase, "tasks": s.tasks })),
     )
         .into_response()
+}
+
+/// An interactive query: the committed value of `key` in state `store`.
+async fn state(Path((store, key)): Path<(String, String)>) -> Response {
+    let answer = tokio::task::spawn_blocking(move || query::query(&store, &key)).await;
+    let error = |code: StatusCode, body: serde_json::Value| (code, Json(body)).into_response();
+    match answer {
+        Ok(Answer::Found(found)) => Json(found).into_response(),
+        Ok(Answer::Missing { key_group, epoch }) => error(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({
+                "error": "the key has no committed value",
+                "key_group": key_group,
+                "epoch": epoch,
+            }),
+        ),
+        Ok(Answer::Elsewhere {
+            key_group,
+            shard,
+            owner,
+        }) => error(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({
+                "error": "another instance of the application holds this key's group: ask it",
+                "key_group": key_group,
+                "shard": shard,
+                "owner": owner,
+            }),
+        ),
+        Ok(Answer::Unavailable { phase }) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            Json(serde_json::json!({
+                "error": "the instance is restoring its state or between two runs; ask again",
+                "phase": phase,
+            })),
+        )
+            .into_response(),
+        Ok(Answer::NoStore(why)) => {
+            error(StatusCode::NOT_FOUND, serde_json::json!({ "error": why }))
+        }
+        Ok(Answer::BadKey(why)) => {
+            error(StatusCode::BAD_REQUEST, serde_json::json!({ "error": why }))
+        }
+        Ok(Answer::Failed(why)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            serde_json::json!({ "error": why }),
+        ),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            serde_json::json!({ "error": format!("the query failed: {e}") }),
+        ),
+    }
 }
 
 async fn api_status() -> Response {

@@ -6,6 +6,7 @@
 pub(crate) mod http;
 pub(crate) mod metrics;
 pub(crate) mod progress;
+pub(crate) mod query;
 pub(crate) mod status;
 
 pub(crate) use metrics::{CacheShare, CheckpointResult, METRICS};

@@ -288,6 +288,11 @@ pub(crate) fn restoring(done: u64, total: u64) {
     status().snapshot.restore = Some(Restore { done, total });
 }
 
+/// The phase now.
+pub(crate) fn snapshot_phase() -> Phase {
+    status().snapshot.phase
+}
+
 /// The status now.
 pub(crate) fn snapshot() -> Snapshot {
     let st = status();
