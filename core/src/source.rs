@@ -164,6 +164,13 @@ pub trait Source: Send + Sync + 'static {
         Ok(Vec::new())
     }
 
+    /// Whether a run over this source ends once its input is read (files
+    /// not followed, a Kafka run until idle): it then shows its progress.
+    /// False by default.
+    fn bounded(&self) -> bool {
+        false
+    }
+
     /// How long a bounded run waits for a record before it ends a task
     /// (`--until-idle-ms`); an instance that the group gives nothing to
     /// hold ends after as long. `None` (the default): the source runs on.

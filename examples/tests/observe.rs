@@ -92,6 +92,11 @@ fn metrics_health_and_readiness_of_a_running_pipeline() {
     let (code, body) = get(addr, "/ready");
     assert_eq!(code, 200, "{body}");
     assert!(total(&first, "weir_state_cache_bytes", None) > 0.0);
+    // No event time in a word count: no watermark to lag.
+    assert!(!first
+        .samples
+        .iter()
+        .any(|s| s.metric == "weir_watermark_lag_seconds"));
     // Nothing is restored from files: the series are there, at 0.
     assert_eq!(total(&first, "weir_restore_records_total", None), 0.0);
     assert_eq!(total(&first, "weir_restore_remaining_records", None), 0.0);
@@ -431,4 +436,52 @@ fn a_words_committed_count_is_queried_from_the_running_instance_and_the_stopped_
     let out = state_get("never-seen");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no committed value"));
+}
+
+/// A pipeline on event time (the sessions example, following its input)
+/// shows how far its watermark is behind the wall clock: events stamped a
+/// minute ago lag by about a minute.
+#[test]
+fn an_event_time_pipeline_shows_its_watermark_lag() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).expect("input");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let events: String = (0..1000u64)
+        .map(|i| format!("{} user{} click\n", now - 60_000 + i, i % 10))
+        .collect();
+    std::fs::write(input.join("events.txt"), events).expect("write");
+    let log = tmp.path().join("run.log");
+    let mut run = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_sessions"))
+            .args([
+                "run",
+                "--set",
+                "follow=true",
+                "--set",
+                "http.listen=127.0.0.1:0",
+            ])
+            .args(["--set", "checkpoint.interval_ms=100", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(tmp.path().join("out"))
+            .arg("--state")
+            .arg(tmp.path().join("state"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("spawn"),
+    );
+    let _log = LogOnFailure(log.clone());
+    let addr = serving(&log, &mut run.0);
+    let scraped = scrape_until(addr, &mut run.0, "a watermark lag", |s| {
+        total(s, "weir_watermark_lag_seconds", None) > 0.0
+    });
+    let lag = total(&scraped, "weir_watermark_lag_seconds", None);
+    assert!((55.0..600.0).contains(&lag), "lag {lag} s");
+    stop_within(&mut run);
 }

@@ -72,6 +72,8 @@ pub(crate) struct JobEnv {
     pub(crate) member: Option<Member>,
     /// What this run works on.
     pub(crate) holdings: Holdings,
+    /// The run ends once its input is read: it shows its progress.
+    pub(crate) bounded: bool,
 }
 
 /// What one run of an instance works on: the source tasks and the shards

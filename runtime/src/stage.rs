@@ -52,6 +52,7 @@ pub(crate) trait SourceAdmin: Send + Sync {
     fn active_readers(&self, own: Option<&str>) -> Result<Vec<String>>;
     fn join(&self, instance: &str, shared: bool) -> Result<Option<Member>>;
     fn until_idle(&self) -> Option<std::time::Duration>;
+    fn bounded(&self) -> bool;
     fn repartition(&self, shards: u16) -> Result<Option<String>>;
     fn open_shard(
         &self,
@@ -136,6 +137,10 @@ impl<S: Source> SourceAdmin for BaseSide<S> {
 
     fn until_idle(&self) -> Option<std::time::Duration> {
         self.0.until_idle()
+    }
+
+    fn bounded(&self) -> bool {
+        self.0.bounded()
     }
 
     fn members(&self) -> Result<Vec<GroupMemberInfo>> {
@@ -261,6 +266,10 @@ impl<T: Send + 'static, U: Send + 'static> SourceAdmin for ChainSide<T, U> {
 
     fn until_idle(&self) -> Option<std::time::Duration> {
         self.inner.until_idle()
+    }
+
+    fn bounded(&self) -> bool {
+        self.inner.bounded()
     }
 
     fn members(&self) -> Result<Vec<GroupMemberInfo>> {

@@ -89,6 +89,10 @@ impl FileSource {
 impl Source for FileSource {
     type Item = String;
 
+    fn bounded(&self) -> bool {
+        !self.follow
+    }
+
     fn describe(&self) -> String {
         // Not whether it follows: a run option, not part of the topology
         // (the fingerprint), so that it can change between runs.

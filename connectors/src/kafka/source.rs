@@ -445,6 +445,10 @@ impl Source for KafkaSource {
         self.until_idle
     }
 
+    fn bounded(&self) -> bool {
+        self.until_idle.is_some()
+    }
+
     fn offsets(&self) -> Result<Vec<TaskOffsets>> {
         self.with_admin(|consumer| {
             let timeout = self.settings.metadata_timeout;

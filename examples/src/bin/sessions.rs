@@ -17,7 +17,8 @@
 //! committed epoch never fires again.
 //!
 //! Run: `cargo run --release --bin sessions -- run --input DIR --output DIR
-//! --state DIR [--gap-ms 60000]`.
+//! --state DIR [--gap-ms 60000] [--set follow=true]` (`follow`: read on as
+//! the event files grow, until SIGTERM).
 
 use std::process::ExitCode;
 
@@ -43,6 +44,10 @@ fn main() -> ExitCode {
             "late_output",
             "directory of late events (default: the output directory's name plus -late)",
         )
+        .setting(
+            "follow",
+            "true: keep reading as the event files grow, until SIGTERM (a run option: it can change between runs)",
+        )
         .run(|cfg, p| {
             let gap_ms = cfg.parse::<i64>("gap_ms")?.unwrap_or(1_800_000);
             if gap_ms < 1 {
@@ -64,7 +69,11 @@ fn main() -> ExitCode {
             p.named_sink::<String, String, _>(LATE, FileSink::tsv(late));
             // A malformed line is bad input where it is read: named by its
             // file and position, and skipped with on_bad_input=skip.
-            let events = FileSource::lines(cfg.path("input")?).validate(|line| {
+            let mut lines = FileSource::lines(cfg.path("input")?);
+            if cfg.get_opt::<bool>("follow")?.unwrap_or(false) {
+                lines = lines.follow();
+            }
+            let events = lines.validate(|line| {
                 match (parse_timestamp(line), line.split_ascii_whitespace().nth(1)) {
                     (Some(_), Some(_)) => Ok(()),
                     _ => Err("not an event `<timestamp-ms> <user> ...`".to_owned()),

@@ -15,6 +15,7 @@ use weir_core::{Error, Result};
 use super::{Acks, Checkpoint, Commit, Control, Release, Retention, RunSummary};
 use crate::config::{Guarantee, RuntimeConfig};
 use crate::manifest::{Manifest, SourcePosition};
+use crate::observe::progress::{Progress, Work};
 use crate::observe::{status, CheckpointResult, Phase, METRICS};
 use crate::stage::Metrics;
 use crate::store::now_ms;
@@ -52,6 +53,8 @@ pub(crate) struct Coordinator {
     /// The group moved tasks: the open epoch is the run's last, and the
     /// instance goes on with a run over what the group assigns next.
     handover: AtomicBool,
+    /// A bounded run's progress through its input.
+    progress: Option<Progress>,
 }
 
 fn closed() -> Error {
@@ -90,7 +93,14 @@ impl Coordinator {
             member: None,
             crashed: AtomicBool::new(false),
             handover: AtomicBool::new(false),
+            progress: None,
         }
+    }
+
+    /// Shows the run's progress through its input when it is `bounded`.
+    pub(crate) fn with_progress(mut self, bounded: bool) -> Self {
+        self.progress = bounded.then(|| Progress::new(Work::Input));
+        self
     }
 
     /// Commits only while `member` says this instance holds its tasks.
@@ -115,6 +125,9 @@ impl Coordinator {
         };
         status::enter(Phase::Running, Some(self.sources));
         let result = self.epochs(events, &mut manifest, &mut summary).await;
+        if let Some(p) = self.progress.take() {
+            p.finish(status::input_progress().0);
+        }
         status::enter(Phase::Suspended, None);
         if let Err(e) = &result {
             // The open epoch ends uncommitted: redone from the last commit.
@@ -221,9 +234,22 @@ impl Coordinator {
                 self.control.release(epoch);
             }
             self.settled = true;
+            if let Some(p) = &self.progress {
+                // Known once a task passed a barrier.
+                let (done, total) = status::input_progress();
+                if total > 0 {
+                    p.sized(total);
+                    p.at(done);
+                }
+            }
             if last_progress.elapsed() >= PROGRESS_EVERY {
                 last_progress = std::time::Instant::now();
+                let input = self.progress.as_ref().map(|_| {
+                    let (done, total) = status::input_progress();
+                    format!("{:.1}%", 100.0 * done as f64 / total.max(1) as f64)
+                });
                 tracing::info!(
+                    input = input.as_deref().unwrap_or("unbounded"),
                     epoch = summary.last_epoch,
                     commits = summary.commits,
                     records = self.metrics.records_read.load(Ordering::Relaxed),

@@ -108,6 +108,7 @@ fn coordinator(
         env.manifest.epoch,
     )
     .with_member(env.member.clone())
+    .with_progress(env.bounded)
 }
 
 impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T, V> {

@@ -212,6 +212,7 @@ pub(crate) async fn run_once(
                         instance: instance.clone(),
                         member: member.clone(),
                         holdings,
+                        bounded: source.bounded(),
                     })
                     .instrument(span)
                     .await

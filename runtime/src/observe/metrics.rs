@@ -8,8 +8,8 @@ use std::sync::LazyLock;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 use weir_core::source::Lag;
 
@@ -98,6 +98,8 @@ pub(crate) struct Metrics {
     pub(crate) restore_records: IntCounter,
     /// `weir_state_cache_bytes`: bytes the workers' state caches hold.
     pub(crate) state_cache_bytes: IntGauge,
+    /// `weir_watermark_lag_seconds`, registered once a run uses event time.
+    watermark_lag: std::sync::OnceLock<Gauge>,
 }
 
 /// One worker's part of `weir_state_cache_bytes`, taken back when dropped.
@@ -246,6 +248,7 @@ impl Metrics {
                     "Bytes the workers' state caches hold (entries and their bookkeeping), as of the last epoch.",
                 ),
             ),
+            watermark_lag: std::sync::OnceLock::new(),
             // A handle on the same registry.
             registry: r.clone(),
         };
@@ -310,6 +313,22 @@ impl Metrics {
                 .remove_label_values(&[topic.as_str(), &partition.to_string()]),
             Lag::Bytes { file, .. } => self.input_lag_bytes.remove_label_values(&[file.as_str()]),
         };
+    }
+
+    /// How far the event-time watermark is behind the wall clock, in
+    /// seconds: shown from the first run that uses event time on.
+    pub(crate) fn watermark_lag(&self, seconds: f64) {
+        self.watermark_lag
+            .get_or_init(|| {
+                registered(
+                    &self.registry,
+                    Gauge::new(
+                        "weir_watermark_lag_seconds",
+                        "How far the event-time watermark is behind the wall clock, as of the last epoch (a worker's view).",
+                    ),
+                )
+            })
+            .set(seconds);
     }
 
     /// The totals the status shows.

@@ -1,9 +1,10 @@
-//! Progress of long work: a bar on a terminal (records done, total, rate,
-//! time left), log lines through `tracing` otherwise, and the metrics and
-//! status of the work.
+//! Progress of long work: a bar on a terminal (done, total, rate, time
+//! left), log lines through `tracing` otherwise, and the metrics and status
+//! of the work.
 
-use std::cell::Cell;
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -18,68 +19,86 @@ const LOG_EVERY: Duration = Duration::from_secs(5);
 pub(crate) enum Work {
     /// Applying the changelog to the local state (Kafka mode's recovery).
     Restore,
+    /// A bounded run reading its input (bytes of files, or records of
+    /// partitions), as of the last epoch. Where no bar is drawn, the
+    /// coordinator's progress line tells it.
+    Input,
 }
 
 impl Work {
     fn what(self) -> &'static str {
         match self {
             Work::Restore => "restoring state from the changelog",
+            Work::Input => "reading the input",
+        }
+    }
+
+    fn template(self) -> &'static str {
+        match self {
+            Work::Restore => {
+                "{msg} {wide_bar} {human_pos}/{human_len} records, {per_sec}, {eta} left"
+            }
+            Work::Input => "{msg} {wide_bar} {percent}%, {eta} left",
         }
     }
 }
 
-/// The progress of one piece of long work, told as it goes. Used from one
-/// thread; its methods take `&self` so that several callbacks can share it.
+/// The progress of one piece of long work, told as it goes. Its methods
+/// take `&self` so that several callbacks can share it.
 pub(crate) struct Progress {
     work: Work,
-    bar: Option<ProgressBar>,
-    total: Cell<u64>,
-    done: Cell<u64>,
-    logged: Cell<Instant>,
+    /// On a terminal: the bar, drawn once the work's size is known.
+    bar: Option<OnceLock<ProgressBar>>,
+    total: AtomicU64,
+    done: AtomicU64,
+    logged: Mutex<Instant>,
     started: Instant,
 }
 
 impl Progress {
     /// Starts showing `work`'s progress: a bar when stderr is a terminal.
     pub(crate) fn new(work: Work) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-            if let Ok(style) = ProgressStyle::with_template(
-                "{msg} {wide_bar} {human_pos}/{human_len} records, {per_sec}, {eta} left",
-            ) {
-                bar.set_style(style);
-            }
-            bar.set_message(work.what());
-            bar
-        });
         Progress {
             work,
-            bar,
-            total: Cell::new(0),
-            done: Cell::new(0),
-            logged: Cell::new(Instant::now()),
+            bar: std::io::stderr().is_terminal().then(OnceLock::new),
+            total: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+            logged: Mutex::new(Instant::now()),
             started: Instant::now(),
         }
     }
 
     /// The work has `total` records to do (at most).
     pub(crate) fn sized(&self, total: u64) {
-        self.total.set(total);
+        self.total.store(total, Ordering::Relaxed);
         if let Some(bar) = &self.bar {
-            bar.set_length(total);
+            let work = self.work;
+            bar.get_or_init(|| {
+                let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+                if let Ok(style) = ProgressStyle::with_template(work.template()) {
+                    bar.set_style(style);
+                }
+                bar.set_message(work.what());
+                bar
+            })
+            .set_length(total);
         }
-        self.show(0);
+        self.show(self.done.load(Ordering::Relaxed));
     }
 
     /// `done` records of the work are done.
     pub(crate) fn at(&self, done: u64) {
         self.show(done);
-        if self.bar.is_none() && self.logged.get().elapsed() >= LOG_EVERY {
-            self.logged.set(Instant::now());
+        if self.bar.is_some() || self.work == Work::Input {
+            return;
+        }
+        let mut logged = self.logged.lock().unwrap_or_else(|p| p.into_inner());
+        if logged.elapsed() >= LOG_EVERY {
+            *logged = Instant::now();
             let secs = self.started.elapsed().as_secs_f64().max(1e-3);
             tracing::info!(
                 records = done,
-                total = self.total.get(),
+                total = self.total.load(Ordering::Relaxed),
                 per_second = (done as f64 / secs) as u64,
                 "{}",
                 self.work.what()
@@ -89,22 +108,23 @@ impl Progress {
 
     /// The work is done, `done` records in all.
     pub(crate) fn finish(self, done: u64) {
-        self.total.set(self.total.get().max(done));
+        let done = done.max(self.done.load(Ordering::Relaxed));
+        self.total.fetch_max(done, Ordering::Relaxed);
         self.show(done);
-        if let Some(bar) = &self.bar {
+        if let Some(bar) = self.bar.as_ref().and_then(OnceLock::get) {
             bar.finish_and_clear();
         }
-        match self.work {
-            Work::Restore => METRICS.restore_remaining.set(0),
+        if self.work == Work::Restore {
+            METRICS.restore_remaining.set(0);
         }
     }
 
     fn show(&self, done: u64) {
-        let total = self.total.get();
-        if let Some(bar) = &self.bar {
+        let total = self.total.load(Ordering::Relaxed);
+        if let Some(bar) = self.bar.as_ref().and_then(OnceLock::get) {
             bar.set_position(done);
         }
-        let new = done.saturating_sub(self.done.replace(done));
+        let new = done.saturating_sub(self.done.swap(done, Ordering::Relaxed));
         match self.work {
             Work::Restore => {
                 METRICS.restore_records.inc_by(new);
@@ -113,6 +133,8 @@ impl Progress {
                     .set(i64::try_from(total.saturating_sub(done)).unwrap_or(i64::MAX));
                 status::restoring(done, total);
             }
+            // The status and metrics have it per task already.
+            Work::Input => {}
         }
     }
 }

@@ -288,6 +288,18 @@ pub(crate) fn restoring(done: u64, total: u64) {
     status().snapshot.restore = Some(Restore { done, total });
 }
 
+/// How far the source tasks are through their inputs: the sums of their
+/// positions and of their inputs' ends, over the tasks whose end is known.
+pub(crate) fn input_progress() -> (u64, u64) {
+    status()
+        .tasks
+        .values()
+        .filter_map(|t| t.end.map(|end| (t.position, end)))
+        .fold((0, 0), |(d, t), (p, e)| {
+            (d.saturating_add(p), t.saturating_add(e))
+        })
+}
+
 /// The phase now.
 pub(crate) fn snapshot_phase() -> Phase {
     status().snapshot.phase

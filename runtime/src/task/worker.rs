@@ -11,7 +11,7 @@ use weir_core::{Error, Result};
 use super::{coordinator_gone, panic_message, Event, Events};
 use crate::config::OnBadInput;
 use crate::exchange::Msg;
-use crate::observe::CacheShare;
+use crate::observe::{CacheShare, METRICS};
 use crate::stage::{Metrics, SideSinks, Stage, StageCx};
 use crate::state::CachedState;
 use crate::store::now_ms;
@@ -138,6 +138,10 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
                         self.sides.flush(&mut flushes)?;
                         let writes = self.state.take_writes();
                         cache.set(self.state.cached_bytes());
+                        // Event time in use: a watermark, not yet past the end.
+                        if watermark > i64::MIN && watermark < i64::MAX {
+                            METRICS.watermark_lag((now_ms() - watermark) as f64 / 1e3);
+                        }
                         self.events
                             .send(Event::WorkerAck {
                                 epoch,
