@@ -3,7 +3,7 @@
 //! ARCHITECTURE §7).
 
 use std::any::Any;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::Result;
 
@@ -81,15 +81,91 @@ pub trait Membership: Send + Sync + 'static {
 /// A shared [`Membership`].
 pub type Member = Arc<dyn Membership>;
 
+/// The HTTP address this process serves on (`http.listen`), which the
+/// groups it joins tell their other members (an instance is one process).
+static ADVERTISED: OnceLock<String> = OnceLock::new();
+
+/// Tells the groups this process joins from now on that it serves HTTP
+/// (status, queries) at `address`; the first address told stays.
+pub fn advertise(address: &str) {
+    let _ = ADVERTISED.set(address.to_owned());
+}
+
+/// The HTTP address this process advertises, if it serves one.
+pub fn advertised() -> Option<&'static str> {
+    ADVERTISED.get().map(String::as_str)
+}
+
+/// The client id of weir instance `instance` in a group:
+/// `weir-<instance>`, then `@<address>` when it serves HTTP.
+pub fn client_id(instance: &str) -> String {
+    match advertised() {
+        Some(address) => format!("weir-{instance}@{address}"),
+        None => format!("weir-{instance}"),
+    }
+}
+
 /// One member of a source's group as `offsets show` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupMemberInfo {
     /// The id the group gave it.
     pub member: String,
-    /// Its client id (`weir-<instance-id>` for a weir instance).
+    /// Its client id (see [`client_id`] for a weir instance).
     pub client: String,
     /// The host it connected from.
     pub host: String,
     /// The tasks (input partitions) it holds.
     pub tasks: Vec<String>,
+}
+
+impl GroupMemberInfo {
+    /// The weir instance it is, by its client id.
+    pub fn instance(&self) -> Option<&str> {
+        let rest = self.client.strip_prefix("weir-")?;
+        Some(rest.split_once('@').map_or(rest, |(id, _)| id))
+    }
+
+    /// The HTTP address it serves its status and queries on, when it says:
+    /// the host it connects from where it listens on every interface.
+    pub fn http(&self) -> Option<String> {
+        let (_, address) = self.client.strip_prefix("weir-")?.split_once('@')?;
+        let (ip, port) = address.rsplit_once(':')?;
+        if ip == "0.0.0.0" || ip == "[::]" {
+            let host = self.host.trim_start_matches('/');
+            return Some(if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            });
+        }
+        Some(address.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(client: &str, host: &str) -> GroupMemberInfo {
+        GroupMemberInfo {
+            member: "m".into(),
+            client: client.into(),
+            host: host.into(),
+            tasks: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_members_client_id_names_its_instance_and_http_address() {
+        let plain = member("weir-abc", "/10.0.0.7");
+        assert_eq!((plain.instance(), plain.http()), (Some("abc"), None));
+        let served = member("weir-abc@127.0.0.1:9464", "/127.0.0.1");
+        assert_eq!(served.instance(), Some("abc"));
+        assert_eq!(served.http().as_deref(), Some("127.0.0.1:9464"));
+        // Listening everywhere: reached at the host the broker sees.
+        let wildcard = member("weir-abc@0.0.0.0:9464", "/10.0.0.7");
+        assert_eq!(wildcard.http().as_deref(), Some("10.0.0.7:9464"));
+        let other = member("console-consumer", "/10.0.0.7");
+        assert_eq!((other.instance(), other.http()), (None, None));
+    }
 }

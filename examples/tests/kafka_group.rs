@@ -309,22 +309,20 @@ fn two_instances_share_an_application_and_hand_over_on_a_clean_stop_exactly_once
         output,
         app,
     } = first_part(&d, "group-share");
-    let spawn = |state: &Path, log: &str| instance(&input, &output, &app, state, log);
-    // The first serves its metrics: the broker's view is checked against them.
-    let (mut first, _first_log) = instance_with(
-        &input,
-        &output,
-        &app,
-        &d.state,
-        "first.log",
-        &[("WEIR_HTTP__LISTEN", "127.0.0.1:0")],
-    );
+    // Both serve HTTP: the broker's view is checked against the first's
+    // metrics, and each answers queries of the key groups it holds.
+    let served = |state: &Path, log: &str| {
+        let http = [("WEIR_HTTP__LISTEN", "127.0.0.1:0")];
+        instance_with(&input, &output, &app, state, log, &http)
+    };
+    let (mut first, _first_log) = served(&d.state, "first.log");
     let metrics = common::http::serving(&d.state.with_file_name("first.log"), &mut first.0);
     wait_for_members(&app, &mut first, |m| {
         m.len() == 1 && m[0].partitions == ALL_PARTITIONS
     });
     let second_state = d.state.with_file_name("state-2");
-    let (mut second, _second_log) = spawn(&second_state, "second.log");
+    let (mut second, _second_log) = served(&second_state, "second.log");
+    let second_http = common::http::serving(&d.state.with_file_name("second.log"), &mut second.0);
     let shared = wait_for_members(&app, &mut second, |m| {
         m.len() == 2 && m.iter().all(|m| m.partitions > 0)
     });
@@ -362,23 +360,41 @@ fn two_instances_share_an_application_and_hand_over_on_a_clean_stop_exactly_once
         "nothing went through the repartition topic: {forwarded:?}"
     );
     // Queried by word, the first answers the committed counts of the key
-    // groups it holds, and sends the others to the instance that holds them.
+    // groups it holds, and sends the others to the instance that holds
+    // them, by the address it advertises in the group: which answers them.
     let so_far = common::expected_counts_of(&[&files[0], &files[1]]);
     let mut words: Vec<&String> = so_far.keys().collect();
     words.sort();
     let (mut here, mut elsewhere) = (0, 0);
+    let committed_count = |body: &str, word: &str| {
+        let value: serde_json::Value = serde_json::from_str(body).expect("JSON");
+        let n = value["value"].as_u64().expect("a count");
+        assert!(n > 0 && n <= so_far[word], "{word}: {body}");
+    };
     for word in words.iter().step_by(words.len() / 40) {
-        let (code, body) = common::http::get(metrics, &format!("/api/state/count/{word}"));
+        let path = format!("/api/state/count/{word}");
+        let (code, body) = common::http::get(metrics, &path);
         match code {
             200 => {
-                let value: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-                let n = value["value"].as_u64().expect("a count");
-                assert!(n > 0 && n <= so_far[*word], "{word}: {body}");
+                committed_count(&body, word);
                 here += 1;
             }
             404 if body.contains("another instance") => {
-                // The group names the holder: the second instance.
-                assert!(body.contains(&instance_of(&second_state)), "{word}: {body}");
+                // The group names the holder: the second instance, at its address.
+                let answer: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+                assert_eq!(
+                    answer["owner"]["instance"],
+                    instance_of(&second_state),
+                    "{body}"
+                );
+                assert_eq!(
+                    answer["owner"]["address"],
+                    second_http.to_string(),
+                    "{body}"
+                );
+                let (code, body) = common::http::get(second_http, &path);
+                assert_eq!(code, 200, "{word} at the second: {body}");
+                committed_count(&body, word);
                 elsewhere += 1;
             }
             _ => panic!("{word}: {code} {body}"),

@@ -310,7 +310,7 @@ impl KafkaMember {
         .map(|c| with_defaults(c, MEMBER_DEFAULTS))?;
         // Named so that `kafka-consumer-groups --describe --members` tells
         // the instances apart, whatever client.id the [kafka] table sets.
-        config.set("client.id", client_id(at.instance));
+        config.set("client.id", weir_core::group::client_id(at.instance));
         let consumer: BaseConsumer<MemberContext> = config
             .create_with_context(MemberContext(shared.clone()))
             .map_err(|e| kafka_error("cannot create a consumer", &settings.brokers, e))?;
@@ -641,11 +641,6 @@ pub(crate) fn committer_of(metadata: &str) -> Option<(&str, Option<u16>)> {
     (!id.is_empty()).then_some((id, key_groups))
 }
 
-/// The member's `client.id`.
-pub(crate) fn client_id(instance: &str) -> String {
-    format!("weir-{instance}")
-}
-
 /// Whether a listed member (its member id and client id) is instance
 /// `instance`, whose static id is `own`: the broker names a static member
 /// `<group.instance.id>-<uuid>`.
@@ -653,7 +648,9 @@ pub(crate) fn is_instance(member_id: &str, client: &str, own: &str, instance: &s
     member_id
         .strip_prefix(own)
         .is_some_and(|rest| rest.starts_with('-'))
-        && client == client_id(instance)
+        && client
+            .strip_prefix("weir-")
+            .is_some_and(|rest| rest.split_once('@').map_or(rest, |(id, _)| id) == instance)
 }
 
 /// The partitions of `topic` in a member's assignment as a consumer group
@@ -710,6 +707,12 @@ mod tests {
     fn an_instance_is_known_by_its_static_id_and_client_id() {
         let own = static_id("app", "abc");
         assert!(is_instance("app-abc-5f0c", "weir-abc", &own, "abc"));
+        assert!(is_instance(
+            "app-abc-5f0c",
+            "weir-abc@127.0.0.1:9464",
+            &own,
+            "abc"
+        ));
         assert!(!is_instance("app-abcd-5f0c", "weir-abcd", &own, "abc"));
         assert!(!is_instance(
             "app-abc-5f0c",

@@ -30,7 +30,12 @@ impl App {
         let shutdown = shutdown_signals(rt.handle())?;
         // Serving from the start: /healthz answers while the run recovers.
         let _server = match config.runtime().http.address()? {
-            Some(listen) => Some(Server::start(listen)?),
+            Some(listen) => {
+                let server = Server::start(listen)?;
+                // The group's other members learn where to send queries.
+                weir_core::group::advertise(&server.address.to_string());
+                Some(server)
+            }
             None => None,
         };
         let mut pipeline = Some(self.load(m, build)?.1);

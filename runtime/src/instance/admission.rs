@@ -151,7 +151,7 @@ pub(crate) fn refuse_strangers(source: &dyn SourceAdmin) -> Result<()> {
     let strangers: Vec<String> = source
         .members()?
         .into_iter()
-        .filter(|m| !m.client.starts_with("weir-"))
+        .filter(|m| m.instance().is_none())
         .map(|m| {
             format!(
                 "member `{}` (client `{}` on {})",

@@ -21,6 +21,8 @@ use super::status::{self, Phase};
 
 /// A running server; dropping it stops it.
 pub(crate) struct Server {
+    /// The address it listens on.
+    pub(crate) address: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -74,6 +76,7 @@ impl Server {
             "serving http://{addr}/metrics, /healthz, /ready, /api/status and the status page at /"
         );
         Ok(Server {
+            address: addr,
             stop: Some(stop),
             thread: Some(thread),
         })

@@ -68,8 +68,10 @@ pub(crate) struct Found {
 /// The instance that holds a key group, as the consumer group names it.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Owner {
-    /// Its client id (`weir-<instance id>`).
-    pub(crate) client: String,
+    /// Its instance id.
+    pub(crate) instance: Option<String>,
+    /// The address it serves HTTP on (status, queries), when it does.
+    pub(crate) address: Option<String>,
     /// The host it connects from.
     pub(crate) host: String,
 }
@@ -165,7 +167,8 @@ pub(crate) fn query(store: &str, key: &str) -> Answer {
             .and_then(|s| s.members().ok())
             .and_then(|members| members.into_iter().find(|m| m.tasks.contains(&task)))
             .map(|m| Owner {
-                client: m.client,
+                instance: m.instance().map(str::to_owned),
+                address: m.http(),
                 host: m.host,
             });
         return Answer::Elsewhere {

@@ -161,8 +161,7 @@ impl Fence<'_> {
     ) -> Result<()> {
         let members = source.members()?;
         for id in committers.keys() {
-            let client = format!("weir-{id}");
-            if *id == self.own || members.iter().any(|m| m.client == client) {
+            if *id == self.own || members.iter().any(|m| m.instance() == Some(id)) {
                 continue;
             }
             tracing::info!(instance = %id, "aborting the open transaction of an instance that left the group");
@@ -185,8 +184,7 @@ impl Fence<'_> {
         for id in source.last_committers()?.keys() {
             // A member runs (it started before this run): never fenced from
             // here, as in `departed`.
-            let client = format!("weir-{id}");
-            if *id != self.own && !members.iter().any(|m| m.client == client) {
+            if *id != self.own && !members.iter().any(|m| m.instance() == Some(id)) {
                 tracing::info!(instance = %id, "aborting any open transaction of an instance that wrote the group's positions");
                 (self.fence)(id)?;
             }
