@@ -29,16 +29,32 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub(crate) struct Metrics {
     pub(crate) records_read: AtomicU64,
     pub(crate) skipped: AtomicU64,
+    /// When a skip was last logged (ms since the epoch).
+    skip_told_ms: std::sync::atomic::AtomicI64,
 }
 
 impl Metrics {
     /// Counts a record skipped by the `on_bad_input` policy, for `reason`
-    /// (the label of `weir_records_skipped_total`), and logs it.
+    /// (the label of `weir_records_skipped_total`), and logs it: the first
+    /// of each second, so that a stream of bad input costs a count each,
+    /// not a log line and an incident each.
     pub(crate) fn skip(&self, reason: &'static str, what: &str, e: &Error) {
         let n = self.skipped.fetch_add(1, Ordering::Relaxed) + 1;
         METRICS.skipped.with_label_values(&[reason]).inc();
-        status::incident(reason, format!("skipped {what}: {e}"));
-        tracing::warn!(skipped_total = n, "skipping {what}: {e}");
+        let now = crate::store::now_ms();
+        let told = self.skip_told_ms.load(Ordering::Relaxed);
+        if (told == 0 || now.saturating_sub(told) >= 1000)
+            && self
+                .skip_told_ms
+                .compare_exchange(told, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            status::incident(reason, format!("skipped {what}: {e} ({n} skipped in all)"));
+            tracing::warn!(
+                skipped_total = n,
+                "skipping {what}: {e} (further skips this second are counted, not logged)"
+            );
+        }
     }
 }
 

@@ -423,6 +423,8 @@ pub(crate) struct CachedState {
     /// What the entries of `dirty` were counted for when they became
     /// dirty (see [`cost`]): the size of the epoch's writes, roughly.
     dirty_bytes: usize,
+    /// Bytes (keys and values) of the writes last taken.
+    taken_bytes: u64,
     /// Keys deleted by the last drained epoch, cached as absent until trimmed.
     deleted: Vec<Vec<u8>>,
     /// Bytes the cache may hold (see [`cost`]) before clean entries go.
@@ -440,6 +442,7 @@ impl CachedState {
             map: Tables::default(),
             dirty: Vec::new(),
             dirty_bytes: 0,
+            taken_bytes: 0,
             deleted: Vec::new(),
             capacity,
             complete: BTreeSet::new(),
@@ -453,16 +456,25 @@ impl CachedState {
     pub(crate) fn take_writes(&mut self) -> Vec<Write> {
         let mut out = Vec::with_capacity(self.dirty.len());
         self.dirty_bytes = 0;
+        let mut bytes = 0;
         for key in std::mem::take(&mut self.dirty) {
             let Some(value) = self.map.clean(&key) else {
                 continue;
             };
+            bytes += (key.len() + value.as_ref().map_or(0, Vec::len)) as u64;
             if value.is_none() {
                 self.deleted.push(key.clone());
             }
             out.push((key, value));
         }
+        self.taken_bytes = bytes;
         out
+    }
+
+    /// Bytes (keys and values) of the writes [`take_writes`](Self::take_writes)
+    /// took last.
+    pub(crate) fn taken_bytes(&self) -> u64 {
+        self.taken_bytes
     }
 
     /// Called once the previous epoch is committed: drops the absent

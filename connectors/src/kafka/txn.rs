@@ -58,8 +58,22 @@ impl rdkafka::producer::ProducerContext for ProducerCx {
                 }
             }
             Err((e, _)) => {
-                self.0.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("kafka: a record was not delivered: {e}");
+                let before = self.0.failed.fetch_add(1, Ordering::Relaxed);
+                // An aborted transaction purges what it had not sent: the
+                // abort is the news (and is logged), not each record. Of
+                // other failures the first says why; the commit that fails
+                // on them counts them all.
+                let purged = matches!(
+                    e.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+                );
+                if purged {
+                    tracing::debug!("kafka: a record was purged: {e}");
+                } else if before == 0 {
+                    tracing::warn!(
+                        "kafka: a record was not delivered ({e}); further failures are counted, not logged"
+                    );
+                }
             }
         }
     }

@@ -14,6 +14,8 @@ pub(crate) struct Checkpoint {
     pub(crate) manifest: Manifest,
     /// The workers' state writes, in no particular order.
     pub(crate) writes: Vec<Write>,
+    /// Bytes (keys and values) of `writes`, as the workers counted them.
+    pub(crate) state_bytes: u64,
     /// What makes the sinks' flushed output durable (fsyncs); run before
     /// the commit point.
     pub(crate) syncs: Vec<SyncFn>,

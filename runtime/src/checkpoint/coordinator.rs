@@ -190,7 +190,7 @@ impl Coordinator {
             // How long processing was held for the commit.
             let mut held = Duration::ZERO;
             if checkpoint.changes(manifest) {
-                let state_bytes = checkpoint.state_bytes();
+                let state_bytes = checkpoint.state_bytes;
                 let (committed, released_at) = self
                     .commit(checkpoint, epoch)
                     .instrument(span.clone())
@@ -340,8 +340,9 @@ impl Coordinator {
                 Some(Event::WorkerAck {
                     epoch,
                     writes,
+                    bytes,
                     flushes,
-                }) => acks.worker(epoch, writes, flushes)?,
+                }) => acks.worker(epoch, writes, bytes, flushes)?,
                 Some(Event::SourceFinished) => self.finished += 1,
                 // The epoch is ending already.
                 Some(Event::EpochFull(_)) => {}
@@ -487,6 +488,7 @@ mod tests {
                     let worker = Event::WorkerAck {
                         epoch,
                         writes,
+                        bytes: 0,
                         flushes: Vec::new(),
                     };
                     let done = finished.then_some(Event::SourceFinished);
@@ -496,6 +498,7 @@ mod tests {
                     let worker = Event::WorkerAck {
                         epoch: epoch + 6,
                         writes: Vec::new(),
+                        bytes: 0,
                         flushes: Vec::new(),
                     };
                     [Some(worker), None, None]

@@ -15,6 +15,7 @@ pub(crate) struct Acks {
     epoch: u64,
     positions: BTreeMap<String, SourcePosition>,
     writes: Vec<Write>,
+    state_bytes: u64,
     flushes: Vec<FlushedSink>,
     sources: usize,
     workers: usize,
@@ -26,6 +27,7 @@ impl Acks {
             epoch,
             positions: BTreeMap::new(),
             writes: Vec::new(),
+            state_bytes: 0,
             flushes: Vec::new(),
             sources: 0,
             workers: 0,
@@ -49,6 +51,7 @@ impl Acks {
         &mut self,
         epoch: u64,
         writes: Vec<Write>,
+        bytes: u64,
         flushes: Vec<FlushedSink>,
     ) -> Result<()> {
         if epoch != self.epoch {
@@ -59,6 +62,7 @@ impl Acks {
         }
         self.workers += 1;
         self.writes.extend(writes);
+        self.state_bytes += bytes;
         self.flushes.extend(flushes);
         Ok(())
     }
@@ -86,6 +90,7 @@ impl Acks {
         Checkpoint {
             manifest,
             writes: self.writes,
+            state_bytes: self.state_bytes,
             syncs,
             last,
             tasks,
@@ -100,13 +105,5 @@ impl Checkpoint {
         !self.writes.is_empty()
             || self.manifest.sources != committed.sources
             || self.manifest.sinks != committed.sinks
-    }
-
-    /// Bytes of state (keys and values) the checkpoint writes.
-    pub(crate) fn state_bytes(&self) -> u64 {
-        self.writes
-            .iter()
-            .map(|(k, v)| (k.len() + v.as_ref().map_or(0, Vec::len)) as u64)
-            .sum()
     }
 }

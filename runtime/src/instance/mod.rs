@@ -135,7 +135,7 @@ pub(crate) async fn run_once(
     let recovered = store.manifest()?;
     let instance = identity::load_or_create(&dir, recovered.is_some())?;
     status::identify(&name, signature.topology(), &instance);
-    query::serve(&queryables, store.clone(), source.clone(), rc.key_groups);
+    let _served = query::serve(&queryables, store.clone(), source.clone(), rc.key_groups);
     let mut manifest = match recovered {
         Some(m) => {
             check_fingerprint(&m, &signature, &dir)?;

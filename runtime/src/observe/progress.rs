@@ -111,12 +111,6 @@ impl Progress {
         let done = done.max(self.done.load(Ordering::Relaxed));
         self.total.fetch_max(done, Ordering::Relaxed);
         self.show(done);
-        if let Some(bar) = self.bar.as_ref().and_then(OnceLock::get) {
-            bar.finish_and_clear();
-        }
-        if self.work == Work::Restore {
-            METRICS.restore_remaining.set(0);
-        }
     }
 
     fn show(&self, done: u64) {
@@ -135,6 +129,19 @@ impl Progress {
             }
             // The status and metrics have it per task already.
             Work::Input => {}
+        }
+    }
+}
+
+/// Finished or failed, the work no longer shows: its bar goes, and no
+/// restore is said to remain.
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.as_ref().and_then(OnceLock::get) {
+            bar.finish_and_clear();
+        }
+        if self.work == Work::Restore {
+            METRICS.restore_remaining.set(0);
         }
     }
 }

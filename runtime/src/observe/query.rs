@@ -6,7 +6,7 @@
 //!
 //! [`KeyedStream::queryable`]: crate::pipeline::KeyedStream::queryable
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::Serialize;
 use weir_core::keygroup::key_group;
@@ -111,7 +111,11 @@ struct Serving {
     holdings: Option<Holdings>,
 }
 
-static SERVING: Mutex<Serving> = Mutex::new(Serving {
+/// A query reads under the read lock, from its checks to its last byte; a
+/// run changes what it holds (and then restores it) only under the write
+/// lock. So no query reads a key group a new run is restoring, nor a
+/// store that is being closed.
+static SERVING: RwLock<Serving> = RwLock::new(Serving {
     queryables: Vec::new(),
     store: None,
     source: None,
@@ -119,50 +123,72 @@ static SERVING: Mutex<Serving> = Mutex::new(Serving {
     holdings: None,
 });
 
-fn serving() -> MutexGuard<'static, Serving> {
-    SERVING.lock().unwrap_or_else(|p| p.into_inner())
+fn reading() -> RwLockReadGuard<'static, Serving> {
+    SERVING.read().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Queries are served from `store` now, of `queryables`.
+fn changing() -> RwLockWriteGuard<'static, Serving> {
+    SERVING.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Queries are served from `store`, of `queryables`, until the guard
+/// drops: then the store is let go (waiting out a query that reads it), so
+/// that a retry of the run can open it again.
+#[must_use = "queries are served only while the guard lives"]
+pub(crate) struct Served(());
+
 pub(crate) fn serve(
     queryables: &[Arc<Queryable>],
     store: Arc<Store>,
     source: Arc<dyn SourceAdmin>,
     key_groups: u16,
-) {
-    let mut s = serving();
+) -> Served {
+    let mut s = changing();
     s.queryables = queryables.to_vec();
     s.store = Some(store);
     s.source = Some(source);
     s.key_groups = key_groups;
+    s.holdings = None;
+    Served(())
 }
 
-/// A run holds `holdings` (`None`: the run ended).
+impl Drop for Served {
+    fn drop(&mut self) {
+        let mut s = changing();
+        s.store = None;
+        s.source = None;
+        s.holdings = None;
+    }
+}
+
+/// A run holds `holdings` (`None`: the run ended). Waits out the queries
+/// that read what the run held before.
 pub(crate) fn hold(holdings: Option<Holdings>) {
-    serving().holdings = holdings;
+    changing().holdings = holdings;
 }
 
 /// Reads `key` of state `store` on the running instance.
 pub(crate) fn query(store: &str, key: &str) -> Answer {
-    let (queryable, db, key_groups, holdings) = {
-        let s = serving();
-        let Some(q) = s.queryables.iter().find(|q| q.name == store).cloned() else {
-            return Answer::NoStore(unknown(store, &s.queryables));
-        };
-        (q, s.store.clone(), s.key_groups, s.holdings.clone())
+    let s = reading();
+    let Some(queryable) = s.queryables.iter().find(|q| q.name == store) else {
+        return Answer::NoStore(unknown(store, &s.queryables));
     };
-    let source = serving().source.clone();
-    let (group, state_key) = match queryable.locate(key, key_groups) {
+    let (group, state_key) = match queryable.locate(key, s.key_groups) {
         Ok(located) => located,
         Err(e) => return Answer::BadKey(e.to_string()),
     };
     let phase = status::snapshot_phase();
-    let (Some(db), Some(holdings), Phase::Running | Phase::Stopping) = (db, holdings, phase) else {
+    let (Some(db), Some(holdings), Phase::Running | Phase::Stopping) =
+        (&s.store, &s.holdings, phase)
+    else {
         return Answer::Unavailable { phase };
     };
-    if let Some(shards) = holdings.shards.as_ref().filter(|s| !s.holds_group(group)) {
+    if let Some(shards) = holdings.shards.as_ref().filter(|sh| !sh.holds_group(group)) {
         let shard = shards.of_group(group);
         let task = shards.task(shard);
+        let source = s.source.clone();
+        // Asking the group takes a round trip: not under the lock.
+        drop(s);
         let owner = source
             .and_then(|s| s.members().ok())
             .and_then(|members| members.into_iter().find(|m| m.tasks.contains(&task)))
@@ -258,4 +284,50 @@ fn unknown(store: &str, queryables: &[Arc<Queryable>]) -> String {
         "no queryable state is called `{store}`; the queryable ones: {}",
         names.join(", ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_core::source::{Resume, Source, SourceReader};
+
+    /// A source of nothing: queries ask it only who holds a shard.
+    struct Nothing;
+
+    impl Source for Nothing {
+        type Item = ();
+
+        fn describe(&self) -> String {
+            "nothing".into()
+        }
+
+        fn tasks(&self) -> Result<Vec<String>> {
+            Ok(Vec::new())
+        }
+
+        fn open(&self, _: &str, _: Option<&Resume>) -> Result<Box<dyn SourceReader<()>>> {
+            Err(Error::Config("nothing to read".into()))
+        }
+    }
+
+    /// A run that ends (say fenced, to be retried in the same process)
+    /// lets its store go: the retry opens it again.
+    #[test]
+    fn a_served_store_is_let_go_when_the_run_ends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(dir.path()).expect("open"));
+        let served = serve(
+            &[],
+            store.clone(),
+            Arc::new(crate::stage::BaseSide(Nothing)),
+            4,
+        );
+        hold(Some(Holdings::default()));
+        assert_eq!(Arc::strong_count(&store), 2);
+        drop(served);
+        assert_eq!(Arc::strong_count(&store), 1);
+        assert!(matches!(query("count", "w1"), Answer::NoStore(_)));
+        drop(store);
+        Store::open(dir.path()).expect("the retry opens the store again");
+    }
 }

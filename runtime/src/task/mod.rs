@@ -30,6 +30,8 @@ pub(crate) enum Event {
     WorkerAck {
         epoch: u64,
         writes: Vec<Write>,
+        /// Bytes (keys and values) of `writes`.
+        bytes: u64,
         flushes: Vec<FlushedSink>,
     },
     /// A source task reached the end of its bounded input.

@@ -140,11 +140,14 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
                         cache.set(self.state.cached_bytes());
                         // Event time in use: a watermark, not yet past the end.
                         if watermark > i64::MIN && watermark < i64::MAX {
-                            METRICS.watermark_lag((now_ms() - watermark) as f64 / 1e3);
+                            METRICS.watermark_lag(
+                                now_ms().saturating_sub(watermark).max(0) as f64 / 1e3,
+                            );
                         }
                         self.events
                             .send(Event::WorkerAck {
                                 epoch,
+                                bytes: self.state.taken_bytes(),
                                 writes,
                                 flushes,
                             })
