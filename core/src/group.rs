@@ -73,6 +73,17 @@ pub trait Membership: Send + Sync + 'static {
     /// without waiting for a session timeout (a clean stop).
     fn leave(&self);
 
+    /// The group's name (a Kafka consumer group's id), for operators.
+    fn group(&self) -> String {
+        String::new()
+    }
+
+    /// The group's generation this member is in now, where the group
+    /// counts them (a Kafka consumer group does, at every rebalance).
+    fn generation(&self) -> Option<i32> {
+        None
+    }
+
     /// The connector's own type, for the commit point of the same system
     /// (a Kafka transaction reads the consumer's group metadata from it).
     fn as_any(&self) -> &dyn Any;

@@ -404,6 +404,33 @@ fn two_instances_share_an_application_and_hand_over_on_a_clean_stop_exactly_once
         here > 0 && elsewhere > 0,
         "{here} here, {elsewhere} elsewhere"
     );
+    // The second's status shows the group as the broker describes it:
+    // both instances, each with its tasks and the address it serves on.
+    let status = common::http::status_until(second_http, &mut second.0, "both members", |s| {
+        s["group"]["members"].as_array().is_some_and(|m| {
+            m.len() == 2
+                && m.iter()
+                    .all(|m| m["tasks"].as_array().is_some_and(|t| !t.is_empty()))
+        })
+    });
+    let group = &status["group"];
+    assert_eq!(group["id"], app.as_str(), "{group}");
+    assert!(
+        group["generation"].as_i64().is_some_and(|g| g >= 1),
+        "{group}"
+    );
+    let members = group["members"].as_array().expect("members");
+    for (state, address, this) in [
+        (&d.state, metrics.to_string(), false),
+        (&second_state, second_http.to_string(), true),
+    ] {
+        let m = members
+            .iter()
+            .find(|m| m["instance"] == instance_of(state).as_str())
+            .unwrap_or_else(|| panic!("{} is not listed: {group}", state.display()));
+        assert_eq!(m["address"], address.as_str(), "{group}");
+        assert_eq!(m["this"], this, "{group}");
+    }
     stop_cleanly(&mut second);
     wait_for_members(&app, &mut first, |m| {
         m.len() == 1 && m[0].partitions == ALL_PARTITIONS

@@ -485,3 +485,109 @@ fn an_event_time_pipeline_shows_its_watermark_lag() {
     assert!((55.0..600.0).contains(&lag), "lag {lag} s");
     stop_within(&mut run);
 }
+
+/// With the `otel` feature and `OTEL_EXPORTER_OTLP_ENDPOINT` set, the
+/// spans go over OTLP/HTTP to a collector (here one in the test, decoding
+/// the protobuf requests): the run, its epochs (with their number, inside
+/// the run) and their commits, from a process named after its binary; the
+/// batch still open at the exit is sent too.
+#[cfg(feature = "otel")]
+#[test]
+fn spans_go_to_an_otlp_collector() {
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use prost::Message as _;
+
+    let (sent, received) = std::sync::mpsc::channel::<ExportTraceServiceRequest>();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let collector = listener.local_addr().expect("address");
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let app = axum::Router::new().route(
+                "/v1/traces",
+                axum::routing::post(move |body: axum::body::Bytes| async move {
+                    let request = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+                    let _ = sent.send(request);
+                    (
+                        [("content-type", "application/x-protobuf")],
+                        ExportTraceServiceResponse::default().encode_to_vec(),
+                    )
+                }),
+            );
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            axum::serve(listener, app).await.expect("serve");
+        });
+    });
+
+    let d = dirs(2, 2_000, 211);
+    let out = wordcount(&["run", "--set", "checkpoint.interval_ms=50"], &d)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{collector}"))
+        .env_remove("OTEL_SERVICE_NAME")
+        .env("RUST_LOG", "info,opentelemetry=debug")
+        .output()
+        .expect("run");
+    common::assert_success(&out);
+    common::verify_exactly_once(&d.input, &d.output);
+
+    // What the exit sent may still be on its way when the process ends.
+    let mut requests: Vec<_> = received
+        .recv_timeout(Duration::from_secs(10))
+        .into_iter()
+        .collect();
+    requests.extend(received.try_iter());
+    let resources: Vec<_> = requests.iter().flat_map(|r| &r.resource_spans).collect();
+    assert!(
+        !resources.is_empty(),
+        "no span reached the collector: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let service = resources[0]
+        .resource
+        .as_ref()
+        .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
+        .and_then(|a| a.value.as_ref()?.value.clone());
+    assert_eq!(service, Some(Value::StringValue("wordcount".into())));
+    let spans: Vec<_> = resources
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .collect();
+    let named = |name: &'static str| spans.iter().filter(move |s| s.name == name);
+    let run = named("run").next().expect("a run span");
+    let epochs: Vec<_> = named("epoch").collect();
+    assert!(
+        !epochs.is_empty(),
+        "no epoch span: {:?}",
+        spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+    for epoch in &epochs {
+        assert_eq!(epoch.trace_id, run.trace_id, "an epoch outside its run");
+        assert_eq!(
+            epoch.parent_span_id, run.span_id,
+            "an epoch outside its run"
+        );
+        let number = epoch
+            .attributes
+            .iter()
+            .find(|a| a.key == "epoch")
+            .and_then(|a| a.value.as_ref()?.value.clone());
+        // A u64 field goes as a string where the SDK has no unsigned type.
+        let number = match number {
+            Some(Value::IntValue(n)) => n.try_into().ok(),
+            Some(Value::StringValue(s)) => s.parse::<u64>().ok(),
+            _ => None,
+        };
+        assert!(number.is_some_and(|n| n > 0), "{number:?}");
+    }
+    assert!(
+        named("commit").any(|c| epochs.iter().any(|e| e.span_id == c.parent_span_id)),
+        "no commit inside an epoch"
+    );
+}

@@ -493,6 +493,29 @@ impl Membership for KafkaMember {
         self.shared.seen().assigned.iter().cloned().collect()
     }
 
+    fn group(&self) -> String {
+        self.group.clone()
+    }
+
+    fn generation(&self) -> Option<i32> {
+        use rdkafka::bindings as rd;
+        let client = self.consumer.client().native_ptr();
+        // SAFETY: the client lives as long as `self.consumer`; the metadata
+        // is a copy of the consumer's, destroyed before returning. (The
+        // crate's `ConsumerGroupMetadata` hides the generation.)
+        let generation = unsafe {
+            let meta = rd::rd_kafka_consumer_group_metadata(client);
+            if meta.is_null() {
+                return None;
+            }
+            let generation = rd::rd_kafka_consumer_group_metadata_generation_id(meta);
+            rd::rd_kafka_consumer_group_metadata_destroy(meta);
+            generation
+        };
+        // -1 before the member first joined.
+        (generation >= 0).then_some(generation)
+    }
+
     fn hold(&self) -> Vec<String> {
         let mut seen = self.shared.seen();
         seen.held = seen.assigned.clone();

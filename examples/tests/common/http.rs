@@ -87,3 +87,24 @@ pub fn scrape_until(
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Reads `/api/status` until `ready` holds of it, within a minute.
+pub fn status_until(
+    addr: SocketAddr,
+    child: &mut Child,
+    what: &str,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, body) = get(addr, "/api/status");
+        assert_eq!(code, 200, "{body}");
+        let status: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
+        if ready(&status) {
+            return status;
+        }
+        assert!(child.try_wait().expect("poll").is_none(), "the run exited");
+        assert!(Instant::now() < deadline, "never {what}: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

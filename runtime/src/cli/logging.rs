@@ -36,17 +36,32 @@ fn formatter(format: LogFormat) -> Formatter {
     }
 }
 
-/// Sets up the log as text, filtered by `RUST_LOG` (`info` by default).
-pub(super) fn init() {
+/// What the log needs at the process's end: the spans still batched for
+/// the OpenTelemetry exporter (the `otel` feature) are sent.
+pub(super) struct Logging {
+    #[cfg(feature = "otel")]
+    _exporter: Option<super::otel::Exporter>,
+}
+
+/// Sets up the log as text, filtered by `RUST_LOG` (`info` by default),
+/// and with the `otel` feature, the export of spans of process `service`
+/// where an OTLP endpoint is set.
+pub(super) fn init(service: &str) -> Logging {
     let (layer, handle) = reload::Layer::new(formatter(LogFormat::Text));
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    if tracing_subscriber::registry()
-        .with(layer)
-        .with(filter)
-        .try_init()
-        .is_ok()
-    {
+    #[cfg(feature = "otel")]
+    let (otel, exporter) = super::otel::layer(service).unzip();
+    #[cfg(not(feature = "otel"))]
+    let _ = service;
+    let registry = tracing_subscriber::registry().with(layer).with(filter);
+    #[cfg(feature = "otel")]
+    let registry = registry.with(otel);
+    if registry.try_init().is_ok() {
         let _ = FORMAT.set(handle);
+    }
+    Logging {
+        #[cfg(feature = "otel")]
+        _exporter: exporter,
     }
 }
 

@@ -25,6 +25,8 @@ use crate::{Config, Pipeline};
 
 mod logging;
 mod offsets;
+#[cfg(feature = "otel")]
+mod otel;
 mod output;
 mod run;
 mod views;
@@ -277,7 +279,7 @@ impl App {
         bound_malloc_arenas();
         #[cfg(feature = "failpoints")]
         let _failpoints = fail::FailScenario::setup();
-        logging::init();
+        let _logging = logging::init(&self.name);
         let matches = self.command().get_matches();
         match self.dispatch(&matches, &build) {
             Ok(()) => ExitCode::SUCCESS,

@@ -171,6 +171,9 @@ pub(crate) async fn run_once(
                 let admin = source.clone();
                 blocking(move || admission::refuse_strangers(&*admin)).await?;
             }
+            if let Some(m) = &member {
+                show_group(m, &source, &instance);
+            }
             let holdings = match &member {
                 Some(m) if shared => Holdings::of(m.hold(), shards.as_ref()),
                 Some(m) => {
@@ -309,6 +312,37 @@ async fn prepare_shards(
         }))
     })
     .await
+}
+
+/// Tells the status what the group is now, off the run's path: describing
+/// the group is a round trip to the broker.
+fn show_group(member: &Member, source: &Arc<dyn crate::stage::SourceAdmin>, instance: &str) {
+    let (member, source, instance) = (member.clone(), source.clone(), instance.to_owned());
+    let asked_ms = store::now_ms();
+    tokio::task::spawn_blocking(move || {
+        let generation = member.generation();
+        let (members, error) = match source.members() {
+            Ok(members) => (members, None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        };
+        let members = members
+            .into_iter()
+            .map(|m| status::MemberView {
+                this: m.instance() == Some(instance.as_str()),
+                instance: m.instance().map(str::to_owned),
+                address: m.http(),
+                host: m.host,
+                tasks: m.tasks,
+            })
+            .collect();
+        status::group(status::GroupView {
+            id: member.group(),
+            generation,
+            time_ms: asked_ms,
+            members,
+            error,
+        });
+    });
 }
 
 /// The process's member of the group, joined (and admitted) unless it

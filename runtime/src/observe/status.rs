@@ -85,6 +85,38 @@ pub(crate) struct RebalanceView {
     pub(crate) held: usize,
 }
 
+/// The consumer group the instance is a member of, as of its last
+/// rebalance.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct GroupView {
+    /// The group's id.
+    pub(crate) id: String,
+    /// The generation this instance is in (the group counts one more at
+    /// every rebalance).
+    pub(crate) generation: Option<i32>,
+    /// When this was read (ms since the Unix epoch).
+    pub(crate) time_ms: i64,
+    /// The group's members, as the broker describes it.
+    pub(crate) members: Vec<MemberView>,
+    /// Why the members are not listed, when the broker could not say.
+    pub(crate) error: Option<String>,
+}
+
+/// A member of the group.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct MemberView {
+    /// The weir instance it is, when it is one.
+    pub(crate) instance: Option<String>,
+    /// Where it serves HTTP, when it says.
+    pub(crate) address: Option<String>,
+    /// The host it connects from.
+    pub(crate) host: String,
+    /// The tasks (input partitions) it holds.
+    pub(crate) tasks: Vec<String>,
+    /// Whether it is this instance.
+    pub(crate) this: bool,
+}
+
 /// An error the run met, or an input record it skipped.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Incident {
@@ -147,6 +179,8 @@ pub(crate) struct Snapshot {
     pub(crate) phase: Phase,
     /// The tasks (input partitions and shards) the current run holds.
     pub(crate) tasks: usize,
+    /// The consumer group, for a source that has one.
+    pub(crate) group: Option<GroupView>,
     /// The source tasks, as of their last barrier.
     pub(crate) task_list: Vec<TaskView>,
     /// A restore under way.
@@ -178,6 +212,7 @@ static STATUS: LazyLock<Mutex<Status>> = LazyLock::new(|| {
             now_ms: 0,
             phase: Phase::Starting,
             tasks: 0,
+            group: None,
             task_list: Vec::new(),
             restore: None,
             checkpoints: VecDeque::new(),
@@ -271,6 +306,15 @@ pub(crate) fn rebalanced(held: usize) {
         held,
     };
     push_bounded(&mut status().snapshot.rebalances, view, EVENTS_KEPT);
+}
+
+/// The group is as `view` says, as of a rebalance (a view asked for
+/// earlier than the one shown is dropped).
+pub(crate) fn group(view: GroupView) {
+    let shown = &mut status().snapshot.group;
+    if shown.as_ref().is_none_or(|g| g.time_ms <= view.time_ms) {
+        *shown = Some(view);
+    }
 }
 
 /// The run met an error (`kind` `error`) or skipped a record (`kind` its reason).

@@ -88,6 +88,9 @@ pub(crate) struct Exit {
     pub(crate) peak_rss_mb: f64,
     /// From spawn to reaping.
     pub(crate) elapsed: Duration,
+    /// CPU time, user and system, of the process and its threads: less
+    /// disturbed by the machine's other load than `elapsed`.
+    pub(crate) cpu: Duration,
 }
 
 impl Proc {
@@ -144,8 +147,11 @@ impl Proc {
             return Ok(None);
         }
         let peak_rss_mb = self.rss.finish();
-        // SAFETY: the pid is our ended, not yet reaped child.
-        let r = unsafe { libc::waitpid(self.pid(), &mut status, 0) };
+        // SAFETY: an all-zero rusage is a valid value to be overwritten.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: the pid is our ended, not yet reaped child; the pointers
+        // are to live locals.
+        let r = unsafe { libc::wait4(self.pid(), &mut status, 0, &mut usage) };
         if r == 0 {
             return Ok(None);
         }
@@ -157,10 +163,15 @@ impl Proc {
             );
         }
         let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+        let time = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec.max(0) as u64)
+                + Duration::from_micros(t.tv_usec.max(0) as u64)
+        };
         let exit = Exit {
             code,
             peak_rss_mb,
             elapsed: self.started.elapsed(),
+            cpu: time(usage.ru_utime) + time(usage.ru_stime),
         };
         self.reaped = Some(exit);
         Ok(Some(exit))
