@@ -441,34 +441,47 @@ impl Bench {
             check_lines(out, total)?;
             Ok(exit)
         };
+        // weir at 1 s without and with the server: `served` adds the HTTP
+        // server, scraped every second (Prometheus scrapes every 15 s by
+        // default).
+        let weir = |interval: u64, served: bool| -> Result<(proc::Exit, u64)> {
+            let name = if served {
+                "w2-weir-served".to_owned()
+            } else {
+                format!("w2-weir-{interval}")
+            };
+            let out = self.dir(&name)?;
+            let state = self.dir(&format!("{name}-state"))?;
+            let mut cmd = self.local_wordcount_cmd(&input, &out, &state);
+            cmd.args(["--set", &format!("checkpoint.interval_ms={interval}")]);
+            if !served {
+                return Ok((run(&name, cmd, &out)?, 0));
+            }
+            cmd.args(["--set", "http.listen=127.0.0.1:0"])
+                .env("RUST_LOG", "info");
+            // A new log each round: the scraper takes the first address in it.
+            let _ = std::fs::remove_file(self.log(&name));
+            let scraper = observe::Scraper::start(self.log(&name), Duration::from_secs(1));
+            let exit = run(&name, cmd, &out);
+            let scrapes = scraper.stop();
+            Ok((exit?, scrapes))
+        };
         for round in 0..self.sizes.local_rounds {
             let out = self.dir("w2-plain")?;
             let mut cmd = Command::new(self.bin.join("plain_wordcount"));
             cmd.arg(&input).arg(out.join("counts.tsv"));
             keep(&mut best, 0, &run("w2-plain", cmd, &out)?);
-            for (i, interval) in [1000u64, 100].into_iter().enumerate() {
-                let name = format!("w2-weir-{interval}");
-                let out = self.dir(&name)?;
-                let state = self.dir(&format!("{name}-state"))?;
-                let mut cmd = self.local_wordcount_cmd(&input, &out, &state);
-                cmd.args(["--set", &format!("checkpoint.interval_ms={interval}")]);
-                keep(&mut best, i + 1, &run(&name, cmd, &out)?);
+            // Off and on side by side, in turns first: the run after the
+            // plain program's (with its output still being written back)
+            // is slower, whichever it is.
+            let mut scrapes = 0;
+            let pair = if round % 2 == 0 { [false, true] } else { [true, false] };
+            for served in pair {
+                let (exit, n) = weir(1000, served)?;
+                keep(&mut best, if served { 3 } else { 1 }, &exit);
+                scrapes += n;
             }
-            // The same as weir 1000 ms, with the HTTP server on and scraped
-            // every second (Prometheus scrapes every 15 s by default).
-            let name = "w2-weir-served";
-            let out = self.dir(name)?;
-            let state = self.dir(&format!("{name}-state"))?;
-            let mut cmd = self.local_wordcount_cmd(&input, &out, &state);
-            cmd.args(["--set", "checkpoint.interval_ms=1000"])
-                .args(["--set", "http.listen=127.0.0.1:0"])
-                .env("RUST_LOG", "info");
-            // A new log each round: the scraper takes the first address in it.
-            let _ = std::fs::remove_file(self.log(name));
-            let scraper = observe::Scraper::start(self.log(name), Duration::from_secs(1));
-            let served = run(name, cmd, &out);
-            let scrapes = scraper.stop();
-            keep(&mut best, 3, &served?);
+            keep(&mut best, 2, &weir(100, false)?.0);
             eprintln!(
                 "bench: 2 local wordcount round {} of {}: plain {:.2} s, weir 1000 ms {:.2} s, weir 100 ms {:.2} s, weir 1000 ms served {:.2} s ({scrapes} scrapes) (best so far)",
                 round + 1,
