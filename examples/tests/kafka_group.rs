@@ -347,6 +347,15 @@ fn two_instances_share_an_application_and_hand_over_on_a_clean_stop_exactly_once
             && common::http::total(s, "weir_consumer_lag_records", Some(("topic", &input))) == 0.0
     });
     assert!(common::http::total(&scraped, "weir_rebalances_total", None) >= 1.0);
+    // Its log shows the rebalance as a span: the generation it moved to,
+    // and the tasks held after it.
+    let log = std::fs::read_to_string(d.state.with_file_name("first.log")).expect("log");
+    assert!(
+        log.lines().any(|l| l.contains("rebalance{")
+            && l.contains("generation=")
+            && l.contains("rebalanced: this instance holds 2 task(s)")),
+        "no rebalance span in the log: {log}"
+    );
     assert!(
         common::http::total(
             &scraped,

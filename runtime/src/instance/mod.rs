@@ -12,6 +12,7 @@ pub(crate) use admission::{check_fingerprint, refuse_if_read_elsewhere, Signatur
 pub(crate) use retry::Retry;
 pub(crate) use signals::shutdown_signals;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -165,11 +166,17 @@ pub(crate) async fn run_once(
         ..RunSummary::default()
     };
     let result = async {
+        // From a run that handed tasks over to the next run's start.
+        let mut rebalance = tracing::Span::none();
         loop {
-            let member = join(membership, &source, &instance, shared).await?;
+            let member = join(membership, &source, &instance, shared)
+                .instrument(rebalance.clone())
+                .await?;
             if shared {
                 let admin = source.clone();
-                blocking(move || admission::refuse_strangers(&*admin)).await?;
+                blocking(move || admission::refuse_strangers(&*admin))
+                    .instrument(rebalance.clone())
+                    .await?;
             }
             if let Some(m) = &member {
                 show_group(m, &source, &instance);
@@ -182,6 +189,19 @@ pub(crate) async fn run_once(
                 }
                 None => Holdings::default(),
             };
+            if let (Some(m), false) = (&member, rebalance.is_none()) {
+                let held = holdings
+                    .tasks
+                    .as_ref()
+                    .map_or_else(|| m.assigned().len(), BTreeSet::len);
+                rebalance.record("held", held);
+                if let Some(g) = m.generation() {
+                    rebalance.record("generation", g);
+                }
+                tracing::info!(parent: &rebalance, "rebalanced: this instance holds {held} task(s)");
+            }
+            // Closed: the next run starts.
+            drop(std::mem::replace(&mut rebalance, tracing::Span::none()));
             let result = if holdings.is_empty() {
                 // Holding no shard, this state is none of the application's.
                 if let Some(s) = &shards {
@@ -227,7 +247,14 @@ pub(crate) async fn run_once(
             let summary = result?;
             if summary.handovers > 0 {
                 METRICS.rebalances.inc();
-                status::rebalanced(member.as_ref().map_or(0, |m| m.assigned().len()));
+                let assigned = member.as_ref().map_or(0, |m| m.assigned().len());
+                status::rebalanced(assigned);
+                rebalance = tracing::info_span!(
+                    "rebalance",
+                    assigned,
+                    held = tracing::field::Empty,
+                    generation = tracing::field::Empty
+                );
             }
             let again = summary.handovers > 0 && !*shutdown.borrow();
             total.absorb(summary);

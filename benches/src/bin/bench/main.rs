@@ -475,7 +475,11 @@ impl Bench {
             // plain program's (with its output still being written back)
             // is slower, whichever it is.
             let mut scrapes = 0;
-            let pair = if round % 2 == 0 { [false, true] } else { [true, false] };
+            let pair = if round % 2 == 0 {
+                [false, true]
+            } else {
+                [true, false]
+            };
             for served in pair {
                 let (exit, n) = weir(1000, served)?;
                 keep(&mut best, if served { 3 } else { 1 }, &exit);
