@@ -16,6 +16,7 @@ use weir_core::{Error, Result};
 
 use crate::failpoints;
 use crate::manifest::Manifest;
+use crate::observe::progress::{Progress, Work};
 
 const MANIFEST_KEY: &[u8] = b"meta/manifest";
 /// Marks a staged replay as complete (ready to replace the live state).
@@ -457,16 +458,29 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 /// Hard-links (or copies, across file systems) every file of `src` into a
-/// new directory `dst`.
+/// new directory `dst`, showing its progress in bytes.
 fn link_dir(src: &Path, dst: &Path) -> Result<()> {
     std::fs::create_dir_all(dst).map_err(|e| io("cannot create", dst, e))?;
+    let mut files = Vec::new();
     for entry in std::fs::read_dir(src).map_err(|e| io("cannot list", src, e))? {
-        let entry = entry.map_err(|e| io("cannot list", src, e))?;
-        let to = dst.join(entry.file_name());
-        if std::fs::hard_link(entry.path(), &to).is_err() {
-            std::fs::copy(entry.path(), &to).map_err(|e| io("cannot copy", &entry.path(), e))?;
-        }
+        let path = entry.map_err(|e| io("cannot list", src, e))?.path();
+        let len = std::fs::metadata(&path)
+            .map_err(|e| io("cannot read", &path, e))?
+            .len();
+        files.push((path, len));
     }
+    let progress = Progress::new(Work::Replay);
+    progress.sized(files.iter().map(|f| f.1).sum());
+    let mut done = 0;
+    for (path, len) in files {
+        let to = dst.join(path.file_name().unwrap_or_default());
+        if std::fs::hard_link(&path, &to).is_err() {
+            std::fs::copy(&path, &to).map_err(|e| io("cannot copy", &path, e))?;
+        }
+        done += len;
+        progress.at(done);
+    }
+    progress.finish(done);
     sync_dir(dst)
 }
 

@@ -61,8 +61,8 @@ impl rdkafka::producer::ProducerContext for ProducerCx {
                 let before = self.0.failed.fetch_add(1, Ordering::Relaxed);
                 // An aborted transaction purges what it had not sent: the
                 // abort is the news (and is logged), not each record. Of
-                // other failures the first says why; the commit that fails
-                // on them counts them all.
+                // other failures the first says why; the flush before the
+                // checkpoint fails on the count.
                 let purged = matches!(
                     e.rdkafka_error_code(),
                     Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)

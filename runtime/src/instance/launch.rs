@@ -298,8 +298,13 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T
                     return Err(e);
                 }
             } else {
-                for h in handles {
+                for h in &handles {
                     h.abort();
+                }
+                // Gone before the run returns: a retry in this process
+                // opens the store their state caches hold.
+                for h in handles {
+                    let _ = h.await;
                 }
             }
             result

@@ -13,6 +13,7 @@ pub(crate) use retry::Retry;
 pub(crate) use signals::shutdown_signals;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -173,10 +174,8 @@ pub(crate) async fn run_once(
                 .instrument(rebalance.clone())
                 .await?;
             if shared {
-                let admin = source.clone();
-                blocking(move || admission::refuse_strangers(&*admin))
-                    .instrument(rebalance.clone())
-                    .await?;
+                let (admin, span) = (source.clone(), rebalance.clone());
+                blocking(move || span.in_scope(|| admission::refuse_strangers(&*admin))).await?;
             }
             if let Some(m) = &member {
                 show_group(m, &source, &instance);
@@ -195,7 +194,9 @@ pub(crate) async fn run_once(
                     .as_ref()
                     .map_or_else(|| m.assigned().len(), BTreeSet::len);
                 rebalance.record("held", held);
-                if let Some(g) = m.generation() {
+                // The consumer's metadata waits on librdkafka's thread.
+                let of = m.clone();
+                if let Ok(Some(g)) = tokio::task::spawn_blocking(move || of.generation()).await {
                     rebalance.record("generation", g);
                 }
                 tracing::info!(parent: &rebalance, "rebalanced: this instance holds {held} task(s)");
@@ -245,10 +246,13 @@ pub(crate) async fn run_once(
                 m.release();
             }
             let summary = result?;
+            let assigned = member.as_ref().map_or(0, |m| m.assigned().len());
             if summary.handovers > 0 {
                 METRICS.rebalances.inc();
-                let assigned = member.as_ref().map_or(0, |m| m.assigned().len());
                 status::rebalanced(assigned);
+            }
+            let again = summary.handovers > 0 && !*shutdown.borrow();
+            if again {
                 rebalance = tracing::info_span!(
                     "rebalance",
                     assigned,
@@ -256,7 +260,6 @@ pub(crate) async fn run_once(
                     generation = tracing::field::Empty
                 );
             }
-            let again = summary.handovers > 0 && !*shutdown.borrow();
             total.absorb(summary);
             if !again {
                 return Ok(());
@@ -341,35 +344,59 @@ async fn prepare_shards(
     .await
 }
 
-/// Tells the status what the group is now, off the run's path: describing
-/// the group is a round trip to the broker.
+/// Tells the status what the group is now, off the run's path (describing
+/// the group is a round trip to the broker, and reading the generation
+/// waits on librdkafka): again every half second, for ten seconds at most,
+/// until the broker lists every member with tasks, as it may answer in the
+/// middle of a rebalance. A later call, or the member's end, stops it.
 fn show_group(member: &Member, source: &Arc<dyn crate::stage::SourceAdmin>, instance: &str) {
+    static LATEST: AtomicU64 = AtomicU64::new(0);
+    let ask = LATEST.fetch_add(1, Ordering::Relaxed) + 1;
     let (member, source, instance) = (member.clone(), source.clone(), instance.to_owned());
-    let asked_ms = store::now_ms();
-    tokio::task::spawn_blocking(move || {
-        let generation = member.generation();
-        let (members, error) = match source.members() {
-            Ok(members) => (members, None),
-            Err(e) => (Vec::new(), Some(e.to_string())),
-        };
-        let members = members
-            .into_iter()
-            .map(|m| status::MemberView {
-                this: m.instance() == Some(instance.as_str()),
-                instance: m.instance().map(str::to_owned),
-                address: m.http(),
-                host: m.host,
-                tasks: m.tasks,
-            })
-            .collect();
-        status::group(status::GroupView {
-            id: member.group(),
-            generation,
-            time_ms: asked_ms,
-            members,
-            error,
+    // A thread of its own: a describe that hangs holds up no runtime, nor
+    // the process's exit.
+    let spawned = std::thread::Builder::new()
+        .name("weir-group-view".into())
+        .spawn(move || {
+            for _ in 0..20 {
+                if LATEST.load(Ordering::Relaxed) != ask || !member.usable() {
+                    return;
+                }
+                let asked_ms = store::now_ms();
+                let generation = member.generation();
+                let (members, error) = match source.members() {
+                    Ok(members) => (members, None),
+                    Err(e) => (Vec::new(), Some(e.to_string())),
+                };
+                let members: Vec<_> = members
+                    .into_iter()
+                    .map(|m| status::MemberView {
+                        this: m.instance() == Some(instance.as_str()),
+                        instance: m.instance().map(str::to_owned),
+                        address: m.http(),
+                        host: m.host,
+                        tasks: m.tasks,
+                    })
+                    .collect();
+                let settled = error.is_none()
+                    && members.iter().any(|m| m.this)
+                    && members.iter().all(|m| !m.tasks.is_empty());
+                status::group(status::GroupView {
+                    id: member.group(),
+                    generation,
+                    time_ms: asked_ms,
+                    members,
+                    error,
+                });
+                if settled {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
         });
-    });
+    if let Err(e) = spawned {
+        tracing::debug!("cannot start the thread that reads the group for the status: {e}");
+    }
 }
 
 /// The process's member of the group, joined (and admitted) unless it

@@ -23,6 +23,9 @@ pub(crate) enum Work {
     /// partitions), as of the last epoch. Where no bar is drawn, the
     /// coordinator's progress line tells it.
     Input,
+    /// Making a retained checkpoint's files the live state (bytes): hard
+    /// links, quick; copies where the file system has no links.
+    Replay,
 }
 
 impl Work {
@@ -30,6 +33,14 @@ impl Work {
         match self {
             Work::Restore => "restoring state from the changelog",
             Work::Input => "reading the input",
+            Work::Replay => "replaying: taking the checkpoint's files",
+        }
+    }
+
+    fn unit(self) -> &'static str {
+        match self {
+            Work::Restore | Work::Input => "records",
+            Work::Replay => "bytes",
         }
     }
 
@@ -39,6 +50,7 @@ impl Work {
                 "{msg} {wide_bar} {human_pos}/{human_len} records, {per_sec}, {eta} left"
             }
             Work::Input => "{msg} {wide_bar} {percent}%, {eta} left",
+            Work::Replay => "{msg} {wide_bar} {bytes}/{total_bytes}, {eta} left",
         }
     }
 }
@@ -97,9 +109,10 @@ impl Progress {
             *logged = Instant::now();
             let secs = self.started.elapsed().as_secs_f64().max(1e-3);
             tracing::info!(
-                records = done,
+                done,
                 total = self.total.load(Ordering::Relaxed),
                 per_second = (done as f64 / secs) as u64,
+                unit = self.work.unit(),
                 "{}",
                 self.work.what()
             );
@@ -128,7 +141,7 @@ impl Progress {
                 status::restoring(done, total);
             }
             // The status and metrics have it per task already.
-            Work::Input => {}
+            Work::Input | Work::Replay => {}
         }
     }
 }

@@ -112,9 +112,12 @@ struct Serving {
 }
 
 /// A query reads under the read lock, from its checks to its last byte; a
-/// run changes what it holds (and then restores it) only under the write
-/// lock. So no query reads a key group a new run is restoring, nor a
-/// store that is being closed.
+/// run changes what it holds only under the write lock, and a store is let
+/// go under it. A new run enters `Restoring` before it holds anything
+/// (`instance::run_once`), and its coordinator enters `Running` only once
+/// recovery is done; a query reads only in `Running` or `Stopping`, with
+/// holdings set. So no query reads a key group a new run is restoring, nor
+/// a store that is being closed.
 static SERVING: RwLock<Serving> = RwLock::new(Serving {
     queryables: Vec::new(),
     store: None,
@@ -316,17 +319,25 @@ mod tests {
     fn a_served_store_is_let_go_when_the_run_ends() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(Store::open(dir.path()).expect("open"));
+        let count = Arc::new(Queryable {
+            name: "count",
+            node: 0,
+            key: Box::new(|k| Ok(k.as_bytes().to_vec())),
+            value: Box::new(|_| Ok(serde_json::Value::Null)),
+        });
         let served = serve(
-            &[],
+            &[count],
             store.clone(),
             Arc::new(crate::stage::BaseSide(Nothing)),
             4,
         );
         hold(Some(Holdings::default()));
+        status::enter(Phase::Running, Some(0));
+        assert!(matches!(query("count", "w1"), Answer::Missing { .. }));
         assert_eq!(Arc::strong_count(&store), 2);
         drop(served);
         assert_eq!(Arc::strong_count(&store), 1);
-        assert!(matches!(query("count", "w1"), Answer::NoStore(_)));
+        assert!(matches!(query("count", "w1"), Answer::Unavailable { .. }));
         drop(store);
         Store::open(dir.path()).expect("the retry opens the store again");
     }
