@@ -69,6 +69,27 @@ pub fn total(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str,
         .sum()
 }
 
+/// Looks with `look` until `ready` holds of what it sees, within a minute,
+/// while `child` runs; `shown` says what it saw last when it never does.
+fn look_until<T>(
+    child: &mut Child,
+    what: &str,
+    mut look: impl FnMut() -> T,
+    ready: impl Fn(&T) -> bool,
+    shown: impl Fn(&T) -> String,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = look();
+        if ready(&seen) {
+            return seen;
+        }
+        assert!(child.try_wait().expect("poll").is_none(), "the run exited");
+        assert!(Instant::now() < deadline, "never {what}: {}", shown(&seen));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Scrapes until `ready` holds, within a minute.
 pub fn scrape_until(
     addr: SocketAddr,
@@ -76,16 +97,13 @@ pub fn scrape_until(
     what: &str,
     ready: impl Fn(&prometheus_parse::Scrape) -> bool,
 ) -> prometheus_parse::Scrape {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let s = scrape(addr);
-        if ready(&s) {
-            return s;
-        }
-        assert!(child.try_wait().expect("poll").is_none(), "the run exited");
-        assert!(Instant::now() < deadline, "never {what}: {:?}", s.samples);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    look_until(
+        child,
+        what,
+        || scrape(addr),
+        ready,
+        |s| format!("{:?}", s.samples),
+    )
 }
 
 /// Reads `/api/status` until `ready` holds of it, within a minute.
@@ -95,16 +113,10 @@ pub fn status_until(
     what: &str,
     ready: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    let status = || {
         let (code, body) = get(addr, "/api/status");
         assert_eq!(code, 200, "{body}");
-        let status: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
-        if ready(&status) {
-            return status;
-        }
-        assert!(child.try_wait().expect("poll").is_none(), "the run exited");
-        assert!(Instant::now() < deadline, "never {what}: {body}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        serde_json::from_str::<serde_json::Value>(&body).expect("status JSON")
+    };
+    look_until(child, what, status, ready, ToString::to_string)
 }
