@@ -311,9 +311,14 @@ fn two_instances_share_an_application_and_hand_over_on_a_clean_stop_exactly_once
     } = first_part(&d, "group-share");
     // Both serve HTTP: the broker's view is checked against the first's
     // metrics, and each answers queries of the key groups it holds.
+    // Every checkpoint is retained, so that the second instance, however
+    // few epochs it commits, has one to be refused a replay from.
     let served = |state: &Path, log: &str| {
-        let http = [("WEIR_HTTP__LISTEN", "127.0.0.1:0")];
-        instance_with(&input, &output, &app, state, log, &http)
+        let env = [
+            ("WEIR_HTTP__LISTEN", "127.0.0.1:0"),
+            ("WEIR_CHECKPOINT__RETAIN_EVERY", "1"),
+        ];
+        instance_with(&input, &output, &app, state, log, &env)
     };
     let (mut first, _first_log) = served(&d.state, "first.log");
     let metrics = common::http::serving(&d.state.with_file_name("first.log"), &mut first.0);
