@@ -1,9 +1,8 @@
 use crate::exec::SideRecord;
-use crate::state::{
-    keyed_key, keyed_key_into, MapState, StateBackend, ValueState, KEYED_TAG, MAP_TAG,
-};
+use crate::output::OutputTag;
+use crate::state::{Declarations, Place, StateBackend, StateDescriptor, StateKind, StateSpec};
 use crate::timer::TimerQueues;
-use crate::{Codec, Processor, Record, Result, TimeDomain};
+use crate::{Error, Processor, Record, Result, TimeDomain};
 
 /// What a processor sees while it handles one record or timer: the current
 /// key's state, its timers, the clocks, and the output.
@@ -18,9 +17,12 @@ pub struct Context<'a, P: Processor> {
     pub(crate) state_key: &'a mut Vec<u8>,
     pub(crate) group: u16,
     pub(crate) node: u16,
-    /// Where the record's first value state's name goes (then `None`):
-    /// the node predicts from it which state the next records will read.
-    pub(crate) first_value_state: Option<&'a mut Option<&'static str>>,
+    /// What the processor declared: every handle is checked against it.
+    pub(crate) declared: &'a Declarations,
+    /// Where the record's first value state's name goes (then `None`),
+    /// with whether it has a time to live: the node predicts from it which
+    /// state the next records will read.
+    pub(crate) first_value_state: Option<&'a mut Option<(&'static str, bool)>>,
     pub(crate) timestamp: Option<i64>,
     pub(crate) watermark: i64,
     pub(crate) now: i64,
@@ -47,35 +49,32 @@ impl<'a, P: Processor> Context<'a, P> {
         self.now
     }
 
-    /// The current key's value state called `name`.
+    /// The current key's entry of the store `descriptor` declares: a
+    /// [`ValueState`](crate::ValueState), [`MapState`](crate::MapState) or
+    /// [`ListState`](crate::ListState).
     ///
     /// # Errors
-    /// If `name` is empty or longer than 255 bytes.
-    pub fn value_state<T: Codec>(&mut self, name: &'static str) -> Result<ValueState<'_, T>> {
-        keyed_key_into(
-            self.state_key,
-            KEYED_TAG,
-            self.group,
-            self.node,
-            name,
-            self.key_bytes,
-        )?;
-        if let Some(first) = self.first_value_state.take() {
-            *first = Some(name);
+    /// If the processor does not declare the store (see
+    /// [`Processor::declare`]), or declares it with other types.
+    pub fn state<D: StateDescriptor>(&mut self, descriptor: &D) -> Result<D::Handle<'_>> {
+        let name = descriptor.name();
+        let (kind, type_id) = descriptor.identity();
+        if !self.declared.declares(name, kind, type_id) {
+            return Err(undeclared::<P>(self.declared, &descriptor.spec()));
         }
-        Ok(ValueState::new(self.state, self.state_key, name))
-    }
-
-    /// The current key's map state called `name`.
-    ///
-    /// # Errors
-    /// If `name` is empty or longer than 255 bytes.
-    pub fn map_state<K: Codec, V: Codec>(
-        &mut self,
-        name: &'static str,
-    ) -> Result<MapState<'_, K, V>> {
-        let prefix = keyed_key(MAP_TAG, self.group, self.node, name, self.key_bytes)?;
-        Ok(MapState::new(self.state, prefix, name))
+        if kind == StateKind::Value {
+            if let Some(first) = self.first_value_state.take() {
+                *first = Some((name, descriptor.expires()));
+            }
+        }
+        descriptor.handle(Place {
+            backend: &mut *self.state,
+            group: self.group,
+            node: self.node,
+            key: self.key_bytes,
+            buf: self.state_key,
+            now: self.now,
+        })
     }
 
     /// Emits a record downstream under `key`, stamped with the current
@@ -94,25 +93,51 @@ impl<'a, P: Processor> Context<'a, P> {
         self.out.push(record);
     }
 
-    /// Emits a record to the named sink `sink` (declared on the pipeline
-    /// with the same key and value types), beside the main output: late
-    /// events, rejects, alerts. It commits with the epoch like all output.
-    pub fn emit_to<K: Send + 'static, V: Send + 'static>(
+    /// Emits a record to the side output `tag`, beside the main output
+    /// (late events, rejects, alerts), stamped with the current record's
+    /// timestamp. It commits with the epoch like all output.
+    ///
+    /// # Errors
+    /// If the processor does not declare the tag (see [`Processor::declare`]).
+    pub fn output<K: Send + 'static, V: Send + 'static>(
         &mut self,
-        sink: &'static str,
+        tag: &OutputTag<K, V>,
         key: K,
         value: V,
-    ) {
+    ) -> Result<()> {
+        let record = Record {
+            key,
+            value,
+            timestamp: self.timestamp,
+            headers: Vec::new(),
+        };
+        self.output_record(tag, record)
+    }
+
+    /// [`output`](Self::output) of a fully formed record.
+    ///
+    /// # Errors
+    /// If the processor does not declare the tag.
+    pub fn output_record<K: Send + 'static, V: Send + 'static>(
+        &mut self,
+        tag: &OutputTag<K, V>,
+        record: Record<K, V>,
+    ) -> Result<()> {
+        let spec = tag.spec();
+        if !self.declared.has_output(spec.name, spec.type_id()) {
+            return Err(Error::Config(format!(
+                "processor `{}` emits to the side output `{}` ({}), which it does not declare; add `d.output(&TAG)` to its `declare`",
+                std::any::type_name::<P>(),
+                spec.name,
+                spec.types
+            )));
+        }
         self.side.push(SideRecord {
-            sink,
-            record: Box::new(Record {
-                key,
-                value,
-                timestamp: self.timestamp,
-                headers: Vec::new(),
-            }),
-            type_name: std::any::type_name::<Record<K, V>>(),
+            sink: spec.name,
+            record: Box::new(record),
+            type_name: spec.types,
         });
+        Ok(())
     }
 
     /// Fires [`Processor::on_timer`] for the current key once the watermark
@@ -143,5 +168,21 @@ impl<'a, P: Processor> Context<'a, P> {
     pub fn delete_timer(&mut self, domain: TimeDomain, ts: i64) {
         self.timers
             .delete(self.state, domain, self.group, self.key_bytes, ts);
+    }
+}
+
+/// Why a handle of the store `wanted` is refused to processor `P`.
+fn undeclared<P>(declared: &Declarations, wanted: &StateSpec) -> Error {
+    let processor = std::any::type_name::<P>();
+    match declared.states().iter().find(|s| s.name == wanted.name) {
+        Some(s) => Error::Config(format!(
+            "processor `{processor}` reads the state `{}` as {}, but declares it as {}; use the descriptor it declares",
+            wanted.name,
+            wanted.signature(),
+            s.signature()
+        )),
+        None => Error::Config(format!(
+            "processor `{processor}` reads the state {wanted}, which it does not declare; add `d.state(&DESCRIPTOR)` to its `declare`"
+        )),
     }
 }

@@ -1,10 +1,15 @@
 //! Running one processor over records and timers, shared by the runtime
 //! and the [`TestDriver`](crate::testing::TestDriver) so that both behave alike.
 
+use std::sync::Arc;
+
 use crate::keygroup::key_group;
-use crate::state::{keyed_key_into, StateBackend, KEYED_TAG};
+use crate::open::Settings;
+use crate::state::{
+    keyed_key_into, Declarations, Declared, StateBackend, KEYED_TAG, KEYED_TTL_TAG,
+};
 use crate::timer::TimerQueues;
-use crate::{Codec, Context, Error, Processor, Record, Result, TimeDomain, Timer};
+use crate::{Codec, Context, Error, OpenContext, Processor, Record, Result, TimeDomain, Timer};
 
 /// A record emitted to a named sink, its type erased until the sink takes it.
 pub struct SideRecord {
@@ -95,17 +100,23 @@ pub struct KeyedNode<P: Processor> {
     /// `clone_from`, which reuses its buffers (no allocation per record
     /// for a `String` key).
     key_slot: Option<P::Key>,
-    /// The value state the last record read first: the one a record
-    /// further on is likely to read (see [`prefetch`](Self::prefetch)).
-    predicted: Option<&'static str>,
+    /// What the processor declared.
+    declared: Declared,
+    /// The value state the last record read first (and whether it
+    /// expires): the one a record further on is likely to read (see
+    /// [`prefetch`](Self::prefetch)).
+    predicted: Option<(&'static str, bool)>,
     /// The state key [`prefetch`](Self::prefetch) builds.
     prefetch_key: Vec<u8>,
 }
 
 impl<P: Processor> KeyedNode<P> {
     /// Node `node` (its index in the pipeline, part of its state keys).
-    pub fn new(processor: P, node: u16, key_groups: u16) -> Self {
+    /// `declared` is what the processor declares (see [`declarations`]),
+    /// checked when the pipeline was built.
+    pub fn new(processor: P, node: u16, key_groups: u16, declared: Declared) -> Self {
         KeyedNode {
+            declared,
             processor,
             node,
             key_groups,
@@ -120,14 +131,23 @@ impl<P: Processor> KeyedNode<P> {
         }
     }
 
-    /// Loads the node's timers for `groups` and calls [`Processor::open`].
+    /// Loads the node's timers for `groups` and calls [`Processor::open`]
+    /// for worker `task` at processing time `now`.
     pub async fn open(
         &mut self,
         state: &mut dyn StateBackend,
-        groups: impl IntoIterator<Item = u16>,
+        task: &str,
+        groups: &[u16],
+        now: i64,
+        settings: &dyn Settings,
     ) -> Result<()> {
-        self.timers.load(state, groups)?;
-        self.processor.open().await
+        self.timers.load(state, groups.iter().copied())?;
+        let declared = self.declared.clone();
+        let mut ctx = OpenContext::new(task, groups, self.key_groups, now, &declared, settings);
+        self.processor
+            .open(&mut ctx)
+            .await
+            .map_err(processor_error::<P>)
     }
 
     /// Calls [`Processor::close`].
@@ -182,6 +202,7 @@ impl<P: Processor> KeyedNode<P> {
             state_key: &mut self.state_key,
             group,
             node: self.node,
+            declared: &self.declared,
             first_value_state: Some(&mut self.predicted),
             timestamp: record.timestamp,
             watermark: env.watermark,
@@ -198,10 +219,10 @@ impl<P: Processor> KeyedNode<P> {
     /// first, so that its memory is on its way into the CPU cache by then
     /// (a lookup in a large state otherwise waits on a cache miss).
     pub fn prefetch(&mut self, key_bytes: &[u8], group: u16, state: &mut dyn StateBackend) {
-        if let Some(name) = self.predicted {
+        if let Some((name, expires)) = self.predicted {
             let built = keyed_key_into(
                 &mut self.prefetch_key,
-                KEYED_TAG,
+                if expires { KEYED_TTL_TAG } else { KEYED_TAG },
                 group,
                 self.node,
                 name,
@@ -233,6 +254,7 @@ impl<P: Processor> KeyedNode<P> {
                     state_key: &mut self.state_key,
                     group,
                     node: self.node,
+                    declared: &self.declared,
                     first_value_state: None,
                     timestamp: (domain == TimeDomain::EventTime).then_some(ts),
                     watermark: env.watermark,
@@ -275,6 +297,18 @@ impl<P: Processor> KeyedNode<P> {
     pub fn drain_output_into(&mut self, out: &mut Vec<Record<P::Key, P::Out>>) {
         out.append(&mut self.out);
     }
+}
+
+/// What `processor` declares, checked: the stores and side outputs its
+/// nodes are built with.
+///
+/// # Errors
+/// A bad declaration (see [`Declarations::check`]).
+pub fn declarations<P: Processor>(processor: &P) -> Result<Declared> {
+    let mut d = Declarations::default();
+    processor.declare(&mut d);
+    d.check(std::any::type_name::<P>())?;
+    Ok(Arc::new(d))
 }
 
 /// Wraps a user error with the processor's name; state and codec errors pass.

@@ -1,8 +1,10 @@
 //! weir's user API.
 //!
 //! A pipeline is built from [`Processor`]s: each receives [`Record`]s of one
-//! key type, keeps typed state through its [`Context`] ([`ValueState`],
-//! [`MapState`]), registers timers, and emits records downstream. The runtime
+//! key type, keeps the typed state it declares ([`ValueDescriptor`],
+//! [`MapDescriptor`], [`ListDescriptor`]) through its [`Context`],
+//! registers timers, and emits records downstream and to typed side
+//! outputs ([`OutputTag`]). The runtime
 //! (`weir-runtime`) owns execution, checkpoints and recovery, so a processor
 //! contains no commit code at all.
 //!
@@ -17,6 +19,8 @@ pub mod error;
 pub mod exec;
 pub mod group;
 pub mod keygroup;
+mod open;
+mod output;
 mod processor;
 mod record;
 pub mod sink;
@@ -35,15 +39,21 @@ pub use codec::{encode_key, Codec, Key};
 pub use compact_str::CompactString;
 pub use context::Context;
 pub use error::{Error, Result};
+pub use open::{OpenContext, Settings};
+pub use output::{OutputSpec, OutputTag};
 pub use processor::Processor;
 pub use record::{Header, Record};
-pub use state::{MapState, StateBackend, ValueState};
+pub use state::{
+    Declarations, ListDescriptor, ListState, MapDescriptor, MapState, StateBackend,
+    ValueDescriptor, ValueState,
+};
 pub use timer::{TimeDomain, Timer};
 
 /// What a pipeline author needs in scope.
 pub mod prelude {
     pub use crate::{
-        Codec, Context, Error, Key, MapState, Processor, Record, Result, TimeDomain, Timer,
-        ValueState,
+        Codec, Context, Declarations, Error, Key, ListDescriptor, ListState, MapDescriptor,
+        MapState, OpenContext, OutputTag, Processor, Record, Result, TimeDomain, Timer,
+        ValueDescriptor, ValueState,
     };
 }

@@ -1,6 +1,7 @@
 use std::future::Future;
 
-use crate::{Context, Key, Record, Result, Timer};
+use crate::state::Declarations;
+use crate::{Context, Key, OpenContext, Record, Result, Timer};
 
 /// A keyed operator. The runtime calls [`process`](Processor::process) for
 /// each record and [`on_timer`](Processor::on_timer) for each timer that
@@ -17,6 +18,21 @@ pub trait Processor: Sized + Send + 'static {
     type In: Send + 'static;
     /// The value of emitted records.
     type Out: Send + 'static;
+
+    /// Declares the state this processor keeps and the side outputs it
+    /// emits to, each once, by its descriptor or tag. The declarations are
+    /// part of the pipeline's fingerprint: a restart on state written with
+    /// other types is refused, naming the store, before any record is read.
+    /// A store or tag reached without being declared is an error.
+    ///
+    /// ```ignore
+    /// fn declare(&self, d: &mut Declarations) {
+    ///     d.state(&COUNT).output(&LATE);
+    /// }
+    /// ```
+    fn declare(&self, d: &mut Declarations) {
+        let _ = d;
+    }
 
     /// Handles one record.
     fn process(
@@ -35,8 +51,10 @@ pub trait Processor: Sized + Send + 'static {
         async { Ok(()) }
     }
 
-    /// Called once before the first record after every (re)start.
-    fn open(&mut self) -> impl Future<Output = Result<()>> + Send {
+    /// Called once before the first record after every (re)start, in each
+    /// worker, with where it runs and the configuration.
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> impl Future<Output = Result<()>> + Send {
+        let _ = ctx;
         async { Ok(()) }
     }
 

@@ -3,10 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::exec::{KeyedNode, NodeEnv, SideRecord};
+use crate::exec::{declarations, KeyedNode, NodeEnv, SideRecord};
 use crate::keygroup::{key_group, DEFAULT_KEY_GROUPS};
-use crate::state::{keyed_key, StateBackend, KEYED_TAG, MAP_TAG};
-use crate::{Codec, Processor, Record, Result};
+use crate::state::{
+    Declared, ListDescriptor, MapDescriptor, Place, StateBackend, StateDescriptor, ValueDescriptor,
+};
+use crate::{Codec, OutputTag, Processor, Record, Result};
 
 /// Committed state plus an overlay of the open epoch's writes.
 #[derive(Default)]
@@ -58,12 +60,16 @@ impl StateBackend for MemState {
 /// # use weir_core::{prelude::*, testing::TestDriver};
 /// #[derive(Clone)]
 /// struct Count;
+/// const N: ValueDescriptor<u64> = ValueDescriptor::new("n");
 /// impl Processor for Count {
 ///     type Key = String;
 ///     type In = ();
 ///     type Out = u64;
+///     fn declare(&self, d: &mut Declarations) {
+///         d.state(&N);
+///     }
 ///     async fn process(&mut self, r: Record<String, ()>, ctx: &mut Context<'_, Self>) -> Result<()> {
-///         let mut c = ctx.value_state::<u64>("n")?;
+///         let mut c = ctx.state(&N)?;
 ///         let n = c.get()?.unwrap_or(0) + 1;
 ///         c.put(&n)?;
 ///         ctx.emit(r.key, n);
@@ -76,11 +82,13 @@ impl StateBackend for MemState {
 /// d.checkpoint();
 /// d.pipe("a".to_owned(), ()).await?;
 /// d.crash_and_restore().await?;            // the second record is forgotten
-/// assert_eq!(d.value::<u64>(&"a".to_owned(), "n")?, Some(1));
+/// assert_eq!(d.value(&"a".to_owned(), &N)?, Some(1));
 /// # Ok::<_, weir_core::Error>(()) }).unwrap();
 /// ```
 pub struct TestDriver<P: Processor + Clone> {
     template: P,
+    declared: Declared,
+    settings: BTreeMap<String, String>,
     node: KeyedNode<P>,
     state: MemState,
     key_groups: u16,
@@ -95,12 +103,28 @@ pub struct TestDriver<P: Processor + Clone> {
 impl<P: Processor + Clone> TestDriver<P> {
     /// A driver for a clone of `processor`, opened, with empty state,
     /// watermark and processing time at 0.
+    ///
+    /// # Errors
+    /// A bad declaration, or the processor's `open` failing.
     pub async fn new(processor: P) -> Result<Self> {
+        Self::with_settings(processor, BTreeMap::new()).await
+    }
+
+    /// [`new`](Self::new), with the configuration the processor's `open`
+    /// reads (see [`OpenContext::setting`](crate::OpenContext::setting)).
+    ///
+    /// # Errors
+    /// A bad declaration, or the processor's `open` failing.
+    pub async fn with_settings(processor: P, settings: BTreeMap<String, String>) -> Result<Self> {
+        let declared = declarations(&processor)?;
         let mut state = MemState::default();
-        let mut node = KeyedNode::new(processor.clone(), 0, DEFAULT_KEY_GROUPS);
-        node.open(&mut state, 0..DEFAULT_KEY_GROUPS).await?;
+        let mut node = KeyedNode::new(processor.clone(), 0, DEFAULT_KEY_GROUPS, declared.clone());
+        let groups: Vec<u16> = (0..DEFAULT_KEY_GROUPS).collect();
+        node.open(&mut state, "test", &groups, 0, &settings).await?;
         Ok(TestDriver {
             template: processor,
+            declared,
+            settings,
             node,
             state,
             key_groups: DEFAULT_KEY_GROUPS,
@@ -180,8 +204,16 @@ impl<P: Processor + Clone> TestDriver<P> {
         self.state.overlay.clear();
         self.pending_output.clear();
         self.side_output.truncate(self.side_committed);
-        self.node = KeyedNode::new(self.template.clone(), 0, self.key_groups);
-        self.node.open(&mut self.state, 0..self.key_groups).await
+        self.node = KeyedNode::new(
+            self.template.clone(),
+            0,
+            self.key_groups,
+            self.declared.clone(),
+        );
+        let groups: Vec<u16> = (0..self.key_groups).collect();
+        self.node
+            .open(&mut self.state, "test", &groups, self.now, &self.settings)
+            .await
     }
 
     /// Every record emitted, committed ones first.
@@ -192,12 +224,11 @@ impl<P: Processor + Clone> TestDriver<P> {
             .collect()
     }
 
-    /// The records emitted to the named sink `sink`, as `Record<K, V>`
-    /// (those of another type are left out).
-    pub fn side_output<K: 'static, V: 'static>(&self, sink: &str) -> Vec<&Record<K, V>> {
+    /// The records emitted to the side output `tag`.
+    pub fn side_output<K: 'static, V: 'static>(&self, tag: &OutputTag<K, V>) -> Vec<&Record<K, V>> {
         self.side_output
             .iter()
-            .filter(|s| s.sink == sink)
+            .filter(|s| s.sink == tag.name())
             .filter_map(|s| s.record.downcast_ref::<Record<K, V>>())
             .collect()
     }
@@ -207,28 +238,57 @@ impl<P: Processor + Clone> TestDriver<P> {
         &self.committed_output
     }
 
-    /// The value state `name` of `key`, as the processor would read it now.
-    pub fn value<T: Codec>(&mut self, key: &P::Key, name: &str) -> Result<Option<T>> {
-        let kb = key.encode()?;
-        let k = keyed_key(KEYED_TAG, key_group(&kb, self.key_groups), 0, name, &kb)?;
-        match self.state.get(&k)? {
-            Some(b) => T::decode(b).map(Some),
-            None => Ok(None),
-        }
+    /// The handle of `key`'s entry of the store `descriptor`, as the
+    /// processor would reach it now.
+    fn handle<'a, D: StateDescriptor>(
+        &'a mut self,
+        key: &P::Key,
+        descriptor: &D,
+        buf: &'a mut Vec<u8>,
+        key_bytes: &'a mut Vec<u8>,
+    ) -> Result<D::Handle<'a>> {
+        crate::encode_key(key, key_bytes)?;
+        descriptor.handle(Place {
+            group: key_group(key_bytes, self.key_groups),
+            backend: &mut self.state,
+            node: 0,
+            key: key_bytes,
+            buf,
+            now: self.now,
+        })
     }
 
-    /// The entries of map state `name` of `key`.
-    pub fn map_entries<K: Codec, V: Codec>(
+    /// `key`'s value in the store `descriptor`, as the processor would read it now.
+    pub fn value<T: Codec + 'static>(
         &mut self,
         key: &P::Key,
-        name: &str,
+        descriptor: &ValueDescriptor<T>,
+    ) -> Result<Option<T>> {
+        let (mut buf, mut kb) = (Vec::new(), Vec::new());
+        self.handle(key, descriptor, &mut buf, &mut kb)?.get()
+    }
+
+    /// `key`'s map in the store `descriptor`, in the order of the encoded map keys.
+    pub fn map_entries<K: Codec + 'static, V: Codec + 'static>(
+        &mut self,
+        key: &P::Key,
+        descriptor: &MapDescriptor<K, V>,
     ) -> Result<Vec<(K, V)>> {
-        let kb = key.encode()?;
-        let prefix = keyed_key(MAP_TAG, key_group(&kb, self.key_groups), 0, name, &kb)?;
-        self.state
-            .scan_prefix(&prefix)?
-            .into_iter()
-            .map(|(k, v)| Ok((K::decode(&k[prefix.len()..])?, V::decode(&v)?)))
+        let (mut buf, mut kb) = (Vec::new(), Vec::new());
+        self.handle(key, descriptor, &mut buf, &mut kb)?
+            .iter()?
+            .collect()
+    }
+
+    /// `key`'s list in the store `descriptor`.
+    pub fn list<T: Codec + 'static>(
+        &mut self,
+        key: &P::Key,
+        descriptor: &ListDescriptor<T>,
+    ) -> Result<Vec<T>> {
+        let (mut buf, mut kb) = (Vec::new(), Vec::new());
+        self.handle(key, descriptor, &mut buf, &mut kb)?
+            .iter()?
             .collect()
     }
 }

@@ -9,7 +9,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use weir_core::prelude::*;
+use weir::prelude::*;
 
 /// The timestamp of an event line `<timestamp-ms> <user> <anything...>`.
 pub fn parse_timestamp(line: &str) -> Option<i64> {
@@ -50,16 +50,20 @@ pub struct Sessionizer {
 }
 
 /// Open sessions of the current user, by start time.
-const OPEN: &str = "open";
+const OPEN: MapDescriptor<i64, Session> = MapDescriptor::new("open");
 
-/// The named sink of events that came after their session would have
-/// closed (`Record<String, String>`: user, event line).
-pub const LATE: &str = "late";
+/// The side output of events that came after their session would have
+/// closed: user, event line.
+pub const LATE: OutputTag<String, String> = OutputTag::new("late");
 
 impl Processor for Sessionizer {
     type Key = String;
     type In = String;
     type Out = Session;
+
+    fn declare(&self, d: &mut Declarations) {
+        d.state(&OPEN).output(&LATE);
+    }
 
     async fn process(
         &mut self,
@@ -75,8 +79,7 @@ impl Processor for Sessionizer {
         let gap = self.gap_ms;
         if ts.saturating_add(gap) <= ctx.watermark() {
             // Its session would have closed already: too late to count.
-            ctx.emit_to(LATE, rec.key, rec.value);
-            return Ok(());
+            return ctx.output(&LATE, rec.key, rec.value);
         }
         let mut merged = Session {
             start: ts,
@@ -84,8 +87,9 @@ impl Processor for Sessionizer {
             events: 1,
         };
         let mut closed_timers = Vec::new();
-        let mut open = ctx.map_state::<i64, Session>(OPEN)?;
-        for (start, s) in open.entries()? {
+        let mut open = ctx.state(&OPEN)?;
+        for entry in open.iter()? {
+            let (start, s) = entry?;
             // The event falls within `gap` of this session: they are one.
             if s.start - gap <= ts && ts <= s.end + gap {
                 merged.start = merged.start.min(s.start);
@@ -105,13 +109,14 @@ impl Processor for Sessionizer {
 
     async fn on_timer(&mut self, timer: Timer<String>, ctx: &mut Context<'_, Self>) -> Result<()> {
         let gap = self.gap_ms;
-        let mut open = ctx.map_state::<i64, Session>(OPEN)?;
-        let due: Vec<Session> = open
-            .entries()?
-            .into_iter()
-            .map(|(_, s)| s)
-            .filter(|s| s.end + gap == timer.timestamp)
-            .collect();
+        let mut open = ctx.state(&OPEN)?;
+        let mut due = Vec::new();
+        for entry in open.iter()? {
+            let (_, s) = entry?;
+            if s.end + gap == timer.timestamp {
+                due.push(s);
+            }
+        }
         for s in &due {
             open.remove(&s.start)?;
         }

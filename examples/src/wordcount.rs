@@ -2,12 +2,9 @@
 
 use std::path::PathBuf;
 
-use weir_connectors::file::FileSink;
-use weir_core::prelude::*;
-use weir_core::sink::Sink;
-use weir_core::source::Source;
-use weir_core::CompactString;
-use weir_runtime::Pipeline;
+use weir::prelude::*;
+use weir::sink::Sink;
+use weir::source::Source;
 
 /// Counts occurrences per word; emits the running count of each occurrence.
 /// Words are [`CompactString`]s: inline up to 24 bytes, so a word costs no
@@ -15,17 +12,24 @@ use weir_runtime::Pipeline;
 #[derive(Clone, Debug, Default)]
 pub struct WordCount;
 
+/// Each word's count so far.
+pub const COUNT: ValueDescriptor<u64> = ValueDescriptor::new("count");
+
 impl Processor for WordCount {
     type Key = CompactString;
     type In = ();
     type Out = u64;
+
+    fn declare(&self, d: &mut Declarations) {
+        d.state(&COUNT);
+    }
 
     async fn process(
         &mut self,
         rec: Record<CompactString, ()>,
         ctx: &mut Context<'_, Self>,
     ) -> Result<()> {
-        let mut count = ctx.value_state::<u64>("count")?;
+        let mut count = ctx.state(&COUNT)?;
         let n = count.get()?.unwrap_or(0) + 1;
         count.put(&n)?;
         ctx.emit(rec.key, n);
@@ -50,7 +54,7 @@ where
         })
         .key_with(|word| (word, ()))
         .process(WordCount)
-        .queryable::<u64>("count")
+        .queryable(&COUNT)
         .sink(sink);
 }
 

@@ -227,10 +227,10 @@ fn undecodable_records_go_to_the_dead_letter_topic_exactly_once() {
     let s = setup(58);
     let dlq = create_topic("dlq", 1);
     // 20 values that are not UTF-8, after the words.
-    let settings = weir_connectors::kafka::KafkaSettings::new(common::kafka::bootstrap());
+    let settings = weir::kafka::KafkaSettings::new(common::kafka::bootstrap());
     let timeout = std::time::Duration::from_secs(30);
-    let mut p = weir_connectors::kafka::TxnProducer::new(&settings, &unique("bad"), timeout)
-        .expect("producer");
+    let mut p =
+        weir::kafka::TxnProducer::new(&settings, &unique("bad"), timeout).expect("producer");
     p.begin().expect("begin");
     for i in 0..20u8 {
         let value = [0xff, 0xfe, b'a' + i];

@@ -1,9 +1,9 @@
 //! The example processors under `TestDriver`: no disk, no binary.
 
-use weir_core::testing::TestDriver;
-use weir_core::{CompactString, Result};
+use weir::testing::TestDriver;
+use weir::{CompactString, Result};
 use weir_examples::sessions::{Session, Sessionizer};
-use weir_examples::wordcount::WordCount;
+use weir_examples::wordcount::{WordCount, COUNT};
 
 fn w(s: &str) -> String {
     s.to_owned()
@@ -22,13 +22,9 @@ async fn wordcount_counts_per_key_and_forgets_an_uncommitted_epoch() -> Result<(
     }
     d.checkpoint();
     d.pipe(c("a"), ()).await?;
-    assert_eq!(d.value::<u64>(&c("a"), "count")?, Some(3));
+    assert_eq!(d.value(&c("a"), &COUNT)?, Some(3));
     d.crash_and_restore().await?;
-    assert_eq!(
-        d.value::<u64>(&c("a"), "count")?,
-        Some(2),
-        "the open epoch is gone"
-    );
+    assert_eq!(d.value(&c("a"), &COUNT)?, Some(2), "the open epoch is gone");
     let outputs: Vec<(CompactString, u64)> = d
         .output()
         .iter()
@@ -122,7 +118,7 @@ async fn an_event_after_its_session_would_have_closed_goes_to_the_late_sink() ->
     d.advance_watermark(1200).await?;
     d.pipe_at(w("u"), event(1050, "u"), 1050).await?;
     d.pipe_at(w("u"), event(1150, "u"), 1150).await?;
-    let late = d.side_output::<String, String>(weir_examples::sessions::LATE);
+    let late = d.side_output(&weir_examples::sessions::LATE);
     assert_eq!(late.len(), 1);
     assert_eq!(late[0].value, event(1050, "u"));
     d.advance_watermark(i64::MAX).await?;

@@ -29,6 +29,11 @@ pub struct Manifest {
     pub fingerprint: String,
     /// The topology the fingerprint was computed from, for error messages.
     pub topology: String,
+    /// Every declared store, `node/name` -> its signature (`value<u64>`):
+    /// a restart on state written with other types is refused, naming the
+    /// store and both types.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub states: BTreeMap<String, String>,
     /// Epoch number; also the checkpoint id.
     pub epoch: u64,
     /// Wall-clock time of the commit, milliseconds since the Unix epoch.
@@ -105,6 +110,7 @@ impl Manifest {
             pipeline: pipeline.to_owned(),
             fingerprint: fingerprint.to_owned(),
             topology: topology.to_owned(),
+            states: BTreeMap::new(),
             epoch: 0,
             time_ms: 0,
             key_groups,

@@ -3,11 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use weir_core::commit::CommitPoint;
-use weir_core::exec::KeyedNode;
+use weir_core::exec::{declarations, KeyedNode};
 use weir_core::sink::Sink;
 use weir_core::source::{DeadLetter, Source};
-use weir_core::{Codec, Error, Key, Processor, Record, Result};
+use weir_core::state::{Declared, StateDescriptor, ValueDescriptor};
+use weir_core::{Codec, Error, Key, OutputSpec, OutputTag, Processor, Record, Result};
 
 use crate::observe::query::{KeyParser, Queryable, ValueDecoder};
 use crate::plan::{Built, DeadLetterOpener, DirectJob, Job, KeyedJob, SinkOps, Split};
@@ -38,6 +41,10 @@ pub struct Pipeline {
     source_location: Option<PathBuf>,
     dead_letter: Option<DeadLetterOpener>,
     queryables: Vec<Arc<Queryable>>,
+    /// Each processor node's type name and declarations, in node order.
+    declared: Vec<(String, Declared)>,
+    /// The side outputs that have a sink, with their types.
+    side_outputs: Vec<OutputSpec>,
     error: Option<Error>,
 }
 
@@ -54,8 +61,31 @@ impl Pipeline {
             source_location: None,
             dead_letter: None,
             queryables: Vec::new(),
+            declared: Vec::new(),
+            side_outputs: Vec::new(),
             error: None,
         }
+    }
+
+    /// Every declared store, as `node/name` -> its signature (see
+    /// [`StateSpec::signature`](weir_core::state::StateSpec::signature)):
+    /// what the manifest records, so that a restart on state written with
+    /// other types is refused, naming the store.
+    pub fn schema(&self) -> BTreeMap<String, String> {
+        self.declared
+            .iter()
+            .enumerate()
+            .flat_map(|(node, (_, d))| {
+                d.states()
+                    .iter()
+                    .map(move |s| (format!("{node}/{}", s.name), s.signature()))
+            })
+            .collect()
+    }
+
+    /// The type name of processor node `node`, for messages.
+    pub(crate) fn processor_name(&self, node: usize) -> Option<&str> {
+        self.declared.get(node).map(|(name, _)| name.as_str())
     }
 
     /// The states declared queryable.
@@ -95,24 +125,27 @@ impl Pipeline {
         }
     }
 
-    /// Declares the named sink `name` of `Record<K, V>`, which processors
-    /// reach with [`Context::emit_to`](weir_core::Context::emit_to); one
-    /// output per worker, committed with the epoch like the main sink.
-    pub fn named_sink<K, V, S>(&mut self, name: &'static str, sink: S)
+    /// Gives the side output `tag` its sink, of exactly the tag's record
+    /// type: processors that declare the tag reach it with
+    /// [`Context::output`](weir_core::Context::output). One output per
+    /// worker, committed with the epoch like the main sink.
+    pub fn side_output<K, V, S>(&mut self, tag: &OutputTag<K, V>, sink: S)
     where
         K: Send + 'static,
         V: Send + 'static,
         S: Sink<Record<K, V>>,
     {
+        let name = tag.name();
         if self.named.iter().any(|(n, _)| *n == name) {
             self.error.get_or_insert(Error::Config(format!(
-                "the named sink `{name}` is declared twice; give each a name of its own"
+                "the side output `{name}` is given a sink twice; give each tag one sink, or each sink a tag of its own"
             )));
         }
         self.topology
-            .push(format!("named_sink:{name}:{}", sink.describe()));
+            .push(format!("side_output:{name}:{}", sink.describe()));
+        self.side_outputs.push(tag.spec());
         let sink = Arc::new(sink);
-        self.register_sink(&format!("named sink `{name}`"), &format!("{name}:"), &sink);
+        self.register_sink(&format!("side output `{name}`"), &format!("{name}:"), &sink);
         let opener: SideOpener = Arc::new(move |init: &StageInit<'_>| {
             Ok(Box::new(TypedSide::<K, V> {
                 name,
@@ -120,6 +153,31 @@ impl Pipeline {
             }))
         });
         self.named.push((name, opener));
+    }
+
+    /// Refuses a side output that a processor emits to and no sink takes,
+    /// or takes as another type.
+    fn check_side_outputs(&self) -> Result<()> {
+        for (processor, d) in &self.declared {
+            for o in d.outputs() {
+                match self.side_outputs.iter().find(|s| s.name == o.name) {
+                    None => {
+                        return Err(Error::Config(format!(
+                            "processor `{processor}` emits to the side output `{}`, which has no sink; add `p.side_output(&TAG, sink)` for it",
+                            o.name
+                        )))
+                    }
+                    Some(s) if s.type_id() != o.type_id() => {
+                        return Err(Error::Config(format!(
+                            "processor `{processor}` emits {} to the side output `{}`, whose sink takes {}; give the tags of different types different names",
+                            o.types, o.name, s.types
+                        )))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Declares where undecodable input records go under `on_bad_input =
@@ -232,6 +290,7 @@ impl Pipeline {
         }
         let commit = self.commit_point()?;
         self.check_locations()?;
+        self.check_side_outputs()?;
         let sinks = self.sinks.iter().map(|s| s.ops.clone()).collect();
         let (named, dead_letter) = (self.named, self.dead_letter);
         let job = self.job.ok_or_else(|| {
@@ -411,17 +470,35 @@ impl<'p, K: Key, V: Send + 'static> KeyedStream<'p, K, V> {
     {
         let node = self.p.next_node;
         self.p.next_node += 1;
-        self.p
-            .topology
-            .push(format!("process:{}", std::any::type_name::<P>()));
+        let name = std::any::type_name::<P>();
+        let declared = match declarations(&processor) {
+            Ok(d) => d,
+            Err(e) => {
+                self.p.error.get_or_insert(e);
+                Declared::default()
+            }
+        };
+        let states: Vec<String> = declared.states().iter().map(|s| s.to_string()).collect();
+        self.p.topology.push(match states.is_empty() {
+            true => format!("process:{name}"),
+            false => format!("process:{name}{{{}}}", states.join(", ")),
+        });
+        self.p.declared.push((name.to_owned(), declared.clone()));
         let finish = self.finish;
         KeyedStream {
             p: self.p,
             finish: Box::new(move |tail: StageFactory<K, P::Out>| {
                 let factory: StageFactory<K, V> = Arc::new(move |init: &StageInit<'_>| {
                     Ok(Box::new(ProcessStage {
-                        node: KeyedNode::new(processor.clone(), node, init.key_groups),
+                        node: KeyedNode::new(
+                            processor.clone(),
+                            node,
+                            init.key_groups,
+                            declared.clone(),
+                        ),
+                        task: init.task.clone(),
                         groups: init.groups.clone(),
+                        settings: init.settings.clone(),
                         next: tail(init)?,
                     }))
                 });
@@ -430,20 +507,28 @@ impl<'p, K: Key, V: Send + 'static> KeyedStream<'p, K, V> {
         }
     }
 
-    /// Lets the value state `name` of the processor before this call be
-    /// read by key while the pipeline runs (`GET /api/state/{name}/{key}`
-    /// with `http.listen` set) and from a stopped state directory (`state
-    /// get --store NAME --key KEY`), as JSON: the committed value, never
-    /// one an open epoch wrote. A key is given as JSON (`42`, `"a b"`,
-    /// `{"id": 7}`), or as plain text for a string key.
-    pub fn queryable<T>(self, name: &'static str) -> Self
+    /// Lets the value store `descriptor` of the processor before this
+    /// call be read by key while the pipeline runs (`GET
+    /// /api/state/{name}/{key}` with `http.listen` set) and from a stopped
+    /// state directory (`state get --store NAME --key KEY`), as JSON: the
+    /// committed value, never one an open epoch wrote. A key is given as
+    /// JSON (`42`, `"a b"`, `{"id": 7}`), or as plain text for a string key.
+    pub fn queryable<T>(self, descriptor: &ValueDescriptor<T>) -> Self
     where
         K: serde::de::DeserializeOwned,
-        T: Codec + serde::Serialize,
+        T: Codec + serde::Serialize + 'static,
     {
-        if self.p.next_node == 0 {
+        let name = descriptor.name();
+        let Some((processor, declared)) = self.p.declared.last() else {
             self.p.error.get_or_insert(Error::Config(format!(
-                "`.queryable(\"{name}\")` must follow the `.process(...)` whose state it reads"
+                "`.queryable(&{name})` must follow the `.process(...)` whose state it reads"
+            )));
+            return self;
+        };
+        let spec = descriptor.spec();
+        if !declared.states().contains(&spec) {
+            self.p.error.get_or_insert(Error::Config(format!(
+                "`.queryable` reads the state {spec}, which processor `{processor}` does not declare; declare it in its `declare`, or query a state it declares"
             )));
             return self;
         }
@@ -471,6 +556,7 @@ impl<'p, K: Key, V: Send + 'static> KeyedStream<'p, K, V> {
             node,
             key,
             value,
+            expires: descriptor.ttl().is_some(),
         }));
         self
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use weir_core::commit::CommitPoint;
 use weir_core::group::Member;
 use weir_core::source::DeadLetter;
-use weir_core::{Error, Record, Result};
+use weir_core::{Error, Record, Result, Settings};
 
 use crate::checkpoint::RunSummary;
 use crate::config::RuntimeConfig;
@@ -64,6 +64,8 @@ pub(crate) struct JobEnv {
     pub(crate) store: Arc<Store>,
     pub(crate) manifest: Manifest,
     pub(crate) config: RuntimeConfig,
+    /// The whole configuration, as processors read it when they open.
+    pub(crate) settings: Arc<dyn Settings>,
     pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
     /// This instance's persistent id (see `instance::identity`).
     pub(crate) instance: String,

@@ -16,7 +16,7 @@ use weir_core::sink::{Flushed, Sink, SinkWriter};
 use weir_core::source::{
     Forwarded, Lag, ReadStatus, ResetTo, Resume, Source, SourceReader, TaskOffsets,
 };
-use weir_core::{Error, Processor, Record, Result};
+use weir_core::{Error, Processor, Record, Result, Settings};
 
 use crate::config::OnBadInput;
 use crate::observe::{status, METRICS};
@@ -388,7 +388,7 @@ impl<K: Send + 'static, V: Send + 'static> SideWriter for TypedSide<K, V> {
         match side.record.downcast::<Record<K, V>>() {
             Ok(r) => self.stage.write(&r),
             Err(_) => Err(Error::Config(format!(
-                "a processor emitted {} to the named sink `{}`, which takes {}; emit the declared types",
+                "a processor emitted {} to the side output `{}`, whose sink takes {}; give tags of different types different names",
                 side.type_name,
                 self.name,
                 std::any::type_name::<Record<K, V>>()
@@ -410,8 +410,8 @@ impl SideSinks {
         for r in records {
             let Some((_, w)) = self.0.iter_mut().find(|(n, _)| *n == r.sink) else {
                 return Err(Error::Config(format!(
-                    "a processor emitted to the sink `{}`, which the pipeline does not declare; add `p.named_sink(\"{}\", ...)`",
-                    r.sink, r.sink
+                    "a processor emitted to the side output `{}`, which has no sink; add `p.side_output(&TAG, sink)` for it",
+                    r.sink
                 )));
             };
             w.write(r)?;
@@ -443,6 +443,8 @@ pub(crate) struct StageInit<'a> {
     pub(crate) key_groups: u16,
     /// Sink id -> position to truncate to (`None`: keep everything).
     pub(crate) truncate_to: &'a (dyn Fn(&str) -> Option<u64> + Sync),
+    /// The configuration processors read when they open.
+    pub(crate) settings: Arc<dyn Settings>,
 }
 
 /// A keyed stage of one worker; stages chain to the sink.
@@ -482,7 +484,10 @@ const PREFETCH_AHEAD: usize = 16;
 
 pub(crate) struct ProcessStage<P: Processor> {
     pub(crate) node: KeyedNode<P>,
+    /// The worker it runs in.
+    pub(crate) task: String,
     pub(crate) groups: Vec<u16>,
+    pub(crate) settings: Arc<dyn Settings>,
     pub(crate) next: Box<dyn Stage<P::Key, P::Out>>,
 }
 
@@ -535,7 +540,13 @@ impl<P: Processor> Stage<P::Key, P::In> for ProcessStage<P> {
     fn open<'a>(&'a mut self, cx: &'a mut StageCx<'_>) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             self.node
-                .open(&mut *cx.state, self.groups.iter().copied())
+                .open(
+                    &mut *cx.state,
+                    &self.task,
+                    &self.groups,
+                    cx.now,
+                    &*self.settings,
+                )
                 .await?;
             self.next.open(cx).await
         })

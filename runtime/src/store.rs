@@ -18,6 +18,8 @@ use crate::failpoints;
 use crate::manifest::Manifest;
 use crate::observe::progress::{Progress, Work};
 
+use weir_core::state::GROUPED_TAGS;
+
 const MANIFEST_KEY: &[u8] = b"meta/manifest";
 /// Marks a staged replay as complete (ready to replace the live state).
 const PROMOTE: &str = "PROMOTE";
@@ -64,7 +66,21 @@ fn options() -> Options {
     o.set_max_background_jobs(2);
     // Bounds the WAL a restart after a crash replays (and the memory).
     o.set_write_buffer_size(32 << 20);
+    o.set_compaction_filter("weir-expired", drop_expired);
     o
+}
+
+/// Drops the entries of stores with a time to live once they expired
+/// (see `weir_core::state::ttl`): reads already treat them as absent, so
+/// this only gives their space back. The entry alone tells (its key's tag
+/// and its value's header), so compactions need nothing of the pipeline.
+fn drop_expired(_level: u32, key: &[u8], value: &[u8]) -> rocksdb::compaction_filter::Decision {
+    use rocksdb::compaction_filter::Decision;
+    if weir_core::state::has_expiry(key) && weir_core::state::ttl::expired(value, now_ms()) {
+        Decision::Remove
+    } else {
+        Decision::Keep
+    }
 }
 
 /// Fsyncs a directory, so that renames and creations in it are durable.
@@ -167,11 +183,10 @@ impl Store {
     /// Drops the keyed state and timers of key group `group` (a new
     /// timeline starts in the changelog), not synced.
     pub fn clear_group(&self, group: u16) -> Result<()> {
-        use weir_core::state::{KEYED_TAG, MAP_TAG, TIMER_TAG};
         let mut batch = WriteBatch::default();
         let [hi, lo] = group.to_be_bytes();
         let end = u32::from(group) + 1;
-        for tag in [KEYED_TAG, MAP_TAG, TIMER_TAG] {
+        for tag in GROUPED_TAGS {
             let to = if end > u32::from(u16::MAX) {
                 vec![tag + 1]
             } else {
@@ -187,8 +202,7 @@ impl Store {
 
     /// Visits every keyed-state and timer entry (the changelog's content).
     pub fn for_each_state(&self, mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
-        use weir_core::state::{KEYED_TAG, MAP_TAG, TIMER_TAG};
-        for tag in [KEYED_TAG, MAP_TAG, TIMER_TAG] {
+        for tag in GROUPED_TAGS {
             let mut ro = rocksdb::ReadOptions::default();
             ro.set_iterate_upper_bound(vec![tag + 1]);
             let from = [tag];
@@ -232,8 +246,7 @@ impl Store {
     pub fn reset(&self, manifest: &Manifest, wipe_state: bool) -> Result<()> {
         let mut batch = WriteBatch::default();
         if wipe_state {
-            use weir_core::state::{KEYED_TAG, MAP_TAG, TIMER_TAG};
-            for tag in [KEYED_TAG, MAP_TAG, TIMER_TAG] {
+            for tag in GROUPED_TAGS {
                 batch.delete_range(&[tag][..], &[tag + 1][..]);
             }
         }
@@ -624,6 +637,39 @@ impl ReadOnly {
                 break;
             }
         }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_core::state::{keyed_key, ttl, KEYED_TAG, KEYED_TTL_TAG};
+
+    /// Compactions drop expired entries of stores with a time to live, and
+    /// nothing else: not a live one, and not a value of a store without
+    /// one whose bytes happen to read as a past expiry.
+    #[test]
+    fn compactions_drop_expired_entries_only() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
+        let store = Store::open(dir.path())?;
+        let with_value = |at: i64| [&ttl::header(at)[..], b"v"].concat();
+        let expired = keyed_key(KEYED_TTL_TAG, 1, 0, "last", b"a")?;
+        let live = keyed_key(KEYED_TTL_TAG, 1, 0, "last", b"b")?;
+        let plain = keyed_key(KEYED_TAG, 1, 0, "count", b"a")?;
+        let m = Manifest::empty("p", "f", "t", 4);
+        store.commit(
+            [
+                (expired.clone(), Some(with_value(1_000))),
+                (live.clone(), Some(with_value(now_ms() + 3_600_000))),
+                (plain.clone(), Some(with_value(1_000))),
+            ],
+            &m,
+        )?;
+        store.db.compact_range::<&[u8], &[u8]>(None, None);
+        assert_eq!(store.read_committed(&expired)?.0, None);
+        assert!(store.read_committed(&live)?.0.is_some());
+        assert!(store.read_committed(&plain)?.0.is_some());
         Ok(())
     }
 }

@@ -37,17 +37,23 @@ const WORDS_PER_FILE: usize = 100_000;
 #[derive(Clone)]
 struct Counts;
 
+const COUNT: ValueDescriptor<u64> = ValueDescriptor::new("count");
+
 impl Processor for Counts {
     type Key = String;
     type In = String;
     type Out = u64;
+
+    fn declare(&self, d: &mut Declarations) {
+        d.state(&COUNT);
+    }
 
     async fn process(
         &mut self,
         r: Record<String, String>,
         ctx: &mut Context<'_, Self>,
     ) -> Result<()> {
-        let mut count = ctx.value_state::<u64>("count")?;
+        let mut count = ctx.state(&COUNT)?;
         let n = count.get()?.unwrap_or(0) + 1;
         count.put(&n)?;
         ctx.emit(r.key, n);

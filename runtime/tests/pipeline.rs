@@ -165,17 +165,23 @@ async fn a_pipeline_without_a_sink_is_refused() -> Result<()> {
 #[derive(Clone)]
 struct Remembers;
 
+const V: ValueDescriptor<String> = ValueDescriptor::new("v");
+
 impl Processor for Remembers {
     type Key = String;
     type In = String;
     type Out = usize;
+
+    fn declare(&self, d: &mut Declarations) {
+        d.state(&V);
+    }
 
     async fn process(
         &mut self,
         r: Record<String, String>,
         ctx: &mut Context<'_, Self>,
     ) -> Result<()> {
-        let mut v = ctx.value_state::<String>("v")?;
+        let mut v = ctx.state(&V)?;
         v.put(&r.value)?;
         ctx.emit(r.key, r.value.len());
         Ok(())
@@ -264,5 +270,159 @@ async fn at_most_once_read_positions_follow_a_rotated_file() -> Result<()> {
     write_input(&input, &[("app.log", "d\ne\nf\ng\n")]);
     run().await?;
     assert_eq!(read_all(&output), vec!["a", "b", "c", "d", "e", "f", "g"]);
+    Ok(())
+}
+
+const TALLY: ValueDescriptor<u64> = ValueDescriptor::new("tally");
+const TALLY_AS_TEXT: ValueDescriptor<String> = ValueDescriptor::new("tally");
+
+/// Tallies each key, in the version `text` says: one that stores the
+/// tally as a number, or a later one that stores it as text.
+#[derive(Clone)]
+struct Tally {
+    text: bool,
+}
+
+impl Processor for Tally {
+    type Key = String;
+    type In = ();
+    type Out = String;
+
+    fn declare(&self, d: &mut Declarations) {
+        match self.text {
+            false => d.state(&TALLY),
+            true => d.state(&TALLY_AS_TEXT),
+        };
+    }
+
+    async fn process(&mut self, r: Record<String, ()>, ctx: &mut Context<'_, Self>) -> Result<()> {
+        let n = if self.text {
+            let mut t = ctx.state(&TALLY_AS_TEXT)?;
+            let n = t.get()?.map_or(0, |s| s.parse().unwrap_or(0)) + 1;
+            t.put(&n.to_string())?;
+            n
+        } else {
+            let mut t = ctx.state(&TALLY)?;
+            let n = t.get()?.unwrap_or(0) + 1;
+            t.put(&n)?;
+            n
+        };
+        ctx.emit(r.key, n.to_string());
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_on_state_of_another_type_is_refused_naming_the_store() -> Result<()> {
+    let tmp = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
+    let (input, output, state) = (
+        tmp.path().join("in"),
+        tmp.path().join("out"),
+        tmp.path().join("state"),
+    );
+    write_input(&input, &[("a.txt", "x\ny\nx\n")]);
+    let build = |text: bool| {
+        let mut p = Pipeline::new("tally");
+        p.source(FileSource::lines(&input))
+            .key_by(|l: &String| l.clone())
+            .map(|_| ())
+            .process(Tally { text })
+            .sink(FileSink::tsv(&output));
+        p
+    };
+    weir_runtime::cli::run(build(false), &config(&state, &[])?, None).await?;
+    assert_eq!(read_all(&output), ["x\t1", "x\t2", "y\t1"]);
+    std::fs::write(input.join("a.txt"), "x\ny\nx\nx\n").map_err(|e| Error::io("write", "a", e))?;
+    let e = weir_runtime::cli::run(build(true), &config(&state, &[])?, None)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        e.contains("holds the store `tally` of processor `pipeline::Tally` as value<u64>")
+            && e.contains("declares it as value<alloc::string::String>")
+            && e.contains("new --state"),
+        "{e}"
+    );
+    assert_eq!(read_all(&output).len(), 3, "nothing was read or written");
+    // The version that wrote the state reads on.
+    weir_runtime::cli::run(build(false), &config(&state, &[])?, None).await?;
+    assert_eq!(read_all(&output), ["x\t1", "x\t2", "x\t3", "y\t1"]);
+    Ok(())
+}
+
+const REJECTS: OutputTag<String, String> = OutputTag::new("rejects");
+const REJECTS_AS_NUMBERS: OutputTag<String, u64> = OutputTag::new("rejects");
+
+/// Sends empty lines to the side output `rejects`.
+#[derive(Clone)]
+struct Rejects;
+
+impl Processor for Rejects {
+    type Key = String;
+    type In = String;
+    type Out = String;
+
+    fn declare(&self, d: &mut Declarations) {
+        d.output(&REJECTS);
+    }
+
+    async fn process(
+        &mut self,
+        r: Record<String, String>,
+        ctx: &mut Context<'_, Self>,
+    ) -> Result<()> {
+        if r.value.is_empty() {
+            return ctx.output(&REJECTS, r.key, "empty".to_owned());
+        }
+        ctx.emit(r.key, r.value);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_side_output_needs_a_sink_of_its_own_types() -> Result<()> {
+    let tmp = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
+    let (input, output, rejects, state) = (
+        tmp.path().join("in"),
+        tmp.path().join("out"),
+        tmp.path().join("rejects"),
+        tmp.path().join("state"),
+    );
+    write_input(&input, &[("a.txt", "a\n\nb\n")]);
+    let chain = |p: &mut Pipeline| {
+        p.source(FileSource::lines(&input))
+            .key_by(|l: &String| format!("k{}", l.len()))
+            .process(Rejects)
+            .sink(FileSink::tsv(&output));
+    };
+    let mut p = Pipeline::new("rejects");
+    chain(&mut p);
+    let e = weir_runtime::cli::run(p, &config(&state, &[])?, None)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        e.contains("side output `rejects`, which has no sink"),
+        "{e}"
+    );
+
+    let mut p = Pipeline::new("rejects");
+    p.side_output(&REJECTS_AS_NUMBERS, FileSink::tsv(&rejects));
+    chain(&mut p);
+    let e = weir_runtime::cli::run(p, &config(&state, &[])?, None)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("whose sink takes"), "{e}");
+
+    let mut p = Pipeline::new("rejects");
+    p.side_output(&REJECTS, FileSink::tsv(&rejects));
+    chain(&mut p);
+    weir_runtime::cli::run(p, &config(&state, &[])?, None).await?;
+    assert_eq!(read_all(&output), ["k1\ta", "k1\tb"]);
+    assert_eq!(read_all(&rejects), ["k0\tempty"]);
     Ok(())
 }

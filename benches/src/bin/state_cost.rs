@@ -116,13 +116,19 @@ impl SourceReader<u64> for PacedReader {
 #[derive(Clone)]
 struct Touch;
 
+const V: ValueDescriptor<u64> = ValueDescriptor::new("v");
+
 impl Processor for Touch {
     type Key = u64;
     type In = ();
     type Out = u64;
 
+    fn declare(&self, d: &mut Declarations) {
+        d.state(&V);
+    }
+
     async fn process(&mut self, _rec: Record<u64, ()>, ctx: &mut Context<'_, Self>) -> Result<()> {
-        let mut v = ctx.value_state::<u64>("v")?;
+        let mut v = ctx.state(&V)?;
         let n = v.get()?.unwrap_or(0) + 1;
         v.put(&n)?;
         Ok(())

@@ -20,8 +20,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use weir_connectors::kafka::{KafkaSettings, KafkaSource};
-use weir_runtime::cli::App;
+use weir::prelude::*;
 
 fn main() -> ExitCode {
     App::new("kafka_to_files")

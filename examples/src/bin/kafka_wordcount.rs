@@ -32,8 +32,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use weir_connectors::kafka::{KafkaOutput, KafkaSettings, KafkaSource};
-use weir_runtime::cli::App;
+use weir::prelude::*;
 
 fn main() -> ExitCode {
     App::new("kafka_wordcount")
@@ -63,9 +62,8 @@ fn main() -> ExitCode {
                 source = source.until_idle(Duration::from_millis(ms));
             }
             let output = KafkaOutput::new(settings, &app);
-            let sink = output.key_value_sink::<weir_core::CompactString, u64>(
-                &cfg.get::<String>("output_topic")?,
-            );
+            let sink =
+                output.key_value_sink::<CompactString, u64>(&cfg.get::<String>("output_topic")?);
             if let Some(topic) = cfg.get_opt::<String>("dead_letter_topic")? {
                 p.dead_letter(output.dead_letter_sink(&topic));
             }

@@ -22,10 +22,8 @@
 
 use std::process::ExitCode;
 
-use weir_connectors::file::{FileSink, FileSource};
-use weir_core::Error;
+use weir::prelude::*;
 use weir_examples::sessions::{parse_timestamp, user_of, Sessionizer, LATE};
-use weir_runtime::cli::App;
 
 fn main() -> ExitCode {
     App::new("sessions")
@@ -66,7 +64,7 @@ fn main() -> ExitCode {
                 Some(dir) => dir.into(),
                 None => std::path::PathBuf::from(format!("{}-late", output.display())),
             };
-            p.named_sink::<String, String, _>(LATE, FileSink::tsv(late));
+            p.side_output(&LATE, FileSink::tsv(late));
             // A malformed line is bad input where it is read: named by its
             // file and position, and skipped with on_bad_input=skip.
             let mut lines = FileSource::lines(cfg.path("input")?);

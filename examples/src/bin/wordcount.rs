@@ -18,8 +18,7 @@
 
 use std::process::ExitCode;
 
-use weir_connectors::file::FileSource;
-use weir_runtime::cli::App;
+use weir::prelude::*;
 
 fn main() -> ExitCode {
     App::new("wordcount")

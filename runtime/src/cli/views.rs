@@ -183,9 +183,10 @@ pub(super) fn dump(dir: &Path, only: Option<&str>, limit: Option<usize>) -> Resu
             return false;
         }
         // k | group:2 | node:2 | name_len:1 | name | key_len:4 | key [| map key]
-        if k.len() >= 6
-            && (k[0] == weir_core::state::KEYED_TAG || k[0] == weir_core::state::MAP_TAG)
-        {
+        use weir_core::state::{has_expiry, ttl, KEYED_TAG, KEYED_TTL_TAG, MAP_TAG, MAP_TTL_TAG};
+        if k.len() >= 6 && [KEYED_TAG, MAP_TAG, KEYED_TTL_TAG, MAP_TTL_TAG].contains(&k[0]) {
+            // A value of a store with a time to live starts with its expiry.
+            let v = if has_expiry(k) { ttl::payload(v) } else { v };
             let group = u16::from_be_bytes([k[1], k[2]]);
             let node = u16::from_be_bytes([k[3], k[4]]);
             let nlen = usize::from(k[5]);

@@ -305,6 +305,29 @@ impl Config {
             .collect())
     }
 
+    /// Every key set and its value as text (a string as it is, anything
+    /// else as JSON): what processors read when they open (see
+    /// [`OpenContext::setting`](weir_core::OpenContext::setting)).
+    ///
+    /// # Errors
+    /// When the merged configuration cannot be read.
+    pub fn settings(&self) -> Result<std::collections::BTreeMap<String, String>> {
+        let dict: figment::value::Dict = self
+            .figment
+            .extract()
+            .map_err(|e| Error::Config(explain(&self.figment, e)))?;
+        Ok(keys::leaves(&dict)
+            .into_iter()
+            .map(|(key, value)| {
+                let text = match &value {
+                    figment::value::Value::String(_, s) => s.clone(),
+                    other => serde_json::to_string(other).unwrap_or_else(|_| format!("{other:?}")),
+                };
+                (key, text)
+            })
+            .collect())
+    }
+
     /// The runtime's settings.
     pub fn runtime(&self) -> &RuntimeConfig {
         &self.runtime

@@ -2,7 +2,7 @@
 //! anything: the state directory belongs to this pipeline, and nobody else
 //! reads its input as this application.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use weir_core::group::Member;
@@ -41,6 +41,10 @@ pub(crate) struct Signature {
     name: String,
     fingerprint: String,
     topology: String,
+    /// The declared stores (see [`Pipeline::schema`]).
+    states: BTreeMap<String, String>,
+    /// The processors' type names, by node.
+    processors: Vec<String>,
 }
 
 impl Signature {
@@ -49,6 +53,10 @@ impl Signature {
             name: pipeline.name().to_owned(),
             fingerprint: pipeline.fingerprint(),
             topology: pipeline.topology(),
+            states: pipeline.schema(),
+            processors: (0..)
+                .map_while(|n| pipeline.processor_name(n).map(str::to_owned))
+                .collect(),
         }
     }
 
@@ -59,7 +67,31 @@ impl Signature {
 
     /// The manifest of this pipeline before its first commit.
     pub(crate) fn empty_manifest(&self, key_groups: u16) -> Manifest {
-        Manifest::empty(&self.name, &self.fingerprint, &self.topology, key_groups)
+        let mut m = Manifest::empty(&self.name, &self.fingerprint, &self.topology, key_groups);
+        m.states = self.states.clone();
+        m
+    }
+
+    /// Refuses state whose stores `was` records with other types than
+    /// this pipeline declares them, naming the first such store.
+    fn check_states(&self, was: &BTreeMap<String, String>, dir: &Path) -> Result<()> {
+        for (store, now) in &self.states {
+            let Some(then) = was.get(store).filter(|then| *then != now) else {
+                continue;
+            };
+            let (node, name) = store.split_once('/').unwrap_or(("?", store));
+            let processor = node
+                .parse::<usize>()
+                .ok()
+                .and_then(|n| self.processors.get(n))
+                .map_or("?", String::as_str);
+            return Err(Error::Config(format!(
+                "state directory {} holds the store `{name}` of processor `{processor}` as {then}, but this version of `{}` declares it as {now}: its entries would be read as the wrong type. Run the version that wrote it; or start this one on a new --state (in Kafka mode, with a new --application-id, or after `offsets reset --reset-state`)",
+                dir.display(),
+                self.name
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -68,6 +100,9 @@ impl Signature {
 pub(crate) fn check_fingerprint(m: &Manifest, pipeline: &Signature, dir: &Path) -> Result<()> {
     if m.fingerprint == pipeline.fingerprint && m.pipeline == pipeline.name {
         return Ok(());
+    }
+    if m.pipeline == pipeline.name {
+        pipeline.check_states(&m.states, dir)?;
     }
     // Before `follow` left the fingerprint, a following file source was
     // `file-lines(follow)`: the same topology.

@@ -58,6 +58,7 @@ fn dead_letters(
                 groups: Vec::new(),
                 key_groups: env.manifest.key_groups,
                 truncate_to: truncate,
+                settings: env.settings.clone(),
             };
             env.dead_letter.as_ref().map(|open| open(&init)).transpose()
         })
@@ -180,6 +181,7 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T
                         .collect(),
                     key_groups,
                     truncate_to: &truncate,
+                    settings: env.settings.clone(),
                 };
                 let mut sides = SideSinks::default();
                 for (name, open) in &env.named {
@@ -343,6 +345,7 @@ impl<T: Send + 'static> Job for DirectJob<T> {
                     groups: Vec::new(),
                     key_groups: env.manifest.key_groups,
                     truncate_to: &truncate,
+                    settings: env.settings.clone(),
                 };
                 sinks.push(open_sink(&init)?);
             }

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tracing::Instrument;
 use weir_core::group::Member;
-use weir_core::{Error, Result};
+use weir_core::{Error, Result, Settings};
 
 use crate::checkpoint::RunSummary;
 use crate::manifest::PartialState;
@@ -69,6 +69,7 @@ pub(crate) async fn run_once(
         Error::Config("no state directory; pass --state DIR (or set `state` in the config)".into())
     })?;
     let signature = Signature::of(&pipeline);
+    let settings: Arc<dyn Settings> = Arc::new(config.settings()?);
     let name = pipeline.name().to_owned();
     let queryables = pipeline.queryables().to_vec();
     let built = pipeline.into_job()?;
@@ -232,6 +233,7 @@ pub(crate) async fn run_once(
                         store: store.clone(),
                         manifest: manifest.clone(),
                         config: rc.clone(),
+                        settings: settings.clone(),
                         shutdown: shutdown.clone(),
                         instance: instance.clone(),
                         member: member.clone(),

@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::Serialize;
 use weir_core::keygroup::key_group;
-use weir_core::state::{keyed_key, KEYED_TAG};
+use weir_core::state::{keyed_key, ttl, KEYED_TAG, KEYED_TTL_TAG};
 use weir_core::{Error, Result};
 
 use super::status::{self, Phase};
@@ -33,6 +33,8 @@ pub(crate) struct Queryable {
     pub(crate) node: u16,
     pub(crate) key: Box<KeyParser>,
     pub(crate) value: Box<ValueDecoder>,
+    /// Its values start with their expiry (a store with a time to live).
+    pub(crate) expires: bool,
 }
 
 impl Queryable {
@@ -45,8 +47,24 @@ impl Queryable {
             ))
         })?;
         let group = key_group(&encoded, key_groups);
-        let state_key = keyed_key(KEYED_TAG, group, self.node, self.name, &encoded)?;
+        let tag = if self.expires {
+            KEYED_TTL_TAG
+        } else {
+            KEYED_TAG
+        };
+        let state_key = keyed_key(tag, group, self.node, self.name, &encoded)?;
         Ok((group, state_key))
+    }
+
+    /// A stored value as JSON; `None` when it has expired.
+    fn decode(&self, bytes: &[u8]) -> std::result::Result<Option<serde_json::Value>, String> {
+        if !self.expires {
+            return (self.value)(bytes).map(Some);
+        }
+        if ttl::expired(bytes, crate::store::now_ms()) {
+            return Ok(None);
+        }
+        (self.value)(ttl::payload(bytes)).map(Some)
     }
 }
 
@@ -207,8 +225,12 @@ pub(crate) fn query(store: &str, key: &str) -> Answer {
         };
     }
     match db.read_committed(&state_key) {
-        Ok((Some(bytes), epoch)) => match (queryable.value)(&bytes) {
-            Ok(value) => Answer::Found(Found {
+        Ok((Some(bytes), epoch)) => match queryable.decode(&bytes) {
+            Ok(None) => Answer::Missing {
+                key_group: group,
+                epoch,
+            },
+            Ok(Some(value)) => Answer::Found(Found {
                 store: store.to_owned(),
                 key: key.to_owned(),
                 value,
@@ -258,13 +280,17 @@ pub(crate) fn get_offline(
         }
     }
     let (bytes, epoch) = ro.read_committed(&state_key)?;
-    bytes
-        .map(|b| {
-            let value = (q.value)(&b).map_err(|e| {
-                Error::State(format!(
-                    "the value of `{key}` in `{store}` is unreadable: {e}"
-                ))
-            })?;
+    let value = bytes
+        .map(|b| q.decode(&b))
+        .transpose()
+        .map_err(|e| {
+            Error::State(format!(
+                "the value of `{key}` in `{store}` is unreadable: {e}"
+            ))
+        })?
+        .flatten();
+    value
+        .map(|value| {
             Ok(Found {
                 store: store.to_owned(),
                 key: key.to_owned(),
@@ -324,6 +350,7 @@ mod tests {
             node: 0,
             key: Box::new(|k| Ok(k.as_bytes().to_vec())),
             value: Box::new(|_| Ok(serde_json::Value::Null)),
+            expires: false,
         });
         let served = serve(
             &[count],

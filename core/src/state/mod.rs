@@ -1,17 +1,38 @@
-//! Keyed state: the backend interface the runtime implements, the typed
-//! handles processors use, and the byte layout of state keys.
+//! Keyed state: the backend interface the runtime implements, the
+//! descriptors a processor declares its state with, the typed handles it
+//! reaches that state through, and the byte layout of state keys.
 //!
 //! Layout (big-endian numbers):
 //! - value: `k | group:u16 | node:u16 | name_len:u8 | name | key_len:u32 | key`
 //! - map entry: `m | group:u16 | node:u16 | name_len:u8 | name | key_len:u32 | key | map_key`
 //! - timer: `t | group:u16 | node:u16 | domain:u8 | timestamp:u64 (sign-flipped) | key`
 //!
+//! A store declared with a time to live uses `K` and `M` instead of `k` and
+//! `m`, and each of its values starts with its expiry (see [`ttl`]), so
+//! that the storage can drop expired entries without knowing the pipeline.
+//! A list is laid out as a map from a sequence number to its elements, with
+//! its next sequence number in the value slot of its name.
+//!
 //! Only map entries and timers are ever scanned by prefix ([`is_scanned`]),
 //! so a backend may keep those alone in an ordered structure.
 
-use std::marker::PhantomData;
+mod descriptor;
+mod list;
+mod map;
+pub mod ttl;
+mod value;
 
-use crate::{Codec, Error, Result};
+#[doc(hidden)]
+pub use descriptor::Place;
+pub use descriptor::{
+    Declarations, Declared, ListDescriptor, MapDescriptor, StateDescriptor, StateKind, StateSpec,
+    ValueDescriptor,
+};
+pub use list::{Elements, ListState};
+pub use map::{MapIter, MapState};
+pub use value::ValueState;
+
+use crate::{Error, Result};
 
 /// Byte-level state storage as seen by one worker. Reads see the worker's
 /// own uncommitted writes; the runtime decides when writes become durable.
@@ -40,19 +61,34 @@ pub trait StateBackend: Send {
 
 /// First byte of value-state entries.
 pub const KEYED_TAG: u8 = b'k';
-/// First byte of map-state entries.
+/// First byte of map-state (and list-state) entries.
 pub const MAP_TAG: u8 = b'm';
+/// First byte of the entries of value state with a time to live.
+pub const KEYED_TTL_TAG: u8 = b'K';
+/// First byte of the entries of map (and list) state with a time to live.
+pub const MAP_TTL_TAG: u8 = b'M';
+/// First byte of timer entries.
+pub const TIMER_TAG: u8 = b't';
+/// Every first byte of an entry that belongs to a key group: values, map
+/// entries (with and without a time to live) and timers.
+pub const GROUPED_TAGS: [u8; 5] = [KEYED_TAG, KEYED_TTL_TAG, MAP_TAG, MAP_TTL_TAG, TIMER_TAG];
 
 /// Whether keys like `key` are read by prefix scans (map entries, timers)
 /// rather than by point reads only (values).
 pub fn is_scanned(key: &[u8]) -> bool {
-    matches!(key.first(), Some(&MAP_TAG) | Some(&TIMER_TAG))
+    matches!(
+        key.first(),
+        Some(&MAP_TAG) | Some(&MAP_TTL_TAG) | Some(&TIMER_TAG)
+    )
 }
-/// First byte of timer entries.
-pub const TIMER_TAG: u8 = b't';
+
+/// Whether entries like `key` start their values with an expiry (see [`ttl`]).
+pub fn has_expiry(key: &[u8]) -> bool {
+    matches!(key.first(), Some(&KEYED_TTL_TAG) | Some(&MAP_TTL_TAG))
+}
 
 /// Checks a state name: non-empty, at most 255 bytes.
-fn name_bytes(name: &str) -> Result<&[u8]> {
+pub(crate) fn name_bytes(name: &str) -> Result<&[u8]> {
     let b = name.as_bytes();
     if b.is_empty() || b.len() > 255 {
         return Err(Error::Config(format!(
@@ -63,7 +99,7 @@ fn name_bytes(name: &str) -> Result<&[u8]> {
 }
 
 /// The prefix of every entry of state `name` of `node` in key group `group`.
-/// `tag` is [`KEYED_TAG`] or [`MAP_TAG`].
+/// `tag` is one of [`GROUPED_TAGS`] but [`TIMER_TAG`].
 pub fn keyed_prefix(tag: u8, group: u16, node: u16, name: &str) -> Result<Vec<u8>> {
     let mut k = Vec::with_capacity(6 + name.len() + 16);
     keyed_prefix_into(&mut k, tag, group, node, name)?;
@@ -81,8 +117,7 @@ fn keyed_prefix_into(k: &mut Vec<u8>, tag: u8, group: u16, node: u16, name: &str
 }
 
 /// The state key of `name` for the encoded record key `key`.
-/// For map state this is the prefix of its entries; `tag` is [`KEYED_TAG`]
-/// or [`MAP_TAG`].
+/// For map state this is the prefix of its entries.
 pub fn keyed_key(tag: u8, group: u16, node: u16, name: &str, key: &[u8]) -> Result<Vec<u8>> {
     let mut k = Vec::with_capacity(10 + name.len() + key.len());
     keyed_key_into(&mut k, tag, group, node, name, key)?;
@@ -111,128 +146,49 @@ pub fn keyed_key_into(
 /// The key group encoded in a keyed-state or timer key, if it is one.
 pub fn group_of(state_key: &[u8]) -> Option<u16> {
     match state_key {
-        [KEYED_TAG | MAP_TAG | TIMER_TAG, a, b, ..] => Some(u16::from_be_bytes([*a, *b])),
+        [tag, a, b, ..] if GROUPED_TAGS.contains(tag) => Some(u16::from_be_bytes([*a, *b])),
         _ => None,
     }
 }
 
-/// One value per key, of type `T`.
-pub struct ValueState<'a, T> {
-    backend: &'a mut dyn StateBackend,
-    /// The state key, then (while a `put` runs) the value's encoding: one
-    /// reused buffer for both.
-    buf: &'a mut Vec<u8>,
-    key_len: usize,
-    name: &'a str,
-    _t: PhantomData<fn() -> T>,
+/// What a state handle reads and writes through: the worker's backend,
+/// the processing time (for expiry), and the store's name (for errors).
+pub(crate) struct Access<'a> {
+    pub(crate) backend: &'a mut dyn StateBackend,
+    pub(crate) now: i64,
+    pub(crate) name: &'static str,
+    /// The store's time to live, in milliseconds, if it has one.
+    pub(crate) ttl_ms: Option<i64>,
 }
 
-impl<'a, T: Codec> ValueState<'a, T> {
-    /// The state under the key held in `buf`.
-    pub(crate) fn new(
-        backend: &'a mut dyn StateBackend,
-        buf: &'a mut Vec<u8>,
-        name: &'a str,
-    ) -> Self {
-        ValueState {
-            backend,
-            key_len: buf.len(),
-            buf,
-            name,
-            _t: PhantomData,
+impl Access<'_> {
+    /// The live value under `key`: an expired one reads as absent and is
+    /// deleted.
+    fn get(&mut self, key: &[u8]) -> Result<Option<&[u8]>> {
+        if self.ttl_ms.is_none() {
+            return self.backend.get(key);
         }
-    }
-
-    /// The current value, if one was put.
-    pub fn get(&mut self) -> Result<Option<T>> {
-        match self.backend.get(&self.buf[..self.key_len])? {
-            Some(bytes) => T::decode(bytes).map(Some).map_err(|e| named(e, self.name)),
-            None => Ok(None),
+        let expired = match self.backend.get(key)? {
+            None => return Ok(None),
+            Some(v) => ttl::expired(v, self.now),
+        };
+        if expired {
+            self.backend.delete(key.to_vec());
+            return Ok(None);
         }
+        Ok(self.backend.get(key)?.map(ttl::payload))
     }
 
-    /// Replaces the value.
-    pub fn put(&mut self, value: &T) -> Result<()> {
-        self.buf.truncate(self.key_len);
-        let encoded = value.encode_into(self.buf);
-        let (key, bytes) = self.buf.split_at(self.key_len);
-        encoded.map_err(|e| named(e, self.name))?;
-        self.backend.put_slice(key, bytes);
-        Ok(())
+    /// The expiry header a write starts its value with (empty without a
+    /// time to live).
+    fn header(&self) -> Option<[u8; 8]> {
+        self.ttl_ms
+            .map(|ttl| ttl::header(self.now.saturating_add(ttl)))
     }
 
-    /// Removes the value.
-    pub fn clear(&mut self) {
-        self.backend.delete(self.buf[..self.key_len].to_vec());
-    }
-}
-
-/// A map per key, from `K` to `V`.
-pub struct MapState<'a, K, V> {
-    backend: &'a mut dyn StateBackend,
-    prefix: Vec<u8>,
-    name: &'a str,
-    _t: PhantomData<fn() -> (K, V)>,
-}
-
-impl<'a, K: Codec, V: Codec> MapState<'a, K, V> {
-    pub(crate) fn new(backend: &'a mut dyn StateBackend, prefix: Vec<u8>, name: &'a str) -> Self {
-        MapState {
-            backend,
-            prefix,
-            name,
-            _t: PhantomData,
-        }
-    }
-
-    fn entry_key(&self, k: &K) -> Result<Vec<u8>> {
-        let mut key = self.prefix.clone();
-        k.encode_into(&mut key).map_err(|e| named(e, self.name))?;
-        Ok(key)
-    }
-
-    /// The value under `k`.
-    pub fn get(&mut self, k: &K) -> Result<Option<V>> {
-        let key = self.entry_key(k)?;
-        match self.backend.get(&key)? {
-            Some(bytes) => V::decode(bytes).map(Some).map_err(|e| named(e, self.name)),
-            None => Ok(None),
-        }
-    }
-
-    /// Stores `v` under `k`.
-    pub fn put(&mut self, k: &K, v: &V) -> Result<()> {
-        let key = self.entry_key(k)?;
-        let bytes = v.encode().map_err(|e| named(e, self.name))?;
-        self.backend.put(key, bytes);
-        Ok(())
-    }
-
-    /// Removes `k`.
-    pub fn remove(&mut self, k: &K) -> Result<()> {
-        let key = self.entry_key(k)?;
-        self.backend.delete(key);
-        Ok(())
-    }
-
-    /// Every entry, ordered by the encoded map key.
-    pub fn entries(&mut self) -> Result<Vec<(K, V)>> {
-        let raw = self.backend.scan_prefix(&self.prefix)?;
-        raw.into_iter()
-            .map(|(k, v)| {
-                let mk = K::decode(&k[self.prefix.len()..]).map_err(|e| named(e, self.name))?;
-                let mv = V::decode(&v).map_err(|e| named(e, self.name))?;
-                Ok((mk, mv))
-            })
-            .collect()
-    }
-
-    /// Removes every entry.
-    pub fn clear(&mut self) -> Result<()> {
-        for (k, _) in self.backend.scan_prefix(&self.prefix)? {
-            self.backend.delete(k);
-        }
-        Ok(())
+    /// Decoding or encoding errors, named after the store.
+    fn named(&self, e: Error) -> Error {
+        named(e, self.name)
     }
 }
 

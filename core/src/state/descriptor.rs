@@ -1,0 +1,458 @@
+//! Declared state: a processor declares each of its stores once, by a
+//! descriptor that carries its name and its types (as Flink's
+//! `ValueStateDescriptor` does), and reaches it through that descriptor.
+//! The declarations go into the pipeline's fingerprint and its manifest,
+//! so that a restart on state written with other types is refused before
+//! anything is read, naming the store and both types.
+
+use std::any::TypeId;
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use super::{keyed_key_into, Access, ListState, MapState, StateBackend, ValueState};
+use super::{KEYED_TAG, KEYED_TTL_TAG, MAP_TAG, MAP_TTL_TAG};
+use crate::output::{OutputSpec, OutputTag};
+use crate::{Codec, Error, Result};
+
+/// What kind of store a descriptor declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StateKind {
+    /// One value per key ([`ValueState`]).
+    Value,
+    /// A map per key ([`MapState`]).
+    Map,
+    /// A list per key ([`ListState`]).
+    List,
+}
+
+impl StateKind {
+    fn word(self) -> &'static str {
+        match self {
+            StateKind::Value => "value",
+            StateKind::Map => "map",
+            StateKind::List => "list",
+        }
+    }
+}
+
+/// A declared store, as the pipeline records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateSpec {
+    /// Its name, unique among the processor's stores.
+    pub name: &'static str,
+    /// Its kind.
+    pub kind: StateKind,
+    /// Its stored types as Rust names them (`u64`, `i64, my::Session`).
+    pub types: String,
+    /// Its time to live, if it has one.
+    pub ttl: Option<Duration>,
+    type_id: TypeId,
+}
+
+impl StateSpec {
+    /// How the fingerprint and the manifest record it, e.g. `map<i64,
+    /// my::Session>` or `value<u64> ttl 60s`. A restart is refused when a
+    /// store's signature changed: its entries would be read as another
+    /// type, or laid out otherwise.
+    pub fn signature(&self) -> String {
+        let mut s = format!("{}<{}>", self.kind.word(), self.types);
+        if self.ttl.is_some() {
+            // Only whether it has one: the expiry is stored with each
+            // value, so another duration reads the same entries.
+            s.push_str(" with ttl");
+        }
+        s
+    }
+}
+
+impl fmt::Display for StateSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}`: {}", self.name, self.signature())
+    }
+}
+
+/// Where a handle is opened: the worker's state, the current key and the
+/// clocks (built by the [`Context`](crate::Context)).
+#[doc(hidden)]
+pub struct Place<'a> {
+    pub(crate) backend: &'a mut dyn StateBackend,
+    pub(crate) group: u16,
+    pub(crate) node: u16,
+    pub(crate) key: &'a [u8],
+    /// A reused buffer for a value's state key.
+    pub(crate) buf: &'a mut Vec<u8>,
+    pub(crate) now: i64,
+}
+
+/// A descriptor of a store: its name and types, and how a handle to the
+/// current key's entry is made. Implemented by [`ValueDescriptor`],
+/// [`MapDescriptor`] and [`ListDescriptor`].
+pub trait StateDescriptor {
+    /// The handle [`Context::state`](crate::Context::state) gives.
+    type Handle<'a>;
+    /// The store's name.
+    fn name(&self) -> &'static str;
+    /// The declaration the pipeline records.
+    fn spec(&self) -> StateSpec;
+    /// Its kind and the identity of its types, for the check that a
+    /// handle's store is declared (cheaper than building the whole spec).
+    #[doc(hidden)]
+    fn identity(&self) -> (StateKind, TypeId);
+    /// Whether its entries expire.
+    #[doc(hidden)]
+    fn expires(&self) -> bool;
+    /// The handle of the current key's entry.
+    #[doc(hidden)]
+    fn handle<'a>(&self, place: Place<'a>) -> Result<Self::Handle<'a>>;
+}
+
+fn millis(ttl: Option<Duration>) -> Option<i64> {
+    ttl.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1))
+}
+
+/// Declares a store of one value per key, of type `T`.
+///
+/// ```
+/// # use weir_core::state::ValueDescriptor;
+/// const COUNT: ValueDescriptor<u64> = ValueDescriptor::new("count");
+/// ```
+pub struct ValueDescriptor<T> {
+    name: &'static str,
+    ttl: Option<Duration>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> ValueDescriptor<T> {
+    /// A store called `name` (1 to 255 bytes, unique in its processor).
+    pub const fn new(name: &'static str) -> Self {
+        ValueDescriptor {
+            name,
+            ttl: None,
+            _t: PhantomData,
+        }
+    }
+
+    /// A value expires `ttl` of processing time after it was last written:
+    /// it reads as absent, and its storage is reclaimed.
+    pub const fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Its time to live, if it has one.
+    pub const fn ttl(&self) -> Option<Duration> {
+        self.ttl
+    }
+}
+
+impl<T: Codec + 'static> StateDescriptor for ValueDescriptor<T> {
+    type Handle<'a> = ValueState<'a, T>;
+
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn spec(&self) -> StateSpec {
+        StateSpec {
+            name: self.name,
+            kind: StateKind::Value,
+            types: std::any::type_name::<T>().to_owned(),
+            ttl: self.ttl,
+            type_id: TypeId::of::<T>(),
+        }
+    }
+
+    fn expires(&self) -> bool {
+        self.ttl.is_some()
+    }
+
+    fn identity(&self) -> (StateKind, TypeId) {
+        (StateKind::Value, TypeId::of::<T>())
+    }
+
+    fn handle<'a>(&self, place: Place<'a>) -> Result<ValueState<'a, T>> {
+        let tag = match self.ttl {
+            Some(_) => KEYED_TTL_TAG,
+            None => KEYED_TAG,
+        };
+        keyed_key_into(
+            place.buf,
+            tag,
+            place.group,
+            place.node,
+            self.name,
+            place.key,
+        )?;
+        Ok(ValueState::new(
+            Access {
+                backend: place.backend,
+                now: place.now,
+                name: self.name,
+                ttl_ms: millis(self.ttl),
+            },
+            place.buf,
+        ))
+    }
+}
+
+/// Declares a store of a map per key, from `K` to `V`, whose entries are
+/// read one by one or in the order of their encoded keys.
+pub struct MapDescriptor<K, V> {
+    name: &'static str,
+    ttl: Option<Duration>,
+    _t: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V> MapDescriptor<K, V> {
+    /// A store called `name` (1 to 255 bytes, unique in its processor).
+    pub const fn new(name: &'static str) -> Self {
+        MapDescriptor {
+            name,
+            ttl: None,
+            _t: PhantomData,
+        }
+    }
+
+    /// An entry expires `ttl` of processing time after it was last written.
+    pub const fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+}
+
+impl<K: Codec + 'static, V: Codec + 'static> StateDescriptor for MapDescriptor<K, V> {
+    type Handle<'a> = MapState<'a, K, V>;
+
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn spec(&self) -> StateSpec {
+        StateSpec {
+            name: self.name,
+            kind: StateKind::Map,
+            types: format!(
+                "{}, {}",
+                std::any::type_name::<K>(),
+                std::any::type_name::<V>()
+            ),
+            ttl: self.ttl,
+            type_id: TypeId::of::<(K, V)>(),
+        }
+    }
+
+    fn expires(&self) -> bool {
+        self.ttl.is_some()
+    }
+
+    fn identity(&self) -> (StateKind, TypeId) {
+        (StateKind::Map, TypeId::of::<(K, V)>())
+    }
+
+    fn handle<'a>(&self, place: Place<'a>) -> Result<MapState<'a, K, V>> {
+        let tag = match self.ttl {
+            Some(_) => MAP_TTL_TAG,
+            None => MAP_TAG,
+        };
+        let mut prefix = Vec::new();
+        keyed_key_into(
+            &mut prefix,
+            tag,
+            place.group,
+            place.node,
+            self.name,
+            place.key,
+        )?;
+        Ok(MapState::new(
+            Access {
+                backend: place.backend,
+                now: place.now,
+                name: self.name,
+                ttl_ms: millis(self.ttl),
+            },
+            prefix,
+        ))
+    }
+}
+
+/// Declares a store of a list per key, of `T`s in the order they were
+/// added; adding one does not read the others.
+pub struct ListDescriptor<T> {
+    name: &'static str,
+    ttl: Option<Duration>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> ListDescriptor<T> {
+    /// A store called `name` (1 to 255 bytes, unique in its processor).
+    pub const fn new(name: &'static str) -> Self {
+        ListDescriptor {
+            name,
+            ttl: None,
+            _t: PhantomData,
+        }
+    }
+
+    /// An element expires `ttl` of processing time after it was added.
+    pub const fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+}
+
+impl<T: Codec + 'static> StateDescriptor for ListDescriptor<T> {
+    type Handle<'a> = ListState<'a, T>;
+
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn spec(&self) -> StateSpec {
+        StateSpec {
+            name: self.name,
+            kind: StateKind::List,
+            types: std::any::type_name::<T>().to_owned(),
+            ttl: self.ttl,
+            type_id: TypeId::of::<T>(),
+        }
+    }
+
+    fn expires(&self) -> bool {
+        self.ttl.is_some()
+    }
+
+    fn identity(&self) -> (StateKind, TypeId) {
+        (StateKind::List, TypeId::of::<T>())
+    }
+
+    fn handle<'a>(&self, place: Place<'a>) -> Result<ListState<'a, T>> {
+        let tag = match self.ttl {
+            Some(_) => MAP_TTL_TAG,
+            None => MAP_TAG,
+        };
+        let mut prefix = Vec::new();
+        keyed_key_into(
+            &mut prefix,
+            tag,
+            place.group,
+            place.node,
+            self.name,
+            place.key,
+        )?;
+        // The next sequence number lives in the value slot of the name,
+        // which no other store of the processor can have.
+        keyed_key_into(
+            place.buf,
+            KEYED_TAG,
+            place.group,
+            place.node,
+            self.name,
+            place.key,
+        )?;
+        Ok(ListState::new(
+            Access {
+                backend: place.backend,
+                now: place.now,
+                name: self.name,
+                ttl_ms: millis(self.ttl),
+            },
+            prefix,
+            place.buf,
+        ))
+    }
+}
+
+/// What a processor declares (see [`Processor::declare`](crate::Processor::declare)):
+/// its stores and the side outputs it emits to.
+#[derive(Debug, Clone, Default)]
+pub struct Declarations {
+    states: Vec<StateSpec>,
+    outputs: Vec<OutputSpec>,
+}
+
+impl Declarations {
+    /// Declares the store `descriptor` describes.
+    pub fn state<D: StateDescriptor>(&mut self, descriptor: &D) -> &mut Self {
+        self.states.push(descriptor.spec());
+        self
+    }
+
+    /// Declares that the processor emits to the side output `tag`.
+    pub fn output<K: 'static, V: 'static>(&mut self, tag: &OutputTag<K, V>) -> &mut Self {
+        self.outputs.push(tag.spec());
+        self
+    }
+
+    /// The declared stores.
+    pub fn states(&self) -> &[StateSpec] {
+        &self.states
+    }
+
+    /// The declared side outputs.
+    pub fn outputs(&self) -> &[OutputSpec] {
+        &self.outputs
+    }
+
+    /// Refuses a bad declaration of `processor`: a name that is empty or
+    /// too long, or declared twice with other types.
+    pub fn check(&self, processor: &str) -> Result<()> {
+        for (i, s) in self.states.iter().enumerate() {
+            super::name_bytes(s.name)?;
+            if let Some(other) = self.states[..i].iter().find(|o| o.name == s.name) {
+                if other != s {
+                    return Err(Error::Config(format!(
+                        "processor `{processor}` declares the state `{}` twice, as {} and as {}; give each store a name of its own",
+                        s.name,
+                        other.signature(),
+                        s.signature()
+                    )));
+                }
+            }
+        }
+        for (i, o) in self.outputs.iter().enumerate() {
+            if let Some(other) = self.outputs[..i].iter().find(|x| x.name == o.name) {
+                if other != o {
+                    return Err(Error::Config(format!(
+                        "processor `{processor}` declares the side output `{}` twice, for {} and for {}; give each tag a name of its own",
+                        o.name, other.types, o.types
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The declared store `name`, if it is of `kind` with the types of
+    /// `type_id`: the check every handle passes.
+    pub(crate) fn find_state(
+        &self,
+        name: &'static str,
+        kind: StateKind,
+        type_id: TypeId,
+    ) -> Option<&StateSpec> {
+        self.states.iter().find(|s| {
+            (std::ptr::eq(s.name, name) || s.name == name) && s.kind == kind && s.type_id == type_id
+        })
+    }
+
+    /// Whether `spec` is declared as it is (for the check of a handle).
+    pub(crate) fn declares(
+        &self,
+        spec_name: &'static str,
+        kind: StateKind,
+        type_id: TypeId,
+    ) -> bool {
+        self.find_state(spec_name, kind, type_id).is_some()
+    }
+
+    /// The declared side output `name`, if it carries `type_id`.
+    pub(crate) fn has_output(&self, name: &'static str, type_id: TypeId) -> bool {
+        self.outputs
+            .iter()
+            .any(|o| (std::ptr::eq(o.name, name) || o.name == name) && o.type_id() == type_id)
+    }
+}
+
+/// The validated declarations of one processor node, shared by its workers.
+pub type Declared = std::sync::Arc<Declarations>;
