@@ -26,6 +26,8 @@ pub struct Context<'a, P: Processor> {
     pub(crate) timestamp: Option<i64>,
     pub(crate) watermark: i64,
     pub(crate) now: i64,
+    /// Records dropped as late (see [`count_late`](Self::count_late)).
+    pub(crate) late: &'a mut u64,
 }
 
 impl<'a, P: Processor> Context<'a, P> {
@@ -138,6 +140,12 @@ impl<'a, P: Processor> Context<'a, P> {
             type_name: spec.types,
         });
         Ok(())
+    }
+
+    /// Counts a record dropped because it came too late (after the window
+    /// or session it belongs to closed), in `weir_late_records_total`.
+    pub fn count_late(&mut self) {
+        *self.late += 1;
     }
 
     /// Fires [`Processor::on_timer`] for the current key once the watermark

@@ -108,6 +108,8 @@ pub struct KeyedNode<P: Processor> {
     predicted: Option<(&'static str, bool)>,
     /// The state key [`prefetch`](Self::prefetch) builds.
     prefetch_key: Vec<u8>,
+    /// Records dropped as late since [`take_late`](Self::take_late).
+    late: u64,
 }
 
 impl<P: Processor> KeyedNode<P> {
@@ -128,6 +130,7 @@ impl<P: Processor> KeyedNode<P> {
             key_slot: None,
             predicted: None,
             prefetch_key: Vec::new(),
+            late: 0,
         }
     }
 
@@ -207,6 +210,7 @@ impl<P: Processor> KeyedNode<P> {
             timestamp: record.timestamp,
             watermark: env.watermark,
             now: env.now,
+            late: &mut self.late,
         };
         self.processor
             .process(record, &mut ctx)
@@ -259,6 +263,7 @@ impl<P: Processor> KeyedNode<P> {
                     timestamp: (domain == TimeDomain::EventTime).then_some(ts),
                     watermark: env.watermark,
                     now: env.now,
+                    late: &mut self.late,
                 };
                 let timer = Timer {
                     key: key.clone(),
@@ -273,6 +278,11 @@ impl<P: Processor> KeyedNode<P> {
             }
         }
         Ok(fired)
+    }
+
+    /// How many records were dropped as late since the last call.
+    pub fn take_late(&mut self) -> u64 {
+        std::mem::take(&mut self.late)
     }
 
     /// True when timers are pending.

@@ -29,6 +29,7 @@ pub mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod timer;
+pub mod window;
 
 pub use codec::{encode_key, Codec, Key};
 /// A string that keeps up to 24 bytes inline. As a record key (a word, a

@@ -98,6 +98,7 @@ pub struct TestDriver<P: Processor + Clone> {
     pending_output: Vec<Record<P::Key, P::Out>>,
     side_output: Vec<SideRecord>,
     side_committed: usize,
+    late: u64,
 }
 
 impl<P: Processor + Clone> TestDriver<P> {
@@ -134,6 +135,7 @@ impl<P: Processor + Clone> TestDriver<P> {
             pending_output: Vec::new(),
             side_output: Vec::new(),
             side_committed: 0,
+            late: 0,
         })
     }
 
@@ -158,6 +160,7 @@ impl<P: Processor + Clone> TestDriver<P> {
         self.node.process(record, &mut env).await?;
         self.node.drain_output_into(&mut self.pending_output);
         self.side_output.extend(self.node.take_side_output());
+        self.late += self.node.take_late();
         Ok(())
     }
 
@@ -182,6 +185,7 @@ impl<P: Processor + Clone> TestDriver<P> {
         let n = self.node.fire_due(&mut env).await?;
         self.node.drain_output_into(&mut self.pending_output);
         self.side_output.extend(self.node.take_side_output());
+        self.late += self.node.take_late();
         Ok(n)
     }
 
@@ -231,6 +235,18 @@ impl<P: Processor + Clone> TestDriver<P> {
             .filter(|s| s.sink == tag.name())
             .filter_map(|s| s.record.downcast_ref::<Record<K, V>>())
             .collect()
+    }
+
+    /// How many records the processor dropped as late (see
+    /// [`Context::count_late`](crate::Context::count_late)).
+    pub fn late_records(&self) -> u64 {
+        self.late
+    }
+
+    /// How many state entries (values, map and list entries, timers) the
+    /// processor holds now: what a test of cleanup counts.
+    pub fn state_entries(&mut self) -> usize {
+        self.state.scan_prefix(&[]).map_or(0, |all| all.len())
     }
 
     /// The records emitted up to the last checkpoint.

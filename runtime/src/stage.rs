@@ -527,6 +527,7 @@ impl<P: Processor> ProcessStage<P> {
             }
         }
         cx.sides.write(self.node.take_side_output())?;
+        count_late(self.node.take_late());
         let out = self.node.take_output();
         if out.is_empty() {
             Ok(())
@@ -582,6 +583,7 @@ impl<P: Processor> Stage<P::Key, P::In> for ProcessStage<P> {
                 };
                 self.node.fire_due(&mut env).await?;
                 cx.sides.write(self.node.take_side_output())?;
+                count_late(self.node.take_late());
                 let out = self.node.take_output();
                 if !out.is_empty() {
                     self.next.push(out, cx).await?;
@@ -600,6 +602,13 @@ impl<P: Processor> Stage<P::Key, P::In> for ProcessStage<P> {
             self.node.close().await?;
             self.next.close().await
         })
+    }
+}
+
+/// Adds `n` records dropped as late to `weir_late_records_total`.
+fn count_late(n: u64) {
+    if n > 0 {
+        METRICS.late_records.inc_by(n);
     }
 }
 

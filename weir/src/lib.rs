@@ -17,19 +17,22 @@
 //!   [`OutputTag`]) from `weir-core`;
 //! - the builder and the command line every pipeline binary shares
 //!   ([`Pipeline`], [`App`]) from `weir-runtime`;
-//! - the connectors ([`file`], [`kafka`], [`stdout`]) from `weir-connectors`.
+//! - the connectors ([`file`](mod@file), [`kafka`], [`stdout`]) from `weir-connectors`.
 
 pub use weir_connectors::{file, kafka, stdout, text};
 #[cfg(feature = "testing")]
 pub use weir_core::testing;
 pub use weir_core::{
-    codec, encode_key, error, group, keygroup, sink, source, state, timer, Codec, CompactString,
-    Context, Declarations, Error, Header, Key, ListDescriptor, ListState, MapDescriptor, MapState,
-    OpenContext, OutputTag, Processor, Record, Result, Settings, TimeDomain, Timer,
-    ValueDescriptor, ValueState,
+    codec, encode_key, error, group, keygroup, sink, source, state, timer, window, Codec,
+    CompactString, Context, Declarations, Error, Header, Key, ListDescriptor, ListState,
+    MapDescriptor, MapState, OpenContext, OutputTag, Processor, Record, Result, Settings,
+    TimeDomain, Timer, ValueDescriptor, ValueState,
 };
 pub use weir_runtime::cli::{self, App};
-pub use weir_runtime::{config, Config, Guarantee, KeyedStream, OnBadInput, Pipeline, Stream};
+pub use weir_runtime::{
+    config, Config, Guarantee, KeyedStream, OnBadInput, Pipeline, SessionWindowedStream, Stream,
+    WindowedStream,
+};
 
 /// What a pipeline binary needs in scope: the processor API, the
 /// builder, the command line and the common connectors.
@@ -37,6 +40,9 @@ pub mod prelude {
     pub use weir_connectors::file::{FileSink, FileSource};
     pub use weir_connectors::kafka::{KafkaOutput, KafkaSettings, KafkaSource, StartAt};
     pub use weir_core::prelude::*;
+    pub use weir_core::window::{
+        Aggregate, Emit, Sessions, WindowFunction, WindowState, Windowed, Windows,
+    };
     pub use weir_core::CompactString;
     pub use weir_runtime::cli::App;
     pub use weir_runtime::{Config, KeyedStream, Pipeline, Stream};

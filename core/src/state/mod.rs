@@ -151,6 +151,35 @@ pub fn group_of(state_key: &[u8]) -> Option<u16> {
     }
 }
 
+/// Deletes `key`'s entry of the store `spec` (a value, or every entry of
+/// a map or list): a window that closed.
+pub(crate) fn clear_entry(
+    backend: &mut dyn StateBackend,
+    spec: &StateSpec,
+    group: u16,
+    node: u16,
+    key: &[u8],
+) -> Result<()> {
+    let expires = spec.ttl.is_some();
+    match spec.kind {
+        StateKind::Value => {
+            let tag = if expires { KEYED_TTL_TAG } else { KEYED_TAG };
+            backend.delete(keyed_key(tag, group, node, spec.name, key)?);
+        }
+        StateKind::Map | StateKind::List => {
+            let tag = if expires { MAP_TTL_TAG } else { MAP_TAG };
+            let prefix = keyed_key(tag, group, node, spec.name, key)?;
+            for (k, _) in backend.scan_prefix(&prefix)? {
+                backend.delete(k);
+            }
+            if spec.kind == StateKind::List {
+                backend.delete(keyed_key(KEYED_TAG, group, node, spec.name, key)?);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What a state handle reads and writes through: the worker's backend,
 /// the processing time (for expiry), and the store's name (for errors).
 pub(crate) struct Access<'a> {

@@ -73,6 +73,9 @@ pub(crate) struct Metrics {
     pub(crate) skipped: IntCounterVec,
     /// `weir_dead_letters_total`.
     pub(crate) dead_letters: IntCounter,
+    /// `weir_late_records_total`: records that came after their window
+    /// closed, dropped for want of a late output.
+    pub(crate) late_records: IntCounter,
     checkpoints: IntCounterVec,
     /// `weir_checkpoint_duration_seconds`: from every task's acknowledgement
     /// to the checkpoint being durable.
@@ -176,6 +179,13 @@ impl Metrics {
                 IntCounter::new(
                     "weir_dead_letters_total",
                     "Undecodable input records sent to the dead-letter sink.",
+                ),
+            ),
+            late_records: registered(
+                &r,
+                IntCounter::new(
+                    "weir_late_records_total",
+                    "Records that came after their window (or session) closed, past its grace, and were dropped because the window has no late output.",
                 ),
             ),
             checkpoints: counters(

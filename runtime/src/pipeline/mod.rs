@@ -1,4 +1,9 @@
-//! The pipeline builder: `source -> stateless ops -> key_by -> processors -> sink`.
+//! The pipeline builder: `source -> stateless ops -> key_by -> processors
+//! and windows -> sink`.
+
+mod window;
+
+pub use window::{SessionWindowedStream, WindowedStream};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -468,6 +473,17 @@ impl<'p, K: Key, V: Send + 'static> KeyedStream<'p, K, V> {
     where
         P: Processor<Key = K, In = V> + Clone + Sync,
     {
+        self.named_process(
+            &format!("process:{}", std::any::type_name::<P>()),
+            processor,
+        )
+    }
+
+    /// [`process`](Self::process), shown in the topology as `what`.
+    fn named_process<P>(self, what: &str, processor: P) -> KeyedStream<'p, K, P::Out>
+    where
+        P: Processor<Key = K, In = V> + Clone + Sync,
+    {
         let node = self.p.next_node;
         self.p.next_node += 1;
         let name = std::any::type_name::<P>();
@@ -480,8 +496,8 @@ impl<'p, K: Key, V: Send + 'static> KeyedStream<'p, K, V> {
         };
         let states: Vec<String> = declared.states().iter().map(|s| s.to_string()).collect();
         self.p.topology.push(match states.is_empty() {
-            true => format!("process:{name}"),
-            false => format!("process:{name}{{{}}}", states.join(", ")),
+            true => what.to_owned(),
+            false => format!("{what}{{{}}}", states.join(", ")),
         });
         self.p.declared.push((name.to_owned(), declared.clone()));
         let finish = self.finish;

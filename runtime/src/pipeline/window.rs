@@ -1,0 +1,129 @@
+//! Windowed streams: `keyed.window(Windows::tumbling(..)).count()` and
+//! the like, each a window operator (`weir_core::window`) run as the
+//! keyed stream's next processor.
+
+use weir_core::window::{
+    Accumulate, Aggregate, Count, Emit, Reduce, SessionOperator, Sessions, WindowFunction,
+    WindowOperator, Windowed, Windows,
+};
+use weir_core::{Codec, Key, OutputTag};
+
+use super::KeyedStream;
+
+/// A keyed stream cut into tumbling or hopping windows; an aggregation
+/// ends it (see [`KeyedStream::window`]).
+pub struct WindowedStream<'p, K, V> {
+    stream: KeyedStream<'p, K, V>,
+    windows: Windows,
+    emit: Emit,
+    late: Option<OutputTag<K, V>>,
+}
+
+impl<'p, K: Key, V: Clone + Send + 'static> WindowedStream<'p, K, V> {
+    /// Emits each window's result once, when it closes ([`Emit::Final`],
+    /// the default), or after every record ([`Emit::EveryUpdate`]).
+    pub fn emit(mut self, emit: Emit) -> Self {
+        self.emit = emit;
+        self
+    }
+
+    /// Sends records later than their windows' grace to the side output
+    /// `tag` (give it a sink with [`Pipeline::side_output`](super::Pipeline::side_output));
+    /// without it they are dropped and counted in `weir_late_records_total`.
+    pub fn late(mut self, tag: &OutputTag<K, V>) -> Self {
+        self.late = Some(OutputTag::new(tag.name()));
+        self
+    }
+
+    /// Each window's result is made by `function`, with stores of its own
+    /// per window (see [`WindowFunction`]).
+    pub fn apply<F: WindowFunction<K, V>>(
+        self,
+        function: F,
+    ) -> KeyedStream<'p, K, Windowed<F::Out>> {
+        let op = WindowOperator::new(self.windows, function, self.emit, self.late);
+        self.stream
+            .named_process(&format!("window:{}", self.windows.describe()), op)
+    }
+
+    /// Each window's result is `agg`'s fold of its values.
+    pub fn aggregate<A: Aggregate<V>>(self, agg: A) -> KeyedStream<'p, K, Windowed<A::Out>> {
+        self.apply(Accumulate::new(agg))
+    }
+
+    /// Each window's result is how many records it holds.
+    pub fn count(self) -> KeyedStream<'p, K, Windowed<u64>> {
+        self.aggregate(Count)
+    }
+
+    /// Each window's result is its values combined pairwise with `f`.
+    pub fn reduce<F>(self, f: F) -> KeyedStream<'p, K, Windowed<V>>
+    where
+        V: Codec + serde::Serialize + serde::de::DeserializeOwned,
+        F: Fn(V, V) -> V + Send + Sync + 'static,
+    {
+        self.aggregate(Reduce::new(f))
+    }
+}
+
+/// A keyed stream cut into session windows; an aggregation ends it (see
+/// [`KeyedStream::session_window`]).
+pub struct SessionWindowedStream<'p, K, V> {
+    stream: KeyedStream<'p, K, V>,
+    sessions: Sessions,
+    emit: Emit,
+    late: Option<OutputTag<K, V>>,
+}
+
+impl<'p, K: Key, V: Send + 'static> SessionWindowedStream<'p, K, V> {
+    /// Emits each session's result once, when it closes (the default), or
+    /// after every record.
+    pub fn emit(mut self, emit: Emit) -> Self {
+        self.emit = emit;
+        self
+    }
+
+    /// Sends records whose session had closed to the side output `tag`;
+    /// without it they are dropped and counted.
+    pub fn late(mut self, tag: &OutputTag<K, V>) -> Self {
+        self.late = Some(OutputTag::new(tag.name()));
+        self
+    }
+
+    /// Each session's result is `agg`'s fold of its values (merged when
+    /// sessions merge).
+    pub fn aggregate<A: Aggregate<V>>(self, agg: A) -> KeyedStream<'p, K, Windowed<A::Out>> {
+        let op = SessionOperator::new(self.sessions, agg, self.emit, self.late);
+        self.stream
+            .named_process(&format!("window:{}", self.sessions.describe()), op)
+    }
+
+    /// Each session's result is how many records it holds.
+    pub fn count(self) -> KeyedStream<'p, K, Windowed<u64>> {
+        self.aggregate(Count)
+    }
+}
+
+impl<'p, K: Key, V: Send + 'static> KeyedStream<'p, K, V> {
+    /// Cuts the stream into tumbling or hopping `windows` per key: end it
+    /// with `count`, `reduce`, `aggregate` or `apply`. Window state is
+    /// keyed state: checkpointed, restored and rolled back with the rest.
+    pub fn window(self, windows: Windows) -> WindowedStream<'p, K, V> {
+        WindowedStream {
+            stream: self,
+            windows,
+            emit: Emit::Final,
+            late: None,
+        }
+    }
+
+    /// Cuts the stream into session windows per key.
+    pub fn session_window(self, sessions: Sessions) -> SessionWindowedStream<'p, K, V> {
+        SessionWindowedStream {
+            stream: self,
+            sessions,
+            emit: Emit::Final,
+            late: None,
+        }
+    }
+}
