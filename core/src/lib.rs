@@ -23,6 +23,7 @@ mod open;
 mod output;
 mod processor;
 mod record;
+pub mod serdes;
 pub mod sink;
 pub mod source;
 pub mod state;
@@ -44,6 +45,7 @@ pub use open::{OpenContext, Settings};
 pub use output::{OutputSpec, OutputTag};
 pub use processor::Processor;
 pub use record::{Header, Record};
+pub use serdes::Serde;
 pub use state::{
     Declarations, ListDescriptor, ListState, MapDescriptor, MapState, StateBackend,
     ValueDescriptor, ValueState,

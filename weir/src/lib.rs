@@ -23,7 +23,7 @@ pub use weir_connectors::{file, kafka, stdout, text};
 #[cfg(feature = "testing")]
 pub use weir_core::testing;
 pub use weir_core::{
-    codec, encode_key, error, group, keygroup, sink, source, state, timer, window, Codec,
+    codec, encode_key, error, group, keygroup, serdes, sink, source, state, timer, window, Codec,
     CompactString, Context, Declarations, Error, Header, Key, ListDescriptor, ListState,
     MapDescriptor, MapState, OpenContext, OutputTag, Processor, Record, Result, Settings,
     TimeDomain, Timer, ValueDescriptor, ValueState,
@@ -38,8 +38,11 @@ pub use weir_runtime::{
 /// builder, the command line and the common connectors.
 pub mod prelude {
     pub use weir_connectors::file::{FileSink, FileSource};
-    pub use weir_connectors::kafka::{KafkaOutput, KafkaSettings, KafkaSource, StartAt};
+    pub use weir_connectors::kafka::{
+        KafkaOutput, KafkaRecord, KafkaSettings, KafkaSource, StartAt,
+    };
     pub use weir_core::prelude::*;
+    pub use weir_core::serdes::{Bytes, Json, NoKey, Serde, Utf8};
     pub use weir_core::window::{
         Aggregate, Emit, Sessions, WindowFunction, WindowState, Windowed, Windows,
     };

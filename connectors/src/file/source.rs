@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use weir_core::serdes::{Json, Serde};
 use weir_core::source::{Lag, ReadStatus, ResetTo, Resume, Source, SourceReader, TaskOffsets};
 use weir_core::{Error, Record, Result};
 
@@ -14,28 +15,47 @@ use super::identity::{Identity, Mismatch, Tracker};
 use super::BUFFER;
 
 /// Reads the lines of every regular file in a directory (or of one file),
-/// one task per file, as UTF-8 `String`s without their line ending.
-#[derive(Clone)]
-pub struct FileSource {
+/// one task per file, as UTF-8 `String`s without their line ending, or
+/// as values a [`Serde`] reads from each line ([`FileSource::json`]).
+pub struct FileSource<T = String> {
     path: PathBuf,
     follow: bool,
     validate: Option<Validate>,
+    decode: Decode<T>,
+    /// The line format, for the topology: `lines`, `json<T>`.
+    format: String,
+}
+
+impl<T> Clone for FileSource<T> {
+    fn clone(&self) -> Self {
+        FileSource {
+            path: self.path.clone(),
+            follow: self.follow,
+            validate: self.validate.clone(),
+            decode: self.decode.clone(),
+            format: self.format.clone(),
+        }
+    }
 }
 
 /// Checks a line as it is read (see [`FileSource::validate`]).
 type Validate = Arc<dyn Fn(&str) -> std::result::Result<(), String> + Send + Sync>;
 
-impl std::fmt::Debug for FileSource {
+/// Makes a value of a line (see [`FileSource::with_serde`]).
+type Decode<T> = Arc<dyn Fn(String) -> std::result::Result<T, (String, String)> + Send + Sync>;
+
+impl<T> std::fmt::Debug for FileSource<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FileSource")
             .field("path", &self.path)
             .field("follow", &self.follow)
             .field("validate", &self.validate.is_some())
+            .field("format", &self.format)
             .finish()
     }
 }
 
-impl FileSource {
+impl FileSource<String> {
     /// Lines of every regular, non-hidden file in `path` (or of the file
     /// `path`), read to their end. A last line without a newline counts as a
     /// line when the end is reached: append to a file only whole lines, or
@@ -45,7 +65,35 @@ impl FileSource {
             path: path.into(),
             follow: false,
             validate: None,
+            decode: Arc::new(Ok),
+            format: "lines".to_owned(),
         }
+    }
+
+    /// Each line read by `serde` into a `T`: a line it cannot read is bad
+    /// input, named by its file and byte position, and follows the
+    /// pipeline's `on_bad_input` policy.
+    pub fn with_serde<T, S: Serde<T>>(self, serde: S) -> FileSource<T> {
+        let format = serde.name();
+        let serde = Arc::new(serde);
+        FileSource {
+            path: self.path,
+            follow: self.follow,
+            validate: self.validate,
+            decode: Arc::new(move |line: String| {
+                serde
+                    .deserialize(line.as_bytes())
+                    .map_err(|why| (why, line))
+            }),
+            format,
+        }
+    }
+
+    /// Each line as JSON of `T` (one object per line).
+    pub fn json<T: serde::Serialize + serde::de::DeserializeOwned + 'static>(
+        path: impl Into<PathBuf>,
+    ) -> FileSource<T> {
+        Self::lines(path).with_serde(Json::new())
     }
 
     /// Checks every line as it is read: a line for which `check` returns an
@@ -59,7 +107,9 @@ impl FileSource {
         self.validate = Some(Arc::new(check));
         self
     }
+}
 
+impl<T> FileSource<T> {
     /// Keeps reading as the files grow (like `tail -f`) instead of ending at
     /// their end. A last line without a newline waits for its newline. The
     /// set of files is the one found at start.
@@ -86,8 +136,8 @@ impl FileSource {
     }
 }
 
-impl Source for FileSource {
-    type Item = String;
+impl<T: Send + 'static> Source for FileSource<T> {
+    type Item = T;
 
     fn bounded(&self) -> bool {
         !self.follow
@@ -96,7 +146,7 @@ impl Source for FileSource {
     fn describe(&self) -> String {
         // Not whether it follows: a run option, not part of the topology
         // (the fingerprint), so that it can change between runs.
-        "file-lines".to_owned()
+        format!("file-{}", self.format)
     }
 
     fn location(&self) -> Option<PathBuf> {
@@ -247,7 +297,7 @@ impl Source for FileSource {
         Ok(out)
     }
 
-    fn open(&self, task: &str, from: Option<&Resume>) -> Result<Box<dyn SourceReader<String>>> {
+    fn open(&self, task: &str, from: Option<&Resume>) -> Result<Box<dyn SourceReader<T>>> {
         let path = self.file_of(task);
         let mut file = File::open(&path).map_err(|e| {
             Error::io(
@@ -301,6 +351,7 @@ impl Source for FileSource {
             tracker,
             draining: None,
             validate: self.validate.clone(),
+            decode: self.decode.clone(),
         }))
     }
 }
@@ -345,7 +396,7 @@ fn is_line_start(path: &Path, n: u64) -> Result<bool> {
     Ok(b[0] == b'\n')
 }
 
-struct LineReader {
+struct LineReader<T> {
     task: String,
     path: PathBuf,
     reader: BufReader<File>,
@@ -362,6 +413,7 @@ struct LineReader {
     /// new one is opened.
     draining: Option<std::time::Instant>,
     validate: Option<Validate>,
+    decode: Decode<T>,
 }
 
 /// How long a renamed file must stay quiet before the new file under its
@@ -376,8 +428,8 @@ enum Rotation {
     Truncated,
 }
 
-impl LineReader {
-    fn decode(&self, start: u64, mut line: Vec<u8>) -> Result<String> {
+impl<T> LineReader<T> {
+    fn decode(&self, start: u64, mut line: Vec<u8>) -> Result<T> {
         if line.last() == Some(&b'\n') {
             line.pop();
             if line.last() == Some(&b'\r') {
@@ -398,11 +450,16 @@ impl LineReader {
                 raw: Some(line.into_bytes()),
             });
         }
-        Ok(line)
+        (self.decode)(line).map_err(|(why, line)| Error::BadInput {
+            task: self.task.clone(),
+            position: start,
+            message: format!("{why}: {line:?}"),
+            raw: Some(line.into_bytes()),
+        })
     }
 
     /// Returns `line` (read at `self.position`) as a record.
-    fn emit(&mut self, line: Vec<u8>, out: &mut Vec<Record<(), String>>) -> Result<()> {
+    fn emit(&mut self, line: Vec<u8>, out: &mut Vec<Record<(), T>>) -> Result<()> {
         let start = self.position;
         self.position += line.len() as u64;
         self.tracker.feed(&line);
@@ -470,8 +527,8 @@ impl LineReader {
     }
 }
 
-impl SourceReader<String> for LineReader {
-    fn read(&mut self, out: &mut Vec<Record<(), String>>, max: usize) -> Result<ReadStatus> {
+impl<T: Send> SourceReader<T> for LineReader<T> {
+    fn read(&mut self, out: &mut Vec<Record<(), T>>, max: usize) -> Result<ReadStatus> {
         for _ in 0..max {
             let mut line = std::mem::take(&mut self.partial);
             let n = self

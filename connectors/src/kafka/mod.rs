@@ -9,5 +9,5 @@ mod txn;
 
 pub use client::{client_config, KafkaSettings, WeirContext};
 pub use sink::{KafkaOutput, KafkaSink, CHANGELOG_PARTITIONS};
-pub use source::{KafkaSource, StartAt};
+pub use source::{KafkaRecord, KafkaSource, StartAt};
 pub use txn::{transaction_timeout, TxnProducer};

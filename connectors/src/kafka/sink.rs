@@ -18,7 +18,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use weir_core::commit::{ApplyFn, CommitPoint, Forward, GroupOffsets, Transaction, TxnInit};
 use weir_core::sink::{Flushed, Sink, SinkWriter};
 use weir_core::source::DeadLetter;
-use weir_core::{Error, Record, Result};
+use weir_core::{Error, Record, Result, Serde};
 
 use super::client::{
     answered, client_config, kafka_error, with_defaults, KafkaSettings, WeirContext,
@@ -105,14 +105,19 @@ impl KafkaOutput {
         topic: &str,
         encode: impl Fn(&T, &mut Vec<u8>, &mut Vec<u8>) -> bool + Send + Sync + 'static,
     ) -> KafkaSink<T> {
-        self.sink_as(topic, Role::Output, encode)
+        self.sink_as(topic, Role::Output, move |item, k, v| {
+            Ok(encode(item, k, v))
+        })
     }
 
     fn sink_as<T: 'static>(
         &self,
         topic: &str,
         role: Role,
-        encode: impl Fn(&T, &mut Vec<u8>, &mut Vec<u8>) -> bool + Send + Sync + 'static,
+        encode: impl Fn(&T, &mut Vec<u8>, &mut Vec<u8>) -> std::result::Result<bool, String>
+            + Send
+            + Sync
+            + 'static,
     ) -> KafkaSink<T> {
         lock(&self.inner.topics).insert(topic.to_owned(), role);
         KafkaSink {
@@ -120,6 +125,8 @@ impl KafkaOutput {
             topic: topic.to_owned(),
             encode: Arc::new(encode),
             headers: None,
+            timestamp: None,
+            format: "bytes".to_owned(),
         }
     }
 
@@ -132,23 +139,67 @@ impl KafkaOutput {
         let mut sink = self.sink_as(topic, Role::DeadLetter, |d: &DeadLetter, key, value| {
             let _ = write!(key, "{}@{}", d.task, d.position);
             value.extend_from_slice(d.raw.as_deref().unwrap_or_default());
-            true
+            Ok(true)
         });
+        sink.format = "dead-letter".to_owned();
         sink.headers = Some(Arc::new(|d: &DeadLetter| {
-            OwnedHeaders::new()
-                .insert(Header {
-                    key: "weir.error",
-                    value: Some(d.error.as_bytes()),
-                })
-                .insert(Header {
-                    key: "weir.task",
-                    value: Some(d.task.as_bytes()),
-                })
-                .insert(Header {
-                    key: "weir.position",
-                    value: Some(d.position.to_string().as_bytes()),
-                })
+            Some(
+                OwnedHeaders::new()
+                    .insert(Header {
+                        key: "weir.error",
+                        value: Some(d.error.as_bytes()),
+                    })
+                    .insert(Header {
+                        key: "weir.task",
+                        value: Some(d.task.as_bytes()),
+                    })
+                    .insert(Header {
+                        key: "weir.position",
+                        value: Some(d.position.to_string().as_bytes()),
+                    }),
+            )
         }));
+        sink
+    }
+
+    /// A sink of records into `topic`, whose key `key` writes (no key for
+    /// [`NoKey`](weir_core::serdes::NoKey)) and value `value` writes, with
+    /// the record's headers, and its timestamp when it has one (the time
+    /// of sending otherwise). Partitioned by the key's bytes, as the Java
+    /// clients do.
+    pub fn record_sink<K: 'static, V: 'static>(
+        &self,
+        topic: &str,
+        key: impl Serde<K>,
+        value: impl Serde<V>,
+    ) -> KafkaSink<Record<K, V>> {
+        let format = format!("{}:{}", key.name(), value.name());
+        let mut sink = self.sink_as(topic, Role::Output, move |r: &Record<K, V>, k, v| {
+            // A value the serde cannot write fails the run (a bug in the
+            // pipeline, not bad input): see `KafkaWriter::write`.
+            let keyed = !key.is_absent(&r.key);
+            if keyed {
+                if let Err(e) = key.serialize(&r.key, k) {
+                    return Err(format!("the key cannot be written: {e}"));
+                }
+            }
+            value
+                .serialize(&r.value, v)
+                .map_err(|e| format!("the value cannot be written: {e}"))?;
+            Ok(keyed)
+        });
+        sink.format = format;
+        sink.headers = Some(Arc::new(|r: &Record<K, V>| {
+            (!r.headers.is_empty()).then(|| {
+                r.headers.iter().fold(OwnedHeaders::new(), |h, x| {
+                    h.insert(Header {
+                        key: &x.name,
+                        value: Some(&x.value),
+                    })
+                })
+            })
+        }));
+        sink.timestamp = Some(Arc::new(|r: &Record<K, V>| r.timestamp));
         sink
     }
 
@@ -158,12 +209,14 @@ impl KafkaOutput {
         topic: &str,
     ) -> KafkaSink<Record<K, V>> {
         use std::io::Write;
-        self.sink(topic, |r: &Record<K, V>, key, value| {
+        let mut sink = self.sink(topic, |r: &Record<K, V>, key, value| {
             // Writing into a Vec cannot fail.
             let _ = write!(key, "{}", r.key);
             let _ = write!(value, "{}", r.value);
             true
-        })
+        });
+        sink.format = "display".to_owned();
+        sink
     }
 }
 
@@ -230,7 +283,8 @@ impl Output {
 }
 
 /// Fills a record's key and value bytes from an item; true if it has a key.
-type Encode<T> = dyn Fn(&T, &mut Vec<u8>, &mut Vec<u8>) -> bool + Send + Sync;
+type Encode<T> =
+    dyn Fn(&T, &mut Vec<u8>, &mut Vec<u8>) -> std::result::Result<bool, String> + Send + Sync;
 
 /// A sink into one Kafka topic, made by [`KafkaOutput::sink`].
 pub struct KafkaSink<T> {
@@ -238,14 +292,24 @@ pub struct KafkaSink<T> {
     topic: String,
     encode: Arc<Encode<T>>,
     headers: Option<Arc<HeadersOf<T>>>,
+    timestamp: Option<Arc<TimestampOf<T>>>,
+    /// How items are written, for the topology: `utf8:json<T>`.
+    format: String,
 }
 
-/// The headers of an item's record.
-type HeadersOf<T> = dyn Fn(&T) -> OwnedHeaders + Send + Sync;
+/// The headers of an item's record, if it has any.
+type HeadersOf<T> = dyn Fn(&T) -> Option<OwnedHeaders> + Send + Sync;
+
+/// The timestamp of an item's record, if it has one.
+type TimestampOf<T> = dyn Fn(&T) -> Option<i64> + Send + Sync;
 
 impl<T: 'static> Sink<T> for KafkaSink<T> {
     fn describe(&self) -> String {
-        "kafka".to_owned()
+        // Not the topic: a run option, which may change between runs.
+        match self.format.as_str() {
+            "bytes" | "display" => "kafka".to_owned(),
+            format => format!("kafka-{format}"),
+        }
     }
 
     fn id(&self, _task: &str) -> String {
@@ -258,6 +322,7 @@ impl<T: 'static> Sink<T> for KafkaSink<T> {
             topic: self.topic.clone(),
             encode: self.encode.clone(),
             headers: self.headers.clone(),
+            timestamp: self.timestamp.clone(),
             key: Vec::new(),
             value: Vec::new(),
         }))
@@ -277,6 +342,7 @@ struct KafkaWriter<T> {
     topic: String,
     encode: Arc<Encode<T>>,
     headers: Option<Arc<HeadersOf<T>>>,
+    timestamp: Option<Arc<TimestampOf<T>>>,
     key: Vec<u8>,
     value: Vec<u8>,
 }
@@ -285,18 +351,23 @@ impl<T> SinkWriter<T> for KafkaWriter<T> {
     fn write(&mut self, item: &T) -> Result<()> {
         self.key.clear();
         self.value.clear();
-        let keyed = (self.encode)(item, &mut self.key, &mut self.value);
+        let keyed =
+            (self.encode)(item, &mut self.key, &mut self.value).map_err(|why| Error::Codec {
+                op: "encode",
+                what: format!("a record for `{}`", self.topic),
+                message: why,
+            })?;
         let record = Outgoing {
             topic: &self.topic,
             partition: None,
             key: keyed.then_some(self.key.as_slice()),
             value: Some(&self.value),
-            timestamp: None,
+            timestamp: self.timestamp.as_ref().and_then(|t| t(item)),
         };
         send(
             &self.active.producer,
             &record,
-            self.headers.as_ref().map(|h| h(item)),
+            self.headers.as_ref().and_then(|h| h(item)),
         )
         .map_err(|e| {
             producer_error(

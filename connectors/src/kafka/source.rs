@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
@@ -16,7 +16,7 @@ use weir_core::group::{GroupMemberInfo, Member};
 use weir_core::source::{
     Forwarded, Lag, ReadStatus, ResetTo, Resume, Source, SourceReader, TaskOffsets,
 };
-use weir_core::{Error, Record, Result};
+use weir_core::{Error, Header, Record, Result, Serde};
 
 use super::client::{
     answered, client_config, kafka_error, with_defaults, KafkaSettings, ReaderContext, WeirContext,
@@ -38,10 +38,12 @@ pub enum StartAt {
     Timestamp(i64),
 }
 
-/// The records of one topic as UTF-8 strings, one task per partition,
-/// read `read_committed` without auto-commit.
-#[derive(Debug, Clone)]
-pub struct KafkaSource {
+/// The records of one topic, one task per partition, read
+/// `read_committed` without auto-commit: their values as UTF-8 strings
+/// ([`KafkaSource::utf8`]), or whole, key and value read by serdes, with
+/// partition and offset ([`KafkaSource::records`]). Timestamps and headers
+/// are the [`Record`]'s.
+pub struct KafkaSource<T = String> {
     settings: KafkaSettings,
     topic: String,
     group: String,
@@ -50,6 +52,51 @@ pub struct KafkaSource {
     admin: AdminConsumer,
     member: MemberSlot,
     repartition: RepartitionSlot,
+    decode: Decode<T>,
+    /// What the records are read as, for the topology: `utf8`, `json<T>`.
+    format: String,
+}
+
+impl<T> Clone for KafkaSource<T> {
+    fn clone(&self) -> Self {
+        KafkaSource {
+            settings: self.settings.clone(),
+            topic: self.topic.clone(),
+            group: self.group.clone(),
+            start: self.start,
+            until_idle: self.until_idle,
+            admin: self.admin.clone(),
+            member: self.member.clone(),
+            repartition: self.repartition.clone(),
+            decode: self.decode.clone(),
+            format: self.format.clone(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for KafkaSource<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSource")
+            .field("topic", &self.topic)
+            .field("group", &self.group)
+            .field("format", &self.format)
+            .finish()
+    }
+}
+
+/// A Kafka record as [`KafkaSource::records`] reads it (its timestamp and
+/// headers are the [`Record`]'s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaRecord<K, V> {
+    /// The key, if the record has one.
+    pub key: Option<K>,
+    /// The value; `None` for a tombstone (a null value, which deletes the
+    /// key from a compacted topic's table).
+    pub value: Option<V>,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset in the partition.
+    pub offset: i64,
 }
 
 /// The repartition topic and its partition count, once prepared (see
@@ -104,10 +151,62 @@ impl std::fmt::Debug for AdminConsumer {
     }
 }
 
-impl KafkaSource {
+impl KafkaSource<String> {
     /// Values of `topic` as UTF-8 strings; `group` is the consumer group
     /// (the application id) that receives a copy of each committed position.
     pub fn utf8(settings: KafkaSettings, topic: &str, group: &str) -> Self {
+        KafkaSource::decoding(settings, topic, group, Arc::new(utf8_value), "utf8")
+    }
+}
+
+impl<K: Send + 'static, V: Send + 'static> KafkaSource<KafkaRecord<K, V>> {
+    /// The records of `topic` in full: key read by `key`, value by `value`
+    /// (a record whose key or value they cannot read is bad input, and
+    /// follows the pipeline's `on_bad_input`), with partition and offset;
+    /// timestamps and headers go to the [`Record`]. `group` is the
+    /// consumer group (the application id).
+    pub fn records(
+        settings: KafkaSettings,
+        topic: &str,
+        group: &str,
+        key: impl Serde<K>,
+        value: impl Serde<V>,
+    ) -> Self {
+        let format = format!("{}:{}", key.name(), value.name());
+        let decode: Decode<KafkaRecord<K, V>> = Arc::new(move |task, offset, m| {
+            let bad = |what: &str, why: String, raw: &[u8]| Error::BadInput {
+                task: task.to_owned(),
+                position: offset,
+                message: format!("the record's {what} cannot be read: {why}"),
+                raw: Some(raw.to_vec()),
+            };
+            let k = match m.key() {
+                Some(b) => Some(key.deserialize(b).map_err(|e| bad("key", e, b))?),
+                None => None,
+            };
+            let v = match m.payload() {
+                Some(b) => Some(value.deserialize(b).map_err(|e| bad("value", e, b))?),
+                None => None,
+            };
+            Ok(KafkaRecord {
+                key: k,
+                value: v,
+                partition: m.partition(),
+                offset: m.offset(),
+            })
+        });
+        KafkaSource::decoding(settings, topic, group, decode, &format)
+    }
+}
+
+impl<T> KafkaSource<T> {
+    fn decoding(
+        settings: KafkaSettings,
+        topic: &str,
+        group: &str,
+        decode: Decode<T>,
+        format: &str,
+    ) -> Self {
         KafkaSource {
             settings,
             topic: topic.to_owned(),
@@ -117,6 +216,8 @@ impl KafkaSource {
             admin: AdminConsumer::default(),
             member: MemberSlot::default(),
             repartition: RepartitionSlot::default(),
+            decode,
+            format: format.to_owned(),
         }
     }
 
@@ -289,15 +390,15 @@ impl KafkaSource {
 
     /// A reader of `partition` of `topic` from offset `start`, whose
     /// records `decode` makes values of.
-    fn reader<T>(
+    fn reader<R>(
         &self,
         task: &str,
         topic: &str,
         partition: i32,
         start: i64,
-        decode: Decode<T>,
+        decode: Decode<R>,
         statistics: bool,
-    ) -> Result<PartitionReader<T>> {
+    ) -> Result<PartitionReader<R, T>> {
         let stable_end = Arc::new(AtomicI64::new(-1));
         let consumer = self.reader_consumer(partition, &stable_end, statistics)?;
         let mut tpl = TopicPartitionList::new();
@@ -333,7 +434,7 @@ fn partition_in(task: &str, topic: &str) -> Option<i32> {
 }
 
 /// Makes a value of a record (its task, offset and message).
-type Decode<T> = fn(&str, u64, &BorrowedMessage<'_>) -> Result<T>;
+type Decode<T> = Arc<dyn Fn(&str, u64, &BorrowedMessage<'_>) -> Result<T> + Send + Sync>;
 
 /// An input record's value as UTF-8 text.
 fn utf8_value(task: &str, offset: u64, m: &BorrowedMessage<'_>) -> Result<String> {
@@ -356,11 +457,11 @@ fn forwarded(_task: &str, _offset: u64, m: &BorrowedMessage<'_>) -> Result<Forwa
     })
 }
 
-impl Source for KafkaSource {
-    type Item = String;
+impl<T: Send + 'static> Source for KafkaSource<T> {
+    type Item = T;
 
     fn describe(&self) -> String {
-        "kafka-utf8".to_owned()
+        format!("kafka-{}", self.format)
     }
 
     fn tasks(&self) -> Result<Vec<String>> {
@@ -549,7 +650,7 @@ impl Source for KafkaSource {
         })
     }
 
-    fn open(&self, task: &str, from: Option<&Resume>) -> Result<Box<dyn SourceReader<String>>> {
+    fn open(&self, task: &str, from: Option<&Resume>) -> Result<Box<dyn SourceReader<T>>> {
         let position = from.map(|f| f.position);
         let partition = self.partition_of(task)?;
         // Resolve a concrete offset, so that the position is known before
@@ -571,7 +672,7 @@ impl Source for KafkaSource {
             &self.topic,
             partition,
             start,
-            utf8_value,
+            self.decode.clone(),
             true,
         )?))
     }
@@ -624,7 +725,14 @@ impl Source for KafkaSource {
             })?,
         };
         // A drained shard ends at once and is not read on: no statistics.
-        let mut reader = self.reader(&task, &topic, partition, start, forwarded, !drain)?;
+        let mut reader = self.reader(
+            &task,
+            &topic,
+            partition,
+            start,
+            Arc::new(forwarded) as Decode<Forwarded>,
+            !drain,
+        )?;
         reader.drain = drain;
         Ok(Box::new(reader))
     }
@@ -680,7 +788,9 @@ impl Source for KafkaSource {
     }
 }
 
-struct PartitionReader<T> {
+/// Reads one partition into values of `T`, for a source of `U`s (the
+/// same type, but for the repartition topic's shards).
+struct PartitionReader<T, U> {
     consumer: BaseConsumer<ReaderContext>,
     task: String,
     topic: String,
@@ -694,7 +804,7 @@ struct PartitionReader<T> {
     /// The last position copied to the consumer group (asynchronously).
     copied: Option<u64>,
     /// To make a new consumer when this one is stuck.
-    source: KafkaSource,
+    source: KafkaSource<U>,
     decode: Decode<T>,
     /// Ends at the partition's end (see [`Source::open_shard`]).
     drain: bool,
@@ -705,7 +815,7 @@ struct PartitionReader<T> {
     statistics: bool,
 }
 
-impl<T> Drop for PartitionReader<T> {
+impl<T, U> Drop for PartitionReader<T, U> {
     /// The last copy to the group waits for its outcome, so that a finished
     /// run leaves the group at its last checkpoint.
     fn drop(&mut self) {
@@ -727,7 +837,7 @@ impl<T> Drop for PartitionReader<T> {
 /// broker holds records past its position.
 const STALL_CHECK: Duration = Duration::from_secs(5);
 
-impl<T> PartitionReader<T> {
+impl<T, U> PartitionReader<T, U> {
     /// Copies a committed position to the consumer group: as the
     /// instance's member when it joined one (a group with members refuses
     /// commits from outside it), else as a client of the group.
@@ -816,7 +926,7 @@ impl<T> PartitionReader<T> {
     }
 }
 
-impl<T: Send> PartitionReader<T> {
+impl<T: Send, U> PartitionReader<T, U> {
     fn read_records(&mut self, out: &mut Vec<Record<(), T>>, max: usize) -> Result<ReadStatus> {
         let mut timeout = Duration::from_millis(50);
         for _ in 0..max {
@@ -836,6 +946,15 @@ impl<T: Send> PartitionReader<T> {
                     let value = (self.decode)(&self.task, offset, &m)?;
                     let mut r = Record::new((), value);
                     r.timestamp = m.timestamp().to_millis();
+                    if let Some(headers) = m.headers() {
+                        r.headers = headers
+                            .iter()
+                            .map(|h| Header {
+                                name: h.key.to_owned(),
+                                value: h.value.unwrap_or_default().to_vec(),
+                            })
+                            .collect();
+                    }
                     out.push(r);
                 }
                 Err(KafkaError::PartitionEOF(_)) => {
@@ -885,7 +1004,7 @@ impl<T: Send> PartitionReader<T> {
     }
 }
 
-impl<T: Send> SourceReader<T> for PartitionReader<T> {
+impl<T: Send, U: Send> SourceReader<T> for PartitionReader<T, U> {
     fn read(&mut self, out: &mut Vec<Record<(), T>>, max: usize) -> Result<ReadStatus> {
         let status = self.read_records(out, max)?;
         if status == ReadStatus::End {

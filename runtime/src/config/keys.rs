@@ -52,6 +52,12 @@ pub(crate) const RUNTIME_KEYS: &[KeyDoc] = &[
         meaning: "how many retained checkpoints are kept",
     },
     KeyDoc {
+        key: "watermark.idle_ms",
+        default: "5000",
+        takes: "a whole number of milliseconds (0: never)",
+        meaning: "an input partition without records for this long stops holding the event-time watermark back",
+    },
+    KeyDoc {
         key: "on_bad_input",
         default: "fail",
         takes: "fail, skip or dead-letter",

@@ -98,6 +98,21 @@ impl Default for CheckpointConfig {
     }
 }
 
+/// Event-time watermark settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WatermarkConfig {
+    /// An input partition without records for this long stops holding the
+    /// watermark back (0: never), as Flink's idleness does.
+    pub idle_ms: u64,
+}
+
+impl Default for WatermarkConfig {
+    fn default() -> Self {
+        WatermarkConfig { idle_ms: 5000 }
+    }
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -154,6 +169,8 @@ pub struct RuntimeConfig {
     pub guarantee: Guarantee,
     /// Checkpoint settings.
     pub checkpoint: CheckpointConfig,
+    /// Event-time watermarks.
+    pub watermark: WatermarkConfig,
     /// Bad-input policy.
     pub on_bad_input: OnBadInput,
     /// Keyed workers in this instance.
@@ -180,6 +197,7 @@ impl Default for RuntimeConfig {
             state: None,
             guarantee: Guarantee::default(),
             checkpoint: CheckpointConfig::default(),
+            watermark: WatermarkConfig::default(),
             on_bad_input: OnBadInput::default(),
             parallelism: std::thread::available_parallelism().map_or(2, usize::from),
             key_groups: weir_core::keygroup::DEFAULT_KEY_GROUPS,

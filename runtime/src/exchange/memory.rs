@@ -108,6 +108,12 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Exchange<T> for InMem
         self.broadcast(|| Msg::Watermark { source, watermark })
     }
 
+    fn idle(&mut self) -> Result<()> {
+        self.flush_pending()?;
+        let source = self.source;
+        self.broadcast(|| Msg::Idle { source })
+    }
+
     fn flush_pending(&mut self) -> Result<()> {
         for w in 0..self.bufs.len() {
             if !self.bufs[w].is_empty() {

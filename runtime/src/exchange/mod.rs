@@ -25,6 +25,11 @@ use crate::stage::FlushedSink;
 pub(crate) trait Exchange<T>: Send {
     fn push(&mut self, record: Record<(), T>) -> Result<()>;
     fn watermark(&mut self, watermark: i64) -> Result<()>;
+    /// The source task had no records for a while: until its next
+    /// watermark, it does not hold the workers' watermark back.
+    fn idle(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Sends buffered records on (an idle input should not hold them back).
     fn flush_pending(&mut self) -> Result<()>;
     /// Ends the epoch `epoch` on this path; returns the outputs it flushed
@@ -38,9 +43,14 @@ pub(crate) trait Exchange<T>: Send {
 pub(crate) enum Msg<K, V> {
     /// Records and their keys' encodings and groups (see [`EncodedKeys`]).
     Batch(Vec<Record<K, V>>, EncodedKeys),
+    /// A source's watermark; it also tells that the source is active.
     Watermark {
         source: usize,
         watermark: i64,
+    },
+    /// A source is idle: it holds no watermark back until its next one.
+    Idle {
+        source: usize,
     },
     Finished {
         source: usize,

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use weir_core::keygroup::owned_range;
@@ -41,6 +42,8 @@ fn shared(
         guarantee: env.config.guarantee,
         start_epoch: env.manifest.epoch,
         advisory: !commit.commits_group_offsets(),
+        idle_after: (env.config.watermark.idle_ms > 0)
+            .then(|| Duration::from_millis(env.config.watermark.idle_ms)),
     })
 }
 

@@ -39,6 +39,9 @@ pub(crate) struct Shared {
     /// Local mode: tell readers about committed positions (e.g. to copy
     /// them to a consumer group). Kafka mode commits them in the transaction.
     pub(crate) advisory: bool,
+    /// A task without records for this long stops holding the event-time
+    /// watermark back (`watermark.idle_ms`); `None`: never.
+    pub(crate) idle_after: Option<Duration>,
 }
 
 /// Starts source task `t` on a thread of its own; its failure, or a panic,
@@ -110,6 +113,10 @@ fn read_loop<T: Send + 'static>(
     let mut buf: Vec<Record<(), T>> = Vec::with_capacity(s.batch);
     let mut max_ts = i64::MIN;
     let mut sent_watermark = i64::MIN;
+    // When the task last read a record, and whether it told the workers
+    // it is idle since (see `watermark.idle_ms`).
+    let mut last_record = std::time::Instant::now();
+    let mut idle_told = false;
     let mut unpublished: Option<(u64, u64)> = None;
     loop {
         let requested = s.control.requested();
@@ -217,6 +224,9 @@ fn read_loop<T: Send + 'static>(
         let read = t.reader.take_read_count();
         s.metrics.records_read.fetch_add(read, Ordering::Relaxed);
         records.inc_by(read);
+        if read > 0 {
+            last_record = std::time::Instant::now();
+        }
         if !buf.is_empty() {
             // Commit the position before processing: a crash loses these records.
             let identity = t.reader.identity();
@@ -232,9 +242,18 @@ fn read_loop<T: Send + 'static>(
         if let Some(delay) = t.watermark_delay {
             // Watermark W promises no more events at or before W.
             let wm = max_ts.saturating_sub(delay).saturating_sub(1);
-            if wm > sent_watermark {
-                sent_watermark = wm;
-                t.output.watermark(wm)?;
+            // An idle task that reads again is active again, whether or
+            // not its watermark rose.
+            if wm > sent_watermark || (idle_told && read > 0) {
+                sent_watermark = sent_watermark.max(wm);
+                idle_told = false;
+                t.output.watermark(sent_watermark)?;
+            } else if !idle_told
+                && s.idle_after
+                    .is_some_and(|after| last_record.elapsed() >= after)
+            {
+                idle_told = true;
+                t.output.idle()?;
             }
         }
         match status {

@@ -67,6 +67,8 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
 
     async fn run_loop(&mut self) -> Result<()> {
         let mut watermarks = vec![i64::MIN; self.sources];
+        // Sources without records for a while hold no watermark back.
+        let mut idle = vec![false; self.sources];
         let mut watermark = i64::MIN;
         let mut barriers = 0usize;
         // The epoch being filled, and whether it was reported full. Not
@@ -123,7 +125,9 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
                     watermark: w,
                 } => {
                     watermarks[source] = watermarks[source].max(w);
+                    idle[source] = false;
                 }
+                Msg::Idle { source } => idle[source] = true,
                 Msg::Finished { source } => watermarks[source] = i64::MAX,
                 Msg::Barrier(epoch) => {
                     barriers += 1;
@@ -160,7 +164,15 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
                     continue;
                 }
             }
-            let low = watermarks.iter().copied().min().unwrap_or(i64::MIN);
+            // The least watermark of the active sources; when every one is
+            // idle, the watermark stays where it is.
+            let low = watermarks
+                .iter()
+                .zip(&idle)
+                .filter(|(_, idle)| !**idle)
+                .map(|(w, _)| *w)
+                .min()
+                .unwrap_or(watermark);
             if low > watermark {
                 watermark = low;
                 self.stage.fire(&mut cx!()).await?;
