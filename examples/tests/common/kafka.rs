@@ -170,6 +170,20 @@ fn read_committed(topic: &str, properties: &[&str]) -> String {
     tool(&args, None)
 }
 
+/// Every record a `read_committed` consumer reads from `topic`, as (key,
+/// value) text, with Kafka's own console consumer as the witness.
+pub fn committed_records(topic: &str) -> Vec<(String, String)> {
+    read_committed(topic, &["print.key=true"])
+        .lines()
+        .map(|line| {
+            let (k, v) = line
+                .split_once('\t')
+                .unwrap_or_else(|| panic!("malformed record {line:?}"));
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
 /// What a `read_committed` consumer reads from `topic` (key = word, value
 /// = count), with Kafka's own console consumer as the witness.
 pub fn committed_counts(topic: &str) -> HashMap<String, Vec<u64>> {

@@ -164,15 +164,7 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
                     continue;
                 }
             }
-            // The least watermark of the active sources; when every one is
-            // idle, the watermark stays where it is.
-            let low = watermarks
-                .iter()
-                .zip(&idle)
-                .filter(|(_, idle)| !**idle)
-                .map(|(w, _)| *w)
-                .min()
-                .unwrap_or(watermark);
+            let low = combined(&watermarks, &idle);
             if low > watermark {
                 watermark = low;
                 self.stage.fire(&mut cx!()).await?;
@@ -180,6 +172,28 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
         }
         self.stage.close().await
     }
+}
+
+/// The watermark of a worker's sources, given each one's and whether it
+/// is idle: the least of the active ones, so that no source's records come
+/// after it. Idle sources hold nothing back; when every source still
+/// reading is idle, the greatest of their watermarks (as Flink's valve
+/// does: nothing is coming from any of them, and each has read that far).
+/// A finished source's is `i64::MAX`, which the others' hide until they
+/// finish too.
+fn combined(watermarks: &[i64], idle: &[bool]) -> i64 {
+    let (mut active, mut idle_max) = (None::<i64>, None::<i64>);
+    for (&w, &quiet) in watermarks.iter().zip(idle) {
+        if w == i64::MAX {
+            continue;
+        }
+        if quiet {
+            idle_max = Some(idle_max.map_or(w, |m| m.max(w)));
+        } else {
+            active = Some(active.map_or(w, |m| m.min(w)));
+        }
+    }
+    active.or(idle_max).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -190,6 +204,17 @@ mod tests {
 
     use super::*;
     use crate::checkpoint::Control;
+
+    #[test]
+    fn idle_sources_hold_no_watermark_back_and_all_idle_ones_give_their_greatest() {
+        let (min, max) = (i64::MIN, i64::MAX);
+        assert_eq!(combined(&[5, 9, min], &[false, false, false]), min);
+        assert_eq!(combined(&[5, 9, min], &[false, false, true]), 5);
+        assert_eq!(combined(&[5, 9, min], &[true, true, true]), 9);
+        assert_eq!(combined(&[5, max, 3], &[false, false, true]), 5);
+        assert_eq!(combined(&[max, max], &[false, false]), max);
+        assert_eq!(combined(&[max, 7], &[false, true]), 7);
+    }
     use crate::stage::{BoxFuture, FlushedSink};
 
     /// Writes one state entry per record.
