@@ -1,7 +1,8 @@
 //! The README's first command, `dev/demo`, end to end on a smaller input:
 //! it generates words, runs the word count as they arrive with the status
 //! page on, kills it with `kill -9` part-way, restarts it, and its own
-//! independent count (awk) must find every count exactly once.
+//! independent count (awk) must find every count exactly once; then it
+//! counts page views per window of event time, which awk must agree with.
 
 use std::process::Command;
 
@@ -14,6 +15,7 @@ fn the_demo_kills_and_restarts_the_word_count_and_finds_every_count_exactly_once
         // The binary this test run built (features and all): never rebuilt
         // under the other tests' feet.
         .env("WEIRDEV_DEMO_BIN", env!("CARGO_BIN_EXE_wordcount"))
+        .env("WEIRDEV_DEMO_PV_BIN", env!("CARGO_BIN_EXE_page_views_files"))
         .output()
         .expect("dev/demo runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -25,6 +27,7 @@ fn the_demo_kills_and_restarts_the_word_count_and_finds_every_count_exactly_once
         "400000 output lines",
         "every count exactly once",
         "million words/s",
+        "awk agrees: every window once",
     ] {
         assert!(stdout.contains(line), "no `{line}` in:\n{stdout}\n{stderr}");
     }
