@@ -110,6 +110,31 @@ pub struct KeyedNode<P: Processor> {
     prefetch_key: Vec<u8>,
     /// Records dropped as late since [`take_late`](Self::take_late).
     late: u64,
+    /// The key groups this node's worker holds, when it holds only some:
+    /// a record of another key group is refused (see [`hold`](Self::hold)).
+    held: Option<GroupSet>,
+}
+
+/// A set of key groups.
+#[derive(Debug, Clone)]
+pub struct GroupSet(Vec<bool>);
+
+impl GroupSet {
+    /// The groups `groups` of `key_groups`.
+    pub fn of(groups: &[u16], key_groups: u16) -> Self {
+        let mut held = vec![false; usize::from(key_groups)];
+        for g in groups {
+            if let Some(h) = held.get_mut(usize::from(*g)) {
+                *h = true;
+            }
+        }
+        GroupSet(held)
+    }
+
+    /// Whether it holds `group`.
+    pub fn contains(&self, group: u16) -> bool {
+        self.0.get(usize::from(group)).copied().unwrap_or(false)
+    }
 }
 
 impl<P: Processor> KeyedNode<P> {
@@ -131,7 +156,26 @@ impl<P: Processor> KeyedNode<P> {
             predicted: None,
             prefetch_key: Vec::new(),
             late: 0,
+            held: None,
         }
+    }
+
+    /// Runs the node in a worker that holds key groups `groups` only. A
+    /// record that reaches it other than through the exchange (from a
+    /// processor before it) whose key is in another group is refused: its
+    /// state would be written where no worker that owns it looks. The
+    /// exchange never sends one (it routes by key group).
+    pub fn hold(&mut self, groups: &[u16]) {
+        self.held = Some(GroupSet::of(groups, self.key_groups));
+    }
+
+    /// Why a record of key group `group`, which the worker does not hold,
+    /// is refused.
+    fn foreign_key(&self, group: u16) -> Error {
+        Error::Config(format!(
+            "processor `{}` was handed a record whose key is in key group {group}, which another worker holds: the processor before it emitted a key other than the one it was given, and state kept under it here would be lost to the worker that owns it. Re-key through the exchange (`.key_by(...)` after the processor that changes keys), or keep the key",
+            std::any::type_name::<P>()
+        ))
     }
 
     /// Loads the node's timers for `groups` and calls [`Processor::open`]
@@ -169,7 +213,10 @@ impl<P: Processor> KeyedNode<P> {
         let result = match crate::encode_key(&record.key, &mut key_buf) {
             Ok(()) => {
                 let group = key_group(&key_buf, self.key_groups);
-                self.process_encoded(record, &key_buf, group, env).await
+                match self.held.as_ref().is_some_and(|h| !h.contains(group)) {
+                    true => Err(self.foreign_key(group)),
+                    false => self.process_encoded(record, &key_buf, group, env).await,
+                }
             }
             Err(e) => Err(e),
         };

@@ -15,7 +15,10 @@ fn the_demo_kills_and_restarts_the_word_count_and_finds_every_count_exactly_once
         // The binary this test run built (features and all): never rebuilt
         // under the other tests' feet.
         .env("WEIRDEV_DEMO_BIN", env!("CARGO_BIN_EXE_wordcount"))
-        .env("WEIRDEV_DEMO_PV_BIN", env!("CARGO_BIN_EXE_page_views_files"))
+        .env(
+            "WEIRDEV_DEMO_PV_BIN",
+            env!("CARGO_BIN_EXE_page_views_files"),
+        )
         .output()
         .expect("dev/demo runs");
     let stdout = String::from_utf8_lossy(&out.stdout);

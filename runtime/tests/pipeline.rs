@@ -426,3 +426,62 @@ async fn a_side_output_needs_a_sink_of_its_own_types() -> Result<()> {
     assert_eq!(read_all(&rejects), ["k0\tempty"]);
     Ok(())
 }
+
+/// Emits each record under the key `k<length of its value>`: another key
+/// than it was given.
+#[derive(Clone)]
+struct Rekeys;
+
+impl Processor for Rekeys {
+    type Key = String;
+    type In = String;
+    type Out = String;
+
+    async fn process(
+        &mut self,
+        r: Record<String, String>,
+        ctx: &mut Context<'_, Self>,
+    ) -> Result<()> {
+        ctx.emit(format!("k{}", r.value.len()), r.value);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_changed_between_processors_never_lands_in_another_workers_key_group() -> Result<()> {
+    let tmp = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
+    let (input, output) = (tmp.path().join("in"), tmp.path().join("out"));
+    let lines: String = (0..200)
+        .map(|i| format!("{}\n", "x".repeat(i % 13 + 1)))
+        .collect();
+    write_input(&input, &[("a.txt", &lines)]);
+    let build = || {
+        let mut p = Pipeline::new("rekeys");
+        p.source(FileSource::lines(&input))
+            .key_by(|l: &String| l.clone())
+            .process(Rekeys)
+            .map(|_| ())
+            .process(Tally { text: false })
+            .sink(FileSink::tsv(&output));
+        p
+    };
+    // Two workers: some of the new keys are in the other worker's groups.
+    let state = tmp.path().join("state-2");
+    let e = weir_runtime::cli::run(build(), &config(&state, &[("parallelism", "2")])?, None)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        e.contains("which another worker holds") && e.contains("key_by"),
+        "{e}"
+    );
+    // One worker holds every group: the state is where it belongs.
+    let _ = std::fs::remove_dir_all(&output);
+    let state = tmp.path().join("state-1");
+    weir_runtime::cli::run(build(), &config(&state, &[("parallelism", "1")])?, None).await?;
+    let tallies = read_all(&output);
+    assert_eq!(tallies.len(), 200);
+    assert!(tallies.contains(&"k13\t15".to_owned()), "{tallies:?}");
+    Ok(())
+}

@@ -505,13 +505,11 @@ impl<'p, K: Key, V: Send + 'static> KeyedStream<'p, K, V> {
             p: self.p,
             finish: Box::new(move |tail: StageFactory<K, P::Out>| {
                 let factory: StageFactory<K, V> = Arc::new(move |init: &StageInit<'_>| {
+                    let mut keyed =
+                        KeyedNode::new(processor.clone(), node, init.key_groups, declared.clone());
+                    keyed.hold(&init.groups);
                     Ok(Box::new(ProcessStage {
-                        node: KeyedNode::new(
-                            processor.clone(),
-                            node,
-                            init.key_groups,
-                            declared.clone(),
-                        ),
+                        node: keyed,
                         task: init.task.clone(),
                         groups: init.groups.clone(),
                         settings: init.settings.clone(),

@@ -11,7 +11,7 @@
 //!
 //! Run: `dev/bench` (full) or `dev/bench --quick` (CI-sized); by hand,
 //! `bench --bin target/release --kstreams benches/kstreams --quix benches/quix --work DIR
-//! --brokers 127.0.0.1:9092 [--quick] [--only w1,w2,w3,w4,w5,w7]`; and
+//! --brokers 127.0.0.1:9092 [--quick] [--only w1,w2,w3,w4,w5,w7,w8]`; and
 //! `bench --brokers B --watch TOPIC N` times the output watcher alone over
 //! the first N records of TOPIC (it must read far faster than any pipeline).
 
@@ -20,6 +20,7 @@ mod kafka;
 mod observe;
 mod proc;
 mod scaleout;
+mod windows;
 
 use std::collections::HashMap;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -54,6 +55,8 @@ struct Sizes {
     big_len: usize,
     latency_rate: u64,
     latency_secs: u64,
+    /// Page views of workload 8.
+    window_views: u64,
 }
 
 impl Sizes {
@@ -68,6 +71,7 @@ impl Sizes {
             big_len: 1024,
             latency_rate: 1000,
             latency_secs: 20,
+            window_views: 2_000_000,
         }
     }
 
@@ -82,6 +86,7 @@ impl Sizes {
             big_len: 1024,
             latency_rate: 200,
             latency_secs: 3,
+            window_views: 100_000,
         }
     }
 }
@@ -192,6 +197,9 @@ fn main() -> Result<()> {
     }
     if wants("w7") {
         b.scale_out()?;
+    }
+    if wants("w8") {
+        b.windowed()?;
     }
     b.print_table();
     Ok(())
@@ -890,6 +898,7 @@ impl Bench {
             "scaleout_ratio",
             "failover_s",
             "failover_ratio",
+            "windowed_ratio",
             "peak_rss_mb",
         ];
         let line: Vec<String> = keys

@@ -272,13 +272,13 @@ impl Feed {
 }
 
 /// What the broker says of an application's consumer group.
-struct Group {
+pub(crate) struct Group {
     consumer: BaseConsumer,
     group: String,
 }
 
 impl Group {
-    fn new(brokers: &str, group: &str) -> Result<Group> {
+    pub(crate) fn new(brokers: &str, group: &str) -> Result<Group> {
         let consumer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("group.id", group)
@@ -294,7 +294,7 @@ impl Group {
     }
 
     /// The committed position of each partition of `topic` (0 for none).
-    fn committed(&self, topic: &str) -> Result<BTreeMap<i32, i64>> {
+    pub(crate) fn committed(&self, topic: &str) -> Result<BTreeMap<i32, i64>> {
         let mut tpl = TopicPartitionList::new();
         for p in 0..PARTITIONS {
             tpl.add_partition(topic, p);
@@ -315,7 +315,7 @@ impl Group {
     }
 
     /// The end offset of each partition of `topic`.
-    fn ends(&self, topic: &str) -> Result<BTreeMap<i32, i64>> {
+    pub(crate) fn ends(&self, topic: &str) -> Result<BTreeMap<i32, i64>> {
         (0..PARTITIONS)
             .map(|p| {
                 let (_, high) = self
