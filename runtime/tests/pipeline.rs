@@ -485,3 +485,31 @@ async fn a_key_changed_between_processors_never_lands_in_another_workers_key_gro
     assert!(tallies.contains(&"k13\t15".to_owned()), "{tallies:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_flat_map_keeps_the_key_of_each_value_it_makes() -> Result<()> {
+    let tmp = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
+    let (input, output, state) = (
+        tmp.path().join("in"),
+        tmp.path().join("out"),
+        tmp.path().join("state"),
+    );
+    write_input(&input, &[("a.txt", "ab:3\nab:2\nc:1\n")]);
+    let mut p = Pipeline::new("repeat");
+    p.source(FileSource::lines(&input))
+        .key_with(|l: String| {
+            let (k, n) = l.split_once(':').unwrap_or((&l, "0"));
+            (k.to_owned(), n.parse::<usize>().unwrap_or(0))
+        })
+        .flat_map(|n| std::iter::repeat_n((), n))
+        .process(Tally { text: false })
+        .sink(FileSink::tsv(&output));
+    weir_runtime::cli::run(p, &config(&state, &[])?, None).await?;
+    let got = read_all(&output);
+    assert_eq!(got.len(), 6);
+    assert!(
+        got.contains(&"ab\t5".to_owned()) && got.contains(&"c\t1".to_owned()),
+        "{got:?}"
+    );
+    Ok(())
+}

@@ -600,6 +600,28 @@ impl<'p, K: Key, V: Send + 'static> KeyedStream<'p, K, V> {
         self.op("map", Arc::new(move |r, out| out.push(r.map_value(&f))))
     }
 
+    /// Turns each value into zero or more values, keeping the key (and
+    /// the record's timestamp and headers).
+    pub fn flat_map<U: Send + 'static, I: IntoIterator<Item = U>>(
+        self,
+        f: impl Fn(V) -> I + Send + Sync + 'static,
+    ) -> KeyedStream<'p, K, U> {
+        self.op(
+            "flat_map",
+            Arc::new(move |r: Record<K, V>, out: &mut Vec<Record<K, U>>| {
+                let (key, timestamp, headers) = (r.key, r.timestamp, r.headers);
+                for value in f(r.value) {
+                    out.push(Record {
+                        key: key.clone(),
+                        value,
+                        timestamp,
+                        headers: headers.clone(),
+                    });
+                }
+            }),
+        )
+    }
+
     /// Keeps the records for which `f` is true.
     pub fn filter(
         self,
