@@ -18,6 +18,7 @@ mod context;
 pub mod error;
 pub mod exec;
 pub mod group;
+pub mod join;
 pub mod keygroup;
 mod open;
 mod output;

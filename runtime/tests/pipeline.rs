@@ -513,3 +513,66 @@ async fn a_keyed_flat_map_keeps_the_key_of_each_value_it_makes() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_joins_its_table_as_of_each_records_time_across_files() -> Result<()> {
+    use weir_core::join::{JoinInput, JoinKind};
+    let tmp = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
+    let (input, output, state) = (
+        tmp.path().join("in"),
+        tmp.path().join("out"),
+        tmp.path().join("state"),
+    );
+    // `time kind key value`: customers (the table) in one file, orders
+    // (the stream) in another, read in whatever order the tasks go.
+    write_input(
+        &input,
+        &[
+            (
+                "customers.txt",
+                "1 c ann Ann\n10 c ann Annie\n2 c bob Bob\n",
+            ),
+            (
+                "orders.txt",
+                "5 o ann 100\n12 o ann 101\n6 o eve 102\n30 o bob 103\n",
+            ),
+        ],
+    );
+    let mut p = Pipeline::new("enrich");
+    p.source(FileSource::lines(&input))
+        .event_time(
+            |l: &String| {
+                l.split(' ')
+                    .next()
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(0)
+            },
+            0,
+        )
+        .key_with(|l: String| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let side = match f.get(1) {
+                Some(&"c") => JoinInput::Table(f.get(3).map(|n| (*n).to_owned())),
+                _ => JoinInput::Stream(f.get(3).and_then(|o| o.parse::<u64>().ok()).unwrap_or(0)),
+            };
+            (f.get(2).copied().unwrap_or("").to_owned(), side)
+        })
+        .join_table(
+            JoinKind::Left,
+            |_c: &String, order: u64, name: Option<&String>| {
+                format!("{order}={}", name.map_or("?", String::as_str))
+            },
+        )
+        .sink(FileSink::tsv(&output));
+    weir_runtime::cli::run(p, &config(&state, &[])?, None).await?;
+    assert_eq!(
+        read_all(&output),
+        [
+            "ann\t100=Ann",
+            "ann\t101=Annie",
+            "bob\t103=Bob",
+            "eve\t102=?"
+        ]
+    );
+    Ok(())
+}

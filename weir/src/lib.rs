@@ -23,8 +23,8 @@ pub use weir_connectors::{file, kafka, stdout, text};
 #[cfg(feature = "testing")]
 pub use weir_core::testing;
 pub use weir_core::{
-    codec, encode_key, error, group, keygroup, serdes, sink, source, state, timer, window, Codec,
-    CompactString, Context, Declarations, Error, Header, Key, ListDescriptor, ListState,
+    codec, encode_key, error, group, join, keygroup, serdes, sink, source, state, timer, window,
+    Codec, CompactString, Context, Declarations, Error, Header, Key, ListDescriptor, ListState,
     MapDescriptor, MapState, OpenContext, OutputTag, Processor, Record, Result, Settings,
     TimeDomain, Timer, ValueDescriptor, ValueState,
 };
@@ -41,6 +41,7 @@ pub mod prelude {
     pub use weir_connectors::kafka::{
         KafkaOutput, KafkaRecord, KafkaSettings, KafkaSource, StartAt,
     };
+    pub use weir_core::join::{JoinInput, JoinKind};
     pub use weir_core::prelude::*;
     pub use weir_core::serdes::{Bytes, Json, NoKey, Serde, Utf8};
     pub use weir_core::window::{

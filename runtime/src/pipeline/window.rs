@@ -1,7 +1,11 @@
-//! Windowed streams: `keyed.window(Windows::tumbling(..)).count()` and
-//! the like, each a window operator (`weir_core::window`) run as the
-//! keyed stream's next processor.
+//! Windowed streams (`keyed.window(Windows::tumbling(..)).count()` and
+//! the like) and joins (`keyed.join_table(..)`): each an operator of
+//! `weir_core::window` or `weir_core::join` run as the keyed stream's next
+//! processor.
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use weir_core::join::{JoinInput, JoinKind, TableJoin};
 use weir_core::window::{
     Accumulate, Aggregate, Count, Emit, Reduce, SessionOperator, Sessions, WindowFunction,
     WindowOperator, Windowed, Windows,
@@ -59,7 +63,7 @@ impl<'p, K: Key, V: Clone + Send + 'static> WindowedStream<'p, K, V> {
     /// Each window's result is its values combined pairwise with `f`.
     pub fn reduce<F>(self, f: F) -> KeyedStream<'p, K, Windowed<V>>
     where
-        V: Codec + serde::Serialize + serde::de::DeserializeOwned,
+        V: Codec + Serialize + DeserializeOwned,
         F: Fn(V, V) -> V + Send + Sync + 'static,
     {
         self.aggregate(Reduce::new(f))
@@ -101,6 +105,28 @@ impl<'p, K: Key, V: Send + 'static> SessionWindowedStream<'p, K, V> {
     /// Each session's result is how many records it holds.
     pub fn count(self) -> KeyedStream<'p, K, Windowed<u64>> {
         self.aggregate(Count)
+    }
+}
+
+impl<'p, K: Key, S, T> KeyedStream<'p, K, JoinInput<S, T>>
+where
+    S: Serialize + DeserializeOwned + Send + 'static,
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    /// Joins the stream side of this stream with the latest value of its
+    /// table side for the same key, as of each stream record's event time
+    /// (see [`TableJoin`]): `kind` says whether records without a value
+    /// are emitted (with `None`), `join` makes the output.
+    pub fn join_table<O, F>(self, kind: JoinKind, join: F) -> KeyedStream<'p, K, O>
+    where
+        O: Send + 'static,
+        F: Fn(&K, S, Option<&T>) -> O + Send + Sync + 'static,
+    {
+        let what = match kind {
+            JoinKind::Inner => "join:table(inner)",
+            JoinKind::Left => "join:table(left)",
+        };
+        self.named_process(what, TableJoin::new(kind, join))
     }
 }
 
