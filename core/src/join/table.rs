@@ -38,8 +38,11 @@ fn pending<S>() -> ListDescriptor<(i64, S)> {
 pub struct TableJoin<K, S, T, O, F> {
     kind: JoinKind,
     join: Arc<F>,
-    _t: PhantomData<fn() -> (K, S, T, O)>,
+    _t: PhantomData<Types<K, S, T, O>>,
 }
+
+/// The types a [`TableJoin`] works on, held by no value.
+type Types<K, S, T, O> = fn() -> (K, S, T, O);
 
 impl<K, S, T, O, F> Clone for TableJoin<K, S, T, O, F> {
     fn clone(&self) -> Self {
