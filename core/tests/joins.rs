@@ -8,13 +8,15 @@ use weir_core::testing::TestDriver;
 
 type Input = JoinInput<u64, String>;
 
-fn join(
-    kind: JoinKind,
-) -> TableJoin<String, u64, String, String, impl Fn(&String, u64, Option<&String>) -> String + Clone>
-{
-    TableJoin::new(kind, |_k: &String, order: u64, name: Option<&String>| {
-        format!("{order}:{}", name.map_or("-", String::as_str))
-    })
+/// What the tests join with: `order:name` (`-` without a name).
+type Named = fn(&String, u64, Option<&String>) -> String;
+
+fn named(_k: &String, order: u64, name: Option<&String>) -> String {
+    format!("{order}:{}", name.map_or("-", String::as_str))
+}
+
+fn join(kind: JoinKind) -> TableJoin<String, u64, String, String, Named> {
+    TableJoin::new(kind, named as Named)
 }
 
 fn k(s: &str) -> String {
@@ -79,11 +81,8 @@ async fn waiting_orders_and_versions_survive_a_crash_and_old_versions_go() -> Re
     d.advance_watermark(50).await?;
     d.pipe_at(k("c1"), table("v4"), 60).await?;
     assert_eq!(
-        d.map_entries::<i64, Option<String>>(
-            &k("c1"),
-            &weir_core::state::MapDescriptor::new("table")
-        )?
-        .len(),
+        d.map_entries::<i64, Option<String>>(&k("c1"), &MapDescriptor::new("table"))?
+            .len(),
         2
     );
     Ok(())
