@@ -61,7 +61,10 @@ impl<'a, P: Processor> Context<'a, P> {
     pub fn state<D: StateDescriptor>(&mut self, descriptor: &D) -> Result<D::Handle<'_>> {
         let name = descriptor.name();
         let (kind, type_id) = descriptor.identity();
-        if !self.declared.declares(name, kind, type_id) {
+        if !self
+            .declared
+            .declares(name, kind, type_id, descriptor.expires())
+        {
             return Err(undeclared::<P>(self.declared, &descriptor.spec()));
         }
         if kind == StateKind::Value {

@@ -145,6 +145,9 @@ async fn values_and_elements_with_a_ttl_expire_in_processing_time_and_a_write_re
     // Expiry is stored with the value: it holds across a restart.
     d.crash_and_restore().await?;
     assert_eq!(d.value(&k("x"), &LAST)?, None);
+    // The expired list starts again, its old elements unseen.
+    d.pipe(k("x"), k("c")).await?;
+    assert_eq!(d.list(&k("x"), &RECENT)?, ["c"]);
     Ok(())
 }
 
@@ -172,6 +175,8 @@ const COUNT: ValueDescriptor<u64> = ValueDescriptor::new("count");
 const COUNT_AS_TEXT: ValueDescriptor<String> = ValueDescriptor::new("count");
 const OTHER: ValueDescriptor<u64> = ValueDescriptor::new("other");
 const COUNT_AS_LIST: ListDescriptor<u64> = ListDescriptor::new("count");
+const COUNT_EXPIRING: ValueDescriptor<u64> =
+    ValueDescriptor::new("count").with_ttl(Duration::from_secs(1));
 
 impl Processor for Sloppy {
     type Key = String;
@@ -188,6 +193,7 @@ impl Processor for Sloppy {
             "undeclared" => ctx.state(&OTHER)?.put(&1),
             "as text" => ctx.state(&COUNT_AS_TEXT)?.put(&"1".to_owned()),
             "as list" => ctx.state(&COUNT_AS_LIST)?.add(&1),
+            "expiring" => ctx.state(&COUNT_EXPIRING)?.put(&1),
             _ => ctx.output(&LONG, "k".to_owned(), 1),
         }
     }
@@ -213,6 +219,8 @@ async fn state_and_outputs_not_declared_are_refused_naming_them() -> Result<()> 
     );
     let e = err("as list").await.expect_err("another kind").to_string();
     assert!(e.contains("as list<u64>"), "{e}");
+    let e = err("expiring").await.expect_err("with a ttl").to_string();
+    assert!(e.contains("as value<u64> with ttl"), "{e}");
     let e = err("output")
         .await
         .expect_err("undeclared output")

@@ -251,3 +251,38 @@ async fn a_window_function_keeps_stores_per_window_and_they_are_cleared_at_the_c
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_record_inside_an_open_session_is_not_late_though_its_own_gap_has_passed() -> Result<()> {
+    let op = SessionOperator::new(
+        Sessions::with_gap(Duration::from_millis(10)),
+        Count,
+        Emit::Final,
+        Some(LATE),
+    );
+    let mut d = TestDriver::new(op).await?;
+    for t in [50, 58, 66, 74, 82, 90, 100] {
+        d.pipe_at(k("u"), 1, t).await?;
+    }
+    d.advance_watermark(95).await?;
+    // 60 + 10 <= 95, but the session [50, 100] is open until 110.
+    d.pipe_at(k("u"), 1, 60).await?;
+    assert!(d.side_output(&LATE).is_empty());
+    d.advance_watermark(i64::MAX).await?;
+    assert_eq!(results(&d), [(k("u"), 50, 110, 8)]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_event_time_out_of_range_is_a_record_error() -> Result<()> {
+    let mut d = TestDriver::new(counting(Windows::tumbling(secs(10)), Emit::Final, false)).await?;
+    let e = d
+        .pipe_at(k("a"), 1, i64::MAX - 5)
+        .await
+        .expect_err("refused");
+    assert!(
+        e.is_record_error() && e.to_string().contains("out of range"),
+        "{e}"
+    );
+    Ok(())
+}

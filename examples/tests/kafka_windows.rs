@@ -163,8 +163,27 @@ fn every_window_is_read_committed_once_with_exact_counts_across_30_kills() {
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!("{kills} kills in {:?}", started.elapsed());
-    let got = committed_windows(&t.output);
-    assert_eq!(got.len(), expected.len(), "windows");
+    let mut got = committed_windows(&t.output);
+    if got.len() < expected.len() {
+        // The console consumer stops after 10 s without a record: on a busy
+        // broker a read can end early. A window really missing stays so.
+        eprintln!(
+            "read {} of {} windows; reading again",
+            got.len(),
+            expected.len()
+        );
+        got = committed_windows(&t.output);
+    }
+    let missing: Vec<_> = expected
+        .keys()
+        .filter(|k| !got.contains_key(*k))
+        .take(5)
+        .collect();
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "windows; missing e.g. {missing:?}"
+    );
     let wrong: Vec<_> = expected
         .iter()
         .filter(|(k, v)| got.get(*k) != Some(v))

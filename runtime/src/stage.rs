@@ -484,6 +484,9 @@ const PREFETCH_AHEAD: usize = 16;
 
 pub(crate) struct ProcessStage<P: Processor> {
     pub(crate) node: KeyedNode<P>,
+    /// The watermark its timers last fired at: what the stages after it
+    /// see while they take the output of timers that fire at a newer one.
+    pub(crate) fired_at: i64,
     /// The worker it runs in.
     pub(crate) task: String,
     pub(crate) groups: Vec<u16>,
@@ -586,9 +589,18 @@ impl<P: Processor> Stage<P::Key, P::In> for ProcessStage<P> {
                 count_late(self.node.take_late());
                 let out = self.node.take_output();
                 if !out.is_empty() {
-                    self.next.push(out, cx).await?;
+                    // As a watermark travels behind the records before it
+                    // (Flink's order): the stages after this one take what
+                    // its timers emitted (a window's result, stamped with
+                    // its end) before they see the watermark that fired
+                    // them, so that it is not late there.
+                    let now = std::mem::replace(&mut cx.watermark, self.fired_at);
+                    let pushed = self.next.push(out, cx).await;
+                    cx.watermark = now;
+                    pushed?;
                 }
             }
+            self.fired_at = self.fired_at.max(cx.watermark);
             self.next.fire(cx).await
         })
     }

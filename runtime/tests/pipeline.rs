@@ -339,8 +339,8 @@ async fn a_restart_on_state_of_another_type_is_refused_naming_the_store() -> Res
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(
-        e.contains("holds the store `tally` of processor `pipeline::Tally` as value<u64>")
-            && e.contains("declares it as value<alloc::string::String>")
+        e.contains("holds the store `tally` as value<u64> in pipeline::Tally")
+            && e.contains("declares it as value<alloc::string::String> in pipeline::Tally")
             && e.contains("new --state"),
         "{e}"
     );
@@ -574,5 +574,50 @@ async fn a_stream_joins_its_table_as_of_each_records_time_across_files() -> Resu
             "eve\t102=?"
         ]
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_after_a_window_takes_every_result_even_at_the_end_of_the_input() -> Result<()> {
+    use std::time::Duration;
+    use weir_core::window::{Windowed, Windows};
+    let tmp = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
+    let (input, output, state) = (
+        tmp.path().join("in"),
+        tmp.path().join("out"),
+        tmp.path().join("state"),
+    );
+    // One event every second for two minutes.
+    let lines: String = (0..120).map(|s| format!("{}\n", s * 1000)).collect();
+    write_input(&input, &[("a.txt", &lines)]);
+    let mut p = Pipeline::new("minutes");
+    p.source(FileSource::lines(&input))
+        .event_time(|l: &String| l.parse().unwrap_or(0), 0)
+        .key_by(|_| "all".to_owned())
+        .window(Windows::tumbling(Duration::from_secs(10)))
+        .count()
+        .map(|w: Windowed<u64>| w.value)
+        .window(Windows::tumbling(Duration::from_secs(60)))
+        .reduce(|a, b| a + b)
+        .map(|w: Windowed<u64>| format!("{}:{}", w.start, w.value))
+        .sink(FileSink::tsv(&output));
+    weir_runtime::cli::run(p, &config(&state, &[])?, None).await?;
+    assert_eq!(read_all(&output), ["all\t0:60", "all\t60000:60"]);
+    let e = {
+        let mut p = Pipeline::new("minutes-queried");
+        p.source(FileSource::lines(&input))
+            .key_by(|_| "all".to_owned())
+            .window(Windows::tumbling(Duration::from_secs(10)))
+            .count()
+            .queryable(&ValueDescriptor::<u64>::new("window"))
+            .map(|w: Windowed<u64>| w.value)
+            .sink(FileSink::tsv(tmp.path().join("out-2")));
+        weir_runtime::cli::run(p, &config(&tmp.path().join("state-2"), &[])?, None)
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    assert!(e.contains("follows a window or a join"), "{e}");
     Ok(())
 }

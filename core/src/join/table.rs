@@ -30,7 +30,11 @@ fn pending<S>() -> ListDescriptor<(i64, S)> {
 /// A stream record waits (in state) until the watermark passes its time:
 /// by then every table update up to that time has been read, so the
 /// result is the same however the two inputs' partitions are interleaved,
-/// and the same after a crash and a replay. A record already behind the
+/// and the same after a crash and a replay, as long as updates come in
+/// time (out of order by less than the watermark's delay, and not from a
+/// partition the watermark had stopped waiting for as idle). A late update
+/// (or stream record) is joined with what the table holds when it comes:
+/// versions older than the newest one the watermark passed are gone. A record already behind the
 /// watermark is joined at once, with the table as it is kept then. Table
 /// updates are kept per key and time until no waiting record and no time
 /// the watermark has not passed needs them. Records need an event time

@@ -341,10 +341,16 @@ impl<T: Codec + 'static> StateDescriptor for ListDescriptor<T> {
             place.key,
         )?;
         // The next sequence number lives in the value slot of the name,
-        // which no other store of the processor can have.
+        // which no other store of the processor can have; with a time to
+        // live, it expires with the last element added (and so is dropped
+        // by the storage too).
+        let counter = match self.ttl {
+            Some(_) => KEYED_TTL_TAG,
+            None => KEYED_TAG,
+        };
         keyed_key_into(
             place.buf,
-            KEYED_TAG,
+            counter,
             place.group,
             place.node,
             self.name,
@@ -436,14 +442,17 @@ impl Declarations {
         })
     }
 
-    /// Whether `spec` is declared as it is (for the check of a handle).
+    /// Whether a store called `name` of `kind` and `type_id`, with a time
+    /// to live or not (`expires`), is declared: the check of a handle.
     pub(crate) fn declares(
         &self,
-        spec_name: &'static str,
+        name: &'static str,
         kind: StateKind,
         type_id: TypeId,
+        expires: bool,
     ) -> bool {
-        self.find_state(spec_name, kind, type_id).is_some()
+        self.find_state(name, kind, type_id)
+            .is_some_and(|s| s.ttl.is_some() == expires)
     }
 
     /// The declared side output `name`, if it carries `type_id`.

@@ -28,7 +28,9 @@ impl<'a, T: Codec> ListState<'a, T> {
     }
 
     fn next_seq(&mut self) -> Result<u64> {
-        match self.at.backend.get(self.next_key)? {
+        // With a time to live, an expired counter reads as absent: every
+        // element expired with it (none was added after it was renewed).
+        match self.at.get(self.next_key)? {
             None => Ok(0),
             Some(b) => b.try_into().map(u64::from_be_bytes).map_err(|_| {
                 Error::Corrupt(format!("list state `{}`: a bad length", self.at.name))
@@ -49,9 +51,12 @@ impl<'a, T: Codec> ListState<'a, T> {
             .encode_into(&mut bytes)
             .map_err(|e| self.at.named(e))?;
         self.at.backend.put(key, bytes);
-        self.at
-            .backend
-            .put_slice(self.next_key, &(seq + 1).to_be_bytes());
+        let mut counter = Vec::with_capacity(16);
+        if let Some(header) = self.at.header() {
+            counter.extend_from_slice(&header);
+        }
+        counter.extend_from_slice(&(seq + 1).to_be_bytes());
+        self.at.backend.put_slice(self.next_key, &counter);
         Ok(())
     }
 

@@ -173,7 +173,8 @@ pub(crate) fn clear_entry(
                 backend.delete(k);
             }
             if spec.kind == StateKind::List {
-                backend.delete(keyed_key(KEYED_TAG, group, node, spec.name, key)?);
+                let counter = if expires { KEYED_TTL_TAG } else { KEYED_TAG };
+                backend.delete(keyed_key(counter, group, node, spec.name, key)?);
             }
         }
     }

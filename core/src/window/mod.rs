@@ -101,7 +101,9 @@ impl Windows {
     /// `grace`. A record later than that is late (see the window's late
     /// output). Without it, a window closes at its end.
     pub fn grace(mut self, grace: Duration) -> Self {
-        self.grace = millis(grace).max(0);
+        if self.clock == Clock::Event {
+            self.grace = millis(grace).max(0);
+        }
         self
     }
 

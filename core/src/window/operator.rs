@@ -73,7 +73,10 @@ impl<'a> WindowState<'a> {
     /// If the window function does not declare the store.
     pub fn state<D: StateDescriptor>(&mut self, descriptor: &D) -> Result<D::Handle<'_>> {
         let (kind, type_id) = descriptor.identity();
-        if !self.declared.declares(descriptor.name(), kind, type_id) {
+        if !self
+            .declared
+            .declares(descriptor.name(), kind, type_id, descriptor.expires())
+        {
             return Err(Error::Config(format!(
                 "a window function reads the state {}, which it does not declare; add `d.state(&DESCRIPTOR)` to its `declare`",
                 descriptor.spec()
@@ -137,12 +140,26 @@ impl<K, V, F> WindowOperator<K, V, F> {
     }
 }
 
-/// The event time a record is windowed by, which it must have.
+/// The greatest event time (either side of the Unix epoch, in ms) a
+/// window takes: about 146 million years, so that a window's bounds, its
+/// close and its timer never overflow.
+const TIME_LIMIT: i64 = 1 << 62;
+
+/// The event time a record is windowed by, which it must have, within
+/// [`TIME_LIMIT`] (a record's time is input: a bad one is a record error,
+/// which `on_bad_input` may skip).
 pub(super) fn event_time<P: Processor>(timestamp: Option<i64>) -> Result<i64> {
-    timestamp.ok_or_else(|| Error::Processor {
+    let error = |message: String| Error::Processor {
         processor: std::any::type_name::<P>().to_owned(),
-        message: "a record without an event time reached an event-time window; stamp the stream with `event_time` before it, or window it in processing time".to_owned(),
-    })
+        message,
+    };
+    match timestamp {
+        None => Err(error("a record without an event time reached an event-time window; stamp the stream with `event_time` before it, or window it in processing time".to_owned())),
+        Some(t) if t.unsigned_abs() > TIME_LIMIT as u64 => Err(error(format!(
+            "a record's event time {t} is out of range (more than 2^62 ms from the Unix epoch)"
+        ))),
+        Some(t) => Ok(t),
+    }
 }
 
 impl<K, V, F> Processor for WindowOperator<K, V, F>

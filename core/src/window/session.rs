@@ -79,7 +79,19 @@ where
 
     async fn process(&mut self, rec: Record<K, V>, ctx: &mut Context<'_, Self>) -> Result<()> {
         let t = event_time::<Self>(rec.timestamp)?;
-        if self.closes_at(t) <= ctx.watermark() {
+        let gap = self.sessions.gap;
+        // Open sessions are more than the gap apart: those within the gap
+        // of this record are all it bridges. (Each is still open: its
+        // close is past the watermark.)
+        let mut bridged = Vec::new();
+        for entry in ctx.state(&sessions::<A::Acc>())?.iter()? {
+            let (s, (l, other)) = entry?;
+            if s - gap <= t && t <= l + gap {
+                bridged.push((s, l, other));
+            }
+        }
+        if bridged.is_empty() && self.closes_at(t) <= ctx.watermark() {
+            // Its own session would have closed already: late.
             return match &self.late {
                 Some(tag) => ctx.output_record(tag, rec),
                 None => {
@@ -88,23 +100,17 @@ where
                 }
             };
         }
-        let gap = self.sessions.gap;
         let (mut start, mut last) = (t, t);
         let mut acc = self.agg.init();
         self.agg.add(&mut acc, rec.value);
         let mut merged = Vec::new();
-        let mut open = ctx.state(&sessions::<A::Acc>())?;
-        // Open sessions are more than the gap apart: those within the gap
-        // of this record are all it bridges.
-        for entry in open.iter()? {
-            let (s, (l, other)) = entry?;
-            if s - gap <= t && t <= l + gap {
-                start = start.min(s);
-                last = last.max(l);
-                self.agg.merge(&mut acc, other);
-                merged.push((s, l));
-            }
+        for (s, l, other) in bridged {
+            start = start.min(s);
+            last = last.max(l);
+            self.agg.merge(&mut acc, other);
+            merged.push((s, l));
         }
+        let mut open = ctx.state(&sessions::<A::Acc>())?;
         for (s, _) in &merged {
             open.remove(s)?;
         }

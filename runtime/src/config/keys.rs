@@ -55,7 +55,7 @@ pub(crate) const RUNTIME_KEYS: &[KeyDoc] = &[
         key: "watermark.idle_ms",
         default: "5000",
         takes: "a whole number of milliseconds (0: never)",
-        meaning: "an input partition without records for this long stops holding the event-time watermark back",
+        meaning: "a source task (input partition or file) that has read its input to the end and had no record for this long stops holding the event-time watermark back",
     },
     KeyDoc {
         key: "on_bad_input",

@@ -102,8 +102,9 @@ impl Default for CheckpointConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WatermarkConfig {
-    /// An input partition without records for this long stops holding the
-    /// watermark back (0: never), as Flink's idleness does.
+    /// A source task (an input partition or file) caught up with its input
+    /// and without records for this long stops holding the watermark back
+    /// (0: never), as Flink's idleness does.
     pub idle_ms: u64,
 }
 

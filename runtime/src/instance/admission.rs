@@ -43,8 +43,6 @@ pub(crate) struct Signature {
     topology: String,
     /// The declared stores (see [`Pipeline::schema`]).
     states: BTreeMap<String, String>,
-    /// The processors' type names, by node.
-    processors: Vec<String>,
 }
 
 impl Signature {
@@ -54,9 +52,6 @@ impl Signature {
             fingerprint: pipeline.fingerprint(),
             topology: pipeline.topology(),
             states: pipeline.schema(),
-            processors: (0..)
-                .map_while(|n| pipeline.processor_name(n).map(str::to_owned))
-                .collect(),
         }
     }
 
@@ -79,14 +74,9 @@ impl Signature {
             let Some(then) = was.get(store).filter(|then| *then != now) else {
                 continue;
             };
-            let (node, name) = store.split_once('/').unwrap_or(("?", store));
-            let processor = node
-                .parse::<usize>()
-                .ok()
-                .and_then(|n| self.processors.get(n))
-                .map_or("?", String::as_str);
+            let name = store.split_once('/').map_or(store.as_str(), |(_, n)| n);
             return Err(Error::Config(format!(
-                "state directory {} holds the store `{name}` of processor `{processor}` as {then}, but this version of `{}` declares it as {now}: its entries would be read as the wrong type. Run the version that wrote it; or start this one on a new --state (in Kafka mode, with a new --application-id, or after `offsets reset --reset-state`)",
+                "state directory {} holds the store `{name}` as {then}, but this version of `{}` declares it as {now}: its entries would be read as the wrong type. Run the version that wrote it; or start this one on a new --state (in Kafka mode, with a new --application-id, or after `offsets reset --reset-state`)",
                 dir.display(),
                 self.name
             )));

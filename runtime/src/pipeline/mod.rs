@@ -48,6 +48,9 @@ pub struct Pipeline {
     queryables: Vec<Arc<Queryable>>,
     /// Each processor node's type name and declarations, in node order.
     declared: Vec<(String, Declared)>,
+    /// Whether the last node is a plain processor, whose value states can
+    /// be queried by key (a window's or a join's are kept otherwise).
+    last_plain: bool,
     /// The side outputs that have a sink, with their types.
     side_outputs: Vec<OutputSpec>,
     error: Option<Error>,
@@ -67,30 +70,30 @@ impl Pipeline {
             dead_letter: None,
             queryables: Vec::new(),
             declared: Vec::new(),
+            last_plain: false,
             side_outputs: Vec::new(),
             error: None,
         }
     }
 
     /// Every declared store, as `node/name` -> its signature (see
-    /// [`StateSpec::signature`](weir_core::state::StateSpec::signature)):
-    /// what the manifest records, so that a restart on state written with
-    /// other types is refused, naming the store.
+    /// [`StateSpec::signature`](weir_core::state::StateSpec::signature))
+    /// and the processor that keeps it: what the manifest records, so
+    /// that a restart on state written with other types is refused, naming
+    /// the store.
     pub fn schema(&self) -> BTreeMap<String, String> {
         self.declared
             .iter()
             .enumerate()
-            .flat_map(|(node, (_, d))| {
-                d.states()
-                    .iter()
-                    .map(move |s| (format!("{node}/{}", s.name), s.signature()))
+            .flat_map(|(node, (processor, d))| {
+                d.states().iter().map(move |s| {
+                    (
+                        format!("{node}/{}", s.name),
+                        format!("{} in {processor}", s.signature()),
+                    )
+                })
             })
             .collect()
-    }
-
-    /// The type name of processor node `node`, for messages.
-    pub(crate) fn processor_name(&self, node: usize) -> Option<&str> {
-        self.declared.get(node).map(|(name, _)| name.as_str())
     }
 
     /// The states declared queryable.
@@ -473,10 +476,12 @@ impl<'p, K: Key, V: Send + 'static> KeyedStream<'p, K, V> {
     where
         P: Processor<Key = K, In = V> + Clone + Sync,
     {
-        self.named_process(
+        let stream = self.named_process(
             &format!("process:{}", std::any::type_name::<P>()),
             processor,
-        )
+        );
+        stream.p.last_plain = true;
+        stream
     }
 
     /// [`process`](Self::process), shown in the topology as `what`.
@@ -486,6 +491,7 @@ impl<'p, K: Key, V: Send + 'static> KeyedStream<'p, K, V> {
     {
         let node = self.p.next_node;
         self.p.next_node += 1;
+        self.p.last_plain = false;
         let name = std::any::type_name::<P>();
         let declared = match declarations(&processor) {
             Ok(d) => d,
@@ -510,6 +516,7 @@ impl<'p, K: Key, V: Send + 'static> KeyedStream<'p, K, V> {
                     keyed.hold(&init.groups);
                     Ok(Box::new(ProcessStage {
                         node: keyed,
+                        fired_at: i64::MIN,
                         task: init.task.clone(),
                         groups: init.groups.clone(),
                         settings: init.settings.clone(),
@@ -540,6 +547,12 @@ impl<'p, K: Key, V: Send + 'static> KeyedStream<'p, K, V> {
             return self;
         };
         let spec = descriptor.spec();
+        if !self.p.last_plain {
+            self.p.error.get_or_insert(Error::Config(format!(
+                "`.queryable(&{name})` follows a window or a join, whose state is kept per window or version, not by key alone; query the state of a `.process(...)`"
+            )));
+            return self;
+        }
         if !declared.states().contains(&spec) {
             self.p.error.get_or_insert(Error::Config(format!(
                 "`.queryable` reads the state {spec}, which processor `{processor}` does not declare; declare it in its `declare`, or query a state it declares"

@@ -91,6 +91,17 @@ fn publish<T>(
     Ok(())
 }
 
+/// Whether `reader` has read what its input holds, as far as it can tell:
+/// a partition quiet only because its reader is stuck (a backlog it does
+/// not get, a broker that does not answer) must not stop holding the
+/// watermark back, or its backlog would come late.
+fn caught_up<T>(reader: &dyn ChainedReader<T>) -> bool {
+    match reader.lag() {
+        Some(Lag::Records { behind, .. } | Lag::Bytes { behind, .. }) => behind == 0,
+        None => true,
+    }
+}
+
 /// Runs a source task; its lag leaves the metrics when it ends (the task
 /// stops, or moves to another instance).
 fn source_loop<T: Send + 'static>(t: &mut SourceTask<T>, s: &Shared) -> Result<()> {
@@ -251,6 +262,7 @@ fn read_loop<T: Send + 'static>(
             } else if !idle_told
                 && s.idle_after
                     .is_some_and(|after| last_record.elapsed() >= after)
+                && caught_up(&*t.reader)
             {
                 idle_told = true;
                 t.output.idle()?;
