@@ -141,7 +141,12 @@ impl Bench {
         let mut loader = Loader::new(&self.brokers, topic, PARTITIONS, 20)?;
         let mut rng = Rng::new(8);
         let mut windows: BTreeSet<(u64, i64)> = BTreeSet::new();
-        let mut now = 1_700_000_000_000i64;
+        // Recent times: they become the windows' Kafka timestamps, and the
+        // broker's time-based retention deletes records older than 7 days.
+        let mut now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as i64
+            - 4 * 3_600_000;
         let mut value = String::new();
         for _ in 0..views {
             now += (rng.next_u64() % 4) as i64;
