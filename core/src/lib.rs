@@ -41,6 +41,9 @@ pub use codec::{encode_key, Codec, Key};
 /// switch between them without losing its state.
 pub use compact_str::CompactString;
 pub use context::Context;
+/// One of two values: a record of a [`Union`](source::Union)'s or a two-topic
+/// Kafka source's first input (`Left`) or second (`Right`).
+pub use either::Either;
 pub use error::{Error, Result};
 pub use open::{OpenContext, Settings};
 pub use output::{OutputSpec, OutputTag};

@@ -31,7 +31,9 @@ pub use checkpoint::RunSummary;
 pub use config::{Config, Guarantee, OnBadInput, RuntimeConfig};
 pub use histogram::Histogram;
 pub use manifest::Manifest;
-pub use pipeline::{KeyedStream, Pipeline, SessionWindowedStream, Stream, WindowedStream};
+pub use pipeline::{
+    KeyedStream, OutputStream, Pipeline, SessionWindowedStream, Stream, WindowedStream,
+};
 
 /// What a pipeline binary needs in scope: the core API plus the builder.
 pub mod prelude {

@@ -625,15 +625,22 @@ fn count_late(n: u64) {
 }
 
 /// A stateless keyed operator: each record becomes zero or more.
-pub(crate) type KeyedOp<K, V, U> = Arc<dyn Fn(Record<K, V>, &mut Vec<Record<K, U>>) + Send + Sync>;
+pub(crate) type KeyedOp<K, V, L, U> =
+    Arc<dyn Fn(Record<K, V>, &mut Vec<Record<L, U>>) + Send + Sync>;
 
 /// A stateless operator after the exchange.
-pub(crate) struct OpStage<K, V, U> {
-    pub(crate) op: KeyedOp<K, V, U>,
-    pub(crate) next: Box<dyn Stage<K, U>>,
+pub(crate) struct OpStage<K, V, L, U> {
+    pub(crate) op: KeyedOp<K, V, L, U>,
+    pub(crate) next: Box<dyn Stage<L, U>>,
 }
 
-impl<K: Send + 'static, V: Send + 'static, U: Send + 'static> Stage<K, V> for OpStage<K, V, U> {
+impl<K, V, L, U> Stage<K, V> for OpStage<K, V, L, U>
+where
+    K: Send + 'static,
+    V: Send + 'static,
+    L: Send + 'static,
+    U: Send + 'static,
+{
     fn open<'a>(&'a mut self, cx: &'a mut StageCx<'_>) -> BoxFuture<'a, Result<()>> {
         self.next.open(cx)
     }

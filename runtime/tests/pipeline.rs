@@ -577,6 +577,96 @@ async fn a_stream_joins_its_table_as_of_each_records_time_across_files() -> Resu
     Ok(())
 }
 
+/// Orders and customers from two directories, each with a file `a.txt`,
+/// as one `Union`: `time id customer amount` and `time id name`.
+fn enrich_from_two_directories(p: &mut Pipeline, orders: &Path, customers: &Path, output: &Path) {
+    use weir_core::join::{JoinInput, JoinKind};
+    use weir_core::source::Union;
+    use weir_core::Either;
+    let time = |l: &String| {
+        l.split(' ')
+            .next()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0)
+    };
+    p.source(Union::new(
+        ("orders", FileSource::lines(orders)),
+        ("customers", FileSource::lines(customers)),
+    ))
+    .event_time(
+        move |e: &Either<String, String>| time(e.as_ref().either(|l| l, |r| r)),
+        0,
+    )
+    .key_with(|e: Either<String, String>| {
+        let line = e.clone().into_inner();
+        let f: Vec<String> = line.split(' ').map(str::to_owned).collect();
+        let field = |i: usize| f.get(i).cloned().unwrap_or_default();
+        match e {
+            Either::Left(_) => (field(2), JoinInput::Stream((field(1), field(3)))),
+            Either::Right(_) => (field(1), JoinInput::Table(Some(field(2)))),
+        }
+    })
+    .join_table(
+        JoinKind::Left,
+        |_c: &String, (id, amount): (String, String), name: Option<&String>| {
+            format!("{amount} {} {id}", name.map_or("?", String::as_str))
+        },
+    )
+    .select_key(|_customer, line: &String| line.rsplit(' ').next().unwrap_or_default().to_owned())
+    .sink(FileSink::tsv(output));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_union_reads_two_directories_as_one_input_and_resumes_each_file_where_it_was(
+) -> Result<()> {
+    let tmp = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
+    let (orders, customers, output, state) = (
+        tmp.path().join("orders"),
+        tmp.path().join("customers"),
+        tmp.path().join("out"),
+        tmp.path().join("state"),
+    );
+    // The same file name on both sides: tasks `orders/a.txt` and
+    // `customers/a.txt`.
+    write_input(&orders, &[("a.txt", "5 o1 ann 100\n6 o2 eve 7\n")]);
+    write_input(&customers, &[("a.txt", "1 ann Ann\n")]);
+    let mut p = Pipeline::new("enrich");
+    enrich_from_two_directories(&mut p, &orders, &customers, &output);
+    weir_runtime::cli::run(p, &config(&state, &[])?, None).await?;
+    assert_eq!(read_all(&output), ["o1\t100 Ann o1", "o2\t7 ? o2"]);
+
+    // More lines in both files: only they are read on the second run.
+    write_input(
+        &orders,
+        &[("a.txt", "5 o1 ann 100\n6 o2 eve 7\n20 o3 eve 8\n")],
+    );
+    write_input(&customers, &[("a.txt", "1 ann Ann\n10 eve Eve\n")]);
+    let mut p = Pipeline::new("enrich");
+    enrich_from_two_directories(&mut p, &orders, &customers, &output);
+    weir_runtime::cli::run(p, &config(&state, &[])?, None).await?;
+    assert_eq!(
+        read_all(&output),
+        ["o1\t100 Ann o1", "o2\t7 ? o2", "o3\t8 Eve o3"]
+    );
+
+    // Two inputs of one name cannot be told apart: refused.
+    let mut p = Pipeline::new("twice");
+    p.source(weir_core::source::Union::new(
+        ("in", FileSource::lines(&orders)),
+        ("in", FileSource::lines(&customers)),
+    ))
+    .sink(FileSink::lines(tmp.path().join("out2")));
+    let err = weir_runtime::cli::run(p, &config(&tmp.path().join("state2"), &[])?, None)
+        .await
+        .expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("both inputs of a union are named `in`"),
+        "{err}"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_window_after_a_window_takes_every_result_even_at_the_end_of_the_input() -> Result<()> {
     use std::time::Duration;

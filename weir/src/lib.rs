@@ -24,14 +24,14 @@ pub use weir_connectors::{file, kafka, stdout, text};
 pub use weir_core::testing;
 pub use weir_core::{
     codec, encode_key, error, group, join, keygroup, serdes, sink, source, state, timer, window,
-    Codec, CompactString, Context, Declarations, Error, Header, Key, ListDescriptor, ListState,
-    MapDescriptor, MapState, OpenContext, OutputTag, Processor, Record, Result, Settings,
-    TimeDomain, Timer, ValueDescriptor, ValueState,
+    Codec, CompactString, Context, Declarations, Either, Error, Header, Key, ListDescriptor,
+    ListState, MapDescriptor, MapState, OpenContext, OutputTag, Processor, Record, Result,
+    Settings, TimeDomain, Timer, ValueDescriptor, ValueState,
 };
 pub use weir_runtime::cli::{self, App};
 pub use weir_runtime::{
-    config, Config, Guarantee, KeyedStream, OnBadInput, Pipeline, SessionWindowedStream, Stream,
-    WindowedStream,
+    config, Config, Guarantee, KeyedStream, OnBadInput, OutputStream, Pipeline,
+    SessionWindowedStream, Stream, WindowedStream,
 };
 
 /// What a pipeline binary needs in scope: the processor API, the
@@ -44,10 +44,11 @@ pub mod prelude {
     pub use weir_core::join::{JoinInput, JoinKind};
     pub use weir_core::prelude::*;
     pub use weir_core::serdes::{Bytes, Json, NoKey, Serde, Utf8};
+    pub use weir_core::source::Union;
     pub use weir_core::window::{
         Aggregate, Emit, Sessions, WindowFunction, WindowState, Windowed, Windows,
     };
-    pub use weir_core::CompactString;
+    pub use weir_core::{CompactString, Either};
     pub use weir_runtime::cli::App;
     pub use weir_runtime::{Config, KeyedStream, Pipeline, Stream};
 }

@@ -149,8 +149,8 @@ impl<T: Send + 'static> Source for FileSource<T> {
         format!("file-{}", self.format)
     }
 
-    fn location(&self) -> Option<PathBuf> {
-        Some(self.path.clone())
+    fn locations(&self) -> Vec<PathBuf> {
+        vec![self.path.clone()]
     }
 
     fn tasks(&self) -> Result<Vec<String>> {

@@ -16,7 +16,7 @@ use weir_core::group::{GroupMemberInfo, Member};
 use weir_core::source::{
     Forwarded, Lag, ReadStatus, ResetTo, Resume, Source, SourceReader, TaskOffsets,
 };
-use weir_core::{Error, Header, Record, Result, Serde};
+use weir_core::{Either, Error, Header, Record, Result, Serde};
 
 use super::client::{
     answered, client_config, kafka_error, with_defaults, KafkaSettings, ReaderContext, WeirContext,
@@ -38,38 +38,58 @@ pub enum StartAt {
     Timestamp(i64),
 }
 
-/// The records of one topic, one task per partition, read
+/// The records of a topic, one task per partition, read
 /// `read_committed` without auto-commit: their values as UTF-8 strings
 /// ([`KafkaSource::utf8`]), or whole, key and value read by serdes, with
-/// partition and offset ([`KafkaSource::records`]). Timestamps and headers
-/// are the [`Record`]'s.
+/// partition, offset and timestamp ([`KafkaSource::records`]). Timestamps
+/// and headers are the [`Record`]'s too. Several topics, each read its own
+/// way, are one source ([`KafkaSource::and`]): one member of the
+/// application's consumer group, one transaction.
 pub struct KafkaSource<T = String> {
     settings: KafkaSettings,
-    topic: String,
+    /// The topics read, each with how its records are read, in order.
+    inputs: Vec<Input<T>>,
     group: String,
     start: StartAt,
     until_idle: Option<Duration>,
     admin: AdminConsumer,
     member: MemberSlot,
     repartition: RepartitionSlot,
-    decode: Decode<T>,
     /// What the records are read as, for the topology: `utf8`, `json<T>`.
     format: String,
+    /// Why the topics cannot be read together (see [`KafkaSource::and`]),
+    /// refused when the run starts.
+    conflict: Option<String>,
+}
+
+/// A topic a [`KafkaSource`] reads, and how it makes values of its records.
+struct Input<T> {
+    topic: String,
+    decode: Decode<T>,
+}
+
+impl<T> Clone for Input<T> {
+    fn clone(&self) -> Self {
+        Input {
+            topic: self.topic.clone(),
+            decode: self.decode.clone(),
+        }
+    }
 }
 
 impl<T> Clone for KafkaSource<T> {
     fn clone(&self) -> Self {
         KafkaSource {
             settings: self.settings.clone(),
-            topic: self.topic.clone(),
+            inputs: self.inputs.clone(),
             group: self.group.clone(),
             start: self.start,
             until_idle: self.until_idle,
             admin: self.admin.clone(),
             member: self.member.clone(),
             repartition: self.repartition.clone(),
-            decode: self.decode.clone(),
             format: self.format.clone(),
+            conflict: self.conflict.clone(),
         }
     }
 }
@@ -77,7 +97,7 @@ impl<T> Clone for KafkaSource<T> {
 impl<T> std::fmt::Debug for KafkaSource<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaSource")
-            .field("topic", &self.topic)
+            .field("topics", &self.topics().collect::<Vec<_>>())
             .field("group", &self.group)
             .field("format", &self.format)
             .finish()
@@ -97,6 +117,9 @@ pub struct KafkaRecord<K, V> {
     pub partition: i32,
     /// Its offset in the partition.
     pub offset: i64,
+    /// Its timestamp (ms since the Unix epoch), if it has one: the
+    /// producer's or the broker's, as the topic says.
+    pub timestamp: Option<i64>,
 }
 
 /// The repartition topic and its partition count, once prepared (see
@@ -193,6 +216,7 @@ impl<K: Send + 'static, V: Send + 'static> KafkaSource<KafkaRecord<K, V>> {
                 value: v,
                 partition: m.partition(),
                 offset: m.offset(),
+                timestamp: m.timestamp().to_millis(),
             })
         });
         KafkaSource::decoding(settings, topic, group, decode, &format)
@@ -209,15 +233,92 @@ impl<T> KafkaSource<T> {
     ) -> Self {
         KafkaSource {
             settings,
-            topic: topic.to_owned(),
+            inputs: vec![Input {
+                topic: topic.to_owned(),
+                decode,
+            }],
             group: group.to_owned(),
             start: StartAt::Earliest,
             until_idle: None,
             admin: AdminConsumer::default(),
             member: MemberSlot::default(),
             repartition: RepartitionSlot::default(),
-            decode,
             format: format.to_owned(),
+            conflict: None,
+        }
+    }
+
+    /// This source's topics and `other`'s, read as one source of values
+    /// [`Either::Left`] from this one's and [`Either::Right`] from
+    /// `other`'s: orders and the customers they are joined with, say. The
+    /// topics share this source's consumer group (one member, one
+    /// transaction), where to start and when to end (`other`'s are not
+    /// used); `other` must name the same brokers and group, or the run is
+    /// refused. Their tasks are the partitions of every topic, each
+    /// `<topic>-<partition>`. Chain `and` for more topics.
+    pub fn and<U: Send + 'static>(self, other: KafkaSource<U>) -> KafkaSource<Either<T, U>>
+    where
+        T: Send + 'static,
+    {
+        let mut conflict = self.conflict.clone().or(other.conflict.clone());
+        if other.settings.brokers != self.settings.brokers || other.group != self.group {
+            conflict.get_or_insert(format!(
+                "the topics {:?} are read as one source, but on brokers `{}` for group `{}`, and {:?} on `{}` for `{}`; build them with the same brokers and application id",
+                self.topics().collect::<Vec<_>>(),
+                self.settings.brokers,
+                self.group,
+                other.topics().collect::<Vec<_>>(),
+                other.settings.brokers,
+                other.group
+            ));
+        }
+        let mut inputs: Vec<Input<Either<T, U>>> = Vec::new();
+        for input in self.inputs {
+            let decode = input.decode;
+            inputs.push(Input {
+                topic: input.topic,
+                decode: Arc::new(move |t, o, m| decode(t, o, m).map(Either::Left)),
+            });
+        }
+        for input in other.inputs {
+            let decode = input.decode;
+            inputs.push(Input {
+                topic: input.topic,
+                decode: Arc::new(move |t, o, m| decode(t, o, m).map(Either::Right)),
+            });
+        }
+        for (i, input) in inputs.iter().enumerate() {
+            if inputs[..i].iter().any(|x| x.topic == input.topic) {
+                conflict.get_or_insert(format!(
+                    "the topic `{}` is read twice by one source; read each topic once",
+                    input.topic
+                ));
+            }
+        }
+        KafkaSource {
+            settings: self.settings,
+            inputs,
+            group: self.group,
+            start: self.start,
+            until_idle: self.until_idle,
+            admin: self.admin,
+            member: self.member,
+            repartition: self.repartition,
+            format: format!("either<{},{}>", self.format, other.format),
+            conflict,
+        }
+    }
+
+    /// The topics this source reads, in order.
+    fn topics(&self) -> impl Iterator<Item = &str> {
+        self.inputs.iter().map(|i| i.topic.as_str())
+    }
+
+    /// Refuses a source whose topics cannot be read together.
+    fn check(&self) -> Result<()> {
+        match &self.conflict {
+            Some(why) => Err(Error::Config(why.clone())),
+            None => Ok(()),
         }
     }
 
@@ -301,24 +402,26 @@ impl<T> KafkaSource<T> {
         result
     }
 
-    /// The topic's partitions as task names, asked through `consumer`.
+    /// The topics' partitions as task names, asked through `consumer`.
     fn tasks_with(&self, consumer: &BaseConsumer<WeirContext>) -> Result<Vec<String>> {
-        let md = consumer
-            .fetch_metadata(Some(&self.topic), self.settings.metadata_timeout)
-            .map_err(|e| kafka_error("cannot read metadata", &self.settings.brokers, e))?;
-        answered();
-        let topic = md.topics().iter().find(|t| t.name() == self.topic);
-        match topic {
-            Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t
-                .partitions()
-                .iter()
-                .map(|p| format!("{}-{}", self.topic, p.id()))
-                .collect()),
-            _ => Err(Error::Config(format!(
-                "topic `{}` does not exist on {}; create it (e.g. kafka-topics --create --topic {} --partitions 4) or fix --input-topic",
-                self.topic, self.settings.brokers, self.topic
-            ))),
+        self.check()?;
+        let mut tasks = Vec::new();
+        for name in self.topics() {
+            let md = consumer
+                .fetch_metadata(Some(name), self.settings.metadata_timeout)
+                .map_err(|e| kafka_error("cannot read metadata", &self.settings.brokers, e))?;
+            answered();
+            match md.topics().iter().find(|t| t.name() == name) {
+                Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                    tasks.extend(t.partitions().iter().map(|p| format!("{name}-{}", p.id())))
+                }
+                _ => return Err(Error::Config(format!(
+                    "topic `{name}` does not exist on {}; create it (e.g. kafka-topics --create --topic {name} --partitions 4) or fix the topic option",
+                    self.settings.brokers
+                ))),
+            }
         }
+        Ok(tasks)
     }
 
     /// The offset of `partition` that `to` names, asked through `consumer`:
@@ -327,13 +430,14 @@ impl<T> KafkaSource<T> {
     fn offset_at(
         &self,
         consumer: &BaseConsumer<WeirContext>,
+        topic: &str,
         partition: i32,
         to: ResetTo,
     ) -> Result<i64> {
         let timeout = self.settings.metadata_timeout;
         let brokers = &self.settings.brokers;
         let (low, high) = consumer
-            .fetch_watermarks(&self.topic, partition, timeout)
+            .fetch_watermarks(topic, partition, timeout)
             .map_err(|e| kafka_error("cannot read offsets", brokers, e))?;
         Ok(match to {
             ResetTo::Earliest => low,
@@ -341,15 +445,12 @@ impl<T> KafkaSource<T> {
             ResetTo::Offset(n) => (n as i64).clamp(low, high),
             ResetTo::Timestamp(ts) => {
                 let mut q = TopicPartitionList::new();
-                q.add_partition_offset(&self.topic, partition, Offset::Offset(ts))
+                q.add_partition_offset(topic, partition, Offset::Offset(ts))
                     .map_err(|e| kafka_error("bad timestamp", brokers, e))?;
                 let found = consumer
                     .offsets_for_times(q, timeout)
                     .map_err(|e| kafka_error("cannot look up offsets by time", brokers, e))?;
-                match found
-                    .find_partition(&self.topic, partition)
-                    .map(|e| e.offset())
-                {
+                match found.find_partition(topic, partition).map(|e| e.offset()) {
                     Some(Offset::Offset(o)) if o >= 0 => o,
                     _ => high,
                 }
@@ -357,27 +458,31 @@ impl<T> KafkaSource<T> {
         })
     }
 
-    fn partition_of(&self, task: &str) -> Result<i32> {
-        partition_in(task, &self.topic).ok_or_else(|| {
-            Error::Config(format!(
-                "`{task}` is not a partition of topic `{}`",
-                self.topic
-            ))
-        })
+    /// The input `task` is a partition of, and the partition.
+    fn input_of(&self, task: &str) -> Result<(&Input<T>, i32)> {
+        self.inputs
+            .iter()
+            .find_map(|i| partition_in(task, &i.topic).map(|p| (i, p)))
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "`{task}` is not a partition of {}",
+                    self.topics()
+                        .map(|t| format!("topic `{t}`"))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ))
+            })
     }
 
-    /// The topic and partition of `task`: the input's, or the repartition
+    /// The topic and partition of `task`: an input's, or the repartition
     /// topic's once prepared.
     fn topic_partition(&self, task: &str) -> Result<(String, i32)> {
-        if let Some(p) = partition_in(task, &self.topic) {
-            return Ok((self.topic.clone(), p));
-        }
         if let Some((topic, _)) = self.repartition.get() {
             if let Some(p) = partition_in(task, &topic) {
                 return Ok((topic, p));
             }
         }
-        self.partition_of(task).map(|p| (self.topic.clone(), p))
+        self.input_of(task).map(|(i, p)| (i.topic.clone(), p))
     }
 
     /// The repartition topic's tasks, once prepared.
@@ -505,7 +610,8 @@ impl<T: Send + 'static> Source for KafkaSource<T> {
                 .map(|m| {
                     let raw = m.assignment().unwrap_or_default();
                     let mut tasks = Vec::new();
-                    for topic in std::iter::once(self.topic.clone()).chain(repartition.clone()) {
+                    let topics = self.topics().map(str::to_owned).chain(repartition.clone());
+                    for topic in topics {
                         let mut partitions = assigned_partitions(raw, &topic);
                         partitions.sort_unstable();
                         tasks.extend(partitions.into_iter().map(|p| format!("{topic}-{p}")));
@@ -522,7 +628,7 @@ impl<T: Send + 'static> Source for KafkaSource<T> {
     }
 
     fn join(&self, instance: &str, shared: bool) -> Result<Option<Member>> {
-        let mut topics = vec![self.topic.clone()];
+        let mut topics: Vec<String> = self.topics().map(str::to_owned).collect();
         let mut partitions = self.tasks()?.len();
         if let Some((topic, shards)) = self.repartition.get() {
             topics.push(topic);
@@ -606,8 +712,8 @@ impl<T: Send + 'static> Source for KafkaSource<T> {
         self.with_admin(|consumer| {
             let mut out = BTreeMap::new();
             for task in self.tasks_with(consumer)? {
-                let p = self.partition_of(&task)?;
-                let pos = self.offset_at(consumer, p, to)?;
+                let (input, p) = self.input_of(&task)?;
+                let pos = self.offset_at(consumer, &input.topic, p, to)?;
                 out.insert(task, pos.max(0) as u64);
             }
             Ok(out)
@@ -632,12 +738,9 @@ impl<T: Send + 'static> Source for KafkaSource<T> {
     fn publish(&self, positions: &BTreeMap<String, u64>) -> Result<()> {
         let mut tpl = TopicPartitionList::new();
         for (task, pos) in positions {
-            tpl.add_partition_offset(
-                &self.topic,
-                self.partition_of(task)?,
-                Offset::Offset(*pos as i64),
-            )
-            .map_err(|e| kafka_error("bad offset", &self.settings.brokers, e))?;
+            let (input, p) = self.input_of(task)?;
+            tpl.add_partition_offset(&input.topic, p, Offset::Offset(*pos as i64))
+                .map_err(|e| kafka_error("bad offset", &self.settings.brokers, e))?;
         }
         self.with_admin(|consumer| {
             consumer.commit(&tpl, CommitMode::Sync).map_err(|e| {
@@ -652,27 +755,27 @@ impl<T: Send + 'static> Source for KafkaSource<T> {
 
     fn open(&self, task: &str, from: Option<&Resume>) -> Result<Box<dyn SourceReader<T>>> {
         let position = from.map(|f| f.position);
-        let partition = self.partition_of(task)?;
+        let (input, partition) = self.input_of(task)?;
+        let topic = input.topic.as_str();
         // Resolve a concrete offset, so that the position is known before
         // the first record: a checkpoint taken then must not say "0".
         let start = match (position, self.start) {
             (Some(p), _) => p as i64,
-            (None, StartAt::Earliest) => {
-                self.with_admin(|c| self.offset_at(c, partition, ResetTo::Earliest))?
-            }
-            (None, StartAt::Latest) => {
-                self.with_admin(|c| self.offset_at(c, partition, ResetTo::Latest))?
-            }
-            (None, StartAt::Timestamp(ts)) => {
-                self.with_admin(|c| self.offset_at(c, partition, ResetTo::Timestamp(ts)))?
+            (None, start) => {
+                let to = match start {
+                    StartAt::Earliest => ResetTo::Earliest,
+                    StartAt::Latest => ResetTo::Latest,
+                    StartAt::Timestamp(ts) => ResetTo::Timestamp(ts),
+                };
+                self.with_admin(|c| self.offset_at(c, topic, partition, to))?
             }
         };
         Ok(Box::new(self.reader(
             task,
-            &self.topic,
+            topic,
             partition,
             start,
-            self.decode.clone(),
+            input.decode.clone(),
             true,
         )?))
     }
@@ -1041,5 +1144,57 @@ impl<T: Send, U: Send> SourceReader<T> for PartitionReader<T, U> {
         }
         self.copied = Some(position);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> KafkaSettings {
+        // Nothing listens there: these tests never reach a broker.
+        KafkaSettings::new("127.0.0.1:1")
+    }
+
+    #[test]
+    fn topics_read_together_need_one_group_and_brokers_and_each_topic_once() {
+        let other_group = KafkaSource::utf8(settings(), "orders", "app").and(KafkaSource::utf8(
+            settings(),
+            "customers",
+            "other",
+        ));
+        let err = other_group.tasks().expect_err("refused").to_string();
+        assert!(err.contains("same brokers and application id"), "{err}");
+
+        let twice = KafkaSource::utf8(settings(), "orders", "app").and(KafkaSource::utf8(
+            settings(),
+            "orders",
+            "app",
+        ));
+        let err = twice.tasks().expect_err("refused").to_string();
+        assert!(err.contains("`orders` is read twice"), "{err}");
+    }
+
+    #[test]
+    fn a_task_belongs_to_the_topic_whose_partition_it_names() {
+        let source = KafkaSource::utf8(settings(), "orders", "app")
+            .and(KafkaSource::utf8(settings(), "orders-eu", "app"))
+            .and(KafkaSource::utf8(settings(), "orders-eu-1", "app"));
+        let of = |task: &str| {
+            source
+                .input_of(task)
+                .map(|(i, p)| (i.topic.clone(), p))
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(of("orders-3"), Ok(("orders".to_owned(), 3)));
+        assert_eq!(of("orders-eu-1"), Ok(("orders-eu".to_owned(), 1)));
+        assert_eq!(of("orders-eu-1-0"), Ok(("orders-eu-1".to_owned(), 0)));
+        let err = of("customers-0").expect_err("no such topic");
+        assert!(err.contains("topic `orders-eu`"), "{err}");
+        assert_eq!(
+            source.describe(),
+            "kafka-either<either<utf8,utf8>,utf8>",
+            "the topology says how each topic is read, not which"
+        );
     }
 }

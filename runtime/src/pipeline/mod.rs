@@ -43,7 +43,7 @@ pub struct Pipeline {
     job: Option<Box<dyn Job>>,
     named: NamedSinks,
     sinks: Vec<SinkEntry>,
-    source_location: Option<PathBuf>,
+    source_locations: Vec<PathBuf>,
     dead_letter: Option<DeadLetterOpener>,
     queryables: Vec<Arc<Queryable>>,
     /// Each processor node's type name and declarations, in node order.
@@ -66,7 +66,7 @@ impl Pipeline {
             job: None,
             named: Vec::new(),
             sinks: Vec::new(),
-            source_location: None,
+            source_locations: Vec::new(),
             dead_letter: None,
             queryables: Vec::new(),
             declared: Vec::new(),
@@ -126,7 +126,7 @@ impl Pipeline {
             ));
         }
         self.topology.push(format!("source:{}", source.describe()));
-        self.source_location = source.location();
+        self.source_locations = source.locations();
         Stream {
             side: Arc::new(BaseSide(source)),
             p: self,
@@ -231,7 +231,7 @@ impl Pipeline {
             .iter()
             .filter_map(|s| Some((s.what.as_str(), resolved(s.location.as_deref()?))))
             .collect();
-        if let Some(input) = self.source_location.as_deref() {
+        for input in &self.source_locations {
             let input_at = resolved(input);
             // A single input file is read, not its directory: an output
             // beside it (`--input words.txt --output .`) is fine.
@@ -588,23 +588,6 @@ impl<'p, K: Key, V: Send + 'static> KeyedStream<'p, K, V> {
         self
     }
 
-    fn op<U: Send + 'static>(self, name: &str, op: KeyedOp<K, V, U>) -> KeyedStream<'p, K, U> {
-        self.p.topology.push(name.to_owned());
-        let finish = self.finish;
-        KeyedStream {
-            p: self.p,
-            finish: Box::new(move |tail: StageFactory<K, U>| {
-                let factory: StageFactory<K, V> = Arc::new(move |init: &StageInit<'_>| {
-                    Ok(Box::new(OpStage {
-                        op: op.clone(),
-                        next: tail(init)?,
-                    }))
-                });
-                finish(factory)
-            }),
-        }
-    }
-
     /// Transforms each value, keeping the key.
     pub fn map<U: Send + 'static>(
         self,
@@ -650,8 +633,56 @@ impl<'p, K: Key, V: Send + 'static> KeyedStream<'p, K, V> {
         )
     }
 
+    /// Gives each record the key `f(key, value)` on its way to the sink:
+    /// the output's key (an order's id, after a join by customer). The
+    /// records stay on their worker, so what follows is no longer keyed
+    /// by the new key: it may map, filter and write, but not keep state.
+    pub fn select_key<L: Send + 'static>(
+        self,
+        f: impl Fn(&K, &V) -> L + Send + Sync + 'static,
+    ) -> OutputStream<'p, L, V> {
+        OutputStream(self.op(
+            "select_key",
+            Arc::new(move |r: Record<K, V>, out: &mut Vec<Record<L, V>>| {
+                let key = f(&r.key, &r.value);
+                out.push(Record {
+                    key,
+                    value: r.value,
+                    timestamp: r.timestamp,
+                    headers: r.headers,
+                })
+            }),
+        ))
+    }
+
     /// Ends the pipeline at `sink`, one output per worker.
     pub fn sink<S: Sink<Record<K, V>>>(self, sink: S) {
+        self.into_sink(sink)
+    }
+}
+
+impl<'p, K: Send + 'static, V: Send + 'static> KeyedStream<'p, K, V> {
+    fn op<L, U: Send + 'static>(self, name: &str, op: KeyedOp<K, V, L, U>) -> KeyedStream<'p, L, U>
+    where
+        L: Send + 'static,
+    {
+        self.p.topology.push(name.to_owned());
+        let finish = self.finish;
+        KeyedStream {
+            p: self.p,
+            finish: Box::new(move |tail: StageFactory<L, U>| {
+                let factory: StageFactory<K, V> = Arc::new(move |init: &StageInit<'_>| {
+                    Ok(Box::new(OpStage {
+                        op: op.clone(),
+                        next: tail(init)?,
+                    }))
+                });
+                finish(factory)
+            }),
+        }
+    }
+
+    fn into_sink<S: Sink<Record<K, V>>>(self, sink: S) {
         self.p.topology.push(format!("sink:{}", sink.describe()));
         let sink = Arc::new(sink);
         self.p.register_sink("sink", "", &sink);
@@ -659,6 +690,43 @@ impl<'p, K: Key, V: Send + 'static> KeyedStream<'p, K, V> {
             Arc::new(move |init: &StageInit<'_>| Ok(Box::new(SinkStage::open(&*sink, init)?)));
         let job = (self.finish)(tail);
         self.p.set_job(job);
+    }
+}
+
+/// Records on their way to the sink after [`KeyedStream::select_key`]:
+/// keyed for the output, no longer for state.
+pub struct OutputStream<'p, K, V>(KeyedStream<'p, K, V>);
+
+impl<'p, K: Send + 'static, V: Send + 'static> OutputStream<'p, K, V> {
+    /// Transforms each value, keeping the key.
+    pub fn map<U: Send + 'static>(
+        self,
+        f: impl Fn(V) -> U + Send + Sync + 'static,
+    ) -> OutputStream<'p, K, U> {
+        OutputStream(
+            self.0
+                .op("map", Arc::new(move |r, out| out.push(r.map_value(&f)))),
+        )
+    }
+
+    /// Keeps the records for which `f` is true.
+    pub fn filter(
+        self,
+        f: impl Fn(&K, &V) -> bool + Send + Sync + 'static,
+    ) -> OutputStream<'p, K, V> {
+        OutputStream(self.0.op(
+            "filter",
+            Arc::new(move |r: Record<K, V>, out: &mut Vec<Record<K, V>>| {
+                if f(&r.key, &r.value) {
+                    out.push(r)
+                }
+            }),
+        ))
+    }
+
+    /// Ends the pipeline at `sink`, one output per worker.
+    pub fn sink<S: Sink<Record<K, V>>>(self, sink: S) {
+        self.0.into_sink(sink)
     }
 }
 

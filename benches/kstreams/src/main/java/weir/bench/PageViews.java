@@ -250,6 +250,11 @@ public final class PageViews {
   }
 
   static long number(Map<String, String> args, String name, long fallback) {
+    return number(args, name, fallback, USAGE);
+  }
+
+  /** The number {@code --name} gives, or {@code fallback}; refused with {@code usage}. */
+  static long number(Map<String, String> args, String name, long fallback, String usage) {
     String text = args.get(name);
     if (text == null) {
       return fallback;
@@ -262,37 +267,43 @@ public final class PageViews {
     } catch (NumberFormatException e) {
       // Reported below.
     }
-    usageError("--" + name + ": expected a non-negative integer, got '" + text + "'");
+    usageError(usage, "--" + name + ": expected a non-negative integer, got '" + text + "'");
     return fallback;
   }
 
   static Map<String, String> parseArgs(String[] argv) {
+    return parseArgsOf(argv, REQUIRED, OPTIONAL, USAGE);
+  }
+
+  /** {@code --name value} pairs of {@code argv}, with the names each peer takes. */
+  static Map<String, String> parseArgsOf(
+      String[] argv, List<String> required, List<String> optional, String usage) {
     Map<String, String> args = new LinkedHashMap<>();
     for (int i = 0; i < argv.length; i++) {
       String a = argv[i];
       if (!a.startsWith("--") || a.length() == 2) {
-        usageError("unexpected argument '" + a + "' (expected --name value)");
+        usageError(usage, "unexpected argument '" + a + "' (expected --name value)");
       }
       String name = a.substring(2);
-      if (!REQUIRED.contains(name) && !OPTIONAL.contains(name)) {
-        usageError("unknown argument --" + name);
+      if (!required.contains(name) && !optional.contains(name)) {
+        usageError(usage, "unknown argument --" + name);
       }
       if (i + 1 >= argv.length) {
-        usageError("--" + name + " needs a value");
+        usageError(usage, "--" + name + " needs a value");
       }
       args.put(name, argv[++i]);
     }
-    for (String name : REQUIRED) {
+    for (String name : required) {
       if (!args.containsKey(name)) {
-        usageError("missing required argument --" + name);
+        usageError(usage, "missing required argument --" + name);
       }
     }
     return args;
   }
 
-  private static void usageError(String message) {
+  private static void usageError(String usage, String message) {
     System.err.println("kstreams: " + message);
-    System.err.println(USAGE);
+    System.err.println(usage);
     System.exit(2);
   }
 }

@@ -1,5 +1,9 @@
 //! The interface between the runtime and source connectors.
 
+mod union;
+
+pub use union::Union;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -118,10 +122,10 @@ pub trait Source: Send + Sync + 'static {
     /// file), naming the input and the user's choices.
     fn open(&self, task: &str, from: Option<&Resume>) -> Result<Box<dyn SourceReader<Self::Item>>>;
 
-    /// The local file or directory this source reads, if any (see
+    /// The local files or directories this source reads, if any (see
     /// [`Sink::location`](crate::sink::Sink::location)).
-    fn location(&self) -> Option<PathBuf> {
-        None
+    fn locations(&self) -> Vec<PathBuf> {
+        Vec::new()
     }
 
     /// Where each of `tasks` resumes, given the positions `recorded` per
