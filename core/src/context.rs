@@ -25,6 +25,7 @@ pub struct Context<'a, P: Processor> {
     pub(crate) first_value_state: Option<&'a mut Option<(&'static str, bool)>>,
     pub(crate) timestamp: Option<i64>,
     pub(crate) watermark: i64,
+    pub(crate) inputs: &'a [i64],
     pub(crate) now: i64,
     /// Records dropped as late (see [`count_late`](Self::count_late)).
     pub(crate) late: &'a mut u64,
@@ -44,6 +45,18 @@ impl<'a, P: Processor> Context<'a, P> {
     /// The current event-time watermark: no record older than it is expected.
     pub fn watermark(&self) -> i64 {
         self.watermark
+    }
+
+    /// The watermark of the source's input `input` alone (`KafkaSource::and`'s
+    /// topics and `Union`'s sides, numbered from 0 in order): no record of
+    /// that input older than it is expected. Inputs whose every partition is
+    /// idle or finished hold nothing back. Never below
+    /// [`watermark`](Self::watermark), which is the least of them; that
+    /// watermark for an input the source does not have.
+    pub fn input_watermark(&self, input: usize) -> i64 {
+        self.inputs
+            .get(input)
+            .map_or(self.watermark, |w| (*w).max(self.watermark))
     }
 
     /// The current processing time (milliseconds since the Unix epoch).

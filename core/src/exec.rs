@@ -82,6 +82,9 @@ pub struct NodeEnv<'a> {
     pub state: &'a mut dyn StateBackend,
     /// Current event-time watermark.
     pub watermark: i64,
+    /// Each source input's own watermark (see
+    /// [`Context::input_watermark`]), by input number.
+    pub inputs: &'a [i64],
     /// Current processing time.
     pub now: i64,
 }
@@ -256,6 +259,7 @@ impl<P: Processor> KeyedNode<P> {
             first_value_state: Some(&mut self.predicted),
             timestamp: record.timestamp,
             watermark: env.watermark,
+            inputs: env.inputs,
             now: env.now,
             late: &mut self.late,
         };
@@ -309,6 +313,7 @@ impl<P: Processor> KeyedNode<P> {
                     first_value_state: None,
                     timestamp: (domain == TimeDomain::EventTime).then_some(ts),
                     watermark: env.watermark,
+                    inputs: env.inputs,
                     now: env.now,
                     late: &mut self.late,
                 };

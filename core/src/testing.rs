@@ -93,6 +93,8 @@ pub struct TestDriver<P: Processor + Clone> {
     state: MemState,
     key_groups: u16,
     watermark: i64,
+    /// Each input's watermark (see [`Context::input_watermark`](crate::Context::input_watermark)).
+    inputs: Vec<i64>,
     now: i64,
     committed_output: Vec<Record<P::Key, P::Out>>,
     pending_output: Vec<Record<P::Key, P::Out>>,
@@ -130,6 +132,7 @@ impl<P: Processor + Clone> TestDriver<P> {
             state,
             key_groups: DEFAULT_KEY_GROUPS,
             watermark: i64::MIN,
+            inputs: Vec::new(),
             now: 0,
             committed_output: Vec::new(),
             pending_output: Vec::new(),
@@ -155,6 +158,7 @@ impl<P: Processor + Clone> TestDriver<P> {
         let mut env = NodeEnv {
             state: &mut self.state,
             watermark: self.watermark,
+            inputs: &self.inputs,
             now: self.now,
         };
         self.node.process(record, &mut env).await?;
@@ -170,6 +174,17 @@ impl<P: Processor + Clone> TestDriver<P> {
         self.fire().await
     }
 
+    /// Moves the watermark of the source's input `input` alone to `ts`
+    /// (see [`Context::input_watermark`](crate::Context::input_watermark)):
+    /// what processors see of it from the next record on. Fires nothing:
+    /// timers follow [`advance_watermark`](Self::advance_watermark).
+    pub fn advance_input_watermark(&mut self, input: usize, ts: i64) {
+        if self.inputs.len() <= input {
+            self.inputs.resize(input + 1, i64::MIN);
+        }
+        self.inputs[input] = self.inputs[input].max(ts);
+    }
+
     /// Moves processing time to `ts`, firing due processing-time timers.
     pub async fn advance_processing_time(&mut self, ts: i64) -> Result<usize> {
         self.now = self.now.max(ts);
@@ -180,6 +195,7 @@ impl<P: Processor + Clone> TestDriver<P> {
         let mut env = NodeEnv {
             state: &mut self.state,
             watermark: self.watermark,
+            inputs: &self.inputs,
             now: self.now,
         };
         let n = self.node.fire_due(&mut env).await?;

@@ -122,8 +122,10 @@ impl TimerQueues {
         ts: i64,
     ) {
         let node = self.node;
+        // The queue holds every timer of the worker's key groups: one it
+        // did not hold is in no committed state either.
         if self.queue(domain).insert((ts, group, key.to_vec())) {
-            state.put(timer_key(group, node, domain, ts, key), Vec::new());
+            state.put_new(timer_key(group, node, domain, ts, key), Vec::new());
         }
     }
 

@@ -80,10 +80,41 @@ async fn waiting_orders_and_versions_survive_a_crash_and_old_versions_go() -> Re
     // Once nothing waits, what the watermark passed is down to one version.
     d.advance_watermark(50).await?;
     d.pipe_at(k("c1"), table("v4"), 60).await?;
+    let versions = d
+        .value(
+            &k("c1"),
+            &ValueDescriptor::<Vec<(i64, Option<String>)>>::new("table"),
+        )?
+        .unwrap_or_default();
+    let times: Vec<i64> = versions.iter().map(|(t, _)| *t).collect();
+    assert_eq!(times, [8, 60]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_the_tables_input_known_an_order_it_has_passed_is_joined_at_once() -> Result<()> {
+    let mut d = TestDriver::new(join(JoinKind::Left).table_from(1)).await?;
+    d.pipe_at(k("c1"), table("ann"), 1).await?;
+    d.pipe_at(k("c1"), table("annie"), 20).await?;
+    // The table's input has been read to 10; the stream's is behind.
+    d.advance_input_watermark(1, 10);
+    d.pipe_at(k("c1"), JoinInput::Stream(1), 5).await?;
+    d.pipe_at(k("c1"), JoinInput::Stream(2), 10).await?;
     assert_eq!(
-        d.map_entries::<i64, Option<String>>(&k("c1"), &MapDescriptor::new("table"))?
-            .len(),
-        2
+        outputs(&d),
+        ["1:ann", "2:ann"],
+        "joined before the watermark"
     );
+    // Past the table's watermark: waits, and meets the update of 20.
+    d.pipe_at(k("c1"), JoinInput::Stream(3), 25).await?;
+    assert_eq!(outputs(&d).len(), 2);
+    d.advance_watermark(30).await?;
+    assert_eq!(outputs(&d), ["1:ann", "2:ann", "3:annie"]);
+    // Without `table_from`, the same order waits for the watermark.
+    let mut d = TestDriver::new(join(JoinKind::Left)).await?;
+    d.pipe_at(k("c1"), table("ann"), 1).await?;
+    d.advance_input_watermark(1, 10);
+    d.pipe_at(k("c1"), JoinInput::Stream(1), 5).await?;
+    assert!(d.output().is_empty());
     Ok(())
 }

@@ -103,7 +103,10 @@ pub fn pipeline<S>(
         .event_time(event_time, MAX_DELAY_MS)
         .flat_map(to_join_input)
         .key_with(|(customer, input)| (customer, input))
-        .join_table(
+        // Customers are input 1 of the source: an order whose time the
+        // customers' watermark passed is joined at once.
+        .join_table_from(
+            1,
             JoinKind::Left,
             |_customer: &String, order: Order, customer: Option<&Customer>| {
                 EnrichedOrder::new(order, customer)

@@ -65,6 +65,8 @@ pub(crate) type SideOp<T, U> =
 /// What the offsets commands ask of a pipeline's source.
 pub(crate) trait SourceAdmin: Send + Sync {
     fn tasks(&self) -> Result<Vec<String>>;
+    /// See [`Source::input_of`].
+    fn input_of(&self, task: &str) -> usize;
     fn active_readers(&self, own: Option<&str>) -> Result<Vec<String>>;
     fn join(&self, instance: &str, shared: bool) -> Result<Option<Member>>;
     fn until_idle(&self) -> Option<std::time::Duration>;
@@ -120,6 +122,10 @@ struct BaseReader<T> {
 impl<S: Source> SourceAdmin for BaseSide<S> {
     fn tasks(&self) -> Result<Vec<String>> {
         self.0.tasks()
+    }
+
+    fn input_of(&self, task: &str) -> usize {
+        self.0.input_of(task)
     }
 
     fn active_readers(&self, own: Option<&str>) -> Result<Vec<String>> {
@@ -249,6 +255,10 @@ struct ChainReader<T, U> {
 impl<T: Send + 'static, U: Send + 'static> SourceAdmin for ChainSide<T, U> {
     fn tasks(&self) -> Result<Vec<String>> {
         self.inner.tasks()
+    }
+
+    fn input_of(&self, task: &str) -> usize {
+        self.inner.input_of(task)
     }
 
     fn active_readers(&self, own: Option<&str>) -> Result<Vec<String>> {
@@ -429,6 +439,10 @@ pub(crate) struct StageCx<'a> {
     pub(crate) sides: &'a mut SideSinks,
     pub(crate) state: &'a mut CachedState,
     pub(crate) watermark: i64,
+    /// Each source input's watermark, for the processor that takes
+    /// records straight from the exchange; empty for the stages after it,
+    /// whose records a processor has handled (and may have held back).
+    pub(crate) inputs: &'a [i64],
     pub(crate) now: i64,
     pub(crate) policy: OnBadInput,
     pub(crate) metrics: &'a Metrics,
@@ -510,6 +524,7 @@ impl<P: Processor> ProcessStage<P> {
             let mut env = NodeEnv {
                 state: &mut *cx.state,
                 watermark: cx.watermark,
+                inputs: cx.inputs,
                 now: cx.now,
             };
             let done = match keys.and_then(|k| k.get(i)) {
@@ -535,7 +550,10 @@ impl<P: Processor> ProcessStage<P> {
         if out.is_empty() {
             Ok(())
         } else {
-            self.next.push(out, cx).await
+            let inputs = std::mem::take(&mut cx.inputs);
+            let pushed = self.next.push(out, cx).await;
+            cx.inputs = inputs;
+            pushed
         }
     }
 }
@@ -582,6 +600,7 @@ impl<P: Processor> Stage<P::Key, P::In> for ProcessStage<P> {
                 let mut env = NodeEnv {
                     state: &mut *cx.state,
                     watermark: cx.watermark,
+                    inputs: cx.inputs,
                     now: cx.now,
                 };
                 self.node.fire_due(&mut env).await?;
@@ -595,13 +614,17 @@ impl<P: Processor> Stage<P::Key, P::In> for ProcessStage<P> {
                     // its end) before they see the watermark that fired
                     // them, so that it is not late there.
                     let now = std::mem::replace(&mut cx.watermark, self.fired_at);
+                    let inputs = std::mem::take(&mut cx.inputs);
                     let pushed = self.next.push(out, cx).await;
-                    cx.watermark = now;
+                    (cx.watermark, cx.inputs) = (now, inputs);
                     pushed?;
                 }
             }
             self.fired_at = self.fired_at.max(cx.watermark);
-            self.next.fire(cx).await
+            let inputs = std::mem::take(&mut cx.inputs);
+            let fired = self.next.fire(cx).await;
+            cx.inputs = inputs;
+            fired
         })
     }
 

@@ -376,14 +376,14 @@ impl Tables {
         }
     }
 
-    /// Replaces the value of a cached entry, marking it dirty; whether it
-    /// was clean (so the caller records it as written this epoch), and by
-    /// how many bytes its cost grew.
-    fn update(&mut self, key: &[u8], value: Option<&[u8]>) -> Option<(bool, usize)> {
+    /// Replaces the value of a cached entry, marking it dirty: what it was
+    /// before (see [`Before`]), and by how many bytes its cost grew.
+    fn update(&mut self, key: &[u8], value: Option<&[u8]>) -> Option<(Before, usize)> {
         let new = cost(key, value);
-        let (old, was_clean) = if is_scanned(key) {
+        let (old, was_clean, was_absent) = if is_scanned(key) {
             let e = self.scanned.get_mut(key)?;
             let old = cost(key, e.value.as_deref());
+            let was_absent = e.value.is_none();
             match (&mut e.value, value) {
                 // Reuses the buffer: no allocation per update of a hot key.
                 (Some(v), Some(new)) => {
@@ -392,15 +392,21 @@ impl Tables {
                 }
                 (slot, new) => *slot = new.map(<[u8]>::to_vec),
             }
-            (old, !std::mem::replace(&mut e.dirty, true))
+            (old, !std::mem::replace(&mut e.dirty, true), was_absent)
         } else {
             let s = self.points.find_mut(key)?;
             let old = cost(key, s.value());
+            let was_absent = s.value().is_none();
             s.set_value(value);
-            (old, !std::mem::replace(&mut s.dirty, true))
+            (old, !std::mem::replace(&mut s.dirty, true), was_absent)
         };
         self.bytes = self.bytes - old + new;
-        Some((was_clean, new.saturating_sub(old)))
+        let before = match (was_clean, was_absent) {
+            (false, _) => Before::Dirty,
+            (true, true) => Before::Absent,
+            (true, false) => Before::Present,
+        };
+        Some((before, new.saturating_sub(old)))
     }
 
     fn retain_dirty(&mut self) {
@@ -415,11 +421,23 @@ impl Tables {
     }
 }
 
+/// A cached entry as it was before a write: already written in the open
+/// epoch, or clean (as committed) and then absent or present.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Before {
+    Dirty,
+    Absent,
+    Present,
+}
+
 pub(crate) struct CachedState {
     db: Arc<DB>,
     map: Tables,
-    /// Keys written in the open epoch, each once.
-    dirty: Vec<Vec<u8>>,
+    /// Keys written in the open epoch, each once, each with whether it is
+    /// known to be absent from the committed state: deleted again, such a
+    /// key needs no write at all (a timer, a join's waiting record that
+    /// came and went within the epoch).
+    dirty: Vec<(Vec<u8>, bool)>,
     /// What the entries of `dirty` were counted for when they became
     /// dirty (see [`cost`]): the size of the epoch's writes, roughly.
     dirty_bytes: usize,
@@ -457,14 +475,18 @@ impl CachedState {
         let mut out = Vec::with_capacity(self.dirty.len());
         self.dirty_bytes = 0;
         let mut bytes = 0;
-        for key in std::mem::take(&mut self.dirty) {
+        for (key, born) in std::mem::take(&mut self.dirty) {
             let Some(value) = self.map.clean(&key) else {
                 continue;
             };
-            bytes += (key.len() + value.as_ref().map_or(0, Vec::len)) as u64;
             if value.is_none() {
                 self.deleted.push(key.clone());
+                if born {
+                    // Absent before the epoch and after it.
+                    continue;
+                }
             }
+            bytes += (key.len() + value.as_ref().map_or(0, Vec::len)) as u64;
             out.push((key, value));
         }
         self.taken_bytes = bytes;
@@ -507,24 +529,30 @@ impl CachedState {
         self.dirty_bytes
     }
 
-    fn set(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+    /// Writes `value` under `key`; `new` when the caller knows the key is
+    /// absent from the committed state.
+    fn set(&mut self, key: Vec<u8>, value: Option<Vec<u8>>, new: bool) {
         match self.map.update(&key, value.as_deref()) {
-            Some((true, _)) => self.mark_dirty(key, value.as_deref()),
             // A value rewritten larger within the epoch counts its growth.
-            Some((false, grown)) => self.dirty_bytes += grown,
+            Some((Before::Dirty, grown)) => self.dirty_bytes += grown,
+            Some((before, _)) => {
+                let born = new || before == Before::Absent;
+                self.mark_dirty(key, value.as_deref(), born)
+            }
             None => {
-                self.mark_dirty(key.clone(), value.as_deref());
+                self.mark_dirty(key.clone(), value.as_deref(), new);
                 self.map.insert(key, value, true);
             }
         }
     }
 
-    /// Records a key's first write of the epoch. Counted with the key's
+    /// Records a key's first write of the epoch, and whether the key is
+    /// known absent from the committed state. Counted with the key's
     /// second copy in `dirty` (its bytes and its vector's header), which
     /// large keys make no small part.
-    fn mark_dirty(&mut self, key: Vec<u8>, value: Option<&[u8]>) {
+    fn mark_dirty(&mut self, key: Vec<u8>, value: Option<&[u8]>, born: bool) {
         self.dirty_bytes += cost(&key, value) + key.len() + DIRTY_KEY_OVERHEAD;
-        self.dirty.push(key);
+        self.dirty.push((key, born));
     }
 }
 
@@ -567,14 +595,20 @@ impl StateBackend for CachedState {
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.set(key, Some(value));
+        self.set(key, Some(value), false);
+    }
+
+    fn put_new(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.set(key, Some(value), true);
     }
 
     fn put_slice(&mut self, key: &[u8], value: &[u8]) {
         match self.map.update(key, Some(value)) {
-            Some((true, _)) => self.mark_dirty(key.to_vec(), Some(value)),
-            Some((false, grown)) => self.dirty_bytes += grown,
-            None => self.set(key.to_vec(), Some(value.to_vec())),
+            Some((Before::Dirty, grown)) => self.dirty_bytes += grown,
+            Some((before, _)) => {
+                self.mark_dirty(key.to_vec(), Some(value), before == Before::Absent)
+            }
+            None => self.set(key.to_vec(), Some(value.to_vec()), false),
         }
     }
 
@@ -585,7 +619,7 @@ impl StateBackend for CachedState {
     }
 
     fn delete(&mut self, key: Vec<u8>) {
-        self.set(key, None);
+        self.set(key, None, false);
     }
 
     fn scan_prefix(&mut self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -669,14 +703,43 @@ mod tests {
         s.put(big.clone(), b"3".to_vec());
         s.delete(k.clone());
         assert_eq!(s.get(&k)?, None);
-        let mut writes = s.take_writes();
-        writes.sort();
-        let mut want = vec![(k.clone(), None), (big.clone(), Some(b"3".to_vec()))];
-        want.sort();
-        assert_eq!(writes, want);
+        // `w` was absent when the epoch began, and is again: no write.
+        assert_eq!(s.take_writes(), vec![(big.clone(), Some(b"3".to_vec()))]);
         // Taken writes stay readable, clean, and the next epoch starts empty.
         assert_eq!(s.get(&big)?, Some(&b"3"[..]));
         assert!(s.take_writes().is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn a_key_absent_before_the_epoch_and_after_it_is_written_nowhere() -> Result<()> {
+        let (_dir, db) = open();
+        let mut s = CachedState::new(db.clone(), 1 << 20);
+        let (read, new, blind, old) = (key("read"), key("new"), key("blind"), key("old"));
+        s.put(old.clone(), b"1".to_vec());
+        assert_eq!(s.take_writes().len(), 1);
+        // Read as absent, then written and deleted; known new (a timer);
+        // deleted without being read; present before the epoch.
+        assert_eq!(s.get(&read)?, None);
+        s.put(read.clone(), b"2".to_vec());
+        s.put_new(new.clone(), b"3".to_vec());
+        s.put(blind.clone(), b"4".to_vec());
+        for k in [&read, &new, &blind, &old] {
+            s.delete(k.clone());
+        }
+        let mut writes = s.take_writes();
+        writes.sort();
+        let mut want = vec![(blind.clone(), None), (old.clone(), None)];
+        want.sort();
+        assert_eq!(writes, want, "only what may be in RocksDB is deleted there");
+        for k in [&read, &new, &blind, &old] {
+            assert_eq!(s.get(k)?, None);
+        }
+        // Written again in a later epoch, a key deleted unwritten is new again.
+        s.trim();
+        assert_eq!(s.get(&read)?, None);
+        s.put(read.clone(), b"5".to_vec());
+        assert_eq!(s.take_writes(), vec![(read, Some(b"5".to_vec()))]);
         Ok(())
     }
 

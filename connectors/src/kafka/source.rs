@@ -573,6 +573,18 @@ impl<T: Send + 'static> Source for KafkaSource<T> {
         self.with_admin(|c| self.tasks_with(c))
     }
 
+    /// Its topics, in the order [`and`](KafkaSource::and) joined them.
+    fn inputs(&self) -> usize {
+        self.inputs.len()
+    }
+
+    fn input_of(&self, task: &str) -> usize {
+        self.inputs
+            .iter()
+            .position(|i| partition_in(task, &i.topic).is_some())
+            .unwrap_or(0)
+    }
+
     fn active_readers(&self, own: Option<&str>) -> Result<Vec<String>> {
         let own_id = own.map(|i| static_id(&self.group, i));
         Ok(self

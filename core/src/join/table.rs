@@ -7,19 +7,22 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{JoinInput, JoinKind};
-use crate::state::{Declarations, ListDescriptor, MapDescriptor};
+use crate::state::{Declarations, ValueDescriptor};
 use crate::{Context, Error, Key, Processor, Record, Result, Timer};
 
 /// The table's values of a key, by the event time they took effect
-/// (`None`: deleted then). Older ones are dropped once the watermark has
-/// passed a newer one.
-fn versions<T>() -> MapDescriptor<i64, Option<T>> {
-    MapDescriptor::new("table")
+/// (`None`: deleted then), oldest first. Older ones are dropped once the
+/// watermark has passed a newer one. One value per key, read whole: a key
+/// keeps few versions, and a read costs one lookup, never a scan.
+fn versions<T>() -> ValueDescriptor<Vec<(i64, Option<T>)>> {
+    ValueDescriptor::new("table")
 }
 
-/// Stream records waiting for the watermark to pass their time, with it.
-fn pending<S>() -> ListDescriptor<(i64, S)> {
-    ListDescriptor::new("pending")
+/// Stream records waiting for the watermark to pass their time, with it,
+/// in the order they came. One value per key: a key's records within the
+/// watermark's delay.
+fn pending<S>() -> ValueDescriptor<Vec<(i64, S)>> {
+    ValueDescriptor::new("pending")
 }
 
 /// Joins each stream record with the table's value for its key as of the
@@ -39,9 +42,17 @@ fn pending<S>() -> ListDescriptor<(i64, S)> {
 /// updates are kept per key and time until no waiting record and no time
 /// the watermark has not passed needs them. Records need an event time
 /// (see `Stream::event_time`).
+///
+/// When the table's updates all come from one input of the source
+/// ([`table_from`](Self::table_from)), a stream record does not wait for
+/// the watermark of every input, only for the table's: one whose time that
+/// input has passed (a table read to its end, say) is joined at once, with
+/// the same result.
 pub struct TableJoin<K, S, T, O, F> {
     kind: JoinKind,
     join: Arc<F>,
+    /// The source's input the table comes from, when only one.
+    table_input: Option<usize>,
     _t: PhantomData<Types<K, S, T, O>>,
 }
 
@@ -53,6 +64,7 @@ impl<K, S, T, O, F> Clone for TableJoin<K, S, T, O, F> {
         TableJoin {
             kind: self.kind,
             join: self.join.clone(),
+            table_input: self.table_input,
             _t: PhantomData,
         }
     }
@@ -67,18 +79,39 @@ where
         TableJoin {
             kind,
             join: Arc::new(join),
+            table_input: None,
             _t: PhantomData,
         }
     }
+
+    /// Says that every table update comes from input `input` of the source
+    /// (see `Context::input_watermark`), and no stream record does: a
+    /// stream record then waits only until that input's watermark passes
+    /// its time. The join must take its records straight from the source's
+    /// exchange (no window or join before it).
+    pub fn table_from(mut self, input: usize) -> Self {
+        self.table_input = Some(input);
+        self
+    }
 }
 
-/// The value in `table` (versions by time) as of time `at`.
+/// The value in `table` (versions by time, oldest first) as of time `at`.
 fn as_of<T>(table: &[(i64, Option<T>)], at: i64) -> Option<&T> {
-    table
-        .iter()
-        .filter(|(t, _)| *t <= at)
-        .max_by_key(|(t, _)| *t)
-        .and_then(|(_, v)| v.as_ref())
+    let newer = table.partition_point(|(t, _)| *t <= at);
+    newer.checked_sub(1).and_then(|i| table[i].1.as_ref())
+}
+
+/// Drops the versions of `table` older than its newest one at or before
+/// `upto`: no record at or after `upto` is joined with them. Whether it
+/// dropped any.
+fn prune<T>(table: &mut Vec<(i64, Option<T>)>, upto: i64) -> bool {
+    let settled = table.partition_point(|(t, _)| *t <= upto);
+    if settled > 1 {
+        table.drain(..settled - 1);
+        true
+    } else {
+        false
+    }
 }
 
 impl<K, S, T, O, F> TableJoin<K, S, T, O, F>
@@ -111,25 +144,22 @@ where
         });
     }
 
-    /// The key's table versions.
+    /// The key's table versions, oldest first.
     fn table(&self, ctx: &mut Context<'_, Self>) -> Result<Vec<(i64, Option<T>)>> {
-        ctx.state(&versions::<T>())?.iter()?.collect()
+        Ok(ctx.state(&versions::<T>())?.get()?.unwrap_or_default())
     }
 
-    /// Drops the versions of `table` older than its newest one at or before
-    /// `upto`: no record at or after `upto` is joined with them.
-    fn prune(
+    /// Keeps `table` as the key's versions, pruned up to `upto`; written
+    /// only when `changed` or pruned.
+    fn keep(
         &self,
         ctx: &mut Context<'_, Self>,
-        table: &[(i64, Option<T>)],
+        mut table: Vec<(i64, Option<T>)>,
         upto: i64,
+        changed: bool,
     ) -> Result<()> {
-        let Some(settled) = table.iter().map(|(t, _)| *t).filter(|t| *t <= upto).max() else {
-            return Ok(());
-        };
-        let mut state = ctx.state(&versions::<T>())?;
-        for (t, _) in table.iter().filter(|(t, _)| *t < settled) {
-            state.remove(t)?;
+        if prune(&mut table, upto) || changed {
+            ctx.state(&versions::<T>())?.put(&table)?;
         }
         Ok(())
     }
@@ -162,18 +192,20 @@ where
         })?;
         match rec.value {
             JoinInput::Table(value) => {
-                ctx.state(&versions::<T>())?.put(&at, &value)?;
+                let mut table = self.table(ctx)?;
+                // In time order; a second value at one time replaces the first.
+                let at_or_after = table.partition_point(|(t, _)| *t < at);
+                match table.get_mut(at_or_after) {
+                    Some(slot) if slot.0 == at => slot.1 = value,
+                    _ => table.insert(at_or_after, (at, value)),
+                }
                 // Each update may settle older ones.
                 let earliest = ctx
                     .state(&pending::<S>())?
-                    .iter()?
-                    .map(|p| p.map(|(t, _)| t))
-                    .collect::<Result<Vec<_>>>()?
-                    .into_iter()
-                    .min()
+                    .get()?
+                    .and_then(|p| p.iter().map(|(t, _)| *t).min())
                     .unwrap_or(i64::MAX);
-                let table = self.table(ctx)?;
-                self.prune(ctx, &table, earliest.min(ctx.watermark()))
+                self.keep(ctx, table, earliest.min(ctx.watermark()), true)
             }
             JoinInput::Stream(record) if at <= ctx.watermark() => {
                 // Behind the watermark already (a late record): joined at
@@ -182,8 +214,23 @@ where
                 self.emit(ctx, &rec.key, record, at, &table);
                 Ok(())
             }
+            JoinInput::Stream(record)
+                if self
+                    .table_input
+                    .is_some_and(|input| at <= ctx.input_watermark(input)) =>
+            {
+                // Every table update up to its time has been read, and
+                // versions are pruned only up to the (lower) watermark:
+                // joined at once, as it would be once the watermark passed.
+                let table = self.table(ctx)?;
+                self.emit(ctx, &rec.key, record, at, &table);
+                Ok(())
+            }
             JoinInput::Stream(record) => {
-                ctx.state(&pending::<S>())?.add(&(at, record))?;
+                let mut state = ctx.state(&pending::<S>())?;
+                let mut waiting = state.get()?.unwrap_or_default();
+                waiting.push((at, record));
+                state.put(&waiting)?;
                 ctx.register_event_timer(at);
                 Ok(())
             }
@@ -191,22 +238,17 @@ where
     }
 
     async fn on_timer(&mut self, timer: Timer<K>, ctx: &mut Context<'_, Self>) -> Result<()> {
-        let mut waiting = ctx
-            .state(&pending::<S>())?
-            .iter()?
-            .collect::<Result<Vec<_>>>()?;
-        let later = waiting.iter().position(|(t, _)| *t > timer.timestamp);
-        let due: Vec<(i64, S)> = match later {
-            // In the order they came, those due now; the rest wait on.
-            None => std::mem::take(&mut waiting),
-            Some(_) => {
-                let (due, rest): (Vec<_>, Vec<_>) = waiting
-                    .into_iter()
-                    .partition(|(t, _)| *t <= timer.timestamp);
-                waiting = rest;
-                due
-            }
-        };
+        let mut state = ctx.state(&pending::<S>())?;
+        let waiting = state.get()?.unwrap_or_default();
+        // In the order they came, those due now; the rest wait on.
+        let (due, waiting): (Vec<_>, Vec<_>) = waiting
+            .into_iter()
+            .partition(|(t, _)| *t <= timer.timestamp);
+        if waiting.is_empty() {
+            state.clear();
+        } else {
+            state.put(&waiting)?;
+        }
         // Versions older than the newest one before the earliest record
         // still to come (or the watermark) are no longer read.
         let upto = waiting
@@ -215,11 +257,10 @@ where
             .min()
             .unwrap_or(i64::MAX)
             .min(ctx.watermark());
-        ctx.state(&pending::<S>())?.update(waiting)?;
         let table = self.table(ctx)?;
         for (at, record) in due {
             self.emit(ctx, &timer.key, record, at, &table);
         }
-        self.prune(ctx, &table, upto)
+        self.keep(ctx, table, upto, false)
     }
 }

@@ -122,6 +122,19 @@ pub trait Source: Send + Sync + 'static {
     /// file), naming the input and the user's choices.
     fn open(&self, task: &str, from: Option<&Resume>) -> Result<Box<dyn SourceReader<Self::Item>>>;
 
+    /// How many inputs (topics, directories) this source reads as one:
+    /// each has a watermark of its own besides the source's (see
+    /// `Context::input_watermark`). 1 by default.
+    fn inputs(&self) -> usize {
+        1
+    }
+
+    /// Which of the [`inputs`](Self::inputs) `task` reads (0 by default).
+    fn input_of(&self, task: &str) -> usize {
+        let _ = task;
+        0
+    }
+
     /// The local files or directories this source reads, if any (see
     /// [`Sink::location`](crate::sink::Sink::location)).
     fn locations(&self) -> Vec<PathBuf> {

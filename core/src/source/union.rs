@@ -146,6 +146,19 @@ impl<A: Source, B: Source> Source for Union<A, B> {
         })
     }
 
+    fn inputs(&self) -> usize {
+        self.left.1.inputs() + self.right.1.inputs()
+    }
+
+    /// The left side's inputs first, then the right side's.
+    fn input_of(&self, task: &str) -> usize {
+        match self.side(task) {
+            Ok(Side::Left(t)) => self.left.1.input_of(t),
+            Ok(Side::Right(t)) => self.left.1.inputs() + self.right.1.input_of(t),
+            Err(_) => 0,
+        }
+    }
+
     fn locations(&self) -> Vec<PathBuf> {
         let mut all = self.left.1.locations();
         all.extend(self.right.1.locations());

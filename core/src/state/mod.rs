@@ -46,6 +46,13 @@ pub trait StateBackend: Send {
     fn put_slice(&mut self, key: &[u8], value: &[u8]) {
         self.put(key.to_vec(), value.to_vec());
     }
+    /// Stores `value` under `key`, which the caller knows to be absent
+    /// from the committed state (a timer its in-memory queue did not hold):
+    /// a backend may then drop a delete of `key` in the same epoch
+    /// altogether, written nowhere. The default is [`put`](Self::put).
+    fn put_new(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.put(key, value);
+    }
     /// Removes `key`.
     fn delete(&mut self, key: Vec<u8>);
     /// Every live entry whose key starts with `prefix`, in key order.

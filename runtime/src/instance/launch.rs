@@ -207,6 +207,11 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T
                     rx: wrx,
                     state: CachedState::new(env.store.db(), cache_bytes),
                     sources,
+                    inputs: tasks
+                        .iter()
+                        .map(|t| Some(side.input_of(t)))
+                        .chain(held_shards.iter().map(|_| None))
+                        .collect(),
                     events: events.clone(),
                     policy: env.config.on_bad_input,
                     metrics: metrics.clone(),

@@ -10,7 +10,7 @@ use weir_core::window::{
     Accumulate, Aggregate, Count, Emit, Reduce, SessionOperator, Sessions, WindowFunction,
     WindowOperator, Windowed, Windows,
 };
-use weir_core::{Codec, Key, OutputTag};
+use weir_core::{Codec, Error, Key, OutputTag};
 
 use super::KeyedStream;
 
@@ -127,6 +127,36 @@ where
             JoinKind::Left => "join:table(left)",
         };
         self.named_process(what, TableJoin::new(kind, join))
+    }
+
+    /// [`join_table`](Self::join_table), where every table update comes
+    /// from input `table_input` of the source (`KafkaSource::and`'s topics
+    /// and `Union`'s sides, numbered from 0 in order) and no stream record
+    /// does: a stream record whose time that input's watermark has passed
+    /// (the common case of a table that changes slowly) is joined at once,
+    /// without waiting in state for the other inputs' watermark (see
+    /// [`TableJoin::table_from`]). It must be the first processor after
+    /// `key_by`.
+    pub fn join_table_from<O, F>(
+        self,
+        table_input: usize,
+        kind: JoinKind,
+        join: F,
+    ) -> KeyedStream<'p, K, O>
+    where
+        O: Send + 'static,
+        F: Fn(&K, S, Option<&T>) -> O + Send + Sync + 'static,
+    {
+        if !self.p.declared.is_empty() {
+            self.p.error.get_or_insert(Error::Config(format!(
+                "`join_table_from({table_input}, ..)` follows another processor, whose output is held back from the source's watermarks; join there with `join_table`, or make the join the first processor after `key_by`"
+            )));
+        }
+        let what = match kind {
+            JoinKind::Inner => format!("join:table(inner, table from input {table_input})"),
+            JoinKind::Left => format!("join:table(left, table from input {table_input})"),
+        };
+        self.named_process(&what, TableJoin::new(kind, join).table_from(table_input))
     }
 }
 

@@ -42,6 +42,10 @@ pub(crate) struct Worker<K, V> {
     pub(crate) rx: mpsc::Receiver<Msg<K, V>>,
     pub(crate) state: CachedState,
     pub(crate) sources: usize,
+    /// The input each source reads (see `Source::input_of`), by source
+    /// index; `None` for a shard of the repartition topic, whose records
+    /// may be of any input.
+    pub(crate) inputs: Vec<Option<usize>>,
     pub(crate) events: Events,
     pub(crate) policy: OnBadInput,
     pub(crate) metrics: Arc<Metrics>,
@@ -70,6 +74,9 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
         // Sources without records for a while hold no watermark back.
         let mut idle = vec![false; self.sources];
         let mut watermark = i64::MIN;
+        // Each input's own, when the source reads several.
+        let count = self.inputs.iter().flatten().max().map_or(0, |m| m + 1);
+        let mut input_marks = vec![i64::MIN; if count > 1 { count } else { 0 }];
         let mut barriers = 0usize;
         // The epoch being filled, and whether it was reported full. Not
         // from `requested`: this task may first run after the coordinator
@@ -87,6 +94,7 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
                     sides: &mut self.sides,
                     state: &mut self.state,
                     watermark,
+                    inputs: &input_marks,
                     now: now_ms(),
                     policy: self.policy,
                     metrics: &metrics,
@@ -164,6 +172,9 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
                     continue;
                 }
             }
+            for (input, mark) in input_marks.iter_mut().enumerate() {
+                *mark = of_input(&watermarks, &idle, &self.inputs, input);
+            }
             let low = combined(&watermarks, &idle);
             if low > watermark {
                 watermark = low;
@@ -196,6 +207,23 @@ fn combined(watermarks: &[i64], idle: &[bool]) -> i64 {
     active.or(idle_max).unwrap_or(i64::MAX)
 }
 
+/// The watermark of one input of the source, given each source's, whether
+/// it is idle and which input it reads: the least of its active sources
+/// (and of the shards, which may carry any input's records). With none
+/// active, it holds nothing back (`i64::MAX`): unlike the worker's
+/// watermark, which then takes the idle ones' greatest, an input that
+/// stopped sending is not waited for while another is read.
+fn of_input(watermarks: &[i64], idle: &[bool], inputs: &[Option<usize>], input: usize) -> i64 {
+    watermarks
+        .iter()
+        .zip(idle)
+        .zip(inputs)
+        .filter(|((_, quiet), of)| !**quiet && of.is_none_or(|i| i == input))
+        .map(|((w, _), _)| *w)
+        .min()
+        .unwrap_or(i64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use weir_core::exec::EncodedKeys;
@@ -214,6 +242,22 @@ mod tests {
         assert_eq!(combined(&[5, max, 3], &[false, false, true]), 5);
         assert_eq!(combined(&[max, max], &[false, false]), max);
         assert_eq!(combined(&[max, 7], &[false, true]), 7);
+    }
+
+    #[test]
+    fn an_inputs_watermark_is_its_active_sources_and_the_shards_least() {
+        let (min, max) = (i64::MIN, i64::MAX);
+        let inputs = [Some(0), Some(0), Some(1), None];
+        let (marks, idle) = ([5, 9, 2, 7], [false; 4]);
+        assert_eq!(of_input(&marks, &idle, &inputs, 0), 5);
+        assert_eq!(of_input(&marks, &idle, &inputs, 1), 2);
+        // An input quiet everywhere holds nothing back; a finished source
+        // neither; a shard holds every input back.
+        let idle = [false, false, true, false];
+        assert_eq!(of_input(&marks, &idle, &inputs[..3], 1), max);
+        assert_eq!(of_input(&marks, &idle, &inputs, 1), 7);
+        assert_eq!(of_input(&[max, min, 3, max], &[false; 4], &inputs, 1), 3);
+        assert_eq!(of_input(&[max, min, 3, max], &[false; 4], &inputs, 0), min);
     }
     use crate::stage::{BoxFuture, FlushedSink};
 
@@ -273,6 +317,7 @@ mod tests {
             rx,
             state: CachedState::new(db, 1 << 20),
             sources: 1,
+            inputs: vec![Some(0)],
             events: events.clone(),
             policy: OnBadInput::Fail,
             metrics: Arc::new(Metrics::default()),

@@ -83,6 +83,9 @@ impl Loader {
             .set("queue.buffering.max.messages", "1000000")
             .set("queue.buffering.max.kbytes", "1048576")
             .set("enable.idempotence", "true")
+            // Keyed records go where Kafka's Java clients would put them:
+            // Kafka Streams expects a table's topic partitioned so.
+            .set("partitioner", "murmur2_random")
             .create_with_context(Deliveries::default())
             .context("cannot create the producer")?;
         Ok(Loader {
@@ -102,6 +105,36 @@ impl Loader {
             let rec = BaseRecord::<(), [u8]>::to(&self.topic)
                 .payload(value)
                 .partition(partition);
+            match self.producer.send(rec) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    self.producer.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => bail!("cannot produce to {}: {e}", self.topic),
+            }
+        }
+        self.records += 1;
+        if self.records.is_multiple_of(1024) {
+            self.producer.poll(Duration::ZERO);
+        }
+        Ok(())
+    }
+
+    /// Sends one keyed record with its timestamp (a `None` value: a
+    /// tombstone), to the partition of its key.
+    pub(crate) fn send_keyed(
+        &mut self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        timestamp: i64,
+    ) -> Result<()> {
+        loop {
+            let mut rec = BaseRecord::<[u8], [u8]>::to(&self.topic)
+                .key(key)
+                .timestamp(timestamp);
+            if let Some(v) = value {
+                rec = rec.payload(v);
+            }
             match self.producer.send(rec) {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {

@@ -11,11 +11,12 @@
 //!
 //! Run: `dev/bench` (full) or `dev/bench --quick` (CI-sized); by hand,
 //! `bench --bin target/release --kstreams benches/kstreams --quix benches/quix --work DIR
-//! --brokers 127.0.0.1:9092 [--quick] [--only w1,w2,w3,w4,w5,w7,w8]`; and
+//! --brokers 127.0.0.1:9092 [--quick] [--only w1,w2,w3,w4,w5,w7,w8,w9]`; and
 //! `bench --brokers B --watch TOPIC N` times the output watcher alone over
 //! the first N records of TOPIC (it must read far faster than any pipeline).
 
 mod data;
+mod joins;
 mod kafka;
 mod observe;
 mod proc;
@@ -57,6 +58,9 @@ struct Sizes {
     latency_secs: u64,
     /// Page views of workload 8.
     window_views: u64,
+    /// Orders of workload 9, and the customers of its table.
+    join_orders: u64,
+    join_customers: u64,
 }
 
 impl Sizes {
@@ -72,6 +76,8 @@ impl Sizes {
             latency_rate: 1000,
             latency_secs: 20,
             window_views: 2_000_000,
+            join_orders: 2_000_000,
+            join_customers: 100_000,
         }
     }
 
@@ -87,6 +93,8 @@ impl Sizes {
             latency_rate: 200,
             latency_secs: 3,
             window_views: 100_000,
+            join_orders: 100_000,
+            join_customers: 10_000,
         }
     }
 }
@@ -200,6 +208,9 @@ fn main() -> Result<()> {
     }
     if wants("w8") {
         b.windowed()?;
+    }
+    if wants("w9") {
+        b.joined()?;
     }
     b.print_table();
     Ok(())
@@ -899,6 +910,7 @@ impl Bench {
             "failover_s",
             "failover_ratio",
             "windowed_ratio",
+            "join_ratio",
             "peak_rss_mb",
         ];
         let line: Vec<String> = keys
