@@ -114,6 +114,12 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Exchange<T> for InMem
         self.broadcast(|| Msg::Idle { source })
     }
 
+    fn at_end(&mut self) -> Result<()> {
+        self.flush_pending()?;
+        let source = self.source;
+        self.broadcast(|| Msg::AtEnd { source })
+    }
+
     fn flush_pending(&mut self) -> Result<()> {
         for w in 0..self.bufs.len() {
             if !self.bufs[w].is_empty() {

@@ -30,6 +30,12 @@ pub(crate) trait Exchange<T>: Send {
     fn idle(&mut self) -> Result<()> {
         Ok(())
     }
+    /// The source task has read its input to the end, as far as it knows:
+    /// until its next watermark, it does not hold its input's own
+    /// watermark back (see `Context::input_watermark`).
+    fn at_end(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Sends buffered records on (an idle input should not hold them back).
     fn flush_pending(&mut self) -> Result<()>;
     /// Ends the epoch `epoch` on this path; returns the outputs it flushed
@@ -50,6 +56,11 @@ pub(crate) enum Msg<K, V> {
     },
     /// A source is idle: it holds no watermark back until its next one.
     Idle {
+        source: usize,
+    },
+    /// A source read its input to the end: it holds its input's own
+    /// watermark back no more, until its next one.
+    AtEnd {
         source: usize,
     },
     Finished {

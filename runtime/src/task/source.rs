@@ -102,6 +102,21 @@ fn caught_up<T>(reader: &dyn ChainedReader<T>) -> bool {
     }
 }
 
+/// How long a task reads nothing, with its input's known end reached,
+/// before it stops holding its input's own watermark back (a table's
+/// topic read to its end: the orders joined with it need not wait for
+/// `watermark.idle_ms`).
+const AT_END_AFTER: Duration = Duration::from_millis(200);
+
+/// Whether `reader` knows it has read what its input holds (unlike
+/// [`caught_up`], an unknown lag is not).
+fn at_end<T>(reader: &dyn ChainedReader<T>) -> bool {
+    matches!(
+        reader.lag(),
+        Some(Lag::Records { behind: 0, .. } | Lag::Bytes { behind: 0, .. })
+    )
+}
+
 /// Runs a source task; its lag leaves the metrics when it ends (the task
 /// stops, or moves to another instance).
 fn source_loop<T: Send + 'static>(t: &mut SourceTask<T>, s: &Shared) -> Result<()> {
@@ -128,6 +143,8 @@ fn read_loop<T: Send + 'static>(
     // it is idle since (see `watermark.idle_ms`).
     let mut last_record = std::time::Instant::now();
     let mut idle_told = false;
+    // Whether it told them it read its input to the end (see `at_end`).
+    let mut end_told = false;
     let mut unpublished: Option<(u64, u64)> = None;
     loop {
         let requested = s.control.requested();
@@ -255,10 +272,17 @@ fn read_loop<T: Send + 'static>(
             let wm = max_ts.saturating_sub(delay).saturating_sub(1);
             // An idle task that reads again is active again, whether or
             // not its watermark rose.
-            if wm > sent_watermark || (idle_told && read > 0) {
+            if wm > sent_watermark || ((idle_told || end_told) && read > 0) {
                 sent_watermark = sent_watermark.max(wm);
-                idle_told = false;
+                (idle_told, end_told) = (false, false);
                 t.output.watermark(sent_watermark)?;
+            } else if !end_told
+                && !idle_told
+                && last_record.elapsed() >= AT_END_AFTER
+                && at_end(&*t.reader)
+            {
+                end_told = true;
+                t.output.at_end()?;
             } else if !idle_told
                 && s.idle_after
                     .is_some_and(|after| last_record.elapsed() >= after)

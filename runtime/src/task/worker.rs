@@ -73,6 +73,9 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
         let mut watermarks = vec![i64::MIN; self.sources];
         // Sources without records for a while hold no watermark back.
         let mut idle = vec![false; self.sources];
+        // Sources read to their input's end hold that input's watermark
+        // back no more (see `of_input`).
+        let mut at_end = vec![false; self.sources];
         let mut watermark = i64::MIN;
         // Each input's own, when the source reads several.
         let count = self.inputs.iter().flatten().max().map_or(0, |m| m + 1);
@@ -133,9 +136,10 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
                     watermark: w,
                 } => {
                     watermarks[source] = watermarks[source].max(w);
-                    idle[source] = false;
+                    (idle[source], at_end[source]) = (false, false);
                 }
                 Msg::Idle { source } => idle[source] = true,
+                Msg::AtEnd { source } => at_end[source] = true,
                 Msg::Finished { source } => watermarks[source] = i64::MAX,
                 Msg::Barrier(epoch) => {
                     barriers += 1;
@@ -173,7 +177,8 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
                 }
             }
             for (input, mark) in input_marks.iter_mut().enumerate() {
-                *mark = of_input(&watermarks, &idle, &self.inputs, input);
+                let quiet = |s: usize| idle[s] || at_end[s];
+                *mark = of_input(&watermarks, quiet, &self.inputs, input);
             }
             let low = combined(&watermarks, &idle);
             if low > watermark {
@@ -208,18 +213,24 @@ fn combined(watermarks: &[i64], idle: &[bool]) -> i64 {
 }
 
 /// The watermark of one input of the source, given each source's, whether
-/// it is idle and which input it reads: the least of its active sources
-/// (and of the shards, which may carry any input's records). With none
-/// active, it holds nothing back (`i64::MAX`): unlike the worker's
-/// watermark, which then takes the idle ones' greatest, an input that
-/// stopped sending is not waited for while another is read.
-fn of_input(watermarks: &[i64], idle: &[bool], inputs: &[Option<usize>], input: usize) -> i64 {
+/// it is quiet (idle, or read to its input's end) and which input it
+/// reads: the least of its active sources (and of the shards, which may
+/// carry any input's records). With none active, it holds nothing back
+/// (`i64::MAX`): unlike the worker's watermark, which then takes the idle
+/// ones' greatest, an input that has nothing more now is not waited for
+/// while another is read.
+fn of_input(
+    watermarks: &[i64],
+    quiet: impl Fn(usize) -> bool,
+    inputs: &[Option<usize>],
+    input: usize,
+) -> i64 {
     watermarks
         .iter()
-        .zip(idle)
         .zip(inputs)
-        .filter(|((_, quiet), of)| !**quiet && of.is_none_or(|i| i == input))
-        .map(|((w, _), _)| *w)
+        .enumerate()
+        .filter(|(s, (_, of))| !quiet(*s) && of.is_none_or(|i| i == input))
+        .map(|(_, (w, _))| *w)
         .min()
         .unwrap_or(i64::MAX)
 }
@@ -248,16 +259,17 @@ mod tests {
     fn an_inputs_watermark_is_its_active_sources_and_the_shards_least() {
         let (min, max) = (i64::MIN, i64::MAX);
         let inputs = [Some(0), Some(0), Some(1), None];
-        let (marks, idle) = ([5, 9, 2, 7], [false; 4]);
-        assert_eq!(of_input(&marks, &idle, &inputs, 0), 5);
-        assert_eq!(of_input(&marks, &idle, &inputs, 1), 2);
+        let marks = [5, 9, 2, 7];
+        let active = |_| false;
+        assert_eq!(of_input(&marks, active, &inputs, 0), 5);
+        assert_eq!(of_input(&marks, active, &inputs, 1), 2);
         // An input quiet everywhere holds nothing back; a finished source
         // neither; a shard holds every input back.
-        let idle = [false, false, true, false];
-        assert_eq!(of_input(&marks, &idle, &inputs[..3], 1), max);
-        assert_eq!(of_input(&marks, &idle, &inputs, 1), 7);
-        assert_eq!(of_input(&[max, min, 3, max], &[false; 4], &inputs, 1), 3);
-        assert_eq!(of_input(&[max, min, 3, max], &[false; 4], &inputs, 0), min);
+        let quiet = |s| s == 2;
+        assert_eq!(of_input(&marks, quiet, &inputs[..3], 1), max);
+        assert_eq!(of_input(&marks, quiet, &inputs, 1), 7);
+        assert_eq!(of_input(&[max, min, 3, max], active, &inputs, 1), 3);
+        assert_eq!(of_input(&[max, min, 3, max], active, &inputs, 0), min);
     }
     use crate::stage::{BoxFuture, FlushedSink};
 
