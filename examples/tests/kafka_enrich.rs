@@ -18,7 +18,6 @@ use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use common::kafka::{bootstrap, committed_records, create_topic, produce, unique};
-use common::KillOnDrop;
 
 const ENRICH_ORDERS: &str = env!("CARGO_BIN_EXE_enrich_orders");
 
@@ -176,20 +175,7 @@ fn every_order_is_read_committed_once_with_its_customer_across_30_kills() {
     let state = tmp.path().join("state");
     let log = tmp.path().join("enrich_orders.log");
     let started = Instant::now();
-    let mut kills = 0;
-    while kills < KILLS {
-        let mut cmd = enrich_orders(&t, &state, &[]);
-        cmd.stderr(std::fs::File::create(&log).expect("log"));
-        let mut child = KillOnDrop(cmd.spawn().expect("spawn"));
-        let at = Instant::now() + Duration::from_millis(rng.random_range(300..2_500));
-        match common::kill_9_at(&mut child.0, at) {
-            common::Ending::Killed => kills += 1,
-            common::Ending::Exited(status) => panic!(
-                "enrich_orders exited by itself ({status}): {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            ),
-        }
-    }
+    common::kill_9_repeatedly(KILLS, &mut rng, &log, || enrich_orders(&t, &state, &[]));
     // The last run reads to the end, and joins every order still waiting.
     let out = enrich_orders(&t, &state, &["--until-idle-ms", "3000"])
         .stderr(Stdio::piped())
@@ -200,7 +186,7 @@ fn every_order_is_read_committed_once_with_its_customer_across_30_kills() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    eprintln!("{kills} kills in {:?}", started.elapsed());
+    eprintln!("{KILLS} kills in {:?}", started.elapsed());
 
     let mut got = committed_orders(&t.output);
     if got.len() < ORDERS {

@@ -152,20 +152,9 @@ fn every_window_is_read_committed_once_with_exact_counts_across_30_kills() {
     let state = tmp.path().join("state");
     let log = tmp.path().join("page_views.log");
     let started = Instant::now();
-    let mut kills = 0;
-    while kills < KILLS {
-        let mut cmd = page_views(&t, &state, &["--set", "watermark.idle_ms=60000"]);
-        cmd.stderr(std::fs::File::create(&log).expect("log"));
-        let mut child = KillOnDrop(cmd.spawn().expect("spawn"));
-        let at = Instant::now() + Duration::from_millis(rng.random_range(300..2_500));
-        match common::kill_9_at(&mut child.0, at) {
-            common::Ending::Killed => kills += 1,
-            common::Ending::Exited(status) => panic!(
-                "page_views exited by itself ({status}): {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            ),
-        }
-    }
+    common::kill_9_repeatedly(KILLS, &mut rng, &log, || {
+        page_views(&t, &state, &["--set", "watermark.idle_ms=60000"])
+    });
     // The last run reads to the end, and closes every window at it.
     let out = page_views(&t, &state, &["--until-idle-ms", "3000"])
         .stderr(Stdio::piped())
@@ -176,7 +165,7 @@ fn every_window_is_read_committed_once_with_exact_counts_across_30_kills() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    eprintln!("{kills} kills in {:?}", started.elapsed());
+    eprintln!("{KILLS} kills in {:?}", started.elapsed());
     let late = committed_records(&t.late);
     assert!(
         late.is_empty(),

@@ -197,6 +197,30 @@ pub enum Ending {
     Exited(ExitStatus),
 }
 
+/// Starts `run()` `kills` times, each with its stderr in `log`, and kills it
+/// with `kill -9` after a random 300 to 2,500 ms; a run that ends by itself
+/// first fails the test, with its log.
+pub fn kill_9_repeatedly(
+    kills: usize,
+    rng: &mut impl Rng,
+    log: &Path,
+    mut run: impl FnMut() -> Command,
+) {
+    for _ in 0..kills {
+        let mut cmd = run();
+        cmd.stderr(std::fs::File::create(log).expect("log"));
+        let mut child = KillOnDrop(cmd.spawn().expect("spawn"));
+        let at = Instant::now() + Duration::from_millis(rng.random_range(300..2_500));
+        if let Ending::Exited(status) = kill_9_at(&mut child.0, at) {
+            panic!(
+                "{} exited by itself ({status}): {}",
+                cmd.get_program().to_string_lossy(),
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+    }
+}
+
 /// Waits until `at` unless the run ends first, then sends `kill -9` and
 /// reaps the process. A run that ended on its own, even in the moment
 /// between the last look and the signal, reports its own status: the caller

@@ -101,23 +101,10 @@ impl Loader {
     pub(crate) fn send(&mut self, value: &[u8]) -> Result<()> {
         let partition = self.next;
         self.next = (self.next + 1) % self.partitions;
-        loop {
-            let rec = BaseRecord::<(), [u8]>::to(&self.topic)
-                .payload(value)
-                .partition(partition);
-            match self.producer.send(rec) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    self.producer.poll(Duration::from_millis(5));
-                }
-                Err((e, _)) => bail!("cannot produce to {}: {e}", self.topic),
-            }
-        }
-        self.records += 1;
-        if self.records.is_multiple_of(1024) {
-            self.producer.poll(Duration::ZERO);
-        }
-        Ok(())
+        let rec = BaseRecord::<[u8], [u8]>::to(&self.topic)
+            .payload(value)
+            .partition(partition);
+        enqueue(&self.producer, rec, &mut self.records)
     }
 
     /// Sends one keyed record with its timestamp (a `None` value: a
@@ -128,26 +115,13 @@ impl Loader {
         value: Option<&[u8]>,
         timestamp: i64,
     ) -> Result<()> {
-        loop {
-            let mut rec = BaseRecord::<[u8], [u8]>::to(&self.topic)
-                .key(key)
-                .timestamp(timestamp);
-            if let Some(v) = value {
-                rec = rec.payload(v);
-            }
-            match self.producer.send(rec) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    self.producer.poll(Duration::from_millis(5));
-                }
-                Err((e, _)) => bail!("cannot produce to {}: {e}", self.topic),
-            }
+        let mut rec = BaseRecord::<[u8], [u8]>::to(&self.topic)
+            .key(key)
+            .timestamp(timestamp);
+        if let Some(v) = value {
+            rec = rec.payload(v);
         }
-        self.records += 1;
-        if self.records.is_multiple_of(1024) {
-            self.producer.poll(Duration::ZERO);
-        }
-        Ok(())
+        enqueue(&self.producer, rec, &mut self.records)
     }
 
     /// Waits until everything sent is acknowledged.
@@ -164,6 +138,30 @@ impl Loader {
         }
         Ok(())
     }
+}
+
+/// Queues `rec`, waiting while the producer's queue is full, and counts
+/// it in `records` (serving delivery reports every 1024).
+fn enqueue(
+    producer: &BaseProducer<Deliveries>,
+    mut rec: BaseRecord<'_, [u8], [u8]>,
+    records: &mut u64,
+) -> Result<()> {
+    loop {
+        match producer.send(rec) {
+            Ok(()) => break,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                rec = back;
+                producer.poll(Duration::from_millis(5));
+            }
+            Err((e, back)) => bail!("cannot produce to {}: {e}", back.topic),
+        }
+    }
+    *records += 1;
+    if records.is_multiple_of(1024) {
+        producer.poll(Duration::ZERO);
+    }
+    Ok(())
 }
 
 pub(crate) type OnRecord = Box<dyn FnMut(&[u8], &[u8], Instant) + Send>;

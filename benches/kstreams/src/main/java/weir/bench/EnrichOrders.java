@@ -2,24 +2,16 @@ package weir.bench;
 
 import java.io.IOException;
 import java.io.UncheckedIOException;
-import java.time.Duration;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.Properties;
-import java.util.concurrent.CountDownLatch;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
-import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.common.serialization.Deserializer;
 import org.apache.kafka.common.serialization.Serde;
 import org.apache.kafka.common.serialization.Serdes;
-import org.apache.kafka.streams.CloseOptions;
-import org.apache.kafka.streams.KafkaStreams;
 import org.apache.kafka.streams.StreamsBuilder;
-import org.apache.kafka.streams.StreamsConfig;
 import org.apache.kafka.streams.Topology;
-import org.apache.kafka.streams.errors.StreamsUncaughtExceptionHandler.StreamThreadExceptionResponse;
 import org.apache.kafka.streams.kstream.Consumed;
 import org.apache.kafka.streams.kstream.KTable;
 import org.apache.kafka.streams.kstream.Materialized;
@@ -53,7 +45,6 @@ public final class EnrichOrders {
 
   private static final ObjectMapper JSON = new ObjectMapper();
 
-  private static volatile int exitCode = 0;
 
   private EnrichOrders() {}
 
@@ -67,62 +58,14 @@ public final class EnrichOrders {
     Map<String, String> args = PageViews.parseArgsOf(argv, REQUIRED, OPTIONAL, USAGE);
     long commitIntervalMs = PageViews.number(args, "commit-interval-ms", 1000, USAGE);
 
-    Properties props = new Properties();
-    props.put(StreamsConfig.APPLICATION_ID_CONFIG, args.get("application-id"));
-    props.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, args.get("brokers"));
-    props.put(StreamsConfig.STATE_DIR_CONFIG, args.get("state-dir"));
-    props.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, commitIntervalMs);
-    props.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, StreamsConfig.EXACTLY_ONCE_V2);
-    props.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, 1);
-    props.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, 1);
-    props.put(
-        StreamsConfig.consumerPrefix(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG), "earliest");
-    props.put(
-        StreamsConfig.mainConsumerPrefix(ConsumerConfig.GROUP_INSTANCE_ID_CONFIG),
-        args.get("application-id") + "-0");
-
     Topology topology =
         topology(args.get("orders-topic"), args.get("customers-topic"), args.get("output-topic"));
-    KafkaStreams streams = new KafkaStreams(topology, props);
-    CountDownLatch failed = new CountDownLatch(1);
-    streams.setStateListener(
-        (newState, oldState) -> {
-          if (newState == KafkaStreams.State.RUNNING && oldState == KafkaStreams.State.REBALANCING) {
-            System.out.println("kstreams: RUNNING");
-            System.out.flush();
-          } else if (newState == KafkaStreams.State.ERROR) {
-            failed.countDown();
-          }
-        });
-    streams.setUncaughtExceptionHandler(
-        e -> {
-          System.err.println("kstreams: uncaught stream exception, shutting down:");
-          e.printStackTrace(System.err);
-          exitCode = 1;
-          return StreamThreadExceptionResponse.SHUTDOWN_CLIENT;
-        });
-    Runtime.getRuntime()
-        .addShutdownHook(
-            new Thread(
-                () -> {
-                  streams.close(
-                      CloseOptions.groupMembershipOperation(
-                              CloseOptions.GroupMembershipOperation.LEAVE_GROUP)
-                          .withTimeout(Duration.ofSeconds(30)));
-                  System.err.flush();
-                  System.out.flush();
-                  Runtime.getRuntime().halt(exitCode);
-                },
-                "kstreams-shutdown"));
-    streams.start();
-    try {
-      failed.await();
-    } catch (InterruptedException e) {
-      Thread.currentThread().interrupt();
-    }
-    exitCode = 1;
-    System.err.println("kstreams: stream instance entered ERROR state; exiting 1");
-    System.exit(1);
+    Peer.run(
+        topology,
+        args.get("application-id"),
+        args.get("brokers"),
+        args.get("state-dir"),
+        commitIntervalMs);
   }
 
   /** The join topology; the same as weir's enrich_orders pipeline. */
