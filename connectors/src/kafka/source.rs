@@ -416,7 +416,7 @@ impl<T> KafkaSource<T> {
                     tasks.extend(t.partitions().iter().map(|p| format!("{name}-{}", p.id())))
                 }
                 _ => return Err(Error::Config(format!(
-                    "topic `{name}` does not exist on {}; create it (e.g. kafka-topics --create --topic {name} --partitions 4) or fix the topic option",
+                    "topic `{name}` does not exist on {}; create it (e.g. kafka-topics --create --topic {name} --partitions 4) or fix the option that names it (`--input-topic`, `--orders-topic`, ...)",
                     self.settings.brokers
                 ))),
             }

@@ -46,8 +46,8 @@ fn pending<S>() -> ValueDescriptor<Vec<(i64, S)>> {
 /// When the table's updates all come from one input of the source
 /// ([`table_from`](Self::table_from)), a stream record does not wait for
 /// the watermark of every input, only for the table's: one whose time that
-/// input has passed (a table read to its end, say) is joined at once, with
-/// the same result.
+/// input has passed (a table read to its end, up to a little before then)
+/// is joined at once, with the same result.
 pub struct TableJoin<K, S, T, O, F> {
     kind: JoinKind,
     join: Arc<F>,

@@ -114,10 +114,10 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Exchange<T> for InMem
         self.broadcast(|| Msg::Idle { source })
     }
 
-    fn at_end(&mut self) -> Result<()> {
+    fn at_end(&mut self, until: i64) -> Result<()> {
         self.flush_pending()?;
         let source = self.source;
-        self.broadcast(|| Msg::AtEnd { source })
+        self.broadcast(|| Msg::AtEnd { source, until })
     }
 
     fn flush_pending(&mut self) -> Result<()> {

@@ -31,9 +31,10 @@ pub(crate) trait Exchange<T>: Send {
         Ok(())
     }
     /// The source task has read its input to the end, as far as it knows:
-    /// until its next watermark, it does not hold its input's own
-    /// watermark back (see `Context::input_watermark`).
-    fn at_end(&mut self) -> Result<()> {
+    /// until its next watermark, its input's own watermark (see
+    /// `Context::input_watermark`) may rise to `until`.
+    fn at_end(&mut self, until: i64) -> Result<()> {
+        let _ = until;
         Ok(())
     }
     /// Sends buffered records on (an idle input should not hold them back).
@@ -58,10 +59,12 @@ pub(crate) enum Msg<K, V> {
     Idle {
         source: usize,
     },
-    /// A source read its input to the end: it holds its input's own
-    /// watermark back no more, until its next one.
+    /// A source read its input to the end: until its next watermark, its
+    /// input's own watermark may rise to `until` (an event time every
+    /// record still to come is later than, if stamped when produced).
     AtEnd {
         source: usize,
+        until: i64,
     },
     Finished {
         source: usize,

@@ -207,11 +207,13 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T
                     rx: wrx,
                     state: CachedState::new(env.store.db(), cache_bytes),
                     sources,
-                    inputs: tasks
-                        .iter()
-                        .map(|t| Some(side.input_of(t)))
-                        .chain(held_shards.iter().map(|_| None))
-                        .collect(),
+                    // Each input's own watermark only when every task is
+                    // here: records of another instance's tasks come
+                    // through shards, whose reads say nothing of them.
+                    inputs: match held_shards.is_empty() && tasks.len() == listed.len() {
+                        true => tasks.iter().map(|t| Some(side.input_of(t))).collect(),
+                        false => vec![None; sources],
+                    },
                     events: events.clone(),
                     policy: env.config.on_bad_input,
                     metrics: metrics.clone(),

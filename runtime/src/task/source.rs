@@ -103,10 +103,26 @@ fn caught_up<T>(reader: &dyn ChainedReader<T>) -> bool {
 }
 
 /// How long a task reads nothing, with its input's known end reached,
-/// before it stops holding its input's own watermark back (a table's
-/// topic read to its end: the orders joined with it need not wait for
-/// `watermark.idle_ms`).
+/// before it tells the workers (see [`at_end_until`]).
 const AT_END_AFTER: Duration = Duration::from_millis(200);
+
+/// How old the end a reader knows may be: Kafka's statistics report a
+/// partition's last stable offset every second.
+const END_STALENESS_MS: i64 = 2_000;
+
+/// The event time up to which a task read to its input's known end has
+/// every record: a record still to come was produced after the end was
+/// last seen (`END_STALENESS_MS` ago at most), and if stamped when it was
+/// produced (Kafka's `CreateTime`), within `delay` of it, its time is
+/// later. Orders joined with a table read to its end need not wait for
+/// `watermark.idle_ms` then; a table stamped with older times than its
+/// records' production holds its orders back to the watermark, as before.
+fn at_end_until(now_ms: i64, delay: i64) -> i64 {
+    now_ms
+        .saturating_sub(END_STALENESS_MS)
+        .saturating_sub(delay)
+        .saturating_sub(1)
+}
 
 /// Whether `reader` knows it has read what its input holds (unlike
 /// [`caught_up`], an unknown lag is not).
@@ -282,7 +298,8 @@ fn read_loop<T: Send + 'static>(
                 && at_end(&*t.reader)
             {
                 end_told = true;
-                t.output.at_end()?;
+                t.output
+                    .at_end(at_end_until(crate::store::now_ms(), delay))?;
             } else if !idle_told
                 && s.idle_after
                     .is_some_and(|after| last_record.elapsed() >= after)

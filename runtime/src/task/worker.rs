@@ -73,9 +73,9 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
         let mut watermarks = vec![i64::MIN; self.sources];
         // Sources without records for a while hold no watermark back.
         let mut idle = vec![false; self.sources];
-        // Sources read to their input's end hold that input's watermark
-        // back no more (see `of_input`).
-        let mut at_end = vec![false; self.sources];
+        // How far a source read to its input's end lets that input's
+        // watermark rise (see `of_input`).
+        let mut at_end = vec![None::<i64>; self.sources];
         let mut watermark = i64::MIN;
         // Each input's own, when the source reads several.
         let count = self.inputs.iter().flatten().max().map_or(0, |m| m + 1);
@@ -136,10 +136,10 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
                     watermark: w,
                 } => {
                     watermarks[source] = watermarks[source].max(w);
-                    (idle[source], at_end[source]) = (false, false);
+                    (idle[source], at_end[source]) = (false, None);
                 }
                 Msg::Idle { source } => idle[source] = true,
-                Msg::AtEnd { source } => at_end[source] = true,
+                Msg::AtEnd { source, until } => at_end[source] = Some(until),
                 Msg::Finished { source } => watermarks[source] = i64::MAX,
                 Msg::Barrier(epoch) => {
                     barriers += 1;
@@ -177,8 +177,7 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
                 }
             }
             for (input, mark) in input_marks.iter_mut().enumerate() {
-                let quiet = |s: usize| idle[s] || at_end[s];
-                *mark = of_input(&watermarks, quiet, &self.inputs, input);
+                *mark = of_input(&watermarks, &at_end, &self.inputs, input);
             }
             let low = combined(&watermarks, &idle);
             if low > watermark {
@@ -212,25 +211,28 @@ fn combined(watermarks: &[i64], idle: &[bool]) -> i64 {
     active.or(idle_max).unwrap_or(i64::MAX)
 }
 
-/// The watermark of one input of the source, given each source's, whether
-/// it is quiet (idle, or read to its input's end) and which input it
-/// reads: the least of its active sources (and of the shards, which may
-/// carry any input's records). With none active, it holds nothing back
-/// (`i64::MAX`): unlike the worker's watermark, which then takes the idle
-/// ones' greatest, an input that has nothing more now is not waited for
-/// while another is read.
+/// The watermark of one input of the source, given each source's, how
+/// far each read to its input's end lets it rise (see `Msg::AtEnd`), and
+/// which input each reads: the least over the input's sources (and the
+/// shards, which may carry any input's records) of their watermarks,
+/// raised for those at their end. An idle source is not skipped, unlike
+/// in the worker's watermark: quiet for a while says nothing of what its
+/// input still holds. A finished source holds nothing back.
 fn of_input(
     watermarks: &[i64],
-    quiet: impl Fn(usize) -> bool,
+    at_end: &[Option<i64>],
     inputs: &[Option<usize>],
     input: usize,
 ) -> i64 {
     watermarks
         .iter()
+        .zip(at_end)
         .zip(inputs)
-        .enumerate()
-        .filter(|(s, (_, of))| !quiet(*s) && of.is_none_or(|i| i == input))
-        .map(|(_, (w, _))| *w)
+        .filter(|(_, of)| of.is_none_or(|i| i == input))
+        .map(|((w, end), of)| match end {
+            Some(until) if of.is_some() => (*w).max(*until),
+            _ => *w,
+        })
         .min()
         .unwrap_or(i64::MAX)
 }
@@ -260,16 +262,18 @@ mod tests {
         let (min, max) = (i64::MIN, i64::MAX);
         let inputs = [Some(0), Some(0), Some(1), None];
         let marks = [5, 9, 2, 7];
-        let active = |_| false;
-        assert_eq!(of_input(&marks, active, &inputs, 0), 5);
-        assert_eq!(of_input(&marks, active, &inputs, 1), 2);
-        // An input quiet everywhere holds nothing back; a finished source
-        // neither; a shard holds every input back.
-        let quiet = |s| s == 2;
-        assert_eq!(of_input(&marks, quiet, &inputs[..3], 1), max);
-        assert_eq!(of_input(&marks, quiet, &inputs, 1), 7);
-        assert_eq!(of_input(&[max, min, 3, max], active, &inputs, 1), 3);
-        assert_eq!(of_input(&[max, min, 3, max], active, &inputs, 0), min);
+        let active = [None; 4];
+        assert_eq!(of_input(&marks, &active, &inputs, 0), 5);
+        assert_eq!(of_input(&marks, &active, &inputs, 1), 2);
+        // An input read to its end rises as far as its end allows; a
+        // finished source holds nothing back; a shard holds every input
+        // back, at its end or not.
+        let end = [None, None, Some(40), Some(50)];
+        assert_eq!(of_input(&marks, &end, &inputs[..3], 1), 40);
+        assert_eq!(of_input(&marks, &end, &inputs, 1), 7);
+        assert_eq!(of_input(&[max, min, 3, max], &active, &inputs, 1), 3);
+        assert_eq!(of_input(&[max, min, 3, max], &active, &inputs, 0), min);
+        assert_eq!(of_input(&[max, max], &active, &inputs[..2], 0), max);
     }
     use crate::stage::{BoxFuture, FlushedSink};
 
