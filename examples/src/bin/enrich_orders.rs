@@ -12,11 +12,13 @@
 //! `customer_id`, with the customer's latest value as of the order's `ts`
 //! (a left join: `"customer": null` when there is none), and written to
 //! `--output-topic` once: key = the order's id, value = the order plus
-//! `"customer": {"name", "country"}`. An order waits until the watermark
-//! (the least, over the partitions of both topics, of the latest time each
-//! has read, 5 s behind) passes its `ts`: by then every customer update up
-//! to that time has been read, so the result does not depend on how the
-//! two topics' partitions were interleaved, nor on crashes. A value that
+//! `"customer": {"name", "country"}`. An order waits until the customers'
+//! watermark (the least, over their partitions, of the latest time each
+//! has read, 5 s behind; a partition read to its end counts as complete up
+//! to 7 s before its end was seen) passes its `ts`, or else the watermark
+//! of both topics does: by then every customer update up to that time has
+//! been read, so the result does not depend on how the two topics'
+//! partitions were interleaved, nor on crashes. A value that
 //! is not such JSON follows `on_bad_input` (`--set on_bad_input=skip`, or
 //! `dead-letter` with `--dead-letter-topic DLQ`). With `--until-idle-ms N`
 //! the run ends once no record arrived for N ms, after writing every order
