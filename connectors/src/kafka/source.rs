@@ -639,6 +639,10 @@ impl<T: Send + 'static> Source for KafkaSource<T> {
         })
     }
 
+    fn has_group(&self) -> bool {
+        true
+    }
+
     fn join(&self, instance: &str, shared: bool) -> Result<Option<Member>> {
         let mut topics: Vec<String> = self.topics().map(str::to_owned).collect();
         let mut partitions = self.tasks()?.len();

@@ -195,6 +195,13 @@ pub trait Source: Send + Sync + 'static {
         None
     }
 
+    /// Whether this source's tasks are shared among the application's
+    /// instances through a group it [`join`](Self::join)s (a Kafka
+    /// consumer group). False by default.
+    fn has_group(&self) -> bool {
+        false
+    }
+
     /// Joins the group that shares this source's tasks among the
     /// application's instances, as instance `instance` (persistent: a
     /// restart takes its own place back at once), and waits for the

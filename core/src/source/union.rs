@@ -36,9 +36,17 @@ impl<A: Source, B: Source> Union<A, B> {
         }
     }
 
-    /// The names, refused when they cannot tell the sides' tasks apart.
+    /// The names, refused when they cannot tell the sides' tasks apart,
+    /// or when a side is shared through a group (before anything joins it).
     fn names(&self) -> Result<(&str, &str)> {
         let (l, r) = (self.left.0.as_str(), self.right.0.as_str());
+        for (name, grouped) in [(l, self.left.1.has_group()), (r, self.right.1.has_group())] {
+            if grouped {
+                return Err(Error::Config(format!(
+                    "the input `{name}` of a union is shared by a consumer group, which a union cannot share its tasks by; read several Kafka topics as one source (`KafkaSource::and`), and files with `Union`"
+                )));
+            }
+        }
         for name in [l, r] {
             if name.is_empty() || name.contains('/') {
                 return Err(Error::Config(format!(
@@ -208,18 +216,9 @@ impl<A: Source, B: Source> Source for Union<A, B> {
         }
     }
 
-    fn join(&self, instance: &str, shared: bool) -> Result<Option<Member>> {
-        let (l, r) = self.names()?;
-        for (name, member) in [
-            (l, self.left.1.join(instance, shared)?),
-            (r, self.right.1.join(instance, shared)?),
-        ] {
-            if member.is_some() {
-                return Err(Error::Config(format!(
-                    "the input `{name}` of a union is shared by a consumer group, which a union cannot share its tasks by; read several Kafka topics as one source (`KafkaSource::and`), and files with `Union`"
-                )));
-            }
-        }
+    /// Joins nothing: no side has a group (see [`names`](Self::names)).
+    fn join(&self, _instance: &str, _shared: bool) -> Result<Option<Member>> {
+        self.names()?;
         Ok(None)
     }
 
@@ -296,5 +295,56 @@ impl<T: Send, U> SourceReader<U> for Tagged<T, U> {
 
     fn lag(&self) -> Option<Lag> {
         self.inner.lag()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A source of one task that may claim a group; it opens nothing.
+    struct Fake {
+        group: bool,
+    }
+
+    impl Source for Fake {
+        type Item = ();
+
+        fn describe(&self) -> String {
+            "fake".into()
+        }
+
+        fn tasks(&self) -> Result<Vec<String>> {
+            Ok(vec!["t".into()])
+        }
+
+        fn open(&self, _task: &str, _from: Option<&Resume>) -> Result<Box<dyn SourceReader<()>>> {
+            Err(Error::Config("not opened in these tests".into()))
+        }
+
+        fn has_group(&self) -> bool {
+            self.group
+        }
+
+        fn join(&self, _instance: &str, _shared: bool) -> Result<Option<Member>> {
+            panic!("a union must not join a side's group");
+        }
+    }
+
+    #[test]
+    fn sides_are_named_and_numbered_and_a_grouped_side_is_refused_before_joining() {
+        let files = Union::new(("a", Fake { group: false }), ("b", Fake { group: false }));
+        assert_eq!(files.tasks().ok(), Some(vec!["a/t".into(), "b/t".into()]));
+        assert_eq!(
+            (files.inputs(), files.input_of("a/t"), files.input_of("b/t")),
+            (2, 0, 1)
+        );
+        let nested = Union::new(("x", files), ("c", Fake { group: false }));
+        assert_eq!(nested.input_of("x/b/t"), 1);
+        assert_eq!(nested.input_of("c/t"), 2);
+        let grouped = Union::new(("a", Fake { group: false }), ("k", Fake { group: true }));
+        let err = grouped.join("i", false).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("`k` of a union is shared by a consumer group")));
+        assert!(grouped.tasks().is_err());
     }
 }
