@@ -49,10 +49,12 @@ impl<'a, P: Processor> Context<'a, P> {
 
     /// The watermark of the source's input `input` alone (`KafkaSource::and`'s
     /// topics and `Union`'s sides, numbered from 0 in order): no record of
-    /// that input older than it is expected. Inputs whose every partition is
-    /// idle or finished hold nothing back. Never below
-    /// [`watermark`](Self::watermark), which is the least of them; that
-    /// watermark for an input the source does not have.
+    /// that input older than it is expected: the least over its partitions,
+    /// where a finished one holds nothing back, an idle one holds it where
+    /// it was, and one read to its end lets it rise to a little before the
+    /// time its end was seen. Never below [`watermark`](Self::watermark);
+    /// that watermark for an input the source does not have, and in a run
+    /// that does not hold every partition of the source.
     pub fn input_watermark(&self, input: usize) -> i64 {
         self.inputs
             .get(input)
