@@ -176,7 +176,7 @@ impl<P: Processor> KeyedNode<P> {
     /// is refused.
     fn foreign_key(&self, group: u16) -> Error {
         Error::Config(format!(
-            "processor `{}` was handed a record whose key is in key group {group}, which another worker holds: the processor before it emitted a key other than the one it was given, and state kept under it here would be lost to the worker that owns it. Emit the key a processor is given when a stateful processor follows it, and choose the key before the exchange (`key_by`); re-keying between processors is not available yet",
+            "processor `{}` was handed a record whose key is in key group {group}, which another worker holds: the processor before it emitted a key other than the one it was given, and state kept under it here would be lost to the worker that owns it. Emit the key a processor is given when a stateful processor follows it, or key the records again before the next processor (`.key_by(..)` after the first), which routes each to the worker owning its new key",
             std::any::type_name::<P>()
         ))
     }

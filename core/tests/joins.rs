@@ -118,3 +118,112 @@ async fn with_the_tables_input_known_an_order_it_has_passed_is_joined_at_once() 
     assert!(d.output().is_empty());
     Ok(())
 }
+
+mod windowed {
+    //! The stream-stream join within a window of event time.
+
+    use std::time::Duration;
+
+    use weir_core::join::{JoinKind, JoinWindows, WindowJoin};
+    use weir_core::prelude::*;
+    use weir_core::testing::TestDriver;
+    use weir_core::Either;
+
+    /// A click (left) and an impression (right), by their ids.
+    type In = Either<u32, u32>;
+
+    /// `click:impression` (`-` without one).
+    type Pair = fn(&String, &u32, Option<&u32>) -> String;
+
+    fn pair(_k: &String, click: &u32, impression: Option<&u32>) -> String {
+        format!(
+            "{click}:{}",
+            impression.map_or("-".to_owned(), u32::to_string)
+        )
+    }
+
+    fn join(kind: JoinKind, window_ms: u64) -> WindowJoin<String, u32, u32, String, Pair> {
+        let windows = JoinWindows::within(Duration::from_millis(window_ms));
+        WindowJoin::new(kind, windows, pair as Pair)
+    }
+
+    fn click(id: u32) -> In {
+        Either::Left(id)
+    }
+
+    fn impression(id: u32) -> In {
+        Either::Right(id)
+    }
+
+    fn k(s: &str) -> String {
+        s.to_owned()
+    }
+
+    fn sorted<P: Processor<Out = String> + Clone>(d: &TestDriver<P>) -> Vec<String> {
+        let mut got: Vec<String> = d.output().iter().map(|r| r.value.clone()).collect();
+        got.sort();
+        got
+    }
+
+    #[tokio::test]
+    async fn every_pair_within_the_window_is_joined_once_whichever_side_comes_first() -> Result<()>
+    {
+        let mut d = TestDriver::new(join(JoinKind::Inner, 10)).await?;
+        d.pipe_at(k("a"), impression(1), 100).await?;
+        d.pipe_at(k("a"), click(1), 105).await?; // meets 1
+        d.pipe_at(k("a"), click(2), 95).await?; // meets 1 (5 apart)
+        d.pipe_at(k("a"), impression(2), 111).await?; // meets click 1 (6 apart), not 2 (16)
+        d.pipe_at(k("a"), click(3), 130).await?; // nothing within 10
+        d.pipe_at(k("b"), impression(3), 105).await?; // another key
+        assert_eq!(sorted(&d), ["1:1", "1:2", "2:1"]);
+        // The pair's time is the later of the two.
+        let at: Vec<Option<i64>> = d.output().iter().map(|r| r.timestamp).collect();
+        assert_eq!(at, [Some(105), Some(100), Some(111)]);
+        // Once the watermark passes every window, the state is empty.
+        d.advance_watermark(i64::MAX).await?;
+        assert_eq!(sorted(&d).len(), 3);
+        assert_eq!(d.state_entries(), 0);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_left_join_emits_a_lone_left_record_once_its_window_and_grace_are_past() -> Result<()>
+    {
+        let windows =
+            JoinWindows::within(Duration::from_millis(10)).grace(Duration::from_millis(5));
+        let mut d = TestDriver::new(WindowJoin::new(JoinKind::Left, windows, pair as Pair)).await?;
+        d.pipe_at(k("a"), click(1), 100).await?;
+        d.pipe_at(k("a"), click(2), 200).await?;
+        d.pipe_at(k("a"), impression(7), 205).await?;
+        assert_eq!(sorted(&d), ["2:7"]);
+        // Click 1 could still meet an impression of time 110 until the
+        // watermark passes 110 + 5.
+        d.advance_watermark(115).await?;
+        assert_eq!(sorted(&d), ["2:7"]);
+        d.advance_watermark(116).await?;
+        assert_eq!(sorted(&d), ["1:-", "2:7"]);
+        // Later than the grace: its partners may be gone, so it is dropped.
+        d.pipe_at(k("a"), impression(8), 100).await?;
+        assert_eq!(d.late_records(), 1);
+        d.advance_watermark(i64::MAX).await?;
+        assert_eq!(sorted(&d), ["1:-", "2:7"]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn waiting_records_survive_a_crash_and_pair_once() -> Result<()> {
+        let mut d = TestDriver::new(join(JoinKind::Left, 10)).await?;
+        d.pipe_at(k("a"), click(1), 100).await?;
+        d.pipe_at(k("a"), impression(1), 104).await?;
+        d.checkpoint();
+        d.pipe_at(k("a"), impression(2), 108).await?;
+        d.crash_and_restore().await?;
+        // The epoch after the checkpoint is lost, and read again.
+        d.pipe_at(k("a"), impression(2), 108).await?;
+        d.pipe_at(k("a"), click(2), 112).await?;
+        d.advance_watermark(i64::MAX).await?;
+        // What the lost epoch emitted is gone with it: each pair once.
+        assert_eq!(sorted(&d), ["1:1", "1:2", "2:1", "2:2"]);
+        Ok(())
+    }
+}

@@ -3,9 +3,11 @@
 //! pipeline and starts with a header that says what it does, its guarantee
 //! and how to run it.
 
+pub mod clicks;
 pub mod enrich_orders;
 pub mod page_views;
 pub mod sessions;
+pub mod top_words;
 pub mod wordcount;
 
 /// Every example binary allocates through mimalloc: the record path

@@ -18,6 +18,7 @@ use crate::stage::{
     BoxFuture, NamedSinks, SinkStage, SourceAdmin, SourceSide, StageFactory, StageInit,
 };
 use crate::store::Store;
+use crate::task::layer::Layer;
 
 /// Opens a source task's dead-letter output.
 pub(crate) type DeadLetterOpener =
@@ -180,6 +181,11 @@ pub(crate) trait Job: Send {
     fn run(&self, env: JobEnv) -> BoxFuture<'static, Result<RunSummary>>;
     /// Whether records meet keyed state (through an exchange).
     fn keyed(&self) -> bool;
+    /// Whether records are keyed again after a processor (a second
+    /// exchange, between workers).
+    fn rekeyed(&self) -> bool {
+        false
+    }
     /// The pipeline's source, for the offsets commands.
     fn source(&self) -> Arc<dyn SourceAdmin>;
     /// The source's tasks; an error when there are none.
@@ -202,11 +208,15 @@ pub(crate) fn tasks_of(source: &dyn SourceAdmin) -> Result<Vec<String>> {
 /// Splits a value into the key it is routed by and the value sent on.
 pub(crate) type Split<T, K, V> = Arc<dyn Fn(T) -> (K, V) + Send + Sync>;
 
-/// The keyed job: sources -> exchange -> workers (processors, sinks).
+/// The keyed job: sources -> exchange -> workers (processors, sinks),
+/// and after each `key_by` that follows a processor, another exchange and
+/// layer of workers.
 pub(crate) struct KeyedJob<K, T, V> {
     pub(crate) side: Arc<dyn SourceSide<T>>,
     pub(crate) split: Split<T, K, V>,
     pub(crate) tail: StageFactory<K, V>,
+    /// The layers after the first, in order.
+    pub(crate) layers: Vec<Arc<dyn Layer>>,
 }
 
 /// Opens a task's sink output.

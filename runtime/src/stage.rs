@@ -407,7 +407,8 @@ impl<K: Send + 'static, V: Send + 'static> SideWriter for TypedSide<K, V> {
     }
 
     fn flush(&mut self, out: &mut Vec<FlushedSink>) -> Result<()> {
-        Stage::<K, V>::flush(&mut self.stage, out)
+        out.push(self.stage.flushed()?);
+        Ok(())
     }
 }
 
@@ -452,6 +453,11 @@ pub(crate) struct StageCx<'a> {
 pub(crate) struct StageInit<'a> {
     /// Task name of the worker (names its sink outputs).
     pub(crate) task: String,
+    /// Its number among the workers of its layer (or the source tasks).
+    pub(crate) worker: usize,
+    /// The workers of the next layer, when an exchange ends this one's
+    /// stages: a [`NextLayer`](crate::exchange::NextLayer) of its types.
+    pub(crate) next_layer: Option<&'a (dyn std::any::Any + Send + Sync)>,
     /// The key groups it processes in this run.
     pub(crate) groups: Vec<u16>,
     pub(crate) key_groups: u16,
@@ -482,8 +488,13 @@ pub(crate) trait Stage<K, V>: Send {
     }
     /// Fires due timers here and downstream.
     fn fire<'a>(&'a mut self, cx: &'a mut StageCx<'_>) -> BoxFuture<'a, Result<()>>;
-    /// Flushes sinks for a barrier.
-    fn flush(&mut self, out: &mut Vec<FlushedSink>) -> Result<()>;
+    /// Ends epoch `epoch` here and downstream: sinks flush (into `out`,
+    /// for the checkpoint), an exchange sends the barrier on.
+    fn barrier<'a>(
+        &'a mut self,
+        epoch: u64,
+        out: &'a mut Vec<FlushedSink>,
+    ) -> BoxFuture<'a, Result<()>>;
     fn close(&mut self) -> BoxFuture<'_, Result<()>>;
 }
 
@@ -628,8 +639,12 @@ impl<P: Processor> Stage<P::Key, P::In> for ProcessStage<P> {
         })
     }
 
-    fn flush(&mut self, out: &mut Vec<FlushedSink>) -> Result<()> {
-        self.next.flush(out)
+    fn barrier<'a>(
+        &'a mut self,
+        epoch: u64,
+        out: &'a mut Vec<FlushedSink>,
+    ) -> BoxFuture<'a, Result<()>> {
+        self.next.barrier(epoch, out)
     }
 
     fn close(&mut self) -> BoxFuture<'_, Result<()>> {
@@ -684,8 +699,12 @@ where
         self.next.fire(cx)
     }
 
-    fn flush(&mut self, out: &mut Vec<FlushedSink>) -> Result<()> {
-        self.next.flush(out)
+    fn barrier<'a>(
+        &'a mut self,
+        epoch: u64,
+        out: &'a mut Vec<FlushedSink>,
+    ) -> BoxFuture<'a, Result<()>> {
+        self.next.barrier(epoch, out)
     }
 
     fn close(&mut self) -> BoxFuture<'_, Result<()>> {
@@ -763,9 +782,13 @@ impl<K: Send + 'static, V: Send + 'static> Stage<K, V> for SinkStage<Record<K, V
         Box::pin(async { Ok(()) })
     }
 
-    fn flush(&mut self, out: &mut Vec<FlushedSink>) -> Result<()> {
-        out.push(self.flushed()?);
-        Ok(())
+    fn barrier<'a>(
+        &'a mut self,
+        _epoch: u64,
+        out: &'a mut Vec<FlushedSink>,
+    ) -> BoxFuture<'a, Result<()>> {
+        let flushed = self.flushed().map(|f| out.push(f));
+        Box::pin(async move { flushed })
     }
 
     fn close(&mut self) -> BoxFuture<'_, Result<()>> {

@@ -711,3 +711,138 @@ async fn a_window_after_a_window_takes_every_result_even_at_the_end_of_the_input
     assert!(e.contains("follows a window or a join"), "{e}");
     Ok(())
 }
+
+/// Words counted per word, then keyed again by first letter and counted
+/// per letter: the second tally runs on the worker of the letter.
+fn letters(p: &mut Pipeline, input: &Path, output: &Path) {
+    p.source(FileSource::lines(input))
+        .flat_map(|l: String| {
+            l.split_ascii_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .key_with(|w| (w, ()))
+        .process(Tally { text: false })
+        .key_by(|word, _count| word.chars().take(1).collect::<String>())
+        .map(|_count| ())
+        .process(Tally { text: false })
+        .sink(FileSink::tsv(output));
+}
+
+/// Each letter's tallies in the output, sorted.
+fn tallies(output: &Path) -> std::collections::BTreeMap<String, Vec<u64>> {
+    let mut by_letter = std::collections::BTreeMap::<String, Vec<u64>>::new();
+    for line in read_all(output) {
+        let (letter, n) = line.split_once('\t').expect("letter<TAB>tally");
+        by_letter
+            .entry(letter.to_owned())
+            .or_default()
+            .push(n.parse().expect("a tally"));
+    }
+    by_letter.values_mut().for_each(|t| t.sort_unstable());
+    by_letter
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_by_after_a_processor_keeps_state_by_the_new_key_and_resumes_both_layers(
+) -> Result<()> {
+    let tmp = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
+    let (input, output, state) = (
+        tmp.path().join("in"),
+        tmp.path().join("out"),
+        tmp.path().join("state"),
+    );
+    let words = |from: usize, n: usize| -> String {
+        (from..from + n)
+            .map(|i| format!("{}{}\n", ['a', 'b', 'c', 'd', 'e'][i % 5], i % 37))
+            .collect()
+    };
+    write_input(
+        &input,
+        &[("a.txt", &words(0, 500)), ("b.txt", &words(7, 300))],
+    );
+    let run = |parallelism: &str| {
+        let mut p = Pipeline::new("letters");
+        letters(&mut p, &input, &output);
+        let config = config(&state, &[("parallelism", parallelism)]);
+        async move { weir_runtime::cli::run(p, &config?, None).await }
+    };
+    run("2").await?;
+    let expected = |total: usize| -> Vec<u64> { (1..=total as u64).collect() };
+    let got = tallies(&output);
+    assert_eq!(got.len(), 5);
+    assert!(got.values().all(|t| *t == expected(160)), "{got:?}");
+    // Each worker of the second layer writes its own output.
+    assert!(output.join("part-layer1-worker-0").is_file());
+
+    // More input, and three workers now: both layers go on from the
+    // checkpoint, their key groups spread over the new workers.
+    std::fs::write(input.join("a.txt"), words(0, 500) + &words(500, 250))
+        .map_err(|e| Error::io("write", "a", e))?;
+    let s = run("3").await?;
+    assert_eq!(s.records_read, 250);
+    let got = tallies(&output);
+    assert!(got.values().all(|t| *t == expected(210)), "{got:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_after_a_second_exchange_close_on_the_watermark_that_follows_their_input(
+) -> Result<()> {
+    use std::time::Duration;
+    use weir_core::window::{Windowed, Windows};
+    let tmp = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
+    let (input, output, state) = (
+        tmp.path().join("in"),
+        tmp.path().join("out"),
+        tmp.path().join("state"),
+    );
+    // One event a second for two minutes, on three pages, in two files.
+    let events = |range: std::ops::Range<i64>| -> String {
+        range
+            .map(|s| format!("{} p{}\n", s * 1000, s % 3))
+            .collect()
+    };
+    write_input(
+        &input,
+        &[("a.txt", &events(0..60)), ("b.txt", &events(60..120))],
+    );
+    let mut p = Pipeline::new("per-page-then-all");
+    p.source(FileSource::lines(&input))
+        .event_time(
+            |l: &String| {
+                l.split(' ')
+                    .next()
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(0)
+            },
+            0,
+        )
+        .key_by(|l: &String| l.split(' ').nth(1).unwrap_or("").to_owned())
+        .window(Windows::tumbling(Duration::from_secs(10)))
+        .count()
+        .key_by(|_page, _count| "all".to_owned())
+        .map(|w: Windowed<u64>| w.value)
+        .window(Windows::tumbling(Duration::from_secs(30)))
+        .reduce(|a, b| a + b)
+        .map(|w: Windowed<u64>| format!("{}:{}", w.start, w.value))
+        .sink(FileSink::tsv(&output));
+    weir_runtime::cli::run(
+        p,
+        &config(&state, &[("parallelism", "2"), ("watermark.idle_ms", "0")])?,
+        None,
+    )
+    .await?;
+    // Every per-page count reached the window after the exchange before the
+    // watermark that closed it: none was late, each window once.
+    assert_eq!(
+        read_all(&output),
+        [
+            "all\t0:30",
+            "all\t30000:30",
+            "all\t60000:30",
+            "all\t90000:30"
+        ]
+    );
+    Ok(())
+}

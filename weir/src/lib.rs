@@ -41,7 +41,7 @@ pub mod prelude {
     pub use weir_connectors::kafka::{
         KafkaOutput, KafkaRecord, KafkaSettings, KafkaSource, StartAt,
     };
-    pub use weir_core::join::{JoinInput, JoinKind};
+    pub use weir_core::join::{JoinInput, JoinKind, JoinWindows};
     pub use weir_core::prelude::*;
     pub use weir_core::serdes::{Bytes, Json, NoKey, Serde, Utf8};
     pub use weir_core::source::Union;

@@ -8,9 +8,14 @@
 //!   inner or left, in event time: each stream record is joined with the
 //!   table as it was at the record's time, whatever order the two inputs
 //!   are read in.
+//! - [`WindowJoin`]: two streams joined within a window of event time
+//!   ([`JoinWindows`]), inner or left: every pair of records of one key
+//!   whose times are close enough, once.
 
+mod stream;
 mod table;
 
+pub use stream::{JoinWindows, WindowJoin};
 pub use table::TableJoin;
 
 use serde::{Deserialize, Serialize};
@@ -28,8 +33,9 @@ pub enum JoinInput<S, T> {
 /// Which stream records a join emits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinKind {
-    /// Only those whose key has a value in the table.
+    /// Only those whose key has a value in the table (a partner in the
+    /// other stream).
     Inner,
-    /// Every one, with `None` when the key has no value.
+    /// Every one, with `None` when the key has no value (no partner).
     Left,
 }

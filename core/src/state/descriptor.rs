@@ -370,11 +370,13 @@ impl<T: Codec + 'static> StateDescriptor for ListDescriptor<T> {
 }
 
 /// What a processor declares (see [`Processor::declare`](crate::Processor::declare)):
-/// its stores and the side outputs it emits to.
+/// its stores, the side outputs it emits to, and the settings its state
+/// depends on.
 #[derive(Debug, Clone, Default)]
 pub struct Declarations {
     states: Vec<StateSpec>,
     outputs: Vec<OutputSpec>,
+    settings: Vec<(String, String)>,
 }
 
 impl Declarations {
@@ -388,6 +390,20 @@ impl Declarations {
     pub fn output<K: 'static, V: 'static>(&mut self, tag: &OutputTag<K, V>) -> &mut Self {
         self.outputs.push(tag.spec());
         self
+    }
+
+    /// Declares a setting the processor's state depends on (how many
+    /// words a top list keeps): it goes into the pipeline's fingerprint, so
+    /// that a restart with another value, which would read state kept for
+    /// the old one, is refused, naming both.
+    pub fn setting(&mut self, name: &str, value: impl fmt::Display) -> &mut Self {
+        self.settings.push((name.to_owned(), value.to_string()));
+        self
+    }
+
+    /// The declared settings, as `(name, value)`.
+    pub fn settings(&self) -> &[(String, String)] {
+        &self.settings
     }
 
     /// The declared stores.

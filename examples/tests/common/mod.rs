@@ -5,6 +5,7 @@
 
 pub mod http;
 pub mod kafka;
+pub mod top;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

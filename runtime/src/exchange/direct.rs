@@ -4,7 +4,7 @@
 use weir_core::{Record, Result};
 
 use super::Exchange;
-use crate::stage::{FlushedSink, SinkStage, Stage};
+use crate::stage::{FlushedSink, SinkStage};
 
 /// Writes records straight to the task's sink output.
 pub(crate) struct Direct<T> {
@@ -25,9 +25,7 @@ impl<T: Send + 'static> Exchange<T> for Direct<T> {
     }
 
     fn barrier(&mut self, _epoch: u64) -> Result<Vec<FlushedSink>> {
-        let mut out = Vec::new();
-        Stage::<(), T>::flush(&mut self.sink, &mut out)?;
-        Ok(out)
+        Ok(vec![self.sink.flushed()?])
     }
 
     fn finish(&mut self) -> Result<()> {

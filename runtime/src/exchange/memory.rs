@@ -2,28 +2,18 @@
 //! channel of the worker that owns it.
 
 use tokio::sync::mpsc;
-use weir_core::exec::EncodedKeys;
-use weir_core::keygroup::{key_group, owner};
 use weir_core::{Codec, Key, Record, Result};
 
-use super::{worker_gone, Exchange, Msg, Remote};
+use super::{worker_gone, Exchange, Msg, Remote, Router};
 use crate::plan::Split;
 use crate::stage::FlushedSink;
-
-/// Bytes per key to reserve in a new batch's [`EncodedKeys`].
-const KEY_BYTES_GUESS: usize = 16;
 
 /// Routes one source task's records by key group to the workers' channels.
 pub(crate) struct InMemory<K, T, V> {
     source: usize,
     split: Split<T, K, V>,
     txs: Vec<mpsc::Sender<Msg<K, V>>>,
-    bufs: Vec<Vec<Record<K, V>>>,
-    /// The encoded keys of `bufs`' records, handed on with them.
-    keys: Vec<EncodedKeys>,
-    batch: usize,
-    key_groups: u16,
-    key_buf: Vec<u8>,
+    router: Router<K, V>,
     /// Records of key groups held by other instances go there.
     remote: Option<Remote>,
 }
@@ -38,16 +28,11 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> InMemory<K, T, V> {
         batch: usize,
         key_groups: u16,
     ) -> Self {
-        let workers = txs.len();
         InMemory {
             source,
             split,
+            router: Router::new(txs.len(), batch, key_groups),
             txs,
-            bufs: (0..workers).map(|_| Vec::new()).collect(),
-            keys: (0..workers).map(|_| EncodedKeys::default()).collect(),
-            batch,
-            key_groups,
-            key_buf: Vec::new(),
             remote: None,
         }
     }
@@ -59,13 +44,8 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> InMemory<K, T, V> {
     }
 
     fn send(&mut self, w: usize) -> Result<()> {
-        let batch = std::mem::replace(&mut self.bufs[w], Vec::with_capacity(self.batch));
-        let keys = std::mem::replace(
-            &mut self.keys[w],
-            EncodedKeys::with_capacity(self.batch, KEY_BYTES_GUESS),
-        );
         self.txs[w]
-            .blocking_send(Msg::Batch(batch, keys))
+            .blocking_send(self.router.take(w))
             .map_err(|_| worker_gone())
     }
 
@@ -80,26 +60,22 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> InMemory<K, T, V> {
 impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Exchange<T> for InMemory<K, T, V> {
     fn push(&mut self, record: Record<(), T>) -> Result<()> {
         let (key, value) = (self.split)(record.value);
-        self.key_buf.clear();
-        weir_core::encode_key(&key, &mut self.key_buf)?;
-        let group = key_group(&self.key_buf, self.key_groups);
+        let group = self.router.group_of(&key)?;
         if let Some(remote) = &mut self.remote {
             if !remote.holds(group) {
-                return remote.send(group, &self.key_buf, &value, record.timestamp);
+                return remote.send(group, self.router.key_bytes(), &value, record.timestamp);
             }
         }
-        let w = owner(group, self.txs.len(), self.key_groups);
-        self.keys[w].push(&self.key_buf, group)?;
-        self.bufs[w].push(Record {
+        let record = Record {
             key,
             value,
             timestamp: record.timestamp,
             headers: record.headers,
-        });
-        if self.bufs[w].len() >= self.batch {
-            self.send(w)?;
+        };
+        match self.router.add(group, record)? {
+            Some(w) => self.send(w),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn watermark(&mut self, watermark: i64) -> Result<()> {
@@ -121,10 +97,8 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Exchange<T> for InMem
     }
 
     fn flush_pending(&mut self) -> Result<()> {
-        for w in 0..self.bufs.len() {
-            if !self.bufs[w].is_empty() {
-                self.send(w)?;
-            }
+        for w in self.router.pending() {
+            self.send(w)?;
         }
         Ok(())
     }

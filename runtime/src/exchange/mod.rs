@@ -4,17 +4,23 @@
 //! group ([`InMemory`], inside one instance), or, when another instance
 //! holds the key group's shard, to that instance through the repartition
 //! topic ([`Remote`], read there by a [`ShardReader`]); an unkeyed one writes each
-//! task's records straight to its own sink output ([`Direct`]). Either way
-//! a barrier goes the same path as the records before it, so that a worker
-//! that has every source's barrier has exactly the epoch's records.
+//! task's records straight to its own sink output ([`Direct`]). A `key_by`
+//! after a processor is a further exchange, from the workers of one layer
+//! to those of the next ([`Rekey`]). Either way a barrier goes the same
+//! path as the records before it, so that a worker that has every
+//! source's barrier has exactly the epoch's records.
 
 mod direct;
 mod memory;
+mod rekey;
 mod remote;
+mod route;
 
 pub(crate) use direct::Direct;
 pub(crate) use memory::InMemory;
+pub(crate) use rekey::{NextLayer, Rekey};
 pub(crate) use remote::{Remote, ShardReader};
+use route::Router;
 
 use weir_core::exec::EncodedKeys;
 use weir_core::{Error, Record, Result};

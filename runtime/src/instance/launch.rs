@@ -16,14 +16,10 @@ use crate::exchange::{Direct, InMemory, Remote, ShardReader};
 use crate::failpoints::{self, crash_point};
 use crate::plan::{tasks_of, DirectJob, Job, JobEnv, KeyedJob, Split};
 use crate::recovery::{open_commit, resume_points, SinkRecovery};
-use crate::stage::{BoxFuture, Metrics, SideSinks, SinkStage, SourceAdmin, StageInit};
-use crate::state::CachedState;
+use crate::stage::{BoxFuture, Metrics, SinkStage, SourceAdmin, StageInit};
+use crate::task::layer::{Opened, OpenedLayer, WorkerEnv};
 use crate::task::source::{spawn_source, Shared, SourceTask};
-use crate::task::worker::{spawn_worker, Worker};
 use crate::task::{Event, Events};
-
-/// Exchange batches that may wait in a worker's queue.
-const WORKER_QUEUE: usize = 4;
 
 fn shared(
     env: &JobEnv,
@@ -55,9 +51,12 @@ fn dead_letters(
 ) -> Result<Vec<Option<SinkStage<DeadLetter>>>> {
     tasks
         .iter()
-        .map(|task| {
+        .enumerate()
+        .map(|(i, task)| {
             let init = StageInit {
                 task: task.clone(),
+                worker: i,
+                next_layer: None,
                 groups: Vec::new(),
                 key_groups: env.manifest.key_groups,
                 truncate_to: truncate,
@@ -124,8 +123,13 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T
         true
     }
 
+    fn rekeyed(&self) -> bool {
+        !self.layers.is_empty()
+    }
+
     fn run(&self, mut env: JobEnv) -> BoxFuture<'static, Result<RunSummary>> {
         let (side, split, tail) = (self.side.clone(), self.split.clone(), self.tail.clone());
+        let layers = self.layers.clone();
         Box::pin(async move {
             let (listed, commit) = tasks_and_commit(&mut env, side.clone()).await?;
             let tasks = env.holdings.filter(listed.clone());
@@ -171,61 +175,73 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T
             let metrics = Arc::new(Metrics::default());
 
             // Recovery, in order: sinks truncate, then sources seek.
-            let mut txs = Vec::new();
             let mut handles = Vec::new();
             let recovery = SinkRecovery::new(&env);
             let truncate = |id: &str| recovery.truncate_to(id);
-            let mut stages = Vec::new();
-            for w in 0..workers {
-                let init = StageInit {
-                    task: format!("worker-{w}"),
-                    groups: owned_range(w, workers, key_groups)
-                        .filter(|g| env.holdings.holds_group(*g))
-                        .collect(),
-                    key_groups,
-                    truncate_to: &truncate,
-                    settings: env.settings.clone(),
-                };
-                let mut sides = SideSinks::default();
-                for (name, open) in &env.named {
-                    sides.0.push((name, open(&init)?));
+            // Of the workers of layer `layer`; `next_layer` is set by the caller.
+            let inits = |layer: usize| {
+                (0..workers)
+                    .map(|w| StageInit {
+                        task: match layer {
+                            0 => format!("worker-{w}"),
+                            n => format!("layer{n}-worker-{w}"),
+                        },
+                        worker: w,
+                        next_layer: None,
+                        groups: owned_range(w, workers, key_groups)
+                            .filter(|g| env.holdings.holds_group(*g))
+                            .collect(),
+                        key_groups,
+                        truncate_to: &truncate,
+                        settings: env.settings.clone(),
+                    })
+                    .collect::<Vec<_>>()
+            };
+            // The last layer first: each exchange reaches the layer after it.
+            let batch = env.config.batch_size;
+            let mut opened: Vec<Box<dyn OpenedLayer>> = Vec::new();
+            for (n, layer) in layers.iter().enumerate().rev() {
+                let mut inits = inits(n + 1);
+                for init in &mut inits {
+                    init.next_layer = opened.last().map(|l| l.next_layer());
                 }
-                stages.push((tail(&init)?, sides));
+                let layer = layer.open(&inits, &env.named, batch)?;
+                drop(inits);
+                opened.push(layer);
             }
+            let mut inits = inits(0);
+            for init in &mut inits {
+                init.next_layer = opened.last().map(|l| l.next_layer());
+            }
+            let first = Opened::open(&tail, &inits, &env.named, batch)?;
+            drop(inits);
             let mut letters = dead_letters(&env, &tasks, &truncate)?.into_iter();
             recovery.discard_unopened()?;
             crash_point(failpoints::MID_RECOVERY);
             let cache_bytes = env.config.cache_mb.saturating_mul(1 << 20);
-            for (stage, sides) in stages {
-                // Few batches in flight per worker: with large records they
-                // are most of the memory, and a barrier waits behind them.
-                let (tx, wrx) = mpsc::channel(WORKER_QUEUE);
-                txs.push(tx);
-                let worker = Worker {
-                    stage,
-                    sides,
-                    rx: wrx,
-                    state: CachedState::new(env.store.db(), cache_bytes),
-                    sources,
-                    // Each input's own watermark only when every task is
-                    // here: records of another instance's tasks come
-                    // through shards, whose reads say nothing of them.
-                    inputs: match held_shards.is_empty() && tasks.len() == listed.len() {
-                        true => tasks.iter().map(|t| Some(side.input_of(t))).collect(),
-                        false => vec![None; sources],
-                    },
-                    events: events.clone(),
-                    policy: env.config.on_bad_input,
-                    metrics: metrics.clone(),
-                    release: (!commit.overlaps()).then(|| control.watch_released()),
-                    requested: control.watch_requested(),
-                    start_epoch: env.manifest.epoch,
-                    // Dirty entries stay until committed: at most half the
-                    // cache, so that clean entries still get the rest.
-                    epoch_budget: cache_bytes / 2,
-                };
-                handles.push(spawn_worker(worker, events.clone()));
+            let txs = first.senders().to_vec();
+            let worker_env = WorkerEnv {
+                db: env.store.db(),
+                cache_bytes,
+                events: events.clone(),
+                policy: env.config.on_bad_input,
+                metrics: metrics.clone(),
+                release: (!commit.overlaps()).then(|| control.watch_released()),
+                requested: control.watch_requested(),
+                start_epoch: env.manifest.epoch,
+            };
+            // Each input's own watermark only when every task is here:
+            // records of another instance's tasks come through shards,
+            // whose reads say nothing of them.
+            let inputs = match held_shards.is_empty() && tasks.len() == listed.len() {
+                true => tasks.iter().map(|t| Some(side.input_of(t))).collect(),
+                false => vec![None; sources],
+            };
+            handles.extend(first.spawn(inputs, &worker_env));
+            for layer in opened.into_iter().rev() {
+                handles.extend(layer.spawn(workers, &worker_env));
             }
+            drop(worker_env);
             let shared = shared(&env, &control, &*commit, &events, &metrics);
             let mut threads = Vec::new();
             let resumes = resume_points(&env, &*side, &tasks)?;
@@ -296,7 +312,8 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T
             }
             drop(txs);
             drop(events);
-            let coordinator = coordinator(&env, &control, commit, sources, workers, &metrics);
+            let all_workers = workers * (1 + layers.len());
+            let coordinator = coordinator(&env, &control, commit, sources, all_workers, &metrics);
             let result = coordinator.run(&mut rx, env.manifest.clone()).await;
             control.shutdown();
             finish_threads(threads).await;
@@ -349,9 +366,11 @@ impl<T: Send + 'static> Job for DirectJob<T> {
             let recovery = SinkRecovery::new(&env);
             let truncate = |id: &str| recovery.truncate_to(id);
             let mut sinks = Vec::new();
-            for task in &tasks {
+            for (i, task) in tasks.iter().enumerate() {
                 let init = StageInit {
                     task: task.clone(),
+                    worker: i,
+                    next_layer: None,
                     groups: Vec::new(),
                     key_groups: env.manifest.key_groups,
                     truncate_to: &truncate,

@@ -17,12 +17,14 @@ use weir_core::source::{DeadLetter, Source};
 use weir_core::state::{Declared, StateDescriptor, ValueDescriptor};
 use weir_core::{Codec, Error, Key, OutputSpec, OutputTag, Processor, Record, Result};
 
+use crate::exchange::Rekey;
 use crate::observe::query::{KeyParser, Queryable, ValueDecoder};
 use crate::plan::{Built, DeadLetterOpener, DirectJob, Job, KeyedJob, SinkOps, Split};
 use crate::stage::{
     BaseSide, ChainSide, KeyedOp, NamedSinks, OpStage, ProcessStage, SideOp, SideOpener, SinkStage,
     SourceSide, StageFactory, StageInit, TypedSide,
 };
+use crate::task::layer::{Layer, TypedLayer};
 
 /// What a pipeline knows of one of its sinks besides how to open it.
 struct SinkEntry {
@@ -444,7 +446,14 @@ impl<'p, T: Send + 'static> Stream<'p, T> {
         let split: Split<T, K, V> = Arc::new(f);
         KeyedStream {
             p: self.p,
-            finish: Box::new(move |tail| Box::new(KeyedJob { side, split, tail })),
+            finish: Box::new(move |tail, layers| {
+                Box::new(KeyedJob {
+                    side,
+                    split,
+                    tail,
+                    layers,
+                })
+            }),
         }
     }
 
@@ -461,7 +470,9 @@ impl<'p, T: Send + 'static> Stream<'p, T> {
     }
 }
 
-type Finish<K, V> = Box<dyn FnOnce(StageFactory<K, V>) -> Box<dyn Job>>;
+/// Ends a keyed stream's plan: given the stages after it and the layers
+/// of workers after those (one per later `key_by`), the job.
+type Finish<K, V> = Box<dyn FnOnce(StageFactory<K, V>, Vec<Arc<dyn Layer>>) -> Box<dyn Job>>;
 
 /// A keyed stream after the exchange: records of key `K` and value `V`.
 pub struct KeyedStream<'p, K, V> {
@@ -501,15 +512,24 @@ impl<'p, K: Key, V: Send + 'static> KeyedStream<'p, K, V> {
             }
         };
         let states: Vec<String> = declared.states().iter().map(|s| s.to_string()).collect();
-        self.p.topology.push(match states.is_empty() {
+        let mut shown = match states.is_empty() {
             true => what.to_owned(),
             false => format!("{what}{{{}}}", states.join(", ")),
-        });
+        };
+        if !declared.settings().is_empty() {
+            let settings: Vec<String> = declared
+                .settings()
+                .iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect();
+            shown = format!("{shown}[{}]", settings.join(", "));
+        }
+        self.p.topology.push(shown);
         self.p.declared.push((name.to_owned(), declared.clone()));
         let finish = self.finish;
         KeyedStream {
             p: self.p,
-            finish: Box::new(move |tail: StageFactory<K, P::Out>| {
+            finish: Box::new(move |tail: StageFactory<K, P::Out>, layers| {
                 let factory: StageFactory<K, V> = Arc::new(move |init: &StageInit<'_>| {
                     let mut keyed =
                         KeyedNode::new(processor.clone(), node, init.key_groups, declared.clone());
@@ -523,7 +543,7 @@ impl<'p, K: Key, V: Send + 'static> KeyedStream<'p, K, V> {
                         next: tail(init)?,
                     }))
                 });
-                finish(factory)
+                finish(factory, layers)
             }),
         }
     }
@@ -655,6 +675,60 @@ impl<'p, K: Key, V: Send + 'static> KeyedStream<'p, K, V> {
         ))
     }
 
+    /// Keys each record again, by `f(key, value)`, and routes it through
+    /// a further exchange to the worker owning the new key's group: what
+    /// follows keeps state per new key. Timestamps and headers go along;
+    /// watermarks and checkpoint barriers follow the records, so that the
+    /// whole pipeline still commits as one. A pipeline that does this runs
+    /// as one instance: a second is refused at start (the repartition
+    /// topic that shares keyed state among instances carries the first
+    /// exchange only).
+    pub fn key_by<L: Key>(
+        self,
+        f: impl Fn(&K, &V) -> L + Send + Sync + 'static,
+    ) -> KeyedStream<'p, L, V>
+    where
+        V: Codec,
+    {
+        self.key_with(move |k, v| (f(&k, &v), v))
+    }
+
+    /// Like [`key_by`](Self::key_by), but makes the new key and value out
+    /// of the old ones, so that the old key can go on in the value: count
+    /// per word, then `key_with(|word, count| (first_letter(&word), (word,
+    /// count)))` for the top words per first letter.
+    pub fn key_with<L: Key, U: Codec + Send + 'static>(
+        self,
+        f: impl Fn(K, V) -> (L, U) + Send + Sync + 'static,
+    ) -> KeyedStream<'p, L, U> {
+        self.p.topology.push("key_by".to_owned());
+        let finish = self.finish;
+        let f = Arc::new(f);
+        KeyedStream {
+            p: self.p,
+            finish: Box::new(move |tail: StageFactory<L, U>, mut layers| {
+                layers.insert(0, Arc::new(TypedLayer { tail }) as Arc<dyn Layer>);
+                let factory: StageFactory<K, V> = Arc::new(move |init: &StageInit<'_>| {
+                    let f = f.clone();
+                    let op: KeyedOp<K, V, L, U> = Arc::new(move |r, out| {
+                        let (key, value) = f(r.key, r.value);
+                        out.push(Record {
+                            key,
+                            value,
+                            timestamp: r.timestamp,
+                            headers: r.headers,
+                        })
+                    });
+                    Ok(Box::new(OpStage {
+                        op,
+                        next: Box::new(Rekey::<L, U>::open(init)?),
+                    }))
+                });
+                finish(factory, layers)
+            }),
+        }
+    }
+
     /// Ends the pipeline at `sink`, one output per worker.
     pub fn sink<S: Sink<Record<K, V>>>(self, sink: S) {
         self.into_sink(sink)
@@ -670,14 +744,14 @@ impl<'p, K: Send + 'static, V: Send + 'static> KeyedStream<'p, K, V> {
         let finish = self.finish;
         KeyedStream {
             p: self.p,
-            finish: Box::new(move |tail: StageFactory<L, U>| {
+            finish: Box::new(move |tail: StageFactory<L, U>, layers| {
                 let factory: StageFactory<K, V> = Arc::new(move |init: &StageInit<'_>| {
                     Ok(Box::new(OpStage {
                         op: op.clone(),
                         next: tail(init)?,
                     }))
                 });
-                finish(factory)
+                finish(factory, layers)
             }),
         }
     }
@@ -688,7 +762,7 @@ impl<'p, K: Send + 'static, V: Send + 'static> KeyedStream<'p, K, V> {
         self.p.register_sink("sink", "", &sink);
         let tail: StageFactory<K, V> =
             Arc::new(move |init: &StageInit<'_>| Ok(Box::new(SinkStage::open(&*sink, init)?)));
-        let job = (self.finish)(tail);
+        let job = (self.finish)(tail, Vec::new());
         self.p.set_job(job);
     }
 }

@@ -1,16 +1,17 @@
 //! Windowed streams (`keyed.window(Windows::tumbling(..)).count()` and
-//! the like) and joins (`keyed.join_table(..)`): each an operator of
+//! the like) and joins (`keyed.join_table(..)`, `keyed.join_window(..)`):
+//! each an operator of
 //! `weir_core::window` or `weir_core::join` run as the keyed stream's next
 //! processor.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use weir_core::join::{JoinInput, JoinKind, TableJoin};
+use weir_core::join::{JoinInput, JoinKind, JoinWindows, TableJoin, WindowJoin};
 use weir_core::window::{
     Accumulate, Aggregate, Count, Emit, Reduce, SessionOperator, Sessions, WindowFunction,
     WindowOperator, Windowed, Windows,
 };
-use weir_core::{Codec, Error, Key, OutputTag};
+use weir_core::{Codec, Either, Error, Key, OutputTag};
 
 use super::KeyedStream;
 
@@ -135,8 +136,8 @@ where
     /// does: a stream record whose time that input's watermark has passed
     /// (the common case of a table that changes slowly) is joined at once,
     /// without waiting in state for the other inputs' watermark (see
-    /// [`TableJoin::table_from`]). It must be the first processor after
-    /// `key_by`.
+    /// [`TableJoin::table_from`]). It must be the pipeline's first
+    /// processor, right after the source's `key_by`.
     pub fn join_table_from<O, F>(
         self,
         table_input: usize,
@@ -149,7 +150,7 @@ where
     {
         if !self.p.declared.is_empty() {
             self.p.error.get_or_insert(Error::Config(format!(
-                "`join_table_from({table_input}, ..)` follows another processor, whose output is held back from the source's watermarks; join there with `join_table`, or make the join the first processor after `key_by`"
+                "`join_table_from({table_input}, ..)` follows another processor, whose output is held back from the source's watermarks; join there with `join_table`, or make the join the pipeline's first processor, right after the source's `key_by`"
             )));
         }
         let what = match kind {
@@ -157,6 +158,41 @@ where
             JoinKind::Left => format!("join:table(left, table from input {table_input})"),
         };
         self.named_process(&what, TableJoin::new(kind, join).table_from(table_input))
+    }
+}
+
+impl<'p, K: Key, L, R> KeyedStream<'p, K, Either<L, R>>
+where
+    L: Serialize + DeserializeOwned + Send + 'static,
+    R: Serialize + DeserializeOwned + Send + 'static,
+{
+    /// Joins the left records of this stream with its right records of
+    /// the same key whose event times are within `windows` (see
+    /// [`WindowJoin`]): `join(key, &left, Some(&right))` for every such
+    /// pair, once, as soon as both are in; with [`JoinKind::Left`] also
+    /// `join(key, &left, None)` for a left record that found no partner,
+    /// once none can come any more. The two sides are usually two inputs
+    /// (`KafkaSource::and`, `Union`), keyed by the join key through one
+    /// exchange, so that they meet in the same key group.
+    pub fn join_window<O, F>(
+        self,
+        windows: JoinWindows,
+        kind: JoinKind,
+        join: F,
+    ) -> KeyedStream<'p, K, O>
+    where
+        O: Send + 'static,
+        F: Fn(&K, &L, Option<&R>) -> O + Send + Sync + 'static,
+    {
+        let what = format!(
+            "join:window({}, {})",
+            match kind {
+                JoinKind::Inner => "inner",
+                JoinKind::Left => "left",
+            },
+            windows.describe()
+        );
+        self.named_process(&what, WindowJoin::new(kind, windows, join))
     }
 }
 

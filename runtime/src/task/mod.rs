@@ -6,7 +6,9 @@
 //! ([`source`]). A worker is a tokio task that runs the processors and
 //! sinks of its key groups and, once it has every source's barrier, hands
 //! its dirty state and flushed outputs to the coordinator ([`worker`]).
+//! Workers come in layers, one per exchange ([`layer`]).
 
+pub(crate) mod layer;
 pub(crate) mod source;
 pub(crate) mod worker;
 

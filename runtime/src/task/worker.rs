@@ -150,7 +150,7 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
                         // The previous epoch is committed: clean entries may go.
                         self.state.trim();
                         let mut flushes = Vec::new();
-                        self.stage.flush(&mut flushes)?;
+                        self.stage.barrier(epoch, &mut flushes).await?;
                         self.sides.flush(&mut flushes)?;
                         let writes = self.state.take_writes();
                         cache.set(self.state.cached_bytes());
@@ -302,8 +302,12 @@ mod tests {
             Box::pin(async { Ok(()) })
         }
 
-        fn flush(&mut self, _out: &mut Vec<FlushedSink>) -> Result<()> {
-            Ok(())
+        fn barrier<'a>(
+            &'a mut self,
+            _epoch: u64,
+            _out: &'a mut Vec<FlushedSink>,
+        ) -> BoxFuture<'a, Result<()>> {
+            Box::pin(async { Ok(()) })
         }
 
         fn close(&mut self) -> BoxFuture<'_, Result<()>> {

@@ -1,0 +1,94 @@
+//! Kills the real `top_words` binary (a count per word, keyed again by
+//! first letter for each letter's top words: two exchanges) with `kill -9`
+//! at random moments, many times, restarts it each time, and checks with
+//! an independent verifier that every letter's lists follow one another
+//! one occurrence at a time, with none repeated or skipped, and end at the
+//! letter's true top words (I1, I2, I3).
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::top::{file_lists, make_input, verify};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const TOP_WORDS: &str = env!("CARGO_BIN_EXE_top_words");
+
+fn top_words(input: &Path, output: &Path, state: &Path, interval: u32) -> Command {
+    let mut c = Command::new(TOP_WORDS);
+    c.arg("run")
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(output)
+        .arg("--state")
+        .arg(state)
+        .arg("--set")
+        .arg(format!("checkpoint.interval_ms={interval}"))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    c
+}
+
+#[test]
+fn two_exchanges_resume_without_duplicates_or_loss_after_repeated_kill_9() {
+    const WORDS: usize = 2_000_000;
+    const KILLS: u32 = 30;
+    let seed: u64 = std::env::var("WEIRDEV_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    eprintln!("seed {seed} (set WEIRDEV_CRASH_SEED to repeat)");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (input, output, state) = (
+        tmp.path().join("in"),
+        tmp.path().join("out"),
+        tmp.path().join("state"),
+    );
+    make_input(&input, 4, WORDS, seed);
+    let started = Instant::now();
+    let (mut kills, mut runs) = (0u32, 0u32);
+    let mut progress = Vec::new();
+    loop {
+        runs += 1;
+        // Short epochs, so that kills land in every phase.
+        let interval = rng.random_range(2..40u32);
+        let mut child = common::spawn(top_words(&input, &output, &state, interval));
+        if kills < KILLS {
+            let delay = Duration::from_millis(rng.random_range(5..400));
+            let status = match common::kill_9_at(&mut child, Instant::now() + delay) {
+                common::Ending::Killed => {
+                    kills += 1;
+                    progress.push(common::output_bytes(&output));
+                    continue;
+                }
+                common::Ending::Exited(status) => status,
+            };
+            let err = child.stderr.take().map(std::io::read_to_string);
+            assert!(status.success(), "run failed: {status:?} {err:?}");
+            // Done before the kill: check, and start over for more kills.
+            verify(&input, &file_lists(&output));
+            std::fs::remove_dir_all(&output).expect("reset output");
+            std::fs::remove_dir_all(&state).expect("reset state");
+            continue;
+        }
+        let out = child.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "final run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        break;
+    }
+    let lines = verify(&input, &file_lists(&output));
+    eprintln!(
+        "{kills} kills over {runs} runs, {lines} output lines for {WORDS} words, {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    eprintln!("output bytes after each kill: {progress:?}");
+    assert!(kills >= KILLS);
+}
