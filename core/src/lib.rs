@@ -9,7 +9,8 @@
 //! contains no commit code at all.
 //!
 //! With the `testing` feature, [`testing::TestDriver`] runs a processor in
-//! memory: pipe records, advance time, checkpoint, crash and restore.
+//! memory: pipe records, advance time, checkpoint, crash and restore; and
+//! [`testing::Chain`] does the same for processors keyed again between them.
 #![deny(clippy::unwrap_used)]
 
 pub mod codec;

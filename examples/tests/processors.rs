@@ -1,8 +1,10 @@
-//! The example processors under `TestDriver`: no disk, no binary.
+//! The example processors under `TestDriver` (and `Chain`, for those
+//! keyed again between them): no disk, no binary.
 
-use weir::testing::TestDriver;
+use weir::testing::{Chain, TestDriver};
 use weir::{CompactString, Result};
 use weir_examples::sessions::{Session, Sessionizer};
+use weir_examples::top_words::{first_letter, Top, TopWords, TOP};
 use weir_examples::wordcount::{WordCount, COUNT};
 
 fn w(s: &str) -> String {
@@ -124,5 +126,54 @@ async fn an_event_after_its_session_would_have_closed_goes_to_the_late_sink() ->
     d.advance_watermark(i64::MAX).await?;
     let sessions: Vec<i64> = d.output().iter().map(|r| r.value.start).collect();
     assert_eq!(sessions, vec![1000, 1150], "the late event joined nothing");
+    Ok(())
+}
+
+#[tokio::test]
+async fn top_words_keeps_each_letters_most_frequent_words_across_a_crash() -> Result<()> {
+    let mut d = Chain::<CompactString, ()>::new()
+        .process(WordCount)?
+        .key_with(|word: CompactString, n| (first_letter(&word), (word, n)))
+        .process(TopWords { n: 2 })?
+        .start()
+        .await?;
+    for word in ["ant", "axe", "bee", "ant", "apple"] {
+        d.pipe(c(word), ()).await?;
+    }
+    d.checkpoint();
+    d.pipe(c("axe"), ()).await?;
+    d.pipe(c("axe"), ()).await?;
+    d.crash_and_restore().await?;
+    // The two `axe` after the checkpoint are forgotten by both processors.
+    assert_eq!(d.value(0, &c("axe"), &COUNT)?, Some(1));
+    let top = |d: &mut weir::testing::PipelineDriver<_, _, _, _>| d.value(1, &'a', &TOP);
+    assert_eq!(
+        top(&mut d)?.map(|t: Top| t.to_string()),
+        Some("ant=2 apple=1".to_owned())
+    );
+    d.pipe(c("axe"), ()).await?;
+    d.pipe(c("axe"), ()).await?;
+    assert_eq!(
+        top(&mut d)?.map(|t: Top| t.to_string()),
+        Some("axe=3 ant=2".to_owned())
+    );
+    // Each change of a letter's list was emitted once, in order.
+    let lists: Vec<String> = d
+        .output()
+        .iter()
+        .filter(|r| r.key == 'a')
+        .map(|r| r.value.to_string())
+        .collect();
+    assert_eq!(
+        lists,
+        [
+            "ant=1",
+            "ant=1 axe=1",
+            "ant=2 axe=1",
+            "ant=2 apple=1",
+            "ant=2 axe=2",
+            "axe=3 ant=2"
+        ]
+    );
     Ok(())
 }

@@ -1,5 +1,5 @@
-//! The pipeline builder: `source -> stateless ops -> key_by -> processors
-//! and windows -> sink`.
+//! The pipeline builder: `source -> stateless ops -> key_by -> processors,
+//! windows and joins [-> key_by -> processors ...] -> sink`.
 
 mod window;
 

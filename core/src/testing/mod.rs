@@ -1,5 +1,10 @@
 //! [`TestDriver`]: runs one processor in memory, with checkpoints and
-//! simulated crashes, without a broker or a disk.
+//! simulated crashes, without a broker or a disk; [`PipelineDriver`]
+//! (built by a [`Chain`]) runs several, keyed again between them.
+
+mod chain;
+
+pub use chain::{Chain, PipelineDriver};
 
 use std::collections::BTreeMap;
 
@@ -15,6 +20,18 @@ use crate::{Codec, OutputTag, Processor, Record, Result};
 struct MemState {
     committed: BTreeMap<Vec<u8>, Vec<u8>>,
     overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl MemState {
+    /// Makes the open epoch's writes committed.
+    fn commit(&mut self) {
+        for (k, v) in std::mem::take(&mut self.overlay) {
+            match v {
+                Some(v) => self.committed.insert(k, v),
+                None => self.committed.remove(&k),
+            };
+        }
+    }
 }
 
 impl StateBackend for MemState {
@@ -207,12 +224,7 @@ impl<P: Processor + Clone> TestDriver<P> {
 
     /// Commits the open epoch: its state and output become durable.
     pub fn checkpoint(&mut self) {
-        for (k, v) in std::mem::take(&mut self.state.overlay) {
-            match v {
-                Some(v) => self.state.committed.insert(k, v),
-                None => self.state.committed.remove(&k),
-            };
-        }
+        self.state.commit();
         self.committed_output.append(&mut self.pending_output);
         self.side_committed = self.side_output.len();
     }
