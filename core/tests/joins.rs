@@ -211,6 +211,24 @@ mod windowed {
     }
 
     #[tokio::test]
+    async fn at_the_end_of_the_input_a_record_whose_window_never_closes_is_done_too() -> Result<()>
+    {
+        let windows = JoinWindows::within(Duration::from_millis(10)).grace(Duration::MAX);
+        let mut d = TestDriver::new(WindowJoin::new(JoinKind::Left, windows, pair as Pair)).await?;
+        d.pipe_at(k("a"), click(1), 100).await?;
+        d.pipe_at(k("a"), impression(2), 500).await?;
+        d.advance_watermark(1_000_000).await?;
+        assert!(
+            d.output().is_empty(),
+            "the grace never ends before the input"
+        );
+        d.advance_watermark(i64::MAX).await?;
+        assert_eq!(sorted(&d), ["1:-"]);
+        assert_eq!(d.state_entries(), 0);
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn waiting_records_survive_a_crash_and_pair_once() -> Result<()> {
         let mut d = TestDriver::new(join(JoinKind::Left, 10)).await?;
         d.pipe_at(k("a"), click(1), 100).await?;

@@ -783,6 +783,21 @@ async fn a_key_by_after_a_processor_keeps_state_by_the_new_key_and_resumes_both_
     assert_eq!(s.records_read, 250);
     let got = tallies(&output);
     assert!(got.values().all(|t| *t == expected(210)), "{got:?}");
+
+    // The first processor's state is keyed by word, not by the new key.
+    let mut p = Pipeline::new("letters-queried");
+    p.source(FileSource::lines(&input))
+        .key_with(|w: String| (w, ()))
+        .process(Tally { text: false })
+        .key_by(|word, _count| word.chars().take(1).collect::<String>())
+        .queryable(&TALLY)
+        .sink(FileSink::tsv(tmp.path().join("out-2")));
+    let e = weir_runtime::cli::run(p, &config(&tmp.path().join("state-2"), &[])?, None)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("follows a `key_by`"), "{e}");
     Ok(())
 }
 

@@ -84,7 +84,10 @@ fn rights<R>() -> ValueDescriptor<Vec<(i64, R)>> {
 /// later of the two times. With [`JoinKind::Left`], a left record that
 /// found no partner by the time none can come any more (the watermark
 /// passed its window and the grace) is emitted once as `join(key, &left,
-/// None)`.
+/// None)`, stamped with its own time: by then the watermark is past that
+/// time by the window's `after` and the grace, so a window after the join
+/// takes it only if its own grace is at least that long (else it is late
+/// there, as in Kafka Streams' outer joins).
 ///
 /// Each record is kept (in keyed state) until the watermark has passed
 /// the last time a partner of it could have, plus the grace, and dropped
@@ -243,8 +246,11 @@ where
     /// join, emits those of the left that found none.
     async fn on_timer(&mut self, timer: Timer<K>, ctx: &mut Context<'_, Self>) -> Result<()> {
         let watermark = ctx.watermark().max(timer.timestamp);
+        // At the end of the input every record is done, even one whose
+        // last time saturated at the end of time.
+        let is_done = |until: i64| until < watermark || watermark == i64::MAX;
         let mut mine = ctx.state(&lefts::<L>())?.get()?.unwrap_or_default();
-        let done = mine.partition_point(|(t, _, _)| self.left_until(*t) < watermark);
+        let done = mine.partition_point(|(t, _, _)| is_done(self.left_until(*t)));
         if done > 0 {
             let gone: Vec<_> = mine.drain(..done).collect();
             let mut state = ctx.state(&lefts::<L>())?;
@@ -259,7 +265,7 @@ where
             }
         }
         let mut theirs = ctx.state(&rights::<R>())?.get()?.unwrap_or_default();
-        let done = theirs.partition_point(|(t, _)| self.right_until(*t) < watermark);
+        let done = theirs.partition_point(|(t, _)| is_done(self.right_until(*t)));
         if done > 0 {
             theirs.drain(..done);
             let mut state = ctx.state(&rights::<R>())?;

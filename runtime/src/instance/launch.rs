@@ -226,7 +226,8 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T
                 events: events.clone(),
                 policy: env.config.on_bad_input,
                 metrics: metrics.clone(),
-                release: (!commit.overlaps()).then(|| control.watch_released()),
+                released: control.watch_released(),
+                overlaps: commit.overlaps(),
                 requested: control.watch_requested(),
                 start_epoch: env.manifest.epoch,
             };
@@ -237,9 +238,10 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T
                 true => tasks.iter().map(|t| Some(side.input_of(t))).collect(),
                 false => vec![None; sources],
             };
-            handles.extend(first.spawn(inputs, &worker_env));
-            for layer in opened.into_iter().rev() {
-                handles.extend(layer.spawn(workers, &worker_env));
+            handles.extend(first.spawn(inputs, !layers.is_empty(), &worker_env));
+            let last = opened.len();
+            for (n, layer) in opened.into_iter().rev().enumerate() {
+                handles.extend(layer.spawn(workers, n + 1 < last, &worker_env));
             }
             drop(worker_env);
             let shared = shared(&env, &control, &*commit, &events, &metrics);
@@ -319,7 +321,8 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T
             finish_threads(threads).await;
             if result.is_ok() {
                 for h in handles {
-                    h.await
+                    h.done
+                        .await
                         .map_err(|e| Error::State(format!("a worker panicked: {e}")))?;
                 }
                 // A worker's error at close arrives after the coordinator stopped.
@@ -328,12 +331,12 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T
                 }
             } else {
                 for h in &handles {
-                    h.abort();
+                    h.stop.abort();
                 }
                 // Gone before the run returns: a retry in this process
                 // opens the store their state caches hold.
                 for h in handles {
-                    let _ = h.await;
+                    let _ = h.done.await;
                 }
             }
             result

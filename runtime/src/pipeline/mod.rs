@@ -50,9 +50,11 @@ pub struct Pipeline {
     queryables: Vec<Arc<Queryable>>,
     /// Each processor node's type name and declarations, in node order.
     declared: Vec<(String, Declared)>,
-    /// Whether the last node is a plain processor, whose value states can
-    /// be queried by key (a window's or a join's are kept otherwise).
-    last_plain: bool,
+    /// Why the states of the last processor cannot be queried by the
+    /// stream's key here (a window's or a join's are kept per window or
+    /// version; after a `key_by` the key is another); `None` after a
+    /// plain processor.
+    not_queryable: Option<&'static str>,
     /// The side outputs that have a sink, with their types.
     side_outputs: Vec<OutputSpec>,
     error: Option<Error>,
@@ -72,7 +74,7 @@ impl Pipeline {
             dead_letter: None,
             queryables: Vec::new(),
             declared: Vec::new(),
-            last_plain: false,
+            not_queryable: Some("comes before any `.process(...)`"),
             side_outputs: Vec::new(),
             error: None,
         }
@@ -491,7 +493,7 @@ impl<'p, K: Key, V: Send + 'static> KeyedStream<'p, K, V> {
             &format!("process:{}", std::any::type_name::<P>()),
             processor,
         );
-        stream.p.last_plain = true;
+        stream.p.not_queryable = None;
         stream
     }
 
@@ -502,7 +504,9 @@ impl<'p, K: Key, V: Send + 'static> KeyedStream<'p, K, V> {
     {
         let node = self.p.next_node;
         self.p.next_node += 1;
-        self.p.last_plain = false;
+        self.p.not_queryable = Some(
+            "follows a window or a join, whose state is kept per window or version, not by key alone; query the state of a `.process(...)`",
+        );
         let name = std::any::type_name::<P>();
         let declared = match declarations(&processor) {
             Ok(d) => d,
@@ -567,10 +571,10 @@ impl<'p, K: Key, V: Send + 'static> KeyedStream<'p, K, V> {
             return self;
         };
         let spec = descriptor.spec();
-        if !self.p.last_plain {
-            self.p.error.get_or_insert(Error::Config(format!(
-                "`.queryable(&{name})` follows a window or a join, whose state is kept per window or version, not by key alone; query the state of a `.process(...)`"
-            )));
+        if let Some(why) = self.p.not_queryable {
+            self.p
+                .error
+                .get_or_insert(Error::Config(format!("`.queryable(&{name})` {why}")));
             return self;
         }
         if !declared.states().contains(&spec) {
@@ -702,6 +706,9 @@ impl<'p, K: Key, V: Send + 'static> KeyedStream<'p, K, V> {
         f: impl Fn(K, V) -> (L, U) + Send + Sync + 'static,
     ) -> KeyedStream<'p, L, U> {
         self.p.topology.push("key_by".to_owned());
+        self.p.not_queryable = Some(
+            "follows a `key_by`, whose key is not the one the processor before it keeps its state by; put `.queryable(..)` right after that `.process(..)`",
+        );
         let finish = self.finish;
         let f = Arc::new(f);
         KeyedStream {

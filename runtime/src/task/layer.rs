@@ -10,10 +10,9 @@ use std::sync::Arc;
 
 use rocksdb::DB;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 use weir_core::Result;
 
-use super::worker::{spawn_worker, Worker};
+use super::worker::{spawn_worker, Worker, WorkerHandle};
 use super::Events;
 use crate::config::OnBadInput;
 use crate::exchange::{Msg, NextLayer};
@@ -32,8 +31,11 @@ pub(crate) struct WorkerEnv {
     pub(crate) events: Events,
     pub(crate) policy: OnBadInput,
     pub(crate) metrics: Arc<Metrics>,
-    /// Kafka mode: wait for each epoch's release after acknowledging it.
-    pub(crate) release: Option<watch::Receiver<u64>>,
+    /// The released epoch.
+    pub(crate) released: watch::Receiver<u64>,
+    /// Whether the commit point lets the next epoch run while one commits
+    /// (local mode; see `Commit::overlaps`).
+    pub(crate) overlaps: bool,
     pub(crate) requested: watch::Receiver<u64>,
     /// The epoch the run recovered to.
     pub(crate) start_epoch: u64,
@@ -82,8 +84,23 @@ impl<K: Send + 'static, V: Send + 'static> Opened<K, V> {
     }
 
     /// Runs its workers, each fed by `inputs.len()` sources (see
-    /// [`Worker::inputs`]).
-    pub(crate) fn spawn(self, inputs: Vec<Option<usize>>, env: &WorkerEnv) -> Vec<JoinHandle<()>> {
+    /// [`Worker::inputs`]). With `feeds_next`, an exchange to another
+    /// layer ends their stages.
+    ///
+    /// A worker waits for an epoch's release after acknowledging it where
+    /// nothing may be written between two commits (Kafka mode), and where
+    /// it feeds another layer: else a processing-time timer firing after
+    /// its barrier could send a record of the next epoch to a worker that
+    /// still waits for another's barrier, and is counted in this epoch
+    /// there (in local mode the release comes once every worker of every
+    /// layer has acknowledged, as the sources wait for it too).
+    pub(crate) fn spawn(
+        self,
+        inputs: Vec<Option<usize>>,
+        feeds_next: bool,
+        env: &WorkerEnv,
+    ) -> Vec<WorkerHandle> {
+        let release = (!env.overlaps || feeds_next).then(|| env.released.clone());
         self.workers
             .into_iter()
             .map(|(stage, sides, rx)| {
@@ -97,7 +114,7 @@ impl<K: Send + 'static, V: Send + 'static> Opened<K, V> {
                     events: env.events.clone(),
                     policy: env.policy,
                     metrics: env.metrics.clone(),
-                    release: env.release.clone(),
+                    release: release.clone(),
                     requested: env.requested.clone(),
                     start_epoch: env.start_epoch,
                     // Dirty entries stay until committed: at most half the
@@ -125,8 +142,14 @@ pub(crate) trait Layer: Send + Sync {
 pub(crate) trait OpenedLayer: Send {
     /// How the layer before reaches them: a [`NextLayer`] of their types.
     fn next_layer(&self) -> &(dyn Any + Send + Sync);
-    /// Runs them, each fed by every one of the `sources` workers before.
-    fn spawn(self: Box<Self>, sources: usize, env: &WorkerEnv) -> Vec<JoinHandle<()>>;
+    /// Runs them, each fed by every one of the `sources` workers before
+    /// (see [`Opened::spawn`]).
+    fn spawn(
+        self: Box<Self>,
+        sources: usize,
+        feeds_next: bool,
+        env: &WorkerEnv,
+    ) -> Vec<WorkerHandle>;
 }
 
 /// The layer whose workers run `tail` on records keyed by `K`.
@@ -152,7 +175,12 @@ impl<K: Send + 'static, V: Send + 'static> OpenedLayer for Opened<K, V> {
 
     /// Records after an exchange between workers may be of any input: no
     /// input's own watermark is known there (see `Context::input_watermark`).
-    fn spawn(self: Box<Self>, sources: usize, env: &WorkerEnv) -> Vec<JoinHandle<()>> {
-        (*self).spawn(vec![None; sources], env)
+    fn spawn(
+        self: Box<Self>,
+        sources: usize,
+        feeds_next: bool,
+        env: &WorkerEnv,
+    ) -> Vec<WorkerHandle> {
+        (*self).spawn(vec![None; sources], feeds_next, env)
     }
 }

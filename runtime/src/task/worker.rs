@@ -16,14 +16,24 @@ use crate::stage::{Metrics, SideSinks, Stage, StageCx};
 use crate::state::CachedState;
 use crate::store::now_ms;
 
+/// A running worker.
+pub(crate) struct WorkerHandle {
+    /// Ends once the worker has ended, whether it returned, panicked or
+    /// was stopped.
+    pub(crate) done: tokio::task::JoinHandle<()>,
+    /// Stops the worker at its next await (its `done` then ends).
+    pub(crate) stop: tokio::task::AbortHandle,
+}
+
 /// Runs a worker; a panic becomes an error for the coordinator, which would
 /// otherwise wait for the worker's acknowledgement forever.
 pub(crate) fn spawn_worker<K: Send + 'static, V: Send + 'static>(
     worker: Worker<K, V>,
     events: Events,
-) -> tokio::task::JoinHandle<()> {
+) -> WorkerHandle {
     let task = tokio::spawn(worker.run());
-    tokio::spawn(async move {
+    let stop = task.abort_handle();
+    let done = tokio::spawn(async move {
         if let Err(e) = task.await {
             if e.is_panic() {
                 let msg = panic_message(&e.into_panic());
@@ -32,7 +42,8 @@ pub(crate) fn spawn_worker<K: Send + 'static, V: Send + 'static>(
                 ))));
             }
         }
-    })
+    });
+    WorkerHandle { done, stop }
 }
 
 /// One worker of a keyed run.
