@@ -293,8 +293,16 @@ impl<P: Processor> KeyedNode<P> {
     /// how many fired. Their output is buffered.
     pub async fn fire_due(&mut self, env: &mut NodeEnv<'_>) -> Result<usize> {
         let mut fired = 0;
+        // An input's own watermark, when the timers follow one.
+        let event_upto = match self.declared.timer_input() {
+            Some(input) => env
+                .inputs
+                .get(input)
+                .map_or(env.watermark, |w| (*w).max(env.watermark)),
+            None => env.watermark,
+        };
         for (domain, upto) in [
-            (TimeDomain::EventTime, env.watermark),
+            (TimeDomain::EventTime, event_upto),
             (TimeDomain::ProcessingTime, env.now),
         ] {
             while let Some((ts, group, key_bytes)) = self.timers.pop_due(env.state, domain, upto) {

@@ -97,7 +97,7 @@ async fn with_the_tables_input_known_an_order_it_has_passed_is_joined_at_once() 
     d.pipe_at(k("c1"), table("ann"), 1).await?;
     d.pipe_at(k("c1"), table("annie"), 20).await?;
     // The table's input has been read to 10; the stream's is behind.
-    d.advance_input_watermark(1, 10);
+    d.advance_input_watermark(1, 10).await?;
     d.pipe_at(k("c1"), JoinInput::Stream(1), 5).await?;
     d.pipe_at(k("c1"), JoinInput::Stream(2), 10).await?;
     assert_eq!(
@@ -105,15 +105,19 @@ async fn with_the_tables_input_known_an_order_it_has_passed_is_joined_at_once() 
         ["1:ann", "2:ann"],
         "joined before the watermark"
     );
-    // Past the table's watermark: waits, and meets the update of 20.
+    // Past the table's watermark: waits, and meets the update of 20 once
+    // the table's input passes it, whatever the watermark.
     d.pipe_at(k("c1"), JoinInput::Stream(3), 25).await?;
+    d.pipe_at(k("c1"), JoinInput::Stream(4), 40).await?;
     assert_eq!(outputs(&d).len(), 2);
-    d.advance_watermark(30).await?;
+    d.advance_input_watermark(1, 30).await?;
     assert_eq!(outputs(&d), ["1:ann", "2:ann", "3:annie"]);
+    d.advance_watermark(50).await?;
+    assert_eq!(outputs(&d), ["1:ann", "2:ann", "3:annie", "4:annie"]);
     // Without `table_from`, the same order waits for the watermark.
     let mut d = TestDriver::new(join(JoinKind::Left)).await?;
     d.pipe_at(k("c1"), table("ann"), 1).await?;
-    d.advance_input_watermark(1, 10);
+    d.advance_input_watermark(1, 10).await?;
     d.pipe_at(k("c1"), JoinInput::Stream(1), 5).await?;
     assert!(d.output().is_empty());
     Ok(())

@@ -179,6 +179,10 @@ where
 
     fn declare(&self, d: &mut Declarations) {
         d.state(&versions::<T>()).state(&pending::<S>());
+        // A waiting record goes once the table's input has passed it.
+        if let Some(input) = self.table_input {
+            d.event_timers_follow(input);
+        }
     }
 
     async fn process(

@@ -377,6 +377,7 @@ pub struct Declarations {
     states: Vec<StateSpec>,
     outputs: Vec<OutputSpec>,
     settings: Vec<(String, String)>,
+    timer_input: Option<usize>,
 }
 
 impl Declarations {
@@ -399,6 +400,25 @@ impl Declarations {
     pub fn setting(&mut self, name: &str, value: impl fmt::Display) -> &mut Self {
         self.settings.push((name.to_owned(), value.to_string()));
         self
+    }
+
+    /// Says that the processor's event-time timers fire when the own
+    /// watermark of the source's input `input` passes them (see
+    /// [`Context::input_watermark`](crate::Context::input_watermark)),
+    /// not only when the watermark of every input does: for timers that
+    /// wait for that input alone (a join's records waiting for their
+    /// table). Where that input's own watermark is not known (after another
+    /// processor, in a run that shares its tasks), they follow the
+    /// watermark, as every other processor's do.
+    pub fn event_timers_follow(&mut self, input: usize) -> &mut Self {
+        self.timer_input = Some(input);
+        self
+    }
+
+    /// The input whose watermark the event-time timers follow, if one (see
+    /// [`event_timers_follow`](Self::event_timers_follow)).
+    pub fn timer_input(&self) -> Option<usize> {
+        self.timer_input
     }
 
     /// The declared settings, as `(name, value)`.

@@ -193,13 +193,16 @@ impl<P: Processor + Clone> TestDriver<P> {
 
     /// Moves the watermark of the source's input `input` alone to `ts`
     /// (see [`Context::input_watermark`](crate::Context::input_watermark)):
-    /// what processors see of it from the next record on. Fires nothing:
-    /// timers follow [`advance_watermark`](Self::advance_watermark).
-    pub fn advance_input_watermark(&mut self, input: usize, ts: i64) {
+    /// what processors see of it from the next record on. Fires the
+    /// event-time timers due at it of a processor whose timers follow that
+    /// input (see [`Declarations::event_timers_follow`](crate::Declarations::event_timers_follow));
+    /// others' follow [`advance_watermark`](Self::advance_watermark).
+    pub async fn advance_input_watermark(&mut self, input: usize, ts: i64) -> Result<usize> {
         if self.inputs.len() <= input {
             self.inputs.resize(input + 1, i64::MIN);
         }
         self.inputs[input] = self.inputs[input].max(ts);
+        self.fire().await
     }
 
     /// Moves processing time to `ts`, firing due processing-time timers.

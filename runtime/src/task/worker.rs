@@ -187,12 +187,17 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
                     continue;
                 }
             }
+            // An input's own watermark may fire the timers that follow it
+            // (see `Declarations::event_timers_follow`).
+            let mut rose = false;
             for (input, mark) in input_marks.iter_mut().enumerate() {
-                *mark = of_input(&watermarks, &at_end, &self.inputs, input);
+                let now = of_input(&watermarks, &at_end, &self.inputs, input);
+                rose |= now > *mark;
+                *mark = now;
             }
             let low = combined(&watermarks, &idle);
-            if low > watermark {
-                watermark = low;
+            if low > watermark || rose {
+                watermark = watermark.max(low);
                 self.stage.fire(&mut cx!()).await?;
             }
         }
