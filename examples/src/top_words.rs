@@ -9,7 +9,7 @@ use weir::prelude::*;
 use weir::sink::Sink;
 use weir::source::Source;
 
-use crate::wordcount::WordCount;
+use crate::wordcount::counted;
 
 /// A letter's most frequent words, most frequent first (ties: the word
 /// first in byte order first), with their counts.
@@ -96,7 +96,7 @@ pub fn first_letter(word: &str) -> char {
 }
 
 /// Lines from `source`, split on ASCII whitespace, counted per word
-/// ([`WordCount`], keyed by word), keyed again by first letter, and each
+/// ([`counted`], keyed by word), keyed again by first letter, and each
 /// letter's top `n` words written to `sink` whenever they change. A
 /// letter's list can be queried (`/api/state/top/a`).
 pub fn pipeline<S, K>(p: &mut Pipeline, source: S, n: usize, sink: K)
@@ -104,14 +104,7 @@ where
     S: Source<Item = String>,
     K: Sink<Record<char, Top>>,
 {
-    p.source(source)
-        .flat_map(|line: String| {
-            line.split_ascii_whitespace()
-                .map(CompactString::from)
-                .collect::<Vec<_>>()
-        })
-        .key_with(|word| (word, ()))
-        .process(WordCount)
+    counted(p, source)
         .key_with(|word, count| (first_letter(&word), (word, count)))
         .process(TopWords { n })
         .queryable(&TOP)

@@ -46,6 +46,15 @@ where
     S: Source<Item = String>,
     K: Sink<Record<CompactString, u64>>,
 {
+    counted(p, source).queryable(&COUNT).sink(sink);
+}
+
+/// The words of `source`'s lines, split on ASCII whitespace, keyed by word
+/// through the exchange and counted: each occurrence's `(word, count)`.
+pub fn counted<S: Source<Item = String>>(
+    p: &mut Pipeline,
+    source: S,
+) -> KeyedStream<'_, CompactString, u64> {
     p.source(source)
         .flat_map(|line: String| {
             line.split_ascii_whitespace()
@@ -54,8 +63,6 @@ where
         })
         .key_with(|word| (word, ()))
         .process(WordCount)
-        .queryable(&COUNT)
-        .sink(sink);
 }
 
 /// [`pipeline`] into files: `word<TAB>count` lines under `output`.

@@ -152,43 +152,24 @@ fn a_windowed_join_writes_every_pair_once_after_repeated_kill_9() {
         want.len()
     );
     let started = Instant::now();
-    let (mut kills, mut runs) = (0u32, 0u32);
-    let mut progress = Vec::new();
-    loop {
-        runs += 1;
-        let interval = rng.random_range(2..40u32);
-        let mut child = common::spawn(attribute_clicks(dir, interval));
-        if kills < KILLS {
-            let delay = Duration::from_millis(rng.random_range(5..400));
-            let status = match common::kill_9_at(&mut child, Instant::now() + delay) {
-                common::Ending::Killed => {
-                    kills += 1;
-                    progress.push(common::output_bytes(&dir.join("out")));
-                    continue;
-                }
-                common::Ending::Exited(status) => status,
-            };
-            let err = child.stderr.take().map(std::io::read_to_string);
-            assert!(status.success(), "run failed: {status:?} {err:?}");
-            // Done before the kill: check, and start over for more kills.
+    let done = common::kill_9_at_random(
+        KILLS,
+        Duration::from_millis(400),
+        &mut rng,
+        &dir.join("out"),
+        &dir.join("state"),
+        |interval| attribute_clicks(dir, interval),
+        || {
             verify(&want, &dir.join("out"));
-            std::fs::remove_dir_all(dir.join("out")).expect("reset output");
-            std::fs::remove_dir_all(dir.join("state")).expect("reset state");
-            continue;
-        }
-        let out = child.wait_with_output().expect("wait");
-        assert!(
-            out.status.success(),
-            "final run failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        break;
-    }
+        },
+    );
     let lines = verify(&want, &dir.join("out"));
     eprintln!(
-        "{kills} kills over {runs} runs, {lines} output lines, {:.1}s",
+        "{} kills over {} runs, {lines} output lines, {:.1}s",
+        done.kills,
+        done.runs,
         started.elapsed().as_secs_f64()
     );
-    eprintln!("output bytes after each kill: {progress:?}");
-    assert!(kills >= KILLS);
+    eprintln!("output bytes after each kill: {:?}", done.progress);
+    assert!(done.kills >= KILLS);
 }

@@ -51,44 +51,24 @@ fn two_exchanges_resume_without_duplicates_or_loss_after_repeated_kill_9() {
     );
     make_input(&input, 4, WORDS, seed);
     let started = Instant::now();
-    let (mut kills, mut runs) = (0u32, 0u32);
-    let mut progress = Vec::new();
-    loop {
-        runs += 1;
-        // Short epochs, so that kills land in every phase.
-        let interval = rng.random_range(2..40u32);
-        let mut child = common::spawn(top_words(&input, &output, &state, interval));
-        if kills < KILLS {
-            let delay = Duration::from_millis(rng.random_range(5..400));
-            let status = match common::kill_9_at(&mut child, Instant::now() + delay) {
-                common::Ending::Killed => {
-                    kills += 1;
-                    progress.push(common::output_bytes(&output));
-                    continue;
-                }
-                common::Ending::Exited(status) => status,
-            };
-            let err = child.stderr.take().map(std::io::read_to_string);
-            assert!(status.success(), "run failed: {status:?} {err:?}");
-            // Done before the kill: check, and start over for more kills.
+    let done = common::kill_9_at_random(
+        KILLS,
+        Duration::from_millis(400),
+        &mut rng,
+        &output,
+        &state,
+        |interval| top_words(&input, &output, &state, interval),
+        || {
             verify(&input, &file_lists(&output));
-            std::fs::remove_dir_all(&output).expect("reset output");
-            std::fs::remove_dir_all(&state).expect("reset state");
-            continue;
-        }
-        let out = child.wait_with_output().expect("wait");
-        assert!(
-            out.status.success(),
-            "final run failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        break;
-    }
+        },
+    );
     let lines = verify(&input, &file_lists(&output));
     eprintln!(
-        "{kills} kills over {runs} runs, {lines} output lines for {WORDS} words, {:.1}s",
+        "{} kills over {} runs, {lines} output lines for {WORDS} words, {:.1}s",
+        done.kills,
+        done.runs,
         started.elapsed().as_secs_f64()
     );
-    eprintln!("output bytes after each kill: {progress:?}");
-    assert!(kills >= KILLS);
+    eprintln!("output bytes after each kill: {:?}", done.progress);
+    assert!(done.kills >= KILLS);
 }

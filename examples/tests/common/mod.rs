@@ -189,6 +189,67 @@ pub fn died(status: ExitStatus) -> bool {
     status.signal().is_some()
 }
 
+/// What [`kill_9_at_random`] did.
+pub struct Kills {
+    pub kills: u32,
+    pub runs: u32,
+    /// The output's bytes after each kill.
+    pub progress: Vec<u64>,
+}
+
+/// Starts `run(interval)` (a checkpoint interval of 2 to 40 ms, drawn for
+/// each run, so that kills land in every phase: processing, flushing,
+/// fsync, the commit batch, recovery and start-up) and kills it with
+/// `kill -9` after 5 ms to `max_delay` ms, until `kills` kills are done;
+/// then runs it once more to its end. A run that ends before its kill
+/// must succeed: `verify` checks its output, which is then removed with
+/// `state`, so that the kills go on from a fresh start.
+pub fn kill_9_at_random(
+    kills: u32,
+    max_delay: Duration,
+    rng: &mut impl Rng,
+    output: &Path,
+    state: &Path,
+    mut run: impl FnMut(u32) -> Command,
+    verify: impl Fn(),
+) -> Kills {
+    let mut done = Kills {
+        kills: 0,
+        runs: 0,
+        progress: Vec::new(),
+    };
+    let max_ms = max_delay.as_millis().max(6) as u64;
+    loop {
+        done.runs += 1;
+        let interval = rng.random_range(2..40u32);
+        let mut child = spawn(run(interval));
+        if done.kills >= kills {
+            let out = child.wait_with_output().expect("wait");
+            assert!(
+                out.status.success(),
+                "final run failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return done;
+        }
+        let delay = Duration::from_millis(rng.random_range(5..max_ms));
+        let status = match kill_9_at(&mut child, Instant::now() + delay) {
+            Ending::Killed => {
+                done.kills += 1;
+                done.progress.push(output_bytes(output));
+                continue;
+            }
+            // It ended before the random moment, or just as the kill came.
+            Ending::Exited(status) => status,
+        };
+        let err = child.stderr.take().map(std::io::read_to_string);
+        assert!(status.success(), "run failed: {status:?} {err:?}");
+        verify();
+        std::fs::remove_dir_all(output).expect("reset output");
+        std::fs::remove_dir_all(state).expect("reset state");
+    }
+}
+
 /// How a run ended when the test sent it `kill -9`.
 pub enum Ending {
     /// The signal killed it.
