@@ -135,11 +135,7 @@ fn attribute_clicks(dir: &Path, interval: u32) -> Command {
 #[test]
 fn a_windowed_join_writes_every_pair_once_after_repeated_kill_9() {
     const KILLS: u32 = 30;
-    let seed: u64 = std::env::var("WEIRDEV_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::rng().random());
-    eprintln!("seed {seed} (set WEIRDEV_CRASH_SEED to repeat)");
+    let seed = common::crash_seed();
     let mut rng = StdRng::seed_from_u64(seed);
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();

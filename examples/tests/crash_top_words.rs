@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::top::{file_lists, make_input, verify};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 
 const TOP_WORDS: &str = env!("CARGO_BIN_EXE_top_words");
 
@@ -37,11 +37,7 @@ fn top_words(input: &Path, output: &Path, state: &Path, interval: u32) -> Comman
 fn two_exchanges_resume_without_duplicates_or_loss_after_repeated_kill_9() {
     const WORDS: usize = 2_000_000;
     const KILLS: u32 = 30;
-    let seed: u64 = std::env::var("WEIRDEV_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::rng().random());
-    eprintln!("seed {seed} (set WEIRDEV_CRASH_SEED to repeat)");
+    let seed = common::crash_seed();
     let mut rng = StdRng::seed_from_u64(seed);
     let tmp = tempfile::tempdir().expect("tempdir");
     let (input, output, state) = (

@@ -6,17 +6,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 
 #[test]
 fn resumes_without_duplicates_or_loss_after_repeated_kill_9() {
     const WORDS: usize = 1_500_000;
     const KILLS: u32 = 50;
-    let seed: u64 = std::env::var("WEIRDEV_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::rng().random());
-    eprintln!("seed {seed} (set WEIRDEV_CRASH_SEED to repeat)");
+    let seed = common::crash_seed();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let d = common::dirs(4, WORDS, seed);
     let started = Instant::now();

@@ -43,11 +43,7 @@ fn top_words(input: &str, output: &str, app: &str, state: &Path, extra: &[&str])
 fn a_pipeline_keyed_twice_runs_as_one_instance_exactly_once_across_kill_9() {
     const WORDS: usize = 300_000;
     const KILLS: usize = 6;
-    let seed: u64 = std::env::var("WEIRDEV_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::Rng::random(&mut rand::rng()));
-    eprintln!("seed {seed} (set WEIRDEV_CRASH_SEED to repeat)");
+    let seed = common::crash_seed();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let tmp = tempfile::tempdir().expect("tempdir");
     let input_dir = tmp.path().join("in");

@@ -189,6 +189,17 @@ pub fn died(status: ExitStatus) -> bool {
     status.signal().is_some()
 }
 
+/// The seed of a crash test's randomness: `WEIRDEV_CRASH_SEED`, or a new
+/// one, printed so that a failing run can be repeated.
+pub fn crash_seed() -> u64 {
+    let seed = std::env::var("WEIRDEV_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    eprintln!("seed {seed} (set WEIRDEV_CRASH_SEED to repeat)");
+    seed
+}
+
 /// What [`kill_9_at_random`] did.
 pub struct Kills {
     pub kills: u32,
