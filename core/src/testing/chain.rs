@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use super::MemState;
 use crate::exec::{declarations, KeyedNode, NodeEnv, SideRecord};
-use crate::keygroup::{key_group, DEFAULT_KEY_GROUPS};
-use crate::state::{Declared, Place, StateBackend, StateDescriptor, ValueDescriptor};
+use crate::keygroup::DEFAULT_KEY_GROUPS;
+use crate::state::{Declared, StateBackend, ValueDescriptor};
 use crate::{Codec, Key, OutputTag, Processor, Record, Result};
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -504,16 +504,9 @@ impl<K: Key, V: Send + 'static, L: Send + 'static, O: Send + 'static> PipelineDr
             )));
         }
         let (mut buf, mut kb) = (Vec::new(), Vec::new());
-        crate::encode_key(key, &mut kb)?;
-        descriptor
-            .handle(Place {
-                group: key_group(&kb, DEFAULT_KEY_GROUPS),
-                backend: &mut self.state,
-                node: u16::try_from(node).unwrap_or(u16::MAX),
-                key: &kb,
-                buf: &mut buf,
-                now: self.now,
-            })?
+        let node = u16::try_from(node).unwrap_or(u16::MAX);
+        self.state
+            .handle(node, key, descriptor, self.now, &mut buf, &mut kb)?
             .get()
     }
 }

@@ -13,7 +13,7 @@ use crate::keygroup::{key_group, DEFAULT_KEY_GROUPS};
 use crate::state::{
     Declared, ListDescriptor, MapDescriptor, Place, StateBackend, StateDescriptor, ValueDescriptor,
 };
-use crate::{Codec, OutputTag, Processor, Record, Result};
+use crate::{Codec, Key, OutputTag, Processor, Record, Result};
 
 /// Committed state plus an overlay of the open epoch's writes.
 #[derive(Default)]
@@ -23,6 +23,28 @@ struct MemState {
 }
 
 impl MemState {
+    /// The handle of `key`'s entry of the store `descriptor` of processor
+    /// `node`, as the processor would reach it at processing time `now`.
+    fn handle<'a, K: Key, D: StateDescriptor>(
+        &'a mut self,
+        node: u16,
+        key: &K,
+        descriptor: &D,
+        now: i64,
+        buf: &'a mut Vec<u8>,
+        key_bytes: &'a mut Vec<u8>,
+    ) -> Result<D::Handle<'a>> {
+        crate::encode_key(key, key_bytes)?;
+        descriptor.handle(Place {
+            group: key_group(key_bytes, DEFAULT_KEY_GROUPS),
+            backend: self,
+            node,
+            key: key_bytes,
+            buf,
+            now,
+        })
+    }
+
     /// Makes the open epoch's writes committed.
     fn commit(&mut self) {
         for (k, v) in std::mem::take(&mut self.overlay) {
@@ -294,15 +316,8 @@ impl<P: Processor + Clone> TestDriver<P> {
         buf: &'a mut Vec<u8>,
         key_bytes: &'a mut Vec<u8>,
     ) -> Result<D::Handle<'a>> {
-        crate::encode_key(key, key_bytes)?;
-        descriptor.handle(Place {
-            group: key_group(key_bytes, self.key_groups),
-            backend: &mut self.state,
-            node: 0,
-            key: key_bytes,
-            buf,
-            now: self.now,
-        })
+        self.state
+            .handle(0, key, descriptor, self.now, buf, key_bytes)
     }
 
     /// `key`'s value in the store `descriptor`, as the processor would read it now.

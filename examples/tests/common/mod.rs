@@ -235,12 +235,7 @@ pub fn kill_9_at_random(
         let interval = rng.random_range(2..40u32);
         let mut child = spawn(run(interval));
         if done.kills >= kills {
-            let out = child.wait_with_output().expect("wait");
-            assert!(
-                out.status.success(),
-                "final run failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert_success(&child.wait_with_output().expect("wait"));
             return done;
         }
         let delay = Duration::from_millis(rng.random_range(5..max_ms));

@@ -201,18 +201,12 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T
             let batch = env.config.batch_size;
             let mut opened: Vec<Box<dyn OpenedLayer>> = Vec::new();
             for (n, layer) in layers.iter().enumerate().rev() {
-                let mut inits = inits(n + 1);
-                for init in &mut inits {
-                    init.next_layer = opened.last().map(|l| l.next_layer());
-                }
+                let inits = reaching(inits(n + 1), opened.last().map(|l| &**l));
                 let layer = layer.open(&inits, &env.named, batch)?;
                 drop(inits);
                 opened.push(layer);
             }
-            let mut inits = inits(0);
-            for init in &mut inits {
-                init.next_layer = opened.last().map(|l| l.next_layer());
-            }
+            let inits = reaching(inits(0), opened.last().map(|l| &**l));
             let first = Opened::open(&tail, &inits, &env.named, batch)?;
             drop(inits);
             let mut letters = dead_letters(&env, &tasks, &truncate)?.into_iter();
@@ -406,6 +400,17 @@ impl<T: Send + 'static> Job for DirectJob<T> {
             result
         })
     }
+}
+
+/// `inits` of workers whose exchange reaches the layer `next`, if any.
+fn reaching<'a>(
+    mut inits: Vec<StageInit<'a>>,
+    next: Option<&'a dyn OpenedLayer>,
+) -> Vec<StageInit<'a>> {
+    for init in &mut inits {
+        init.next_layer = next.map(|l| l.next_layer());
+    }
+    inits
 }
 
 async fn finish_threads(threads: Vec<std::thread::JoinHandle<()>>) {

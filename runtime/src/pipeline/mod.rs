@@ -705,33 +705,31 @@ impl<'p, K: Key, V: Send + 'static> KeyedStream<'p, K, V> {
         self,
         f: impl Fn(K, V) -> (L, U) + Send + Sync + 'static,
     ) -> KeyedStream<'p, L, U> {
-        self.p.topology.push("key_by".to_owned());
         self.p.not_queryable = Some(
             "follows a `key_by`, whose key is not the one the processor before it keeps its state by; put `.queryable(..)` right after that `.process(..)`",
         );
-        let finish = self.finish;
-        let f = Arc::new(f);
+        let keyed = self.op(
+            "key_by",
+            Arc::new(move |r: Record<K, V>, out: &mut Vec<Record<L, U>>| {
+                let (key, value) = f(r.key, r.value);
+                out.push(Record {
+                    key,
+                    value,
+                    timestamp: r.timestamp,
+                    headers: r.headers,
+                })
+            }),
+        );
+        // The stages after it run in the next layer; the exchange to that
+        // layer ends this one's.
+        let finish = keyed.finish;
         KeyedStream {
-            p: self.p,
+            p: keyed.p,
             finish: Box::new(move |tail: StageFactory<L, U>, mut layers| {
                 layers.insert(0, Arc::new(TypedLayer { tail }) as Arc<dyn Layer>);
-                let factory: StageFactory<K, V> = Arc::new(move |init: &StageInit<'_>| {
-                    let f = f.clone();
-                    let op: KeyedOp<K, V, L, U> = Arc::new(move |r, out| {
-                        let (key, value) = f(r.key, r.value);
-                        out.push(Record {
-                            key,
-                            value,
-                            timestamp: r.timestamp,
-                            headers: r.headers,
-                        })
-                    });
-                    Ok(Box::new(OpStage {
-                        op,
-                        next: Box::new(Rekey::<L, U>::open(init)?),
-                    }))
-                });
-                finish(factory, layers)
+                let exchange: StageFactory<L, U> =
+                    Arc::new(|init: &StageInit<'_>| Ok(Box::new(Rekey::<L, U>::open(init)?)));
+                finish(exchange, layers)
             }),
         }
     }
