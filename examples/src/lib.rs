@@ -3,6 +3,7 @@
 //! pipeline and starts with a header that says what it does, its guarantee
 //! and how to run it.
 
+pub mod changes;
 pub mod clicks;
 pub mod enrich_orders;
 pub mod page_views;

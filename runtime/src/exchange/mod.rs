@@ -19,7 +19,7 @@ mod route;
 pub(crate) use direct::Direct;
 pub(crate) use memory::InMemory;
 pub(crate) use rekey::{NextLayer, Rekey};
-pub(crate) use remote::{Remote, ShardReader};
+pub(crate) use remote::{Backlog, Remote, ShardReader};
 use route::Router;
 
 use weir_core::exec::EncodedKeys;

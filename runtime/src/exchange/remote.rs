@@ -3,6 +3,15 @@
 //! of the repartition topic, inside the epoch's transaction ([`Remote`]);
 //! the holder reads its shards back, committed records only, as source
 //! tasks of its own ([`ShardReader`]).
+//!
+//! A key's records keep their order across a hand-over: a run reads what
+//! its shards held when it started (its [`Backlog`]) before its source
+//! tasks read a record, as records of a key forwarded there by the key's
+//! previous reader come before those it now reads itself and keeps in
+//! memory.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use weir_core::commit::Forward;
 use weir_core::source::{Forwarded, Lag, ReadStatus, SourceReader};
@@ -54,17 +63,82 @@ impl Remote {
     }
 }
 
+/// The records a run's shards held when it started, read or not: until
+/// they are, the run's source tasks read nothing, lest a key's record
+/// kept in memory overtake one of the same key forwarded before (by the
+/// instance that read its input until the hand-over, or by this one to
+/// an instance that held the shard then).
+#[derive(Debug)]
+pub(crate) struct Backlog {
+    /// Shards not yet read to where they ended at the start.
+    behind: AtomicUsize,
+}
+
+impl Backlog {
+    /// A backlog of no shard yet (see [`ShardReader::new`]).
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Backlog {
+            behind: AtomicUsize::new(0),
+        })
+    }
+
+    /// Whether every shard is read to where it ended at the start.
+    pub(crate) fn is_read(&self) -> bool {
+        self.behind.load(Ordering::Acquire) == 0
+    }
+
+    fn shard_read(&self) {
+        self.behind.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Reads one shard of the repartition topic: the records other instances
 /// forwarded to this one, decoded back into key and value.
 pub(crate) struct ShardReader<K, V> {
-    pub(crate) task: String,
-    pub(crate) reader: Box<dyn SourceReader<Forwarded>>,
-    pub(crate) buf: Vec<Record<(), Forwarded>>,
-    pub(crate) read: u64,
-    pub(crate) _types: std::marker::PhantomData<fn() -> (K, V)>,
+    task: String,
+    reader: Box<dyn SourceReader<Forwarded>>,
+    buf: Vec<Record<(), Forwarded>>,
+    read: u64,
+    /// Where the shard ended at the start, and the backlog to tell once
+    /// the reader is there.
+    backlog: Option<(u64, Arc<Backlog>)>,
+    _types: std::marker::PhantomData<fn() -> (K, V)>,
 }
 
 impl<K: Key, V: Codec + Send + 'static> ShardReader<K, V> {
+    /// Reads shard task `task` through `reader`; `backlog` counts it until
+    /// it has read to `end`, where the shard ended at the start, if it
+    /// starts before that.
+    pub(crate) fn new(
+        task: String,
+        reader: Box<dyn SourceReader<Forwarded>>,
+        end: Option<u64>,
+        backlog: &Arc<Backlog>,
+    ) -> Self {
+        let backlog = end.filter(|end| reader.position() < *end).map(|end| {
+            backlog.behind.fetch_add(1, Ordering::AcqRel);
+            (end, backlog.clone())
+        });
+        ShardReader {
+            task,
+            reader,
+            buf: Vec::new(),
+            read: 0,
+            backlog,
+            _types: std::marker::PhantomData,
+        }
+    }
+
+    /// Tells the backlog once the reader is past where the shard ended.
+    fn check_backlog(&mut self, status: ReadStatus) {
+        if let Some((end, backlog)) = &self.backlog {
+            if self.reader.position() >= *end || status == ReadStatus::End {
+                backlog.shard_read();
+                self.backlog = None;
+            }
+        }
+    }
+
     fn decode(&self, f: &Forwarded) -> Result<(K, V)> {
         let undecodable = |e: Error| {
             Error::State(format!(
@@ -90,6 +164,7 @@ impl<K: Key, V: Codec + Send + 'static> ChainedReader<(K, V)> for ShardReader<K,
             out(record);
         }
         self.buf = buf;
+        self.check_backlog(status);
         Ok(status)
     }
 
@@ -111,5 +186,82 @@ impl<K: Key, V: Codec + Send + 'static> ChainedReader<(K, V)> for ShardReader<K,
 
     fn lag(&self) -> Option<Lag> {
         self.reader.lag()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shard of `len` forwarded records (key = value = the offset),
+    /// read `per_read` at a time from `from`.
+    struct Shard {
+        next: u64,
+        len: u64,
+        per_read: u64,
+    }
+
+    impl SourceReader<Forwarded> for Shard {
+        fn read(&mut self, out: &mut Vec<Record<(), Forwarded>>, max: usize) -> Result<ReadStatus> {
+            let until = (self.next + self.per_read.min(max as u64)).min(self.len);
+            for offset in self.next..until {
+                let n = u32::try_from(offset).expect("small");
+                let mut key = Vec::new();
+                weir_core::encode_key(&n, &mut key)?;
+                out.push(Record::new(
+                    (),
+                    Forwarded {
+                        key,
+                        value: n.encode()?,
+                    },
+                ));
+            }
+            self.next = until;
+            Ok(if until < self.len {
+                ReadStatus::More
+            } else {
+                ReadStatus::Idle
+            })
+        }
+
+        fn position(&self) -> u64 {
+            self.next
+        }
+    }
+
+    fn reader(from: u64, per_read: u64, end: u64, backlog: &Arc<Backlog>) -> ShardReader<u32, u32> {
+        let shard = Shard {
+            next: from,
+            len: 1_000,
+            per_read,
+        };
+        ShardReader::new(
+            "app-repartition-0".into(),
+            Box::new(shard),
+            Some(end),
+            backlog,
+        )
+    }
+
+    #[test]
+    fn the_backlog_is_read_once_every_shard_is_past_where_it_ended_at_the_start() {
+        let backlog = Backlog::new();
+        // One shard starts at its end, two behind it.
+        let _at_end = reader(40, 10, 40, &backlog);
+        let mut short = reader(0, 10, 10, &backlog);
+        let mut long = reader(0, 10, 25, &backlog);
+        assert!(!backlog.is_read());
+        let mut seen = Vec::new();
+        let mut out = |r: Record<(), (u32, u32)>| seen.push(r.value.0);
+        short.read(100, &mut out).expect("read");
+        long.read(100, &mut out).expect("read");
+        long.read(100, &mut out).expect("read");
+        assert!(!backlog.is_read(), "one shard is at 20 of 25");
+        long.read(100, &mut out).expect("read");
+        assert!(backlog.is_read());
+        // Read on past the end, nothing is counted twice.
+        long.read(100, &mut out).expect("read");
+        assert!(backlog.is_read());
+        assert_eq!(seen.len(), 50);
     }
 }

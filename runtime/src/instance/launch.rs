@@ -12,7 +12,7 @@ use weir_core::source::DeadLetter;
 use weir_core::{Codec, Error, Key, Result};
 
 use crate::checkpoint::{Commit, Control, Coordinator, Retention, RunSummary};
-use crate::exchange::{Direct, InMemory, Remote, ShardReader};
+use crate::exchange::{Backlog, Direct, InMemory, Remote, ShardReader};
 use crate::failpoints::{self, crash_point};
 use crate::plan::{tasks_of, DirectJob, Job, JobEnv, KeyedJob, Split};
 use crate::recovery::{open_commit, resume_points, SinkRecovery};
@@ -142,28 +142,35 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T
                 && shards
                     .as_ref()
                     .is_some_and(|s| s.held.len() == usize::from(s.count));
-            let held_shards: Vec<u16> = match &shards {
-                Some(s) if drain => {
+            // Where each held shard ends now: its backlog, read before
+            // the source tasks read on (see `Backlog`).
+            let ends: BTreeMap<String, u64> = match &shards {
+                Some(s) if !s.held.is_empty() => {
                     let lister = side.clone();
                     let offsets = tokio::task::spawn_blocking(move || lister.offsets())
                         .await
                         .map_err(|e| {
                             Error::State(format!("reading the shards' ends failed: {e}"))
                         })??;
-                    let ends: BTreeMap<String, u64> = offsets
+                    offsets
                         .into_iter()
+                        .filter(|t| s.shard_of(&t.task).is_some())
                         .filter_map(|t| Some((t.task, t.end?)))
-                        .collect();
-                    s.held
-                        .iter()
-                        .copied()
-                        .filter(|&n| {
-                            let task = s.task(n);
-                            let from = env.manifest.sources.get(&task).map_or(0, |p| p.position);
-                            ends.get(&task).is_none_or(|end| *end > from)
-                        })
                         .collect()
                 }
+                _ => BTreeMap::new(),
+            };
+            let held_shards: Vec<u16> = match &shards {
+                Some(s) if drain => s
+                    .held
+                    .iter()
+                    .copied()
+                    .filter(|&n| {
+                        let task = s.task(n);
+                        let from = env.manifest.sources.get(&task).map_or(0, |p| p.position);
+                        ends.get(&task).is_none_or(|end| *end > from)
+                    })
+                    .collect(),
                 Some(s) => s.held.iter().copied().collect(),
                 None => Vec::new(),
             };
@@ -257,6 +264,37 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T
                 })?;
                 Ok(Some(Remote::new(s, key_groups, point.forwarder(&s.topic)?)))
             };
+            let backlog = Backlog::new();
+            if let Some(s) = &shards {
+                let identity: Split<(K, V), K, V> = Arc::new(|kv| kv);
+                for (j, &shard) in held_shards.iter().enumerate() {
+                    let task = s.task(shard);
+                    let from = env.manifest.sources.get(&task).map(|p| p.position);
+                    let reader = ShardReader::<K, V>::new(
+                        task.clone(),
+                        side.open_shard(shard, from, drain)?,
+                        ends.get(&task).copied(),
+                        &backlog,
+                    );
+                    let exchange = InMemory::new(
+                        tasks.len() + j,
+                        identity.clone(),
+                        txs.clone(),
+                        env.config.batch_size,
+                        key_groups,
+                    );
+                    let t = SourceTask {
+                        task,
+                        reader: Box::new(reader),
+                        output: Box::new(exchange),
+                        finished: false,
+                        watermark_delay: side.watermark_delay(),
+                        dead_letter: None,
+                        after: None,
+                    };
+                    threads.push(spawn_source(t, shared.clone())?);
+                }
+            }
             for (i, task) in tasks.iter().enumerate() {
                 let exchange = InMemory::new(
                     i,
@@ -273,38 +311,9 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T
                     finished: false,
                     watermark_delay: side.watermark_delay(),
                     dead_letter: letters.next().flatten(),
+                    after: (!backlog.is_read()).then(|| backlog.clone()),
                 };
                 threads.push(spawn_source(t, shared.clone())?);
-            }
-            if let Some(s) = &shards {
-                let identity: Split<(K, V), K, V> = Arc::new(|kv| kv);
-                for (j, &shard) in held_shards.iter().enumerate() {
-                    let task = s.task(shard);
-                    let from = env.manifest.sources.get(&task).map(|p| p.position);
-                    let reader = ShardReader::<K, V> {
-                        task: task.clone(),
-                        reader: side.open_shard(shard, from, drain)?,
-                        buf: Vec::new(),
-                        read: 0,
-                        _types: std::marker::PhantomData,
-                    };
-                    let exchange = InMemory::new(
-                        tasks.len() + j,
-                        identity.clone(),
-                        txs.clone(),
-                        env.config.batch_size,
-                        key_groups,
-                    );
-                    let t = SourceTask {
-                        task,
-                        reader: Box::new(reader),
-                        output: Box::new(exchange),
-                        finished: false,
-                        watermark_delay: side.watermark_delay(),
-                        dead_letter: None,
-                    };
-                    threads.push(spawn_source(t, shared.clone())?);
-                }
             }
             drop(txs);
             drop(events);
@@ -389,6 +398,7 @@ impl<T: Send + 'static> Job for DirectJob<T> {
                     finished: false,
                     watermark_delay: None,
                     dead_letter: letters.next().flatten(),
+                    after: None,
                 };
                 threads.push(spawn_source(t, shared.clone())?);
             }

@@ -11,7 +11,7 @@ use weir_core::{Error, Record, Result};
 use super::{coordinator_gone, panic_message, Event, Events};
 use crate::checkpoint::Control;
 use crate::config::{Guarantee, OnBadInput};
-use crate::exchange::Exchange;
+use crate::exchange::{Backlog, Exchange};
 use crate::observe::{status, METRICS};
 use crate::stage::{ChainedReader, Metrics, SinkStage};
 use crate::store::Store;
@@ -24,6 +24,9 @@ pub(crate) struct SourceTask<T> {
     pub(crate) finished: bool,
     pub(crate) watermark_delay: Option<i64>,
     pub(crate) dead_letter: Option<SinkStage<DeadLetter>>,
+    /// Records of the shards' backlog come first: the task reads nothing
+    /// before it is read (see [`Backlog`]).
+    pub(crate) after: Option<Arc<Backlog>>,
 }
 
 /// What every source task of a run shares.
@@ -206,6 +209,12 @@ fn read_loop<T: Send + 'static>(
         }
         if t.finished {
             s.control.idle(last, Duration::from_millis(500));
+            continue;
+        }
+        if t.after.as_ref().is_some_and(|b| !b.is_read()) {
+            // Waiting, it is neither idle nor at its end.
+            last_record = std::time::Instant::now();
+            s.control.idle(last, Duration::from_millis(10));
             continue;
         }
         // Records go straight on to the exchange as the reader's operators
