@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::group::Member;
+use crate::source::Route;
 use crate::Result;
 
 /// Applies one changelog record during a restore: `(key, value)`, where
@@ -109,8 +110,15 @@ pub trait CommitPoint: Send + Sync + 'static {
 /// [`CommitPoint::forwarder`]).
 pub trait Forward: Send {
     /// Sends one record (its encoded key and value) to `shard`, inside the
-    /// open transaction.
-    fn send(&mut self, shard: u16, key: &[u8], value: &[u8], timestamp: Option<i64>) -> Result<()>;
+    /// open transaction, to go on by `route` from there.
+    fn send(
+        &mut self,
+        shard: u16,
+        route: Route,
+        key: &[u8],
+        value: &[u8],
+        timestamp: Option<i64>,
+    ) -> Result<()>;
 }
 
 /// One run's handle on the commit point; one transaction at a time.

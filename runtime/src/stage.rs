@@ -19,6 +19,7 @@ use weir_core::source::{
 use weir_core::{Error, Processor, Record, Result, Settings};
 
 use crate::config::OnBadInput;
+use crate::exchange::{Backlog, Remote};
 use crate::observe::{status, METRICS};
 use crate::state::CachedState;
 
@@ -109,6 +110,9 @@ pub(crate) trait ChainedReader<T>: Send {
     fn take_read_count(&mut self) -> u64;
     /// How far the reader is behind its input's end (see [`SourceReader::lag`]).
     fn lag(&self) -> Option<Lag>;
+    /// What it read has reached the exchange's receivers (the task's
+    /// exchange sent on what it held).
+    fn delivered(&mut self) {}
 }
 
 pub(crate) struct BaseSide<S>(pub(crate) S);
@@ -465,6 +469,14 @@ pub(crate) struct StageInit<'a> {
     pub(crate) truncate_to: &'a (dyn Fn(&str) -> Option<u64> + Sync),
     /// The configuration processors read when they open.
     pub(crate) settings: Arc<dyn Settings>,
+    /// Its layer: 0 for the workers the source tasks feed, `n` for those
+    /// after the `n`-th exchange after a processor.
+    pub(crate) layer: u8,
+    /// Where the run shares keyed state with other instances: how records
+    /// for exchange `n` reach the shards of the repartition topic.
+    pub(crate) remote: Option<&'a (dyn Fn(u8) -> Result<Remote> + Sync)>,
+    /// The run's backlog (see [`Backlog`]).
+    pub(crate) backlog: Option<Arc<Backlog>>,
 }
 
 /// A keyed stage of one worker; stages chain to the sink.

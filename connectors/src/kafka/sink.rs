@@ -17,7 +17,7 @@ use rdkafka::producer::Producer as _;
 use rdkafka::{Offset, TopicPartitionList};
 use weir_core::commit::{ApplyFn, CommitPoint, Forward, GroupOffsets, Transaction, TxnInit};
 use weir_core::sink::{Flushed, Sink, SinkWriter};
-use weir_core::source::DeadLetter;
+use weir_core::source::{DeadLetter, Route};
 use weir_core::{Error, Record, Result, Serde};
 
 use super::client::{
@@ -25,7 +25,7 @@ use super::client::{
     CONSUMER_DEFAULTS, PRODUCER_DEFAULTS,
 };
 use super::member::{committer, KafkaMember};
-use super::topics::{ensure_topic, partition_count, Wanted};
+use super::topics::{ensure_topic, partition_count, Wanted, EXCHANGE_HEADER, RUN_HEADER};
 use super::txn::{
     producer_error, send, transaction_timeout, wait_delivered, Deliveries, Outgoing, Producer,
     ProducerCx, TxnProducer,
@@ -522,7 +522,14 @@ struct KafkaForward {
 }
 
 impl Forward for KafkaForward {
-    fn send(&mut self, shard: u16, key: &[u8], value: &[u8], timestamp: Option<i64>) -> Result<()> {
+    fn send(
+        &mut self,
+        shard: u16,
+        route: Route,
+        key: &[u8],
+        value: &[u8],
+        timestamp: Option<i64>,
+    ) -> Result<()> {
         let record = Outgoing {
             topic: &self.topic,
             partition: Some(i32::from(shard)),
@@ -530,7 +537,7 @@ impl Forward for KafkaForward {
             value: Some(value),
             timestamp,
         };
-        send(&self.active.producer, &record, None).map_err(|e| {
+        send(&self.active.producer, &record, route_headers(route)).map_err(|e| {
             producer_error(
                 &format!("send to `{}`", self.topic),
                 &self.active.id,
@@ -539,6 +546,26 @@ impl Forward for KafkaForward {
             )
         })
     }
+}
+
+/// The headers that carry a forwarded record's [`Route`]: none for the
+/// first exchange's records (as every forwarded record was before later
+/// exchanges crossed instances), so that they read the same either way.
+fn route_headers(route: Route) -> Option<OwnedHeaders> {
+    let mut headers = None::<OwnedHeaders>;
+    let mut add = |key: &str, value: &[u8]| {
+        headers = Some(headers.take().unwrap_or_default().insert(Header {
+            key,
+            value: Some(value),
+        }));
+    };
+    if route.exchange > 0 {
+        add(EXCHANGE_HEADER, &[route.exchange]);
+    }
+    if let Some(run) = route.run {
+        add(RUN_HEADER, &run.to_be_bytes());
+    }
+    headers
 }
 
 struct KafkaTransaction {

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use weir_core::commit::GroupOffsets;
 use weir_core::group::{GroupMemberInfo, Member};
 use weir_core::source::{
-    Forwarded, Lag, ReadStatus, ResetTo, Resume, Source, SourceReader, TaskOffsets,
+    Forwarded, Lag, ReadStatus, ResetTo, Resume, Route, Source, SourceReader, TaskOffsets,
 };
 use weir_core::{Either, Error, Header, Record, Result, Serde};
 
@@ -25,7 +25,7 @@ use super::client::{
 use super::member::{
     assigned_partitions, committer_of, is_instance, static_id, JoinAs, KafkaMember,
 };
-use super::topics::{delete_records, ensure_topic, Wanted};
+use super::topics::{delete_records, ensure_topic, Wanted, EXCHANGE_HEADER, RUN_HEADER};
 
 /// Where a new application (no checkpoint yet) starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -554,12 +554,36 @@ fn utf8_value(task: &str, offset: u64, m: &BorrowedMessage<'_>) -> Result<String
         })
 }
 
-/// A record another instance forwarded: its encoded key and value.
-fn forwarded(_task: &str, _offset: u64, m: &BorrowedMessage<'_>) -> Result<Forwarded> {
+/// A record another instance forwarded: its encoded key and value, and
+/// its route (see `route_headers` in the sink).
+fn forwarded(task: &str, offset: u64, m: &BorrowedMessage<'_>) -> Result<Forwarded> {
+    let mut route = Route::default();
+    for h in m.headers().into_iter().flat_map(|h| h.iter()) {
+        let value = h.value.unwrap_or_default();
+        match h.key {
+            EXCHANGE_HEADER => match value {
+                [n] => route.exchange = *n,
+                _ => return Err(unroutable(task, offset, EXCHANGE_HEADER)),
+            },
+            RUN_HEADER => match <[u8; 8]>::try_from(value) {
+                Ok(run) => route.run = Some(u64::from_be_bytes(run)),
+                Err(_) => return Err(unroutable(task, offset, RUN_HEADER)),
+            },
+            _ => {}
+        }
+    }
     Ok(Forwarded {
         key: m.key().unwrap_or_default().to_vec(),
         value: m.payload().unwrap_or_default().to_vec(),
+        route,
     })
+}
+
+/// A forwarded record whose header `header` weir did not write.
+fn unroutable(task: &str, offset: u64, header: &str) -> Error {
+    Error::State(format!(
+        "the record at {offset} of `{task}` has a `{header}` header weir did not write: the repartition topic is weir's own; let no other producer write to it"
+    ))
 }
 
 impl<T: Send + 'static> Source for KafkaSource<T> {

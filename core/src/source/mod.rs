@@ -57,6 +57,20 @@ pub struct Forwarded {
     pub key: Vec<u8>,
     /// The encoded value.
     pub value: Vec<u8>,
+    /// Where it goes on from the shard.
+    pub route: Route,
+}
+
+/// Where a forwarded record goes on from its shard: to the workers after
+/// which exchange (0: the first `key_by`, fed by the source tasks; `n`:
+/// the `n`-th `key_by` after a processor), and which run, if any, sent it
+/// to a shard it held itself (see the runtime's `Backlog`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Route {
+    /// The exchange.
+    pub exchange: u8,
+    /// The run that forwarded it to itself.
+    pub run: Option<u64>,
 }
 
 /// Where a task resumes: the position checkpointed for it, and the

@@ -63,7 +63,13 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Exchange<T> for InMem
         let group = self.router.group_of(&key)?;
         if let Some(remote) = &mut self.remote {
             if !remote.holds(group) {
-                return remote.send(group, self.router.key_bytes(), &value, record.timestamp);
+                return remote.send(
+                    group,
+                    self.router.key_bytes(),
+                    &value,
+                    record.timestamp,
+                    None,
+                );
             }
         }
         let record = Record {

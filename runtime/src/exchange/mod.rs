@@ -3,12 +3,15 @@
 //! A keyed pipeline routes every record to the worker that owns its key
 //! group ([`InMemory`], inside one instance), or, when another instance
 //! holds the key group's shard, to that instance through the repartition
-//! topic ([`Remote`], read there by a [`ShardReader`]); an unkeyed one writes each
-//! task's records straight to its own sink output ([`Direct`]). A `key_by`
-//! after a processor is a further exchange, from the workers of one layer
-//! to those of the next ([`Rekey`]). Either way a barrier goes the same
-//! path as the records before it, so that a worker that has every
-//! source's barrier has exactly the epoch's records.
+//! topic ([`Remote`], read there by a [`ShardReader`] and handed to the
+//! workers after the record's exchange by its [`Shard`]); an unkeyed one
+//! writes each task's records straight to its own sink output
+//! ([`Direct`]). A `key_by` after a processor is a further exchange, from
+//! the workers of one layer to those of the next ([`Rekey`]), across
+//! instances too. Either way a barrier goes the same path as the records
+//! before it, so that a worker that has every source's barrier has
+//! exactly the epoch's records; and a key's records keep their order
+//! through hand-overs (see [`Backlog`]).
 
 mod direct;
 mod memory;
@@ -19,7 +22,7 @@ mod route;
 pub(crate) use direct::Direct;
 pub(crate) use memory::InMemory;
 pub(crate) use rekey::{NextLayer, Rekey};
-pub(crate) use remote::{Backlog, Remote, ShardReader};
+pub(crate) use remote::{Backlog, Decoding, Remote, Shard, ShardReader};
 use route::Router;
 
 use weir_core::exec::EncodedKeys;

@@ -4,11 +4,15 @@
 //! the records sent before them on every channel, so that a worker of the
 //! next layer that has the barrier of every worker before it has exactly
 //! the epoch's records, and no record later than a watermark it was sent.
+//! A record whose new key group another instance holds goes there through
+//! the repartition topic ([`Remote`]), as at the first exchange.
+
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
-use weir_core::{Error, Key, Record, Result};
+use weir_core::{Codec, Error, Key, Record, Result};
 
-use super::{worker_gone, Msg, Router};
+use super::{worker_gone, Backlog, Msg, Remote, Router};
 use crate::stage::{BoxFuture, FlushedSink, Stage, StageCx, StageInit};
 
 /// What the workers of a layer after an exchange are reached by (handed
@@ -28,9 +32,14 @@ pub(crate) struct Rekey<K, V> {
     router: Router<K, V>,
     /// The watermark last sent on.
     sent: i64,
+    /// Where records of other instances' key groups go, if any.
+    remote: Option<Remote>,
+    /// Until it is read, records of key groups held here go through their
+    /// shard too (see [`Backlog`]).
+    backlog: Option<Arc<Backlog>>,
 }
 
-impl<K: Key, V: Send + 'static> Rekey<K, V> {
+impl<K: Key, V: Codec + Send + 'static> Rekey<K, V> {
     /// The exchange of the worker `init` describes to the next layer.
     pub(crate) fn open(init: &StageInit<'_>) -> Result<Self> {
         let next = init
@@ -42,12 +51,40 @@ impl<K: Key, V: Send + 'static> Rekey<K, V> {
                     init.task
                 ))
             })?;
+        let exchange = init.layer + 1;
         Ok(Rekey {
             source: init.worker,
             router: Router::new(next.txs.len(), next.batch, init.key_groups),
             txs: next.txs.clone(),
             sent: i64::MIN,
+            remote: init.remote.map(|open| open(exchange)).transpose()?,
+            backlog: init.backlog.clone(),
         })
+    }
+
+    /// Sends `record`, whose key [`Router::group_of`] put in `group`, to
+    /// another instance, or to this one through its shard while the
+    /// backlog is not read; hands it back when it stays in memory.
+    fn forward(&mut self, group: u16, record: Record<K, V>) -> Result<Option<Record<K, V>>> {
+        let Some(remote) = &mut self.remote else {
+            return Ok(Some(record));
+        };
+        let run = match remote.holds(group) {
+            false => None,
+            true => match &self.backlog {
+                None => return Ok(Some(record)),
+                Some(b) => match b.forward_to_self() {
+                    Some(run) => Some(run),
+                    None => {
+                        self.backlog = None;
+                        return Ok(Some(record));
+                    }
+                },
+            },
+        };
+        let key = self.router.key_bytes();
+        remote.send(group, key, &record.value, record.timestamp, run)?;
+        Ok(None)
     }
 
     async fn send(&mut self, w: usize) -> Result<()> {
@@ -70,7 +107,7 @@ impl<K: Key, V: Send + 'static> Rekey<K, V> {
     }
 }
 
-impl<K: Key, V: Send + 'static> Stage<K, V> for Rekey<K, V> {
+impl<K: Key, V: Codec + Send + 'static> Stage<K, V> for Rekey<K, V> {
     fn open<'a>(&'a mut self, _cx: &'a mut StageCx<'_>) -> BoxFuture<'a, Result<()>> {
         Box::pin(async { Ok(()) })
     }
@@ -83,6 +120,9 @@ impl<K: Key, V: Send + 'static> Stage<K, V> for Rekey<K, V> {
         Box::pin(async move {
             for record in batch {
                 let group = self.router.group_of(&record.key)?;
+                let Some(record) = self.forward(group, record)? else {
+                    continue;
+                };
                 if let Some(w) = self.router.add(group, record)? {
                     self.send(w).await?;
                 }

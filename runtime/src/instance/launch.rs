@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use weir_core::keygroup::owned_range;
-use weir_core::source::DeadLetter;
+use weir_core::source::{DeadLetter, Forwarded};
 use weir_core::{Codec, Error, Key, Result};
 
 use crate::checkpoint::{Commit, Control, Coordinator, Retention, RunSummary};
-use crate::exchange::{Backlog, Direct, InMemory, Remote, ShardReader};
+use crate::exchange::{Backlog, Direct, Exchange, InMemory, Remote, Shard, ShardReader};
 use crate::failpoints::{self, crash_point};
-use crate::plan::{tasks_of, DirectJob, Job, JobEnv, KeyedJob, Split};
+use crate::plan::{tasks_of, DirectJob, Job, JobEnv, KeyedJob};
 use crate::recovery::{open_commit, resume_points, SinkRecovery};
 use crate::stage::{BoxFuture, Metrics, SinkStage, SourceAdmin, StageInit};
 use crate::task::layer::{Opened, OpenedLayer, WorkerEnv};
@@ -61,6 +61,9 @@ fn dead_letters(
                 key_groups: env.manifest.key_groups,
                 truncate_to: truncate,
                 settings: env.settings.clone(),
+                layer: 0,
+                remote: None,
+                backlog: None,
             };
             env.dead_letter.as_ref().map(|open| open(&init)).transpose()
         })
@@ -123,10 +126,6 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T
         true
     }
 
-    fn rekeyed(&self) -> bool {
-        !self.layers.is_empty()
-    }
-
     fn run(&self, mut env: JobEnv) -> BoxFuture<'static, Result<RunSummary>> {
         let (side, split, tail) = (self.side.clone(), self.split.clone(), self.tail.clone());
         let layers = self.layers.clone();
@@ -138,7 +137,10 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T
             // application's only one, and nobody forwards records to it: a
             // shard is read only up to its end, and not at all when nothing
             // is left there (one instance runs as fast as it would alone).
-            let drain = tasks.len() == listed.len()
+            // Not where it keys again: it may send itself records through
+            // its shards until their backlog is read (see `Backlog`).
+            let drain = layers.is_empty()
+                && tasks.len() == listed.len()
                 && shards
                     .as_ref()
                     .is_some_and(|s| s.held.len() == usize::from(s.count));
@@ -181,6 +183,27 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T
             let (events, mut rx) = mpsc::unbounded_channel();
             let metrics = Arc::new(Metrics::default());
 
+            // What the run's shards held at its start comes first.
+            let backlog = Backlog::new(rand::random());
+            // Records of shards held elsewhere go there, through exchange
+            // `exchange`.
+            let point = env.commit.clone();
+            let remote_to = |exchange: u8| -> Result<Remote> {
+                let (Some(s), Some(point)) = (&shards, &point) else {
+                    return Err(Error::State(
+                        "instances share keyed state only through a transactional commit point"
+                            .into(),
+                    ));
+                };
+                Ok(Remote::new(
+                    s,
+                    key_groups,
+                    point.forwarder(&s.topic)?,
+                    exchange,
+                ))
+            };
+            let remote_to = shards.is_some().then_some(&remote_to);
+
             // Recovery, in order: sinks truncate, then sources seek.
             let mut handles = Vec::new();
             let recovery = SinkRecovery::new(&env);
@@ -201,6 +224,9 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T
                         key_groups,
                         truncate_to: &truncate,
                         settings: env.settings.clone(),
+                        layer: layer as u8,
+                        remote: remote_to.map(|r| r as _),
+                        backlog: Some(backlog.clone()),
                     })
                     .collect::<Vec<_>>()
             };
@@ -239,62 +265,61 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T
                 true => tasks.iter().map(|t| Some(side.input_of(t))).collect(),
                 false => vec![None; sources],
             };
+            // A shard's records of each exchange go to the workers after it.
+            let mut shard_outputs = Vec::new();
+            if let Some(s) = &shards {
+                for (j, &shard) in held_shards.iter().enumerate() {
+                    let task = s.task(shard);
+                    let mut to: Vec<Box<dyn Exchange<Forwarded>>> =
+                        vec![Box::new(first.inlet(tasks.len() + j, key_groups, &task))];
+                    for layer in opened.iter().rev() {
+                        to.push(layer.inlet(workers + j, key_groups, &task));
+                    }
+                    shard_outputs.push(Shard { to, task });
+                }
+            }
             handles.extend(first.spawn(inputs, !layers.is_empty(), &worker_env));
             let last = opened.len();
             for (n, layer) in opened.into_iter().rev().enumerate() {
-                handles.extend(layer.spawn(workers, n + 1 < last, &worker_env));
+                let sources = workers + held_shards.len();
+                handles.extend(layer.spawn(sources, n + 1 < last, &worker_env));
             }
             drop(worker_env);
             let shared = shared(&env, &control, &*commit, &events, &metrics);
             let mut threads = Vec::new();
             let resumes = resume_points(&env, &*side, &tasks)?;
-            // Records of shards held elsewhere go there, when there are any.
+            // A source task's records of shards held elsewhere go there.
             let remote = || -> Result<Option<Remote>> {
-                let Some(s) = shards
-                    .as_ref()
-                    .filter(|s| s.held.len() < usize::from(s.count))
-                else {
-                    return Ok(None);
-                };
-                let point = env.commit.as_ref().ok_or_else(|| {
-                    Error::State(
-                        "instances share keyed state only through a transactional commit point"
-                            .into(),
-                    )
-                })?;
-                Ok(Some(Remote::new(s, key_groups, point.forwarder(&s.topic)?)))
-            };
-            let backlog = Backlog::new();
-            if let Some(s) = &shards {
-                let identity: Split<(K, V), K, V> = Arc::new(|kv| kv);
-                for (j, &shard) in held_shards.iter().enumerate() {
-                    let task = s.task(shard);
-                    let from = env.manifest.sources.get(&task).map(|p| p.position);
-                    let reader = ShardReader::<K, V>::new(
-                        task.clone(),
-                        side.open_shard(shard, from, drain)?,
-                        ends.get(&task).copied(),
-                        &backlog,
-                    );
-                    let exchange = InMemory::new(
-                        tasks.len() + j,
-                        identity.clone(),
-                        txs.clone(),
-                        env.config.batch_size,
-                        key_groups,
-                    );
-                    let t = SourceTask {
-                        task,
-                        reader: Box::new(reader),
-                        output: Box::new(exchange),
-                        finished: false,
-                        watermark_delay: side.watermark_delay(),
-                        dead_letter: None,
-                        after: None,
-                    };
-                    threads.push(spawn_source(t, shared.clone())?);
+                match (&shards, remote_to) {
+                    (Some(s), Some(to)) if s.held.len() < usize::from(s.count) => to(0).map(Some),
+                    _ => Ok(None),
                 }
+            };
+            // Every shard is counted in the backlog before any is read.
+            let mut shard_tasks = Vec::new();
+            for (&shard, output) in held_shards.iter().zip(shard_outputs) {
+                let Some(s) = &shards else { break };
+                let task = s.task(shard);
+                let from = env.manifest.sources.get(&task).map(|p| p.position);
+                let reader = ShardReader::new(
+                    side.open_shard(shard, from, drain)?,
+                    ends.get(&task).copied(),
+                    &backlog,
+                );
+                shard_tasks.push(SourceTask {
+                    task,
+                    reader: Box::new(reader),
+                    output: Box::new(output),
+                    finished: false,
+                    watermark_delay: side.watermark_delay(),
+                    dead_letter: None,
+                    after: None,
+                });
             }
+            for t in shard_tasks {
+                threads.push(spawn_source(t, shared.clone())?);
+            }
+            backlog.check();
             for (i, task) in tasks.iter().enumerate() {
                 let exchange = InMemory::new(
                     i,
@@ -381,6 +406,9 @@ impl<T: Send + 'static> Job for DirectJob<T> {
                     key_groups: env.manifest.key_groups,
                     truncate_to: &truncate,
                     settings: env.settings.clone(),
+                    layer: 0,
+                    remote: None,
+                    backlog: None,
                 };
                 sinks.push(open_sink(&init)?);
             }

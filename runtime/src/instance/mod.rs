@@ -49,12 +49,8 @@ impl Membership {
 /// Whether instances of this pipeline share its tasks: an exactly-once
 /// pipeline that commits through transactions, whose every commit the
 /// group fences by generation. Any other runs as one instance.
-///
-/// A pipeline that keys its records again after a processor runs as one
-/// instance: the repartition topic carries the first exchange only, so
-/// another instance could not reach the later layers' key groups.
 fn shares_tasks(built: &Built, rc: &RuntimeConfig) -> bool {
-    built.commit.is_some() && rc.guarantee == Guarantee::ExactlyOnce && !built.job.rekeyed()
+    built.commit.is_some() && rc.guarantee == Guarantee::ExactlyOnce
 }
 
 /// [`run`], also telling whether the run committed any checkpoint before

@@ -10,12 +10,13 @@ use std::sync::Arc;
 
 use rocksdb::DB;
 use tokio::sync::{mpsc, watch};
-use weir_core::Result;
+use weir_core::source::Forwarded;
+use weir_core::{Codec, Key, Result};
 
 use super::worker::{spawn_worker, Worker, WorkerHandle};
 use super::Events;
 use crate::config::OnBadInput;
-use crate::exchange::{Msg, NextLayer};
+use crate::exchange::{Decoding, Exchange, InMemory, Msg, NextLayer};
 use crate::stage::{Metrics, NamedSinks, SideSinks, Stage, StageFactory, StageInit};
 use crate::state::CachedState;
 
@@ -83,6 +84,25 @@ impl<K: Send + 'static, V: Send + 'static> Opened<K, V> {
         &self.next.txs
     }
 
+    /// How the records of a shard of the repartition topic, read as
+    /// source `source` of its workers by task `task`, reach them.
+    pub(crate) fn inlet(&self, source: usize, key_groups: u16, task: &str) -> Decoding<K, V>
+    where
+        K: Key,
+        V: Codec,
+    {
+        Decoding {
+            task: task.to_owned(),
+            to: InMemory::new(
+                source,
+                Arc::new(|kv| kv),
+                self.next.txs.clone(),
+                self.next.batch,
+                key_groups,
+            ),
+        }
+    }
+
     /// Runs its workers, each fed by `inputs.len()` sources (see
     /// [`Worker::inputs`]). With `feeds_next`, an exchange to another
     /// layer ends their stages.
@@ -142,6 +162,8 @@ pub(crate) trait Layer: Send + Sync {
 pub(crate) trait OpenedLayer: Send {
     /// How the layer before reaches them: a [`NextLayer`] of their types.
     fn next_layer(&self) -> &(dyn Any + Send + Sync);
+    /// How a shard's records reach them (see [`Opened::inlet`]).
+    fn inlet(&self, source: usize, key_groups: u16, task: &str) -> Box<dyn Exchange<Forwarded>>;
     /// Runs them, each fed by every one of the `sources` workers before
     /// (see [`Opened::spawn`]).
     fn spawn(
@@ -157,7 +179,7 @@ pub(crate) struct TypedLayer<K, V> {
     pub(crate) tail: StageFactory<K, V>,
 }
 
-impl<K: Send + 'static, V: Send + 'static> Layer for TypedLayer<K, V> {
+impl<K: Key, V: Codec + Send + 'static> Layer for TypedLayer<K, V> {
     fn open(
         &self,
         inits: &[StageInit<'_>],
@@ -168,9 +190,13 @@ impl<K: Send + 'static, V: Send + 'static> Layer for TypedLayer<K, V> {
     }
 }
 
-impl<K: Send + 'static, V: Send + 'static> OpenedLayer for Opened<K, V> {
+impl<K: Key, V: Codec + Send + 'static> OpenedLayer for Opened<K, V> {
     fn next_layer(&self) -> &(dyn Any + Send + Sync) {
         &self.next
+    }
+
+    fn inlet(&self, source: usize, key_groups: u16, task: &str) -> Box<dyn Exchange<Forwarded>> {
+        Box::new(Opened::inlet(self, source, key_groups, task))
     }
 
     /// Records after an exchange between workers may be of any input: no

@@ -171,6 +171,7 @@ fn read_loop<T: Send + 'static>(
             // The previous epoch committed before this barrier was asked for.
             publish(t, s, &mut unpublished)?;
             let mut flushes = t.output.barrier(requested)?;
+            t.reader.delivered();
             if let Some(dl) = &mut t.dead_letter {
                 flushes.push(dl.flushed()?);
             }
@@ -322,11 +323,13 @@ fn read_loop<T: Send + 'static>(
             ReadStatus::More => {}
             ReadStatus::Idle => {
                 t.output.flush_pending()?;
+                t.reader.delivered();
                 s.control.idle(last, Duration::from_millis(20));
             }
             ReadStatus::End => {
                 t.finished = true;
                 t.output.finish()?;
+                t.reader.delivered();
                 s.events
                     .send(Event::SourceFinished)
                     .map_err(|_| coordinator_gone())?;
