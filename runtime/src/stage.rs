@@ -79,6 +79,7 @@ pub(crate) trait SourceAdmin: Send + Sync {
         from: Option<u64>,
         drain: bool,
     ) -> Result<Box<dyn SourceReader<Forwarded>>>;
+    fn shard_ends(&self, shards: &[u16]) -> Result<BTreeMap<u16, u64>>;
     fn purge(&self, positions: &BTreeMap<String, u64>) -> Result<()>;
     fn last_committers(&self) -> Result<BTreeMap<String, Option<u16>>>;
     fn members(&self) -> Result<Vec<GroupMemberInfo>>;
@@ -113,6 +114,11 @@ pub(crate) trait ChainedReader<T>: Send {
     /// What it read has reached the exchange's receivers (the task's
     /// exchange sent on what it held).
     fn delivered(&mut self) {}
+    /// Whether the task must read on before it ends an epoch (a shard
+    /// reader with part of the run's backlog still to deliver).
+    fn holds_barrier(&self) -> bool {
+        false
+    }
 }
 
 pub(crate) struct BaseSide<S>(pub(crate) S);
@@ -151,6 +157,10 @@ impl<S: Source> SourceAdmin for BaseSide<S> {
         drain: bool,
     ) -> Result<Box<dyn SourceReader<Forwarded>>> {
         self.0.open_shard(shard, from, drain)
+    }
+
+    fn shard_ends(&self, shards: &[u16]) -> Result<BTreeMap<u16, u64>> {
+        self.0.shard_ends(shards)
     }
 
     fn purge(&self, positions: &BTreeMap<String, u64>) -> Result<()> {
@@ -284,6 +294,10 @@ impl<T: Send + 'static, U: Send + 'static> SourceAdmin for ChainSide<T, U> {
         drain: bool,
     ) -> Result<Box<dyn SourceReader<Forwarded>>> {
         self.inner.open_shard(shard, from, drain)
+    }
+
+    fn shard_ends(&self, shards: &[u16]) -> Result<BTreeMap<u16, u64>> {
+        self.inner.shard_ends(shards)
     }
 
     fn purge(&self, positions: &BTreeMap<String, u64>) -> Result<()> {

@@ -25,7 +25,7 @@ use super::client::{
     CONSUMER_DEFAULTS, PRODUCER_DEFAULTS,
 };
 use super::member::{committer, KafkaMember};
-use super::topics::{ensure_topic, partition_count, Wanted, EXCHANGE_HEADER, RUN_HEADER};
+use super::topics::{ensure_topic, partition_count, Wanted, EXCHANGE_HEADER};
 use super::txn::{
     producer_error, send, transaction_timeout, wait_delivered, Deliveries, Outgoing, Producer,
     ProducerCx, TxnProducer,
@@ -552,20 +552,12 @@ impl Forward for KafkaForward {
 /// first exchange's records (as every forwarded record was before later
 /// exchanges crossed instances), so that they read the same either way.
 fn route_headers(route: Route) -> Option<OwnedHeaders> {
-    let mut headers = None::<OwnedHeaders>;
-    let mut add = |key: &str, value: &[u8]| {
-        headers = Some(headers.take().unwrap_or_default().insert(Header {
-            key,
-            value: Some(value),
-        }));
-    };
-    if route.exchange > 0 {
-        add(EXCHANGE_HEADER, &[route.exchange]);
-    }
-    if let Some(run) = route.run {
-        add(RUN_HEADER, &run.to_be_bytes());
-    }
-    headers
+    (route.exchange > 0).then(|| {
+        OwnedHeaders::new().insert(Header {
+            key: EXCHANGE_HEADER,
+            value: Some(&[route.exchange]),
+        })
+    })
 }
 
 struct KafkaTransaction {

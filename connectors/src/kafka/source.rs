@@ -25,7 +25,7 @@ use super::client::{
 use super::member::{
     assigned_partitions, committer_of, is_instance, static_id, JoinAs, KafkaMember,
 };
-use super::topics::{delete_records, ensure_topic, Wanted, EXCHANGE_HEADER, RUN_HEADER};
+use super::topics::{delete_records, ensure_topic, Wanted, EXCHANGE_HEADER};
 
 /// Where a new application (no checkpoint yet) starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -560,16 +560,11 @@ fn forwarded(task: &str, offset: u64, m: &BorrowedMessage<'_>) -> Result<Forward
     let mut route = Route::default();
     for h in m.headers().into_iter().flat_map(|h| h.iter()) {
         let value = h.value.unwrap_or_default();
-        match h.key {
-            EXCHANGE_HEADER => match value {
+        if h.key == EXCHANGE_HEADER {
+            match value {
                 [n] => route.exchange = *n,
                 _ => return Err(unroutable(task, offset, EXCHANGE_HEADER)),
-            },
-            RUN_HEADER => match <[u8; 8]>::try_from(value) {
-                Ok(run) => route.run = Some(u64::from_be_bytes(run)),
-                Err(_) => return Err(unroutable(task, offset, RUN_HEADER)),
-            },
-            _ => {}
+            }
         }
     }
     Ok(Forwarded {
@@ -911,6 +906,25 @@ impl<T: Send + 'static> Source for KafkaSource<T> {
             .filter_map(|e| committer_of(e.metadata()))
             .map(|(id, key_groups)| (id.to_owned(), key_groups))
             .collect())
+    }
+
+    fn shard_ends(&self, shards: &[u16]) -> Result<BTreeMap<u16, u64>> {
+        let Some((topic, _)) = self.repartition.get() else {
+            return Ok(BTreeMap::new());
+        };
+        self.with_admin(|consumer| {
+            shards
+                .iter()
+                .map(|&shard| {
+                    let (_, high) = consumer
+                        .fetch_watermarks(&topic, i32::from(shard), self.settings.metadata_timeout)
+                        .map_err(|e| {
+                            kafka_error("cannot read a shard's end", &self.settings.brokers, e)
+                        })?;
+                    Ok((shard, high.max(0) as u64))
+                })
+                .collect()
+        })
     }
 
     fn purge(&self, positions: &BTreeMap<String, u64>) -> Result<()> {

@@ -137,7 +137,3 @@ pub(crate) fn block_on<F: std::future::Future>(fut: F) -> F::Output {
 /// The header of a record in the repartition topic that names the
 /// exchange it goes on to, when not the first (one byte).
 pub(crate) const EXCHANGE_HEADER: &str = "weir.exchange";
-
-/// The header of a record in the repartition topic that names the run
-/// that forwarded it to a shard it held itself (8 bytes, big-endian).
-pub(crate) const RUN_HEADER: &str = "weir.run";

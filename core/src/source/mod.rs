@@ -63,14 +63,11 @@ pub struct Forwarded {
 
 /// Where a forwarded record goes on from its shard: to the workers after
 /// which exchange (0: the first `key_by`, fed by the source tasks; `n`:
-/// the `n`-th `key_by` after a processor), and which run, if any, sent it
-/// to a shard it held itself (see the runtime's `Backlog`).
+/// the `n`-th `key_by` after a processor).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Route {
     /// The exchange.
     pub exchange: u8,
-    /// The run that forwarded it to itself.
-    pub run: Option<u64>,
 }
 
 /// Where a task resumes: the position checkpointed for it, and the
@@ -292,6 +289,14 @@ pub trait Source: Send + Sync + 'static {
     /// them that left the group, and an instance that runs with other key
     /// groups is refused. Empty by default.
     fn last_committers(&self) -> Result<BTreeMap<String, Option<u16>>> {
+        Ok(BTreeMap::new())
+    }
+
+    /// Where each of `shards` of the [`repartition`](Self::repartition)
+    /// topic ends now (uncommitted records included), by shard; empty by
+    /// default.
+    fn shard_ends(&self, shards: &[u16]) -> Result<BTreeMap<u16, u64>> {
+        let _ = shards;
         Ok(BTreeMap::new())
     }
 

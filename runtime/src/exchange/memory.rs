@@ -63,13 +63,7 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Exchange<T> for InMem
         let group = self.router.group_of(&key)?;
         if let Some(remote) = &mut self.remote {
             if !remote.holds(group) {
-                return remote.send(
-                    group,
-                    self.router.key_bytes(),
-                    &value,
-                    record.timestamp,
-                    None,
-                );
+                return remote.send(group, self.router.key_bytes(), &value, record.timestamp);
             }
         }
         let record = Record {

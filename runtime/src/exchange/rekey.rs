@@ -5,7 +5,8 @@
 //! next layer that has the barrier of every worker before it has exactly
 //! the epoch's records, and no record later than a watermark it was sent.
 //! A record whose new key group another instance holds goes there through
-//! the repartition topic ([`Remote`]), as at the first exchange.
+//! the repartition topic ([`Remote`]), as at the first exchange; one that
+//! stays here waits until the run's [`Backlog`] is delivered.
 
 use std::sync::Arc;
 
@@ -34,9 +35,10 @@ pub(crate) struct Rekey<K, V> {
     sent: i64,
     /// Where records of other instances' key groups go, if any.
     remote: Option<Remote>,
-    /// Until it is read, records of key groups held here go through their
-    /// shard too (see [`Backlog`]).
+    /// Until it is delivered, records of key groups held here wait in
+    /// `waiting` (see [`Backlog`]); `None` after.
     backlog: Option<Arc<Backlog>>,
+    waiting: Vec<Record<K, V>>,
 }
 
 impl<K: Key, V: Codec + Send + 'static> Rekey<K, V> {
@@ -58,33 +60,42 @@ impl<K: Key, V: Codec + Send + 'static> Rekey<K, V> {
             txs: next.txs.clone(),
             sent: i64::MIN,
             remote: init.remote.map(|open| open(exchange)).transpose()?,
-            backlog: init.backlog.clone(),
+            backlog: init.backlog.clone().filter(|b| !b.is_read()),
+            waiting: Vec::new(),
         })
     }
 
-    /// Sends `record`, whose key [`Router::group_of`] put in `group`, to
-    /// another instance, or to this one through its shard while the
-    /// backlog is not read; hands it back when it stays in memory.
-    fn forward(&mut self, group: u16, record: Record<K, V>) -> Result<Option<Record<K, V>>> {
-        let Some(remote) = &mut self.remote else {
-            return Ok(Some(record));
-        };
-        let run = match remote.holds(group) {
-            false => None,
-            true => match &self.backlog {
-                None => return Ok(Some(record)),
-                Some(b) => match b.forward_to_self() {
-                    Some(run) => Some(run),
-                    None => {
-                        self.backlog = None;
-                        return Ok(Some(record));
-                    }
-                },
-            },
-        };
-        let key = self.router.key_bytes();
-        remote.send(group, key, &record.value, record.timestamp, run)?;
-        Ok(None)
+    /// Routes `record` to the next layer's worker that owns its key group.
+    async fn route(&mut self, record: Record<K, V>) -> Result<()> {
+        let group = self.router.group_of(&record.key)?;
+        if let Some(remote) = &mut self.remote {
+            if !remote.holds(group) {
+                let key = self.router.key_bytes();
+                return remote.send(group, key, &record.value, record.timestamp);
+            }
+        }
+        if self.backlog.is_some() {
+            self.waiting.push(record);
+            return Ok(());
+        }
+        if let Some(w) = self.router.add(group, record)? {
+            self.send(w).await?;
+        }
+        Ok(())
+    }
+
+    /// Once the backlog is delivered, routes what waited for it, in order;
+    /// returns whether records still wait.
+    async fn release(&mut self) -> Result<bool> {
+        match &self.backlog {
+            None => return Ok(false),
+            Some(b) if !b.is_read() => return Ok(true),
+            Some(_) => self.backlog = None,
+        }
+        for record in std::mem::take(&mut self.waiting) {
+            self.route(record).await?;
+        }
+        Ok(false)
     }
 
     async fn send(&mut self, w: usize) -> Result<()> {
@@ -118,14 +129,9 @@ impl<K: Key, V: Codec + Send + 'static> Stage<K, V> for Rekey<K, V> {
         _cx: &'a mut StageCx<'_>,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
+            self.release().await?;
             for record in batch {
-                let group = self.router.group_of(&record.key)?;
-                let Some(record) = self.forward(group, record)? else {
-                    continue;
-                };
-                if let Some(w) = self.router.add(group, record)? {
-                    self.send(w).await?;
-                }
+                self.route(record).await?;
             }
             Ok(())
         })
@@ -133,9 +139,13 @@ impl<K: Key, V: Codec + Send + 'static> Stage<K, V> for Rekey<K, V> {
 
     /// Sends what waits on (a quiet input must not hold it back), then
     /// the watermark, if it rose: after the records it follows, among
-    /// them what timers it fired emitted.
+    /// them what timers it fired emitted. Not while records wait for the
+    /// backlog: the watermark would pass them.
     fn fire<'a>(&'a mut self, cx: &'a mut StageCx<'_>) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
+            if self.release().await? {
+                return Ok(());
+            }
             self.send_pending().await?;
             let watermark = cx.watermark;
             if watermark > self.sent {
@@ -154,6 +164,13 @@ impl<K: Key, V: Codec + Send + 'static> Stage<K, V> for Rekey<K, V> {
         _out: &'a mut Vec<FlushedSink>,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
+            // Every shard reader delivers its part of the backlog before
+            // its barrier, so a worker with every barrier finds it read.
+            if self.release().await? {
+                return Err(Error::State(format!(
+                    "epoch {epoch} ended before the shards' backlog reached the workers (a bug in the exchange); the run stops before committing it"
+                )));
+            }
             self.send_pending().await?;
             self.broadcast(|| Msg::Barrier(epoch)).await
         })

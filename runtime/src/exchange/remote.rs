@@ -6,14 +6,11 @@
 //! as source tasks of its own ([`ShardReader`]), and hands each record to
 //! the workers after its exchange ([`Shard`]).
 //!
-//! A key's records keep their order across a hand-over: a run reads what
-//! its shards held when it started (its [`Backlog`]) before a record of
-//! its own reaches a worker in memory. Until then its source tasks read
-//! nothing, and its workers send what they emit for a later exchange to
-//! the shard's partition even where they hold the shard themselves, so
-//! that it comes after what the key's previous holder sent there.
+//! A key's records keep their order across a hand-over: a run delivers
+//! what its shards held when it started (its [`Backlog`]) to its workers
+//! before a record of its own reaches one in memory.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use weir_core::commit::Forward;
@@ -61,21 +58,18 @@ impl Remote {
     }
 
     /// Sends a record of key group `group`, whose key is encoded as `key`,
-    /// to its shard's holder: this run itself when `run` names it (see
-    /// [`Backlog::forward_to_self`]).
+    /// to its shard's holder.
     pub(crate) fn send<V: Codec>(
         &mut self,
         group: u16,
         key: &[u8],
         value: &V,
         timestamp: Option<i64>,
-        run: Option<u64>,
     ) -> Result<()> {
         self.value.clear();
         value.encode_into(&mut self.value)?;
         let route = Route {
             exchange: self.exchange,
-            run,
         };
         self.forward.send(
             group % self.count.max(1),
@@ -87,101 +81,70 @@ impl Remote {
     }
 }
 
-/// A closed [`Backlog`]'s mark in its `sent` count.
-const CLOSED: u64 = 1 << 63;
-
-/// The records a run's shards held when it started, read or not: until
-/// they are, nothing of the run's own goes to a worker in memory, lest a
-/// key's record overtake one of the same key sent to the shard before (by
-/// the instance that read its input, or ran the processor before the
-/// exchange, until the hand-over). Its workers send what they emit for a
-/// later exchange to the shard's partition meanwhile, tagged with the
-/// run's number, and the backlog is read once every shard is past where
-/// it ended at the start and every record the run sent itself is back.
+/// The records a run's shards held when it started, delivered to the
+/// workers or not: until they are, nothing of the run's own reaches a
+/// worker in memory, lest a key's record overtake an older one of the
+/// same key that waits in a shard (sent there by the instance that read
+/// the key's input, or ran the processor before the exchange, until the
+/// hand-over). Its source tasks read nothing meanwhile; its workers keep
+/// what they emit for a later exchange's key groups held here (see
+/// `Rekey`); and a shard reader holds its barrier back until it has
+/// delivered its part, so that no worker's barrier, and no epoch, can
+/// end before the backlog is delivered.
 #[derive(Debug)]
 pub(crate) struct Backlog {
-    /// This run's number, in the records it sends itself.
-    run: u64,
-    /// Shards not yet read to where they ended at the start.
+    /// Shards not yet delivered to where they ended at the start.
     behind: AtomicUsize,
-    /// Records sent to itself, and [`CLOSED`] once read.
-    sent: AtomicU64,
-    /// Records sent to itself and read back.
-    back: AtomicU64,
+    /// Set once every shard is counted and none is behind.
+    read: AtomicBool,
 }
 
 impl Backlog {
-    /// The backlog of run number `run`, of no shard yet (see
-    /// [`ShardReader::new`]); [`check`](Self::check) once every shard is
-    /// counted.
-    pub(crate) fn new(run: u64) -> Arc<Self> {
+    /// A backlog of no shard yet (see [`ShardReader::new`]);
+    /// [`check`](Self::check) once every shard is counted.
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Backlog {
-            run,
             behind: AtomicUsize::new(0),
-            sent: AtomicU64::new(0),
-            back: AtomicU64::new(0),
+            read: AtomicBool::new(false),
         })
     }
 
-    /// Whether the backlog is read: records may stay in memory.
+    /// Whether the backlog is delivered: records may stay in memory.
     pub(crate) fn is_read(&self) -> bool {
-        self.sent.load(Ordering::Acquire) & CLOSED != 0
+        self.read.load(Ordering::Acquire)
     }
 
-    /// Counts a record this run must send to a shard it holds, and
-    /// returns its number for the record; `None` once the backlog is read
-    /// (the record stays in memory).
-    pub(crate) fn forward_to_self(&self) -> Option<u64> {
-        self.sent
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n & CLOSED == 0).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| self.run)
-    }
-
-    /// Closes the backlog if it is read: every shard past its start's end
-    /// and every record sent to itself back. A record counted meanwhile
-    /// keeps it open.
+    /// Marks the backlog delivered if no shard is behind.
     pub(crate) fn check(&self) {
-        if self.behind.load(Ordering::Acquire) != 0 {
-            return;
-        }
-        let sent = self.sent.load(Ordering::Acquire);
-        if sent & CLOSED == 0 && self.back.load(Ordering::Acquire) == sent {
-            let _ = self.sent.compare_exchange(
-                sent,
-                sent | CLOSED,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
+        if self.behind.load(Ordering::Acquire) == 0 {
+            self.read.store(true, Ordering::Release);
         }
     }
 
     fn shard_read(&self) {
         self.behind.fetch_sub(1, Ordering::AcqRel);
+        self.check();
     }
 }
 
 /// Reads one shard of the repartition topic: the records other instances
-/// forwarded to this one (and this run to itself, see [`Backlog`]).
+/// forwarded to this one.
 pub(crate) struct ShardReader {
     reader: Box<dyn SourceReader<Forwarded>>,
     buf: Vec<Record<(), Forwarded>>,
     read: u64,
-    /// Where the shard ended at the start, until the reader is there.
+    /// Where the shard ended at the start, until the reader has read
+    /// there.
     end: Option<u64>,
+    /// Read there, and not yet told (see [`delivered`](ChainedReader::delivered)).
+    untold: bool,
     backlog: Arc<Backlog>,
-    /// What the last read brought the backlog (the shard read to its
-    /// start's end, records sent to itself), told at the next: once what
-    /// it read has reached the workers (see [`tell_backlog`](Self::tell_backlog)).
-    untold: (bool, u64),
 }
 
 impl ShardReader {
     /// Reads a shard through `reader`; `backlog` counts it until it has
-    /// read to `end`, where the shard ended at the start, if it starts
-    /// before that.
+    /// delivered what it read to `end`, where the shard ended at the
+    /// start, if it starts before that.
     pub(crate) fn new(
         reader: Box<dyn SourceReader<Forwarded>>,
         end: Option<u64>,
@@ -196,41 +159,26 @@ impl ShardReader {
             buf: Vec::new(),
             read: 0,
             end,
+            untold: false,
             backlog: backlog.clone(),
-            untold: (false, 0),
         }
     }
 
-    /// Tells the backlog what the reads since the last call brought, now
-    /// that it has reached the workers: a read that brought the backlog
-    /// anything returns [`ReadStatus::Idle`] (or `End`), after which the
-    /// source task sends on what its exchange holds. Told any earlier, a
-    /// record of the run's own could reach a worker first.
-    fn tell_backlog(&mut self) {
-        let (read_up, back) = std::mem::take(&mut self.untold);
-        if back > 0 {
-            self.backlog.back.fetch_add(back, Ordering::AcqRel);
-        }
-        if read_up {
-            self.backlog.shard_read();
-        }
-        if !self.backlog.is_read() {
-            self.backlog.check();
-        }
-    }
-
-    /// Notes what a read brought the backlog; returns the status to report.
-    fn note_backlog(&mut self, status: ReadStatus, back: u64) -> ReadStatus {
+    /// Notes whether a read reached where the shard ended at the start;
+    /// returns the status to report: [`ReadStatus::Idle`] rather than
+    /// `More` then, after which the source task sends on what its
+    /// exchange holds and tells the reader it did.
+    fn note_backlog(&mut self, status: ReadStatus) -> ReadStatus {
         let read_up = self
             .end
             .is_some_and(|end| self.reader.position() >= end || status == ReadStatus::End);
-        if read_up {
-            self.end = None;
+        if !read_up {
+            return status;
         }
-        self.untold.0 |= read_up;
-        self.untold.1 += back;
+        self.end = None;
+        self.untold = true;
         match status {
-            ReadStatus::More if read_up || back > 0 => ReadStatus::Idle,
+            ReadStatus::More => ReadStatus::Idle,
             status => status,
         }
     }
@@ -245,13 +193,10 @@ impl ChainedReader<Forwarded> for ShardReader {
         self.buf.clear();
         let status = self.reader.read(&mut self.buf, max)?;
         self.read += self.buf.len() as u64;
-        let run = Some(self.backlog.run);
-        let mut back = 0;
         for r in self.buf.drain(..) {
-            back += u64::from(r.value.route.run == run);
             out(r);
         }
-        Ok(self.note_backlog(status, back))
+        Ok(self.note_backlog(status))
     }
 
     fn position(&self) -> u64 {
@@ -275,7 +220,15 @@ impl ChainedReader<Forwarded> for ShardReader {
     }
 
     fn delivered(&mut self) {
-        self.tell_backlog();
+        if std::mem::take(&mut self.untold) {
+            self.backlog.shard_read();
+        }
+    }
+
+    /// Until it has delivered its part of the backlog: every barrier
+    /// waits for the backlog (see [`Backlog`]).
+    fn holds_barrier(&self) -> bool {
+        self.end.is_some() || self.untold
     }
 }
 
@@ -382,25 +335,20 @@ impl<K: Key, V: Codec + Send + 'static> Exchange<Forwarded> for Decoding<K, V> {
 mod tests {
     use super::*;
 
-    /// A shard of `len` forwarded records, read `per_read` at a time; the
-    /// offsets in `own` were sent by run 7 to itself.
+    /// A shard of `len` forwarded records, read `per_read` at a time.
     struct Shard {
         next: u64,
         len: u64,
         per_read: u64,
-        own: Vec<u64>,
     }
 
     impl SourceReader<Forwarded> for Shard {
         fn read(&mut self, out: &mut Vec<Record<(), Forwarded>>, max: usize) -> Result<ReadStatus> {
             let until = (self.next + self.per_read.min(max as u64)).min(self.len);
             for offset in self.next..until {
-                let route = Route {
-                    exchange: 1,
-                    run: self.own.contains(&offset).then_some(7),
-                };
                 let bytes = offset.to_be_bytes().to_vec();
                 let (key, value) = (bytes.clone(), bytes);
+                let route = Route::default();
                 out.push(Record::new((), Forwarded { key, value, route }));
             }
             self.next = until;
@@ -416,18 +364,17 @@ mod tests {
         }
     }
 
-    fn reader(from: u64, end: u64, own: &[u64], backlog: &Arc<Backlog>) -> ShardReader {
+    fn reader(from: u64, end: u64, backlog: &Arc<Backlog>) -> ShardReader {
         let shard = Shard {
             next: from,
             len: 1_000,
             per_read: 10,
-            own: own.to_vec(),
         };
         ShardReader::new(Box::new(shard), Some(end), backlog)
     }
 
-    /// Reads once, as a source task does: what a read that brought the
-    /// backlog anything returns makes the task send on, then tell it.
+    /// Reads once, as a source task does: after a read that says Idle it
+    /// sends on what its exchange holds, and tells the reader so.
     fn read_once(r: &mut ShardReader) -> ReadStatus {
         let status = r.read(100, &mut |_| {}).expect("read");
         if status != ReadStatus::More {
@@ -437,52 +384,43 @@ mod tests {
     }
 
     #[test]
-    fn the_backlog_is_read_once_every_shard_is_past_its_start_and_told_once_delivered() {
-        let backlog = Backlog::new(7);
+    fn the_backlog_is_delivered_once_every_shard_is_past_its_start_and_sent_on() {
+        let backlog = Backlog::new();
         // One shard starts at its end, two behind it.
-        let _at_end = reader(40, 40, &[], &backlog);
-        let mut short = reader(0, 10, &[], &backlog);
-        let mut long = reader(0, 25, &[], &backlog);
+        let at_end = reader(40, 40, &backlog);
+        let mut short = reader(0, 10, &backlog);
+        let mut long = reader(0, 25, &backlog);
         backlog.check();
         assert!(!backlog.is_read());
+        assert!(!at_end.holds_barrier());
+        assert!(short.holds_barrier() && long.holds_barrier());
         // Past its end, the read says Idle, so that what it read is sent
-        // on before the backlog hears of it.
+        // on before the backlog hears of it; until then, its barrier waits.
         let read = short.read(100, &mut |_| {}).expect("read");
         assert_eq!(read, ReadStatus::Idle);
+        assert!(short.holds_barrier());
         assert_eq!(read_once(&mut long), ReadStatus::More);
         assert_eq!(read_once(&mut long), ReadStatus::More);
         assert_eq!(read_once(&mut long), ReadStatus::Idle);
+        assert!(!long.holds_barrier());
         assert!(
             !backlog.is_read(),
-            "the short shard's reads are not delivered"
+            "the short shard's reads are not sent on"
         );
         short.delivered();
+        assert!(!short.holds_barrier());
         assert!(backlog.is_read());
         // Read on past the end, nothing is counted twice.
-        read_once(&mut long);
+        assert_eq!(read_once(&mut long), ReadStatus::More);
         assert!(backlog.is_read());
-        assert_eq!(
-            backlog.forward_to_self(),
-            None,
-            "read: records stay in memory"
-        );
     }
 
     #[test]
-    fn records_a_run_sends_itself_keep_the_backlog_open_until_they_are_back() {
-        let backlog = Backlog::new(7);
-        let mut shard = reader(0, 5, &[20, 21], &backlog);
+    fn a_run_without_a_shard_behind_has_its_backlog_delivered_at_once() {
+        let backlog = Backlog::new();
+        let _at_end = reader(40, 40, &backlog);
+        assert!(!backlog.is_read(), "not before every shard is counted");
         backlog.check();
-        assert_eq!(backlog.forward_to_self(), Some(7));
-        assert_eq!(backlog.forward_to_self(), Some(7));
-        // Read to its start's end (10 records), none of its own yet.
-        read_once(&mut shard);
-        assert!(!backlog.is_read(), "two records sent to itself are out");
-        read_once(&mut shard);
-        assert!(!backlog.is_read());
-        // Both back (offsets 20 and 21), delivered: read.
-        assert_eq!(read_once(&mut shard), ReadStatus::Idle);
         assert!(backlog.is_read());
-        assert_eq!(backlog.forward_to_self(), None);
     }
 }

@@ -137,28 +137,21 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T
             // application's only one, and nobody forwards records to it: a
             // shard is read only up to its end, and not at all when nothing
             // is left there (one instance runs as fast as it would alone).
-            // Not where it keys again: it may send itself records through
-            // its shards until their backlog is read (see `Backlog`).
-            let drain = layers.is_empty()
-                && tasks.len() == listed.len()
+            let drain = tasks.len() == listed.len()
                 && shards
                     .as_ref()
                     .is_some_and(|s| s.held.len() == usize::from(s.count));
-            // Where each held shard ends now: its backlog, read before
-            // the source tasks read on (see `Backlog`).
+            // Where each held shard ends now: its backlog, delivered
+            // before anything of this run's own (see `Backlog`).
             let ends: BTreeMap<String, u64> = match &shards {
                 Some(s) if !s.held.is_empty() => {
-                    let lister = side.clone();
-                    let offsets = tokio::task::spawn_blocking(move || lister.offsets())
+                    let (lister, held) = (side.clone(), s.held.iter().copied().collect::<Vec<_>>());
+                    let ends = tokio::task::spawn_blocking(move || lister.shard_ends(&held))
                         .await
                         .map_err(|e| {
                             Error::State(format!("reading the shards' ends failed: {e}"))
                         })??;
-                    offsets
-                        .into_iter()
-                        .filter(|t| s.shard_of(&t.task).is_some())
-                        .filter_map(|t| Some((t.task, t.end?)))
-                        .collect()
+                    ends.into_iter().map(|(n, end)| (s.task(n), end)).collect()
                 }
                 _ => BTreeMap::new(),
             };
@@ -184,7 +177,7 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T
             let metrics = Arc::new(Metrics::default());
 
             // What the run's shards held at its start comes first.
-            let backlog = Backlog::new(rand::random());
+            let backlog = Backlog::new();
             // Records of shards held elsewhere go there, through exchange
             // `exchange`.
             let point = env.commit.clone();

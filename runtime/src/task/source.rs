@@ -167,7 +167,7 @@ fn read_loop<T: Send + 'static>(
     let mut unpublished: Option<(u64, u64)> = None;
     loop {
         let requested = s.control.requested();
-        if requested > last {
+        if requested > last && !t.reader.holds_barrier() {
             // The previous epoch committed before this barrier was asked for.
             publish(t, s, &mut unpublished)?;
             let mut flushes = t.output.barrier(requested)?;
