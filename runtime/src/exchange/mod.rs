@@ -7,8 +7,9 @@
 //! workers after the record's exchange by its [`Shard`]); an unkeyed one
 //! writes each task's records straight to its own sink output
 //! ([`Direct`]). A `key_by` after a processor is a further exchange, from
-//! the workers of one layer to those of the next ([`Rekey`]), across
-//! instances too. Either way a barrier goes the same path as the records
+//! the workers of one layer to those of the next ([`Rekey`]), through
+//! the repartition topic too where instances share its key groups (not
+//! yet: see `instance::shares_tasks`). Either way a barrier goes the same path as the records
 //! before it, so that a worker that has every source's barrier has
 //! exactly the epoch's records; and a key's records keep their order
 //! through hand-overs (see [`Backlog`]).

@@ -88,9 +88,11 @@ impl Remote {
 /// the key's input, or ran the processor before the exchange, until the
 /// hand-over). Its source tasks read nothing meanwhile; its workers keep
 /// what they emit for a later exchange's key groups held here (see
-/// `Rekey`); and a shard reader holds its barrier back until it has
-/// delivered its part, so that no worker's barrier, and no epoch, can
-/// end before the backlog is delivered.
+/// `Rekey`); and, in a pipeline that keys again, a shard reader holds its
+/// barrier back until it has delivered its part, so that no worker's
+/// barrier, and no epoch, can end before the backlog is delivered (an
+/// epoch as long as the backlog: why such a pipeline does not share its
+/// key groups yet, see `instance::shares_tasks`).
 #[derive(Debug)]
 pub(crate) struct Backlog {
     /// Shards not yet delivered to where they ended at the start.
@@ -139,16 +141,22 @@ pub(crate) struct ShardReader {
     /// Read there, and not yet told (see [`delivered`](ChainedReader::delivered)).
     untold: bool,
     backlog: Arc<Backlog>,
+    /// Whether barriers wait for its part of the backlog: where workers
+    /// keep records for it (see [`Backlog`]).
+    holds: bool,
 }
 
 impl ShardReader {
     /// Reads a shard through `reader`; `backlog` counts it until it has
     /// delivered what it read to `end`, where the shard ended at the
-    /// start, if it starts before that.
+    /// start, if it starts before that. With `holds`, no barrier passes
+    /// it until then (a pipeline that keys again: its workers keep
+    /// records for the backlog).
     pub(crate) fn new(
         reader: Box<dyn SourceReader<Forwarded>>,
         end: Option<u64>,
         backlog: &Arc<Backlog>,
+        holds: bool,
     ) -> Self {
         let end = end.filter(|end| reader.position() < *end);
         if end.is_some() {
@@ -161,6 +169,7 @@ impl ShardReader {
             end,
             untold: false,
             backlog: backlog.clone(),
+            holds,
         }
     }
 
@@ -228,7 +237,7 @@ impl ChainedReader<Forwarded> for ShardReader {
     /// Until it has delivered its part of the backlog: every barrier
     /// waits for the backlog (see [`Backlog`]).
     fn holds_barrier(&self) -> bool {
-        self.end.is_some() || self.untold
+        self.holds && (self.end.is_some() || self.untold)
     }
 }
 
@@ -370,7 +379,7 @@ mod tests {
             len: 1_000,
             per_read: 10,
         };
-        ShardReader::new(Box::new(shard), Some(end), backlog)
+        ShardReader::new(Box::new(shard), Some(end), backlog, true)
     }
 
     /// Reads once, as a source task does: after a read that says Idle it

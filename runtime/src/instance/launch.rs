@@ -126,6 +126,10 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T
         true
     }
 
+    fn rekeyed(&self) -> bool {
+        !self.layers.is_empty()
+    }
+
     fn run(&self, mut env: JobEnv) -> BoxFuture<'static, Result<RunSummary>> {
         let (side, split, tail) = (self.side.clone(), self.split.clone(), self.tail.clone());
         let layers = self.layers.clone();
@@ -298,6 +302,7 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T
                     side.open_shard(shard, from, drain)?,
                     ends.get(&task).copied(),
                     &backlog,
+                    !layers.is_empty(),
                 );
                 shard_tasks.push(SourceTask {
                     task,
