@@ -181,11 +181,6 @@ pub(crate) trait Job: Send {
     fn run(&self, env: JobEnv) -> BoxFuture<'static, Result<RunSummary>>;
     /// Whether records meet keyed state (through an exchange).
     fn keyed(&self) -> bool;
-    /// Whether records are keyed again after a processor (a second
-    /// exchange, between workers).
-    fn rekeyed(&self) -> bool {
-        false
-    }
     /// The pipeline's source, for the offsets commands.
     fn source(&self) -> Arc<dyn SourceAdmin>;
     /// The source's tasks; an error when there are none.

@@ -19,7 +19,7 @@ use weir_core::source::{
 use weir_core::{Error, Processor, Record, Result, Settings};
 
 use crate::config::OnBadInput;
-use crate::exchange::{Backlog, Remote};
+use crate::exchange::{Remote, Waits};
 use crate::observe::{status, METRICS};
 use crate::state::CachedState;
 
@@ -114,10 +114,11 @@ pub(crate) trait ChainedReader<T>: Send {
     /// What it read has reached the exchange's receivers (the task's
     /// exchange sent on what it held).
     fn delivered(&mut self) {}
-    /// Whether the task must read on before it ends an epoch (a shard
-    /// reader with part of the run's backlog still to deliver).
-    fn holds_barrier(&self) -> bool {
-        false
+    /// Where the reader got to, for the workers after a further exchange
+    /// (a shard reader's; see `exchange::Mark`): the task hands it on,
+    /// after what it read before.
+    fn take_mark(&mut self) -> Option<crate::exchange::Mark> {
+        None
     }
 }
 
@@ -489,8 +490,9 @@ pub(crate) struct StageInit<'a> {
     /// Where the run shares keyed state with other instances: how records
     /// for exchange `n` reach the shards of the repartition topic.
     pub(crate) remote: Option<&'a (dyn Fn(u8) -> Result<Remote> + Sync)>,
-    /// The run's backlog (see [`Backlog`]).
-    pub(crate) backlog: Option<Arc<Backlog>>,
+    /// The shards this run reads, whose backlog a worker after a further
+    /// exchange holds its layer's records for (see [`Waits`]).
+    pub(crate) waits: Option<&'a Waits>,
 }
 
 /// A keyed stage of one worker; stages chain to the sink.

@@ -571,6 +571,7 @@ fn forwarded(task: &str, offset: u64, m: &BorrowedMessage<'_>) -> Result<Forward
         key: m.key().unwrap_or_default().to_vec(),
         value: m.payload().unwrap_or_default().to_vec(),
         route,
+        offset,
     })
 }
 

@@ -59,6 +59,9 @@ pub struct Forwarded {
     pub value: Vec<u8>,
     /// Where it goes on from the shard.
     pub route: Route,
+    /// Its position in the shard: the reader's position once it is read
+    /// is one past it.
+    pub offset: u64,
 }
 
 /// Where a forwarded record goes on from its shard: to the workers after

@@ -14,9 +14,11 @@
 //!
 //! Guarantee: exactly-once (ARCHITECTURE §4.2): each epoch is one Kafka
 //! transaction holding the output, both layers' state changes (changelog
-//! `<application-id>-changelog`) and the input offsets. A pipeline that
-//! keys its records twice runs as one instance: a second instance of the
-//! same `--application-id` is refused at start, while the first runs.
+//! `<application-id>-changelog`) and the input offsets. Instances started
+//! on their own `--state` directories with one `--application-id` share
+//! the work (ARCHITECTURE §7): each exchange sends a record whose key group
+//! another instance holds there through `<application-id>-repartition`,
+//! and each word's counts reach its letter in order, across hand-overs.
 //!
 //! Run: `dev/kafka start`; create the topics (`dev/kafka tool kafka-topics
 //! --bootstrap-server 127.0.0.1:9092 --create --topic words --partitions

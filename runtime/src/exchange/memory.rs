@@ -4,7 +4,7 @@
 use tokio::sync::mpsc;
 use weir_core::{Codec, Key, Record, Result};
 
-use super::{worker_gone, Exchange, Msg, Remote, Router};
+use super::{worker_gone, Exchange, Mark, Msg, Remote, Router};
 use crate::plan::Split;
 use crate::stage::FlushedSink;
 
@@ -31,7 +31,7 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> InMemory<K, T, V> {
         InMemory {
             source,
             split,
-            router: Router::new(txs.len(), batch, key_groups),
+            router: Router::new(source, txs.len(), batch, key_groups),
             txs,
             remote: None,
         }
@@ -113,5 +113,11 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Exchange<T> for InMem
         self.flush_pending()?;
         let source = self.source;
         self.broadcast(|| Msg::Finished { source })
+    }
+
+    fn reached(&mut self, mark: Mark) -> Result<()> {
+        self.flush_pending()?;
+        let source = self.source;
+        self.broadcast(|| Msg::Reached { source, mark })
     }
 }

@@ -8,22 +8,24 @@
 //! writes each task's records straight to its own sink output
 //! ([`Direct`]). A `key_by` after a processor is a further exchange, from
 //! the workers of one layer to those of the next ([`Rekey`]), through
-//! the repartition topic too where instances share its key groups (not
-//! yet: see `instance::shares_tasks`). Either way a barrier goes the same path as the records
-//! before it, so that a worker that has every source's barrier has
-//! exactly the epoch's records; and a key's records keep their order
-//! through hand-overs (see [`Backlog`]).
+//! the repartition topic too where instances share its key groups. Either
+//! way a barrier goes the same path as the records before it, so that a
+//! worker that has every source's barrier has exactly the epoch's
+//! records; and a key's records keep their order through hand-overs (see
+//! [`Backlog`] and [`Held`]).
 
 mod direct;
+mod held;
 mod memory;
 mod rekey;
 mod remote;
 mod route;
 
 pub(crate) use direct::Direct;
+pub(crate) use held::{release_points, Held, Hold, Waits};
 pub(crate) use memory::InMemory;
 pub(crate) use rekey::{NextLayer, Rekey};
-pub(crate) use remote::{Backlog, Decoding, Remote, Shard, ShardReader};
+pub(crate) use remote::{Backlog, Decoding, Mark, Remote, Shard, ShardReader};
 use route::Router;
 
 use weir_core::exec::EncodedKeys;
@@ -54,12 +56,23 @@ pub(crate) trait Exchange<T>: Send {
     fn barrier(&mut self, epoch: u64) -> Result<Vec<FlushedSink>>;
     /// The source task reached the end of its bounded input.
     fn finish(&mut self) -> Result<()>;
+    /// A shard's reader got to `mark`: the workers after a further
+    /// exchange hear of it after the records before (see [`Held`]).
+    fn reached(&mut self, mark: Mark) -> Result<()> {
+        let _ = mark;
+        Ok(())
+    }
 }
 
 /// What a worker receives from the exchange.
 pub(crate) enum Msg<K, V> {
-    /// Records and their keys' encodings and groups (see [`EncodedKeys`]).
-    Batch(Vec<Record<K, V>>, EncodedKeys),
+    /// Records and their keys' encodings and groups (see [`EncodedKeys`]),
+    /// from source `source`.
+    Batch {
+        source: usize,
+        records: Vec<Record<K, V>>,
+        keys: EncodedKeys,
+    },
     /// A source's watermark; it also tells that the source is active.
     Watermark {
         source: usize,
@@ -78,6 +91,11 @@ pub(crate) enum Msg<K, V> {
     },
     Finished {
         source: usize,
+    },
+    /// A shard's reader, source `source`, got to `mark` (see [`Held`]).
+    Reached {
+        source: usize,
+        mark: Mark,
     },
     Barrier(u64),
 }

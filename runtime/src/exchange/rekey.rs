@@ -5,15 +5,14 @@
 //! next layer that has the barrier of every worker before it has exactly
 //! the epoch's records, and no record later than a watermark it was sent.
 //! A record whose new key group another instance holds goes there through
-//! the repartition topic ([`Remote`]), as at the first exchange; one that
-//! stays here waits until the run's [`Backlog`] is delivered.
-
-use std::sync::Arc;
+//! the repartition topic ([`Remote`]), as at the first exchange; the
+//! worker that gets one that stays here holds it while its key group's
+//! shard is behind (see [`Held`](super::Held)).
 
 use tokio::sync::mpsc;
 use weir_core::{Codec, Error, Key, Record, Result};
 
-use super::{worker_gone, Backlog, Msg, Remote, Router};
+use super::{worker_gone, Msg, Remote, Router};
 use crate::stage::{BoxFuture, FlushedSink, Stage, StageCx, StageInit};
 
 /// What the workers of a layer after an exchange are reached by (handed
@@ -35,10 +34,6 @@ pub(crate) struct Rekey<K, V> {
     sent: i64,
     /// Where records of other instances' key groups go, if any.
     remote: Option<Remote>,
-    /// Until it is delivered, records of key groups held here wait in
-    /// `waiting` (see [`Backlog`]); `None` after.
-    backlog: Option<Arc<Backlog>>,
-    waiting: Vec<Record<K, V>>,
 }
 
 impl<K: Key, V: Codec + Send + 'static> Rekey<K, V> {
@@ -56,12 +51,10 @@ impl<K: Key, V: Codec + Send + 'static> Rekey<K, V> {
         let exchange = init.layer + 1;
         Ok(Rekey {
             source: init.worker,
-            router: Router::new(next.txs.len(), next.batch, init.key_groups),
+            router: Router::new(init.worker, next.txs.len(), next.batch, init.key_groups),
             txs: next.txs.clone(),
             sent: i64::MIN,
             remote: init.remote.map(|open| open(exchange)).transpose()?,
-            backlog: init.backlog.clone().filter(|b| !b.is_read()),
-            waiting: Vec::new(),
         })
     }
 
@@ -74,28 +67,10 @@ impl<K: Key, V: Codec + Send + 'static> Rekey<K, V> {
                 return remote.send(group, key, &record.value, record.timestamp);
             }
         }
-        if self.backlog.is_some() {
-            self.waiting.push(record);
-            return Ok(());
-        }
         if let Some(w) = self.router.add(group, record)? {
             self.send(w).await?;
         }
         Ok(())
-    }
-
-    /// Once the backlog is delivered, routes what waited for it, in order;
-    /// returns whether records still wait.
-    async fn release(&mut self) -> Result<bool> {
-        match &self.backlog {
-            None => return Ok(false),
-            Some(b) if !b.is_read() => return Ok(true),
-            Some(_) => self.backlog = None,
-        }
-        for record in std::mem::take(&mut self.waiting) {
-            self.route(record).await?;
-        }
-        Ok(false)
     }
 
     async fn send(&mut self, w: usize) -> Result<()> {
@@ -129,7 +104,6 @@ impl<K: Key, V: Codec + Send + 'static> Stage<K, V> for Rekey<K, V> {
         _cx: &'a mut StageCx<'_>,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            self.release().await?;
             for record in batch {
                 self.route(record).await?;
             }
@@ -139,13 +113,9 @@ impl<K: Key, V: Codec + Send + 'static> Stage<K, V> for Rekey<K, V> {
 
     /// Sends what waits on (a quiet input must not hold it back), then
     /// the watermark, if it rose: after the records it follows, among
-    /// them what timers it fired emitted. Not while records wait for the
-    /// backlog: the watermark would pass them.
+    /// them what timers it fired emitted.
     fn fire<'a>(&'a mut self, cx: &'a mut StageCx<'_>) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            if self.release().await? {
-                return Ok(());
-            }
             self.send_pending().await?;
             let watermark = cx.watermark;
             if watermark > self.sent {
@@ -164,19 +134,11 @@ impl<K: Key, V: Codec + Send + 'static> Stage<K, V> for Rekey<K, V> {
         _out: &'a mut Vec<FlushedSink>,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            // Every shard reader delivers its part of the backlog before
-            // its barrier, so a worker with every barrier finds it read.
-            if self.release().await? {
-                return Err(Error::State(format!(
-                    "epoch {epoch} ended before the shards' backlog reached the workers (a bug in the exchange); the run stops before committing it"
-                )));
-            }
             self.send_pending().await?;
             self.broadcast(|| Msg::Barrier(epoch)).await
         })
     }
 
-    /// Nothing after the last barrier commits: what waits is dropped.
     fn close(&mut self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async { Ok(()) })
     }

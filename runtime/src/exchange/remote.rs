@@ -10,6 +10,7 @@
 //! what its shards held when it started (its [`Backlog`]) to its workers
 //! before a record of its own reaches one in memory.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -86,13 +87,10 @@ impl Remote {
 /// worker in memory, lest a key's record overtake an older one of the
 /// same key that waits in a shard (sent there by the instance that read
 /// the key's input, or ran the processor before the exchange, until the
-/// hand-over). Its source tasks read nothing meanwhile; its workers keep
-/// what they emit for a later exchange's key groups held here (see
-/// `Rekey`); and, in a pipeline that keys again, a shard reader holds its
-/// barrier back until it has delivered its part, so that no worker's
-/// barrier, and no epoch, can end before the backlog is delivered (an
-/// epoch as long as the backlog: why such a pipeline does not share its
-/// key groups yet, see `instance::shares_tasks`).
+/// hand-over). Its source tasks read nothing meanwhile; a worker after a
+/// further exchange holds, in its state, what reaches it from a worker of
+/// this run for a key group whose shard is still behind (see `Held`),
+/// so that no barrier waits for the backlog.
 #[derive(Debug)]
 pub(crate) struct Backlog {
     /// Shards not yet delivered to where they ended at the start.
@@ -129,6 +127,16 @@ impl Backlog {
     }
 }
 
+/// Where a shard's reader got to, told in band to the workers after a
+/// further exchange (see `Held`): every record of the shard before
+/// `position` has reached them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Mark {
+    pub(crate) position: u64,
+    /// The reader has read where the shard ended at the run's start.
+    pub(crate) caught_up: bool,
+}
+
 /// Reads one shard of the repartition topic: the records other instances
 /// forwarded to this one.
 pub(crate) struct ShardReader {
@@ -141,24 +149,27 @@ pub(crate) struct ShardReader {
     /// Read there, and not yet told (see [`delivered`](ChainedReader::delivered)).
     untold: bool,
     backlog: Arc<Backlog>,
-    /// Whether barriers wait for its part of the backlog: where workers
-    /// keep records for it (see [`Backlog`]).
-    holds: bool,
+    /// Positions records held by an earlier run wait for (see `Held`),
+    /// ahead of the reader, in order.
+    points: VecDeque<u64>,
+    /// Records read past such a position, delivered after its mark.
+    carried: Vec<Record<(), Forwarded>>,
+    mark: Option<Mark>,
 }
 
 impl ShardReader {
     /// Reads a shard through `reader`; `backlog` counts it until it has
     /// delivered what it read to `end`, where the shard ended at the
-    /// start, if it starts before that. With `holds`, no barrier passes
-    /// it until then (a pipeline that keys again: its workers keep
-    /// records for the backlog).
+    /// start, if it starts before that. It marks where it starts, each
+    /// of `points` and where it catches up with `end` (see [`Mark`]).
     pub(crate) fn new(
         reader: Box<dyn SourceReader<Forwarded>>,
         end: Option<u64>,
         backlog: &Arc<Backlog>,
-        holds: bool,
+        points: impl IntoIterator<Item = u64>,
     ) -> Self {
-        let end = end.filter(|end| reader.position() < *end);
+        let from = reader.position();
+        let end = end.filter(|end| from < *end);
         if end.is_some() {
             backlog.behind.fetch_add(1, Ordering::AcqRel);
         }
@@ -169,7 +180,13 @@ impl ShardReader {
             end,
             untold: false,
             backlog: backlog.clone(),
-            holds,
+            points: points.into_iter().filter(|p| *p > from).collect(),
+            carried: Vec::new(),
+            // What was held at or before here goes before anything read.
+            mark: Some(Mark {
+                position: from,
+                caught_up: end.is_none(),
+            }),
         }
     }
 
@@ -177,18 +194,47 @@ impl ShardReader {
     /// returns the status to report: [`ReadStatus::Idle`] rather than
     /// `More` then, after which the source task sends on what its
     /// exchange holds and tells the reader it did.
+    ///
+    /// A reader that ends short of there (a bounded run, or the last
+    /// stable offset below an open transaction) does not catch up: what
+    /// the workers hold for its key groups stays held, for the next run.
     fn note_backlog(&mut self, status: ReadStatus) -> ReadStatus {
-        let read_up = self
-            .end
-            .is_some_and(|end| self.reader.position() >= end || status == ReadStatus::End);
-        if !read_up {
+        let position = self.reader.position();
+        let Some(end) = self.end else {
+            return status;
+        };
+        let caught_up = position >= end;
+        if !caught_up && status != ReadStatus::End {
             return status;
         }
         self.end = None;
         self.untold = true;
+        if caught_up {
+            self.points.clear();
+            self.mark = Some(Mark {
+                position,
+                caught_up,
+            });
+        }
         match status {
             ReadStatus::More => ReadStatus::Idle,
             status => status,
+        }
+    }
+
+    /// Marks the last of `points` the reader passed (`next`: the next
+    /// record's position).
+    fn note_points(&mut self, next: u64) {
+        let mut passed = None;
+        while let Some(&p) = self.points.front().filter(|p| **p <= next) {
+            passed = Some(p);
+            self.points.pop_front();
+        }
+        if let Some(position) = passed {
+            self.mark = Some(Mark {
+                position,
+                caught_up: false,
+            });
         }
     }
 }
@@ -199,17 +245,46 @@ impl ChainedReader<Forwarded> for ShardReader {
         max: usize,
         out: &mut dyn FnMut(Record<(), Forwarded>),
     ) -> Result<ReadStatus> {
+        if self.mark.is_some() {
+            // Told first: a read after the mark goes after it.
+            return Ok(ReadStatus::More);
+        }
         self.buf.clear();
-        let status = self.reader.read(&mut self.buf, max)?;
-        self.read += self.buf.len() as u64;
+        let status = if self.carried.is_empty() {
+            let status = self.reader.read(&mut self.buf, max)?;
+            self.read += self.buf.len() as u64;
+            status
+        } else {
+            std::mem::swap(&mut self.buf, &mut self.carried);
+            ReadStatus::More
+        };
+        // A record at or past a point waits for the point's mark.
+        if let Some(&point) = self.points.front() {
+            if let Some(i) = self.buf.iter().position(|r| r.value.offset >= point) {
+                self.carried = self.buf.split_off(i);
+                for r in self.buf.drain(..) {
+                    out(r);
+                }
+                let next = self.carried.first().map_or(point, |r| r.value.offset);
+                self.note_points(next);
+                return Ok(ReadStatus::More);
+            }
+        }
         for r in self.buf.drain(..) {
             out(r);
+        }
+        if self.carried.is_empty() {
+            self.note_points(self.reader.position());
         }
         Ok(self.note_backlog(status))
     }
 
+    /// Where the next record to deliver is: a carried one's position.
     fn position(&self) -> u64 {
-        self.reader.position()
+        match self.carried.first() {
+            Some(r) => r.value.offset,
+            None => self.reader.position(),
+        }
     }
 
     fn identity(&self) -> Option<String> {
@@ -234,10 +309,8 @@ impl ChainedReader<Forwarded> for ShardReader {
         }
     }
 
-    /// Until it has delivered its part of the backlog: every barrier
-    /// waits for the backlog (see [`Backlog`]).
-    fn holds_barrier(&self) -> bool {
-        self.holds && (self.end.is_some() || self.untold)
+    fn take_mark(&mut self) -> Option<Mark> {
+        self.mark.take()
     }
 }
 
@@ -290,6 +363,12 @@ impl Exchange<Forwarded> for Shard {
     fn finish(&mut self) -> Result<()> {
         self.to.iter_mut().try_for_each(|t| t.finish())
     }
+
+    /// To the workers after further exchanges: those of the first hold
+    /// nothing back (see `Held`).
+    fn reached(&mut self, mark: Mark) -> Result<()> {
+        self.to.iter_mut().skip(1).try_for_each(|t| t.reached(mark))
+    }
 }
 
 /// The records of one exchange from a shard, decoded back into the key
@@ -338,27 +417,41 @@ impl<K: Key, V: Codec + Send + 'static> Exchange<Forwarded> for Decoding<K, V> {
     fn finish(&mut self) -> Result<()> {
         self.to.finish()
     }
+
+    fn reached(&mut self, mark: Mark) -> Result<()> {
+        self.to.reached(mark)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A shard of `len` forwarded records, read `per_read` at a time.
+    /// A shard of `len` forwarded records, read `per_read` at a time;
+    /// `gap` offsets are missing (an aborted transaction's).
     struct Shard {
         next: u64,
         len: u64,
         per_read: u64,
+        gap: std::ops::Range<u64>,
     }
 
     impl SourceReader<Forwarded> for Shard {
         fn read(&mut self, out: &mut Vec<Record<(), Forwarded>>, max: usize) -> Result<ReadStatus> {
             let until = (self.next + self.per_read.min(max as u64)).min(self.len);
-            for offset in self.next..until {
+            for offset in (self.next..until).filter(|o| !self.gap.contains(o)) {
                 let bytes = offset.to_be_bytes().to_vec();
                 let (key, value) = (bytes.clone(), bytes);
                 let route = Route::default();
-                out.push(Record::new((), Forwarded { key, value, route }));
+                out.push(Record::new(
+                    (),
+                    Forwarded {
+                        key,
+                        value,
+                        route,
+                        offset,
+                    },
+                ));
             }
             self.next = until;
             Ok(if until < self.len {
@@ -373,54 +466,77 @@ mod tests {
         }
     }
 
-    fn reader(from: u64, end: u64, backlog: &Arc<Backlog>) -> ShardReader {
+    fn reader_with(from: u64, end: u64, backlog: &Arc<Backlog>, points: &[u64]) -> ShardReader {
         let shard = Shard {
             next: from,
             len: 1_000,
             per_read: 10,
+            gap: 23..31,
         };
-        ShardReader::new(Box::new(shard), Some(end), backlog, true)
+        ShardReader::new(Box::new(shard), Some(end), backlog, points.to_vec())
+    }
+
+    fn reader(from: u64, end: u64, backlog: &Arc<Backlog>) -> ShardReader {
+        reader_with(from, end, backlog, &[])
     }
 
     /// Reads once, as a source task does: after a read that says Idle it
-    /// sends on what its exchange holds, and tells the reader so.
-    fn read_once(r: &mut ShardReader) -> ReadStatus {
-        let status = r.read(100, &mut |_| {}).expect("read");
+    /// sends on what its exchange holds, and tells the reader so. Returns
+    /// the status, the offsets read and the mark, if any.
+    fn read_once(r: &mut ShardReader) -> (ReadStatus, Vec<u64>, Option<Mark>) {
+        let mut read = Vec::new();
+        let status = r
+            .read(100, &mut |rec| read.push(rec.value.offset))
+            .expect("read");
         if status != ReadStatus::More {
             r.delivered();
         }
-        status
+        (status, read, r.take_mark())
+    }
+
+    fn mark(position: u64, caught_up: bool) -> Option<Mark> {
+        Some(Mark {
+            position,
+            caught_up,
+        })
     }
 
     #[test]
     fn the_backlog_is_delivered_once_every_shard_is_past_its_start_and_sent_on() {
         let backlog = Backlog::new();
         // One shard starts at its end, two behind it.
-        let at_end = reader(40, 40, &backlog);
+        let mut at_end = reader(40, 40, &backlog);
         let mut short = reader(0, 10, &backlog);
         let mut long = reader(0, 25, &backlog);
         backlog.check();
         assert!(!backlog.is_read());
-        assert!(!at_end.holds_barrier());
-        assert!(short.holds_barrier() && long.holds_barrier());
-        // Past its end, the read says Idle, so that what it read is sent
-        // on before the backlog hears of it; until then, its barrier waits.
+        // Each marks where it starts before reading; the one at its end
+        // is caught up there.
+        assert_eq!(
+            read_once(&mut at_end),
+            (ReadStatus::More, vec![], mark(40, true))
+        );
+        assert_eq!(read_once(&mut short).2, mark(0, false));
+        assert_eq!(read_once(&mut long).2, mark(0, false));
+        // Past its end, the read says Idle and marks it caught up, so that
+        // what it read is sent on before the backlog hears of it.
         let read = short.read(100, &mut |_| {}).expect("read");
         assert_eq!(read, ReadStatus::Idle);
-        assert!(short.holds_barrier());
-        assert_eq!(read_once(&mut long), ReadStatus::More);
-        assert_eq!(read_once(&mut long), ReadStatus::More);
-        assert_eq!(read_once(&mut long), ReadStatus::Idle);
-        assert!(!long.holds_barrier());
+        assert_eq!(short.take_mark(), mark(10, true));
+        assert_eq!(read_once(&mut long).0, ReadStatus::More);
+        assert_eq!(read_once(&mut long).0, ReadStatus::More);
+        assert_eq!(
+            read_once(&mut long),
+            (ReadStatus::Idle, vec![20, 21, 22], mark(30, true))
+        );
         assert!(
             !backlog.is_read(),
             "the short shard's reads are not sent on"
         );
         short.delivered();
-        assert!(!short.holds_barrier());
         assert!(backlog.is_read());
-        // Read on past the end, nothing is counted twice.
-        assert_eq!(read_once(&mut long), ReadStatus::More);
+        // Read on past the end, nothing is counted twice, nor marked.
+        assert_eq!(read_once(&mut long).2, None);
         assert!(backlog.is_read());
     }
 
@@ -431,5 +547,97 @@ mod tests {
         assert!(!backlog.is_read(), "not before every shard is counted");
         backlog.check();
         assert!(backlog.is_read());
+    }
+
+    #[test]
+    fn a_reader_that_ends_short_of_its_backlog_does_not_catch_up() {
+        let backlog = Backlog::new();
+        let shard = Shard {
+            next: 0,
+            len: 20,
+            per_read: 100,
+            gap: 0..0,
+        };
+        // Bounded at 20, with a backlog to 30 (an open transaction's
+        // records are past the last stable offset).
+        struct Ends(Shard);
+        impl SourceReader<Forwarded> for Ends {
+            fn read(
+                &mut self,
+                out: &mut Vec<Record<(), Forwarded>>,
+                max: usize,
+            ) -> Result<ReadStatus> {
+                self.0.read(out, max)?;
+                Ok(ReadStatus::End)
+            }
+            fn position(&self) -> u64 {
+                self.0.position()
+            }
+        }
+        let mut r = ShardReader::new(Box::new(Ends(shard)), Some(30), &backlog, [25]);
+        backlog.check();
+        assert_eq!(read_once(&mut r).2, mark(0, false));
+        let (status, read, m) = read_once(&mut r);
+        assert_eq!((status, read.len(), m), (ReadStatus::End, 20, None));
+        // The run's sources need not wait for it any longer.
+        assert!(backlog.is_read());
+    }
+
+    #[test]
+    fn a_reader_stops_at_each_point_held_records_wait_for_and_marks_it() {
+        let backlog = Backlog::new();
+        // Points at 5 (before its start), 15, 17 (between two records of
+        // one read), 26 (in a gap: the next record is 31) and 50 (past
+        // its end: it catches up first).
+        let mut r = reader_with(10, 45, &backlog, &[5, 15, 17, 26, 50]);
+        assert_eq!(
+            read_once(&mut r),
+            (ReadStatus::More, vec![], mark(10, false))
+        );
+        assert_eq!(
+            read_once(&mut r),
+            (ReadStatus::More, (10..15).collect(), mark(15, false))
+        );
+        // Until the rest is delivered, the reader is where it stopped.
+        assert_eq!(r.position(), 15);
+        assert_eq!(
+            read_once(&mut r),
+            (ReadStatus::More, vec![15, 16], mark(17, false))
+        );
+        assert_eq!(
+            read_once(&mut r),
+            (ReadStatus::More, vec![17, 18, 19], None)
+        );
+        assert_eq!(r.position(), 20);
+        // 20..23, then the gap to 31: the point in the gap is marked
+        // before the record after it, once the reader is past it.
+        assert_eq!(
+            read_once(&mut r),
+            (ReadStatus::More, vec![20, 21, 22], mark(26, false))
+        );
+        assert_eq!(r.position(), 30);
+        let (_, read, _) = read_once(&mut r);
+        assert_eq!(read.first(), Some(&31));
+        let mut all = read;
+        loop {
+            let (status, read, m) = read_once(&mut r);
+            all.extend(read);
+            if let Some(m) = m {
+                assert_eq!(
+                    m,
+                    Mark {
+                        position: 50,
+                        caught_up: true
+                    }
+                );
+                assert_eq!(status, ReadStatus::Idle);
+                break;
+            }
+        }
+        assert_eq!(
+            all,
+            (31..50).collect::<Vec<_>>(),
+            "each record once, in order"
+        );
     }
 }

@@ -13,6 +13,8 @@ const KEY_BYTES_GUESS: usize = 16;
 
 /// One batch per worker, filled by key group.
 pub(crate) struct Router<K, V> {
+    /// The source its batches come from (see [`Msg::Batch`]).
+    source: usize,
     bufs: Vec<Vec<Record<K, V>>>,
     /// The encoded keys of `bufs`' records, handed on with them.
     keys: Vec<EncodedKeys>,
@@ -22,9 +24,11 @@ pub(crate) struct Router<K, V> {
 }
 
 impl<K: Key, V> Router<K, V> {
-    /// Batches of up to `batch` records for `workers` workers.
-    pub(crate) fn new(workers: usize, batch: usize, key_groups: u16) -> Self {
+    /// Batches of up to `batch` records for `workers` workers, from
+    /// their source number `source`.
+    pub(crate) fn new(source: usize, workers: usize, batch: usize, key_groups: u16) -> Self {
         Router {
+            source,
             bufs: (0..workers).map(|_| Vec::new()).collect(),
             keys: (0..workers).map(|_| EncodedKeys::default()).collect(),
             batch,
@@ -63,7 +67,11 @@ impl<K: Key, V> Router<K, V> {
             &mut self.keys[w],
             EncodedKeys::with_capacity(self.batch, KEY_BYTES_GUESS),
         );
-        Msg::Batch(batch, keys)
+        Msg::Batch {
+            source: self.source,
+            records: batch,
+            keys,
+        }
     }
 
     /// The workers whose batch holds records.

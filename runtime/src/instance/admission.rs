@@ -155,7 +155,7 @@ pub(crate) fn join_group(
             .map(|r| r.join(", "))
             .unwrap_or_else(|e| format!("members the group cannot describe now: {e}"));
         Err(Error::InUse(format!(
-            "run refused: another instance of this application joined its consumer group first ({others}) and holds {} of the input's {} partitions; this pipeline runs as one instance (its checkpoints are local, it is not exactly-once, or it keys records again after a processor), and a second one reading the same partitions would double the output. Stop the other instance first, or give this pipeline its own --application-id",
+            "run refused: another instance of this application joined its consumer group first ({others}) and holds {} of the input's {} partitions; this pipeline runs as one instance (its checkpoints are local, or it is not exactly-once), and a second one reading the same partitions would double the output. Stop the other instance first, or give this pipeline its own --application-id",
             missing.len(),
             tasks.len()
         )))

@@ -12,7 +12,9 @@ use weir_core::source::{DeadLetter, Forwarded};
 use weir_core::{Codec, Error, Key, Result};
 
 use crate::checkpoint::{Commit, Control, Coordinator, Retention, RunSummary};
-use crate::exchange::{Backlog, Direct, Exchange, InMemory, Remote, Shard, ShardReader};
+use crate::exchange::{
+    release_points, Backlog, Direct, Exchange, InMemory, Remote, Shard, ShardReader, Waits,
+};
 use crate::failpoints::{self, crash_point};
 use crate::plan::{tasks_of, DirectJob, Job, JobEnv, KeyedJob};
 use crate::recovery::{open_commit, resume_points, SinkRecovery};
@@ -63,7 +65,7 @@ fn dead_letters(
                 settings: env.settings.clone(),
                 layer: 0,
                 remote: None,
-                backlog: None,
+                waits: None,
             };
             env.dead_letter.as_ref().map(|open| open(&init)).transpose()
         })
@@ -126,10 +128,6 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T
         true
     }
 
-    fn rekeyed(&self) -> bool {
-        !self.layers.is_empty()
-    }
-
     fn run(&self, mut env: JobEnv) -> BoxFuture<'static, Result<RunSummary>> {
         let (side, split, tail) = (self.side.clone(), self.split.clone(), self.tail.clone());
         let layers = self.layers.clone();
@@ -175,6 +173,25 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T
             };
             let sources = tasks.len() + held_shards.len();
             let workers = env.config.parallelism;
+            // Where each shard read ends its backlog, for the workers after
+            // a further exchange, which reach it as a source after the
+            // layer before's workers (see `Held`).
+            let from = |task: &str| env.manifest.sources.get(task).map_or(0, |p| p.position);
+            let waits = match &shards {
+                Some(s) => Waits {
+                    count: s.count,
+                    shards: held_shards
+                        .iter()
+                        .enumerate()
+                        .map(|(j, &n)| {
+                            let task = s.task(n);
+                            let at = ends.get(&task).copied().unwrap_or(0).max(from(&task));
+                            (n, (workers + j, at))
+                        })
+                        .collect(),
+                },
+                None => Waits::default(),
+            };
             let key_groups = env.manifest.key_groups;
             let control = Arc::new(Control::new(env.manifest.epoch));
             let (events, mut rx) = mpsc::unbounded_channel();
@@ -223,7 +240,7 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T
                         settings: env.settings.clone(),
                         layer: layer as u8,
                         remote: remote_to.map(|r| r as _),
-                        backlog: Some(backlog.clone()),
+                        waits: Some(&waits),
                     })
                     .collect::<Vec<_>>()
             };
@@ -237,7 +254,7 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T
                 opened.push(layer);
             }
             let inits = reaching(inits(0), opened.last().map(|l| &**l));
-            let first = Opened::open(&tail, &inits, &env.named, batch)?;
+            let first = Opened::open(&tail, &inits, &env.named, batch, |_| None)?;
             drop(inits);
             let mut letters = dead_letters(&env, &tasks, &truncate)?.into_iter();
             recovery.discard_unopened()?;
@@ -298,11 +315,17 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Job for KeyedJob<K, T
                 let Some(s) = &shards else { break };
                 let task = s.task(shard);
                 let from = env.manifest.sources.get(&task).map(|p| p.position);
+                // Where records an earlier run held wait for (see `Held`).
+                let groups = (0..key_groups).filter(|g| g % s.count.max(1) == shard);
+                let points = match layers.is_empty() {
+                    true => Default::default(),
+                    false => release_points(&env.store.db(), groups, from.unwrap_or(0))?,
+                };
                 let reader = ShardReader::new(
                     side.open_shard(shard, from, drain)?,
                     ends.get(&task).copied(),
                     &backlog,
-                    !layers.is_empty(),
+                    points,
                 );
                 shard_tasks.push(SourceTask {
                     task,
@@ -406,7 +429,7 @@ impl<T: Send + 'static> Job for DirectJob<T> {
                     settings: env.settings.clone(),
                     layer: 0,
                     remote: None,
-                    backlog: None,
+                    waits: None,
                 };
                 sinks.push(open_sink(&init)?);
             }

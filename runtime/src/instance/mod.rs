@@ -49,16 +49,8 @@ impl Membership {
 /// Whether instances of this pipeline share its tasks: an exactly-once
 /// pipeline that commits through transactions, whose every commit the
 /// group fences by generation. Any other runs as one instance.
-///
-/// A pipeline that keys its records again after a processor runs as one
-/// instance: the repartition topic carries every exchange, but a key's
-/// records after the first could be applied out of order at a hand-over
-/// (the run's own newer record overtaking an older one still in a shard),
-/// and holding its own back until the shards' backlog is delivered would
-/// need an epoch as long as the backlog, which a transaction's timeout
-/// does not allow.
 fn shares_tasks(built: &Built, rc: &RuntimeConfig) -> bool {
-    built.commit.is_some() && rc.guarantee == Guarantee::ExactlyOnce && !built.job.rekeyed()
+    built.commit.is_some() && rc.guarantee == Guarantee::ExactlyOnce
 }
 
 /// [`run`], also telling whether the run committed any checkpoint before

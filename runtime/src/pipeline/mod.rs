@@ -683,10 +683,10 @@ impl<'p, K: Key, V: Send + 'static> KeyedStream<'p, K, V> {
     /// a further exchange to the worker owning the new key's group: what
     /// follows keeps state per new key. Timestamps and headers go along;
     /// watermarks and checkpoint barriers follow the records, so that the
-    /// whole pipeline still commits as one. A pipeline that does this runs
-    /// as one instance: a second is refused at start (a key's records
-    /// after this exchange could not yet keep their order through a
-    /// hand-over between instances).
+    /// whole pipeline still commits as one. Where instances share the
+    /// application, a record whose new key group another instance holds
+    /// goes there through the repartition topic, as at the first exchange,
+    /// and a key's records keep their order through hand-overs.
     pub fn key_by<L: Key>(
         self,
         f: impl Fn(&K, &V) -> L + Send + Sync + 'static,

@@ -16,7 +16,7 @@ use weir_core::{Codec, Key, Result};
 use super::worker::{spawn_worker, Worker, WorkerHandle};
 use super::Events;
 use crate::config::OnBadInput;
-use crate::exchange::{Decoding, Exchange, InMemory, Msg, NextLayer};
+use crate::exchange::{Decoding, Exchange, Held, Hold, InMemory, Msg, NextLayer};
 use crate::stage::{Metrics, NamedSinks, SideSinks, Stage, StageFactory, StageInit};
 use crate::state::CachedState;
 
@@ -42,8 +42,13 @@ pub(crate) struct WorkerEnv {
     pub(crate) start_epoch: u64,
 }
 
-/// A worker's stages, named sinks and queue, before it runs.
-type Unstarted<K, V> = (Box<dyn Stage<K, V>>, SideSinks, mpsc::Receiver<Msg<K, V>>);
+/// A worker's stages, named sinks, queue and held records, before it runs.
+type Unstarted<K, V> = (
+    Box<dyn Stage<K, V>>,
+    SideSinks,
+    mpsc::Receiver<Msg<K, V>>,
+    Option<Box<dyn Hold<K, V>>>,
+);
 
 /// One layer's workers, their stages opened (and their sinks recovered),
 /// not yet running.
@@ -54,13 +59,15 @@ pub(crate) struct Opened<K, V> {
 }
 
 impl<K: Send + 'static, V: Send + 'static> Opened<K, V> {
-    /// Opens `tail` and the named sinks for each worker `inits` describes;
-    /// batches of `batch` records will reach them.
+    /// Opens `tail` and the named sinks for each worker `inits` describes,
+    /// and its held records (`hold`, after a further exchange); batches of
+    /// `batch` records will reach them.
     pub(crate) fn open(
         tail: &StageFactory<K, V>,
         inits: &[StageInit<'_>],
         named: &NamedSinks,
         batch: usize,
+        hold: impl Fn(&StageInit<'_>) -> Option<Box<dyn Hold<K, V>>>,
     ) -> Result<Self> {
         let mut workers = Vec::with_capacity(inits.len());
         let mut txs = Vec::with_capacity(inits.len());
@@ -70,7 +77,7 @@ impl<K: Send + 'static, V: Send + 'static> Opened<K, V> {
                 sides.0.push((name, open(init)?));
             }
             let (tx, rx) = mpsc::channel(WORKER_QUEUE);
-            workers.push((tail(init)?, sides, rx));
+            workers.push((tail(init)?, sides, rx, hold(init)));
             txs.push(tx);
         }
         Ok(Opened {
@@ -123,11 +130,12 @@ impl<K: Send + 'static, V: Send + 'static> Opened<K, V> {
         let release = (!env.overlaps || feeds_next).then(|| env.released.clone());
         self.workers
             .into_iter()
-            .map(|(stage, sides, rx)| {
+            .map(|(stage, sides, rx, held)| {
                 let worker = Worker {
                     stage,
                     sides,
                     rx,
+                    held,
                     state: CachedState::new(env.db.clone(), env.cache_bytes),
                     sources: inputs.len(),
                     inputs: inputs.clone(),
@@ -186,7 +194,14 @@ impl<K: Key, V: Codec + Send + 'static> Layer for TypedLayer<K, V> {
         named: &NamedSinks,
         batch: usize,
     ) -> Result<Box<dyn OpenedLayer>> {
-        Ok(Box::new(Opened::open(&self.tail, inits, named, batch)?))
+        let hold = |init: &StageInit<'_>| -> Option<Box<dyn Hold<K, V>>> {
+            let waits = init.waits.cloned().unwrap_or_default();
+            let held = Held::new(init.layer, &init.groups, init.key_groups, &waits);
+            Some(Box::new(held))
+        };
+        Ok(Box::new(Opened::open(
+            &self.tail, inits, named, batch, hold,
+        )?))
     }
 }
 

@@ -167,7 +167,7 @@ fn read_loop<T: Send + 'static>(
     let mut unpublished: Option<(u64, u64)> = None;
     loop {
         let requested = s.control.requested();
-        if requested > last && !t.reader.holds_barrier() {
+        if requested > last {
             // The previous epoch committed before this barrier was asked for.
             publish(t, s, &mut unpublished)?;
             let mut flushes = t.output.barrier(requested)?;
@@ -292,6 +292,10 @@ fn read_loop<T: Send + 'static>(
                 }
                 t.output.push(r)?;
             }
+        }
+        // After the records read before it.
+        if let Some(mark) = t.reader.take_mark() {
+            t.output.reached(mark)?;
         }
         if let Some(delay) = t.watermark_delay {
             // Watermark W promises no more events at or before W.

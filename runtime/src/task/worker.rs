@@ -10,7 +10,7 @@ use weir_core::{Error, Result};
 
 use super::{coordinator_gone, panic_message, Event, Events};
 use crate::config::OnBadInput;
-use crate::exchange::Msg;
+use crate::exchange::{Hold, Msg};
 use crate::observe::{CacheShare, METRICS};
 use crate::stage::{Metrics, SideSinks, Stage, StageCx};
 use crate::state::CachedState;
@@ -51,6 +51,9 @@ pub(crate) struct Worker<K, V> {
     pub(crate) stage: Box<dyn Stage<K, V>>,
     pub(crate) sides: SideSinks,
     pub(crate) rx: mpsc::Receiver<Msg<K, V>>,
+    /// After a further exchange: the records of workers of this run held
+    /// while their key group's shard is behind (see [`Hold`]).
+    pub(crate) held: Option<Box<dyn Hold<K, V>>>,
     pub(crate) state: CachedState,
     pub(crate) sources: usize,
     /// The input each source reads (see `Source::input_of`), by source
@@ -116,6 +119,12 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
             };
         }
         self.stage.open(&mut cx!()).await?;
+        if let Some(held) = &mut self.held {
+            let released = held.open(&mut self.state)?;
+            if !released.is_empty() {
+                self.stage.push(released, &mut cx!()).await?;
+            }
+        }
         loop {
             // Unbiased: a full channel must not starve processing-time timers.
             let msg = tokio::select! {
@@ -128,8 +137,20 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
             };
             let Some(msg) = msg else { break };
             match msg {
-                Msg::Batch(batch, keys) => {
-                    self.stage.push_keyed(batch, keys, &mut cx!()).await?;
+                Msg::Batch {
+                    source,
+                    records,
+                    keys,
+                } => {
+                    let (records, keys) = match &mut self.held {
+                        Some(held) if held.waits() => {
+                            held.arrive(source, records, keys, &mut self.state)?
+                        }
+                        _ => (records, keys),
+                    };
+                    if !records.is_empty() {
+                        self.stage.push_keyed(records, keys, &mut cx!()).await?;
+                    }
                     if self.state.dirty_bytes() >= self.epoch_budget {
                         if !reported {
                             reported = true;
@@ -152,6 +173,14 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
                 Msg::Idle { source } => idle[source] = true,
                 Msg::AtEnd { source, until } => at_end[source] = Some(until),
                 Msg::Finished { source } => watermarks[source] = i64::MAX,
+                Msg::Reached { source, mark } => {
+                    if let Some(held) = &mut self.held {
+                        let released = held.reached(source, mark, &mut self.state)?;
+                        if !released.is_empty() {
+                            self.stage.push(released, &mut cx!()).await?;
+                        }
+                    }
+                }
                 Msg::Barrier(epoch) => {
                     barriers += 1;
                     if barriers == self.sources {
@@ -196,7 +225,9 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
                 *mark = now;
             }
             let low = combined(&watermarks, &idle);
-            if low > watermark || rose {
+            // Not past records held back, which come later.
+            let holds = self.held.as_ref().is_some_and(|h| h.holds());
+            if (low > watermark || rose) && !holds {
                 watermark = watermark.max(low);
                 self.stage.fire(&mut cx!()).await?;
             }
@@ -333,7 +364,11 @@ mod tests {
 
     fn batch(keys: std::ops::Range<u32>) -> Msg<u32, ()> {
         let records = keys.map(|k| Record::new(k, ())).collect();
-        Msg::Batch(records, EncodedKeys::default())
+        Msg::Batch {
+            source: 0,
+            records,
+            keys: EncodedKeys::default(),
+        }
     }
 
     /// A worker whose task first ran after the coordinator had asked for
@@ -351,6 +386,7 @@ mod tests {
             stage: Box::new(Writes),
             sides: SideSinks::default(),
             rx,
+            held: None,
             state: CachedState::new(db, 1 << 20),
             sources: 1,
             inputs: vec![Some(0)],
