@@ -20,12 +20,14 @@
 //! the rest: each entry keeps that position, and the reader of a later
 //! run tells the worker when it gets there (see [`release_points`]).
 //!
-//! What a key group held is applied in the epoch in which its shard
-//! catches up, at once: that epoch is as large as what was held (what
-//! the layer before made of the backlog for these key groups), beyond
-//! the epoch's budget if that was large.
+//! Once a key group's shard has caught up (or at the start of a run that
+//! does not wait for it), what the group held is due: the worker applies
+//! it a batch at a time, within each epoch's budget of state writes, so
+//! that a long backlog's records are not one huge epoch; meanwhile
+//! whatever else reaches the group, from a worker or a shard, is held
+//! behind them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use weir_core::exec::EncodedKeys;
 use weir_core::keygroup::key_group;
@@ -54,17 +56,23 @@ pub(crate) struct Waits {
 
 /// A worker's held records, as the worker sees them (its types erased).
 pub(crate) trait Hold<K, V>: Send {
-    /// Releases the records held before this run whose shard it does not
-    /// wait for; returns them, in order.
-    fn open(&mut self, state: &mut dyn StateBackend) -> Result<Vec<Record<K, V>>>;
-    /// Whether a key group still waits for its shard: records of workers
-    /// may be held ([`arrive`](Self::arrive)).
+    /// Finds the records held before this run; those whose shard it does
+    /// not wait for are due (see [`drain`](Self::drain)).
+    fn open(&mut self, state: &mut dyn StateBackend) -> Result<()>;
+    /// Whether a key group still waits for its shard, or has records due:
+    /// records may be held ([`arrive`](Self::arrive)).
     fn waits(&self) -> bool;
+    /// Whether records are due.
+    fn draining(&self) -> bool;
+    /// Up to `max` of the records due, in order, to process now; each
+    /// key group's last once none is left.
+    fn drain(&mut self, max: usize, state: &mut dyn StateBackend) -> Result<Vec<Record<K, V>>>;
     /// Whether records are held: the worker's watermark waits, lest it
     /// pass them.
     fn holds(&self) -> bool;
-    /// Holds the records of a batch from source `source`, a worker of
-    /// this run, whose key group waits; returns the rest, to process now.
+    /// Holds the records of a batch from source `source` whose key group
+    /// waits (from a worker of this run) or has records due (from any);
+    /// returns the rest, to process now.
     fn arrive(
         &mut self,
         source: usize,
@@ -73,8 +81,9 @@ pub(crate) trait Hold<K, V>: Send {
         state: &mut dyn StateBackend,
     ) -> Result<(Vec<Record<K, V>>, EncodedKeys)>;
     /// The shard read as `source` reached `mark`: returns the records
-    /// held for its key groups up to there (all of them once it caught
-    /// up), in order, to process now.
+    /// held for its key groups up to there, in order, to process now;
+    /// once it caught up, all of them are due instead (see
+    /// [`drain`](Self::drain)).
     fn reached(
         &mut self,
         source: usize,
@@ -97,6 +106,11 @@ pub(crate) struct Held {
     shards: BTreeSet<usize>,
     /// By key group: records held.
     held: BTreeMap<u16, usize>,
+    /// Key groups whose records are due, and those of the first of them
+    /// read and not yet applied.
+    due: BTreeSet<u16>,
+    cursor: VecDeque<(Vec<u8>, Vec<u8>)>,
+    cursor_of: Option<u16>,
     next_seq: u64,
     key_buf: Vec<u8>,
     value_buf: Vec<u8>,
@@ -126,6 +140,9 @@ impl Held {
             waiting,
             shards: waits.shards.values().map(|(source, _)| *source).collect(),
             held: BTreeMap::new(),
+            due: BTreeSet::new(),
+            cursor: VecDeque::new(),
+            cursor_of: None,
             next_seq: 0,
             key_buf: Vec::new(),
             value_buf: Vec::new(),
@@ -160,12 +177,12 @@ impl Held {
         Ok(())
     }
 
-    /// Releases key group `group`'s records held up to `position`
-    /// (`None`: all) into `out`, in order.
+    /// Releases key group `group`'s records held up to `position` into
+    /// `out`, in order.
     fn release<K: Key, V: Codec>(
         &mut self,
         group: u16,
-        position: Option<u64>,
+        position: u64,
         state: &mut dyn StateBackend,
         out: &mut Vec<Record<K, V>>,
     ) -> Result<()> {
@@ -174,8 +191,13 @@ impl Held {
         }
         let mut left = 0;
         for (k, v) in state.scan_prefix(&self.prefix(group)?)? {
+            if left > 0 {
+                left += 1;
+                continue;
+            }
             let (at, record) = decode(&v)?;
-            if position.is_some_and(|p| at > p) {
+            if at > position {
+                // In order: none after it either.
                 left += 1;
                 continue;
             }
@@ -192,8 +214,7 @@ impl Held {
 }
 
 impl<K: Key, V: Codec + Send> Hold<K, V> for Held {
-    fn open(&mut self, state: &mut dyn StateBackend) -> Result<Vec<Record<K, V>>> {
-        let mut out = Vec::new();
+    fn open(&mut self, state: &mut dyn StateBackend) -> Result<()> {
         for g in self.groups.clone() {
             let entries = state.scan_prefix(&self.prefix(g)?)?;
             let Some((last, _)) = entries.last() else {
@@ -209,15 +230,55 @@ impl<K: Key, V: Codec + Send> Hold<K, V> for Held {
             self.next_seq = self.next_seq.max(seq + 1);
             self.held.insert(g, entries.len());
             if self.waits_on[usize::from(g)].is_none() {
-                self.release(g, None, state, &mut out)?;
+                self.due.insert(g);
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     #[inline]
     fn waits(&self) -> bool {
-        self.waiting > 0
+        self.waiting > 0 || !self.due.is_empty()
+    }
+
+    #[inline]
+    fn draining(&self) -> bool {
+        !self.due.is_empty()
+    }
+
+    fn drain(&mut self, max: usize, state: &mut dyn StateBackend) -> Result<Vec<Record<K, V>>> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some(&g) = self.due.first() else {
+                break;
+            };
+            let left = self.held.get(&g).copied().unwrap_or(0);
+            if left == 0 {
+                self.due.remove(&g);
+                self.held.remove(&g);
+                self.cursor.clear();
+                continue;
+            }
+            if self.cursor_of != Some(g) {
+                // Another group became the first: read it afresh.
+                self.cursor.clear();
+                self.cursor_of = Some(g);
+            }
+            if self.cursor.is_empty() {
+                // Read once per group, and again for what came behind.
+                self.cursor.extend(state.scan_prefix(&self.prefix(g)?)?);
+                if self.cursor.is_empty() {
+                    return Err(corrupt("a key group's count is ahead of its entries"));
+                }
+            }
+            let take = (max - out.len()).min(self.cursor.len()).min(left);
+            for (k, v) in self.cursor.drain(..take) {
+                out.push(decode(&v)?.1);
+                state.delete(k);
+            }
+            self.held.insert(g, left - take);
+        }
+        Ok(out)
     }
 
     #[inline]
@@ -232,7 +293,8 @@ impl<K: Key, V: Codec + Send> Hold<K, V> for Held {
         keys: EncodedKeys,
         state: &mut dyn StateBackend,
     ) -> Result<(Vec<Record<K, V>>, EncodedKeys)> {
-        if self.shards.contains(&source) {
+        let from_shard = self.shards.contains(&source);
+        if from_shard && self.due.is_empty() {
             return Ok((batch, keys));
         }
         let known = keys.len() == batch.len();
@@ -250,8 +312,10 @@ impl<K: Key, V: Codec + Send> Hold<K, V> for Held {
             };
             let key = key.to_vec();
             match self.waits_on.get(usize::from(group)).copied().flatten() {
-                Some((_, at)) => self.hold(&record, &key, group, at, state)?,
-                None => {
+                Some((_, at)) if !from_shard => self.hold(&record, &key, group, at, state)?,
+                // Behind what is due (all of it at or before here).
+                _ if self.due.contains(&group) => self.hold(&record, &key, group, 0, state)?,
+                _ => {
                     now_keys.push(&key, group)?;
                     now.push(record);
                 }
@@ -279,9 +343,11 @@ impl<K: Key, V: Codec + Send> Hold<K, V> for Held {
             if caught_up {
                 self.waits_on[gi] = None;
                 self.waiting -= 1;
-                self.release(g, None, state, &mut out)?;
+                if self.held.contains_key(&g) {
+                    self.due.insert(g);
+                }
             } else {
-                self.release(g, Some(position), state, &mut out)?;
+                self.release(g, position, state, &mut out)?;
             }
         }
         Ok(out)
@@ -469,14 +535,40 @@ mod tests {
         key_group(&k, 4) % 2
     }
 
+    fn group_of(word: &str) -> u16 {
+        let mut k = Vec::new();
+        weir_core::encode_key(&word.to_string(), &mut k).expect("key");
+        key_group(&k, 4)
+    }
+
+    /// Each key group's records, in order: the order that matters.
+    fn by_group(records: &[Record<String, u64>]) -> BTreeMap<u16, Vec<Record<String, u64>>> {
+        let mut out: BTreeMap<u16, Vec<_>> = BTreeMap::new();
+        for r in records {
+            out.entry(group_of(&r.key)).or_default().push(r.clone());
+        }
+        out
+    }
+
+    /// What is due, drained two at a time.
+    fn drain_all(held: &mut Held, state: &mut CachedState) -> Result<Vec<Record<String, u64>>> {
+        let mut out = Vec::new();
+        while Hold::<String, u64>::draining(held) {
+            let due: Vec<Record<String, u64>> = held.drain(2, state)?;
+            assert!(due.len() <= 2);
+            out.extend(due);
+        }
+        Ok(out)
+    }
+
     #[test]
     fn records_of_a_shard_behind_wait_in_state_and_come_back_in_order_when_it_catches_up(
     ) -> Result<()> {
         let (_dir, db) = open();
         let mut state = CachedState::new(db.clone(), 1 << 20);
         let mut held = Held::new(1, &[0, 1, 2, 3], 4, &waits());
-        let none: Vec<Record<String, u64>> = Hold::open(&mut held, &mut state)?;
-        assert!(none.is_empty() && held.waiting > 0 && !held.holding());
+        Hold::<String, u64>::open(&mut held, &mut state)?;
+        assert!(held.waiting > 0 && !held.holding());
         let (records, keys) = batch(&words());
         let (now, now_keys) = held.arrive(0, records.clone(), keys, &mut state)?;
         let behind: Vec<_> = records
@@ -489,15 +581,40 @@ mod tests {
         assert_eq!(now_keys.len(), now.len());
         assert!(now.iter().all(|r| shard_of(&r.key) == 1));
         assert!(held.holding());
+        // The shard's own records are its backlog: they go on.
+        let (shard, keys) = batch(&words());
+        let (now, _) = held.arrive(5, shard.clone(), keys, &mut state)?;
+        assert_eq!(now, shard);
         // Committed, the run stops: a later one restores them.
         commit(&mut state, &db);
         // A mark of another source, or short of their position, releases nothing.
         let out = reach(&mut held, 6, 500, true, &mut state)?;
-        assert!(out.is_empty());
+        assert!(out.is_empty() && !Hold::<String, u64>::draining(&held));
         let out = reach(&mut held, 5, 99, false, &mut state)?;
         assert!(out.is_empty());
+        // Caught up, they are due, a batch at a time; what reaches their
+        // key groups meanwhile, from the shard or a worker, waits behind.
         let out = reach(&mut held, 5, 100, true, &mut state)?;
-        assert_eq!(out, behind, "in order, with times and headers");
+        assert!(out.is_empty() && Hold::<String, u64>::draining(&held));
+        let mut first: Vec<Record<String, u64>> = held.drain(2, &mut state)?;
+        assert_eq!(first.len(), 2);
+        let (late, keys) = batch(&[("a", 90), ("b", 91), ("c", 92), ("d", 93)]);
+        let (now, _) = held.arrive(5, late.clone(), keys, &mut state)?;
+        let due: BTreeSet<u16> = behind.iter().map(|r| group_of(&r.key)).collect();
+        let late_behind: Vec<_> = late
+            .iter()
+            .filter(|r| due.contains(&group_of(&r.key)))
+            .cloned()
+            .collect();
+        assert_eq!(now.len() + late_behind.len(), late.len());
+        first.extend(drain_all(&mut held, &mut state)?);
+        let mut expected = behind.clone();
+        expected.extend(late_behind);
+        assert_eq!(
+            by_group(&first),
+            by_group(&expected),
+            "in order, with times and headers"
+        );
         assert!(held.waiting == 0 && !held.holding());
         // Caught up, records go straight on.
         let (records, keys) = batch(&words());
@@ -513,7 +630,7 @@ mod tests {
         let (_dir, db) = open();
         let mut state = CachedState::new(db.clone(), 1 << 20);
         let mut held = Held::new(1, &[0, 1, 2, 3], 4, &waits());
-        let _: Vec<Record<String, u64>> = Hold::open(&mut held, &mut state)?;
+        Hold::<String, u64>::open(&mut held, &mut state)?;
         let (records, keys) = batch(&words());
         held.arrive(0, records.clone(), keys, &mut state)?;
         commit(&mut state, &db);
@@ -532,27 +649,34 @@ mod tests {
         };
         let mut state = CachedState::new(db.clone(), 1 << 20);
         let mut again = Held::new(1, &[0, 1, 2, 3], 4, &later);
-        let none: Vec<Record<String, u64>> = Hold::open(&mut again, &mut state)?;
-        assert!(none.is_empty() && again.holding());
+        Hold::<String, u64>::open(&mut again, &mut state)?;
+        assert!(again.holding() && !Hold::<String, u64>::draining(&again));
         let (more, keys) = batch(&[("a", 50), ("c", 51), ("e", 52), ("g", 53)]);
         again.arrive(0, more.clone(), keys, &mut state)?;
         let more: Vec<_> = more.into_iter().filter(|r| shard_of(&r.key) == 0).collect();
         let out = reach(&mut again, 7, 100, false, &mut state)?;
-        assert_eq!(out, behind, "the first run's, at their position");
+        assert_eq!(
+            by_group(&out),
+            by_group(&behind),
+            "the first run's, at their position"
+        );
         let out = reach(&mut again, 7, 300, true, &mut state)?;
-        assert_eq!(out, more);
+        assert!(out.is_empty());
+        let out = drain_all(&mut again, &mut state)?;
+        assert_eq!(by_group(&out), by_group(&more));
         commit(&mut state, &db);
-        // A run that does not read their shard releases them at open.
+        // A run that does not read their shard has them due at once.
         let mut state = CachedState::new(db.clone(), 1 << 20);
         let mut first = Held::new(1, &[0, 1, 2, 3], 4, &waits());
-        let _: Vec<Record<String, u64>> = Hold::open(&mut first, &mut state)?;
+        Hold::<String, u64>::open(&mut first, &mut state)?;
         let (records, keys) = batch(&words());
         first.arrive(0, records.clone(), keys, &mut state)?;
         commit(&mut state, &db);
         let mut state = CachedState::new(db.clone(), 1 << 20);
         let mut alone = Held::new(1, &[0, 1, 2, 3], 4, &Waits::default());
-        let out: Vec<Record<String, u64>> = Hold::open(&mut alone, &mut state)?;
-        assert_eq!(out, behind);
+        Hold::<String, u64>::open(&mut alone, &mut state)?;
+        let out = drain_all(&mut alone, &mut state)?;
+        assert_eq!(by_group(&out), by_group(&behind));
         assert!(alone.waiting == 0 && !alone.holding());
         Ok(())
     }

@@ -46,6 +46,9 @@ pub(crate) fn spawn_worker<K: Send + 'static, V: Send + 'static>(
     WorkerHandle { done, stop }
 }
 
+/// Records a worker applies at once of those due from its hold.
+const DRAIN_BATCH: usize = 1024;
+
 /// One worker of a keyed run.
 pub(crate) struct Worker<K, V> {
     pub(crate) stage: Box<dyn Stage<K, V>>,
@@ -118,14 +121,58 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
                 }
             };
         }
+        // Fires the timers the watermark passes, once it rises, unless
+        // records are held back, which come later.
+        macro_rules! advance {
+            () => {
+                // An input's own watermark may fire the timers that follow
+                // it (see `Declarations::event_timers_follow`).
+                let mut rose = false;
+                for (input, mark) in input_marks.iter_mut().enumerate() {
+                    let now = of_input(&watermarks, &at_end, &self.inputs, input);
+                    rose |= now > *mark;
+                    *mark = now;
+                }
+                let low = combined(&watermarks, &idle);
+                let holds = self.held.as_ref().is_some_and(|h| h.holds());
+                if (low > watermark || rose) && !holds {
+                    watermark = watermark.max(low);
+                    self.stage.fire(&mut cx!()).await?;
+                }
+            };
+        }
         self.stage.open(&mut cx!()).await?;
         if let Some(held) = &mut self.held {
-            let released = held.open(&mut self.state)?;
-            if !released.is_empty() {
-                self.stage.push(released, &mut cx!()).await?;
-            }
+            held.open(&mut self.state)?;
         }
         loop {
+            // Records due from the hold, a batch at a time between messages
+            // (whatever reaches their key groups meanwhile is held behind
+            // them), within the epoch's budget (see `Held`); past it, the
+            // epoch ends first. Not after the last barrier: nothing more
+            // commits then.
+            let shutdown = *self.requested.borrow() == u64::MAX;
+            if let Some(held) = self.held.as_mut().filter(|h| h.draining() && !shutdown) {
+                if self.state.dirty_bytes() < self.epoch_budget {
+                    let due = held.drain(DRAIN_BATCH, &mut self.state)?;
+                    let done = !held.draining();
+                    if !due.is_empty() {
+                        self.stage.push(due, &mut cx!()).await?;
+                    }
+                    if done {
+                        advance!();
+                    }
+                    tokio::task::yield_now().await;
+                    if self.rx.is_empty() {
+                        continue;
+                    }
+                } else if !reported {
+                    reported = true;
+                    self.events
+                        .send(Event::EpochFull(filling))
+                        .map_err(|_| coordinator_gone())?;
+                }
+            }
             // Unbiased: a full channel must not starve processing-time timers.
             let msg = tokio::select! {
                 m = self.rx.recv() => m,
@@ -185,6 +232,17 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
                     barriers += 1;
                     if barriers == self.sources {
                         barriers = 0;
+                        // Every source finished: the last epoch of a bounded
+                        // run, which takes whatever is still due.
+                        if watermarks.iter().all(|w| *w == i64::MAX) {
+                            if let Some(held) = &mut self.held {
+                                while held.draining() {
+                                    let due = held.drain(DRAIN_BATCH, &mut self.state)?;
+                                    self.stage.push(due, &mut cx!()).await?;
+                                }
+                                advance!();
+                            }
+                        }
                         filling = epoch + 1;
                         reported = false;
                         // The previous epoch is committed: clean entries may go.
@@ -216,21 +274,7 @@ impl<K: Send + 'static, V: Send + 'static> Worker<K, V> {
                     continue;
                 }
             }
-            // An input's own watermark may fire the timers that follow it
-            // (see `Declarations::event_timers_follow`).
-            let mut rose = false;
-            for (input, mark) in input_marks.iter_mut().enumerate() {
-                let now = of_input(&watermarks, &at_end, &self.inputs, input);
-                rose |= now > *mark;
-                *mark = now;
-            }
-            let low = combined(&watermarks, &idle);
-            // Not past records held back, which come later.
-            let holds = self.held.as_ref().is_some_and(|h| h.holds());
-            if (low > watermark || rose) && !holds {
-                watermark = watermark.max(low);
-                self.stage.fire(&mut cx!()).await?;
-            }
+            advance!();
         }
         self.stage.close().await
     }
