@@ -109,8 +109,9 @@ pub trait CommitPoint: Send + Sync + 'static {
 /// Sends records to the instance that holds their key group (see
 /// [`CommitPoint::forwarder`]).
 pub trait Forward: Send {
-    /// Sends one record (its encoded key and value) to `shard`, inside the
-    /// open transaction, to go on by `route` from there.
+    /// Sends one record (its encoded key and value, its time and headers)
+    /// to `shard`, inside the open transaction, to go on by `route` from
+    /// there.
     fn send(
         &mut self,
         shard: u16,
@@ -118,6 +119,7 @@ pub trait Forward: Send {
         key: &[u8],
         value: &[u8],
         timestamp: Option<i64>,
+        headers: &[crate::Header],
     ) -> Result<()>;
 }
 

@@ -1,10 +1,12 @@
 //! Serdes: how a record's key or value is read from and written to the
 //! bytes of an external system (a Kafka record, a line of a file), as
-//! Kafka's `Serde`s do. Keyed state and the exchange use [`Codec`](crate::Codec)
-//! (bincode) instead: bytes nobody but the pipeline reads.
+//! Kafka's `Serde`s do, and, where a store's descriptor names one, the
+//! values of keyed state. The exchange, and state by default, use
+//! [`Codec`](crate::Codec) (bincode, [`Bincode`]): bytes nobody but the
+//! pipeline reads.
 //!
-//! [`Bytes`], [`Utf8`] and [`Json`] are given; implement [`Serde`] for
-//! any other format (Avro, Protobuf, a fixed layout).
+//! [`Bytes`], [`Utf8`], [`Json`] and [`Bincode`] are given; implement
+//! [`Serde`] for any other format (Avro, Protobuf, a fixed layout).
 
 use std::marker::PhantomData;
 
@@ -32,6 +34,36 @@ pub trait Serde<T>: Send + Sync + 'static {
     fn is_absent(&self, value: &T) -> bool {
         let _ = value;
         false
+    }
+}
+
+/// The pipeline's own encoding, [`Codec`](crate::Codec) (bincode): what
+/// keyed state is written with unless its descriptor names another serde.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bincode;
+
+impl<T: crate::Codec> Serde<T> for Bincode {
+    fn name(&self) -> String {
+        "bincode".to_owned()
+    }
+
+    #[inline]
+    fn serialize(&self, value: &T, out: &mut Vec<u8>) -> Result<(), String> {
+        value.encode_into(out).map_err(codec_message)
+    }
+
+    #[inline]
+    fn deserialize(&self, bytes: &[u8]) -> Result<T, String> {
+        T::decode(bytes).map_err(codec_message)
+    }
+}
+
+/// The message of a [`Codec`](crate::Codec) error, without what it was
+/// about (the caller names that).
+fn codec_message(e: crate::Error) -> String {
+    match e {
+        crate::Error::Codec { message, .. } => message,
+        other => other.to_string(),
     }
 }
 

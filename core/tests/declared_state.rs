@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use weir_core::prelude::*;
+use weir_core::serdes::{Json, Utf8};
+use weir_core::state::StateDescriptor;
 use weir_core::testing::TestDriver;
 
 const SEEN: ListDescriptor<String> = ListDescriptor::new("seen");
@@ -300,5 +302,88 @@ async fn open_sees_its_worker_key_groups_and_settings() -> Result<()> {
         .expect("refused")
         .to_string();
     assert!(e.contains("`window_ms` = `soon` does not parse"), "{e}");
+    Ok(())
+}
+
+/// A visit, stored as JSON.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Visit {
+    page: String,
+    n: u32,
+}
+
+const LATEST: ValueDescriptor<Visit, Json<Visit>> =
+    ValueDescriptor::new("latest").with_serde(Json::new());
+const BY_PAGE: MapDescriptor<String, Visit, Json<Visit>> =
+    MapDescriptor::new("by_page").with_serde(Json::new());
+const TRAIL: ListDescriptor<String, Utf8> = ListDescriptor::new("trail")
+    .with_serde(Utf8)
+    .with_ttl(Duration::from_secs(60));
+
+/// Keeps each key's latest visit, its latest per page and its trail of
+/// pages, each in a store with a serde of its own.
+#[derive(Clone)]
+struct Visits;
+
+impl Processor for Visits {
+    type Key = String;
+    type In = Visit;
+    type Out = usize;
+
+    fn declare(&self, d: &mut Declarations) {
+        d.state(&LATEST).state(&BY_PAGE).state(&TRAIL);
+    }
+
+    async fn process(
+        &mut self,
+        r: Record<String, Visit>,
+        ctx: &mut Context<'_, Self>,
+    ) -> Result<()> {
+        ctx.state(&LATEST)?.put(&r.value)?;
+        ctx.state(&BY_PAGE)?.put(&r.value.page, &r.value)?;
+        ctx.state(&TRAIL)?.add(&r.value.page)?;
+        let pages = ctx.state(&BY_PAGE)?.iter()?.count();
+        ctx.emit(r.key, pages);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn stores_with_a_serde_of_their_own_write_its_bytes_and_read_them_back() -> Result<()> {
+    let visit = |page: &str, n| Visit {
+        page: page.to_owned(),
+        n,
+    };
+    let mut d = TestDriver::new(Visits).await?;
+    d.pipe(k("u"), visit("home", 1)).await?;
+    d.pipe(k("u"), visit("cart", 2)).await?;
+    d.checkpoint();
+    d.pipe(k("u"), visit("home", 3)).await?;
+    d.crash_and_restore().await?;
+    assert_eq!(d.value(&k("u"), &LATEST)?, Some(visit("cart", 2)));
+    assert_eq!(
+        d.map_entries(&k("u"), &BY_PAGE)?,
+        [(k("cart"), visit("cart", 2)), (k("home"), visit("home", 1))]
+    );
+    assert_eq!(d.list(&k("u"), &TRAIL)?, ["home", "cart"]);
+    // The bytes are the serdes': JSON a tool reads, and UTF-8 text after
+    // the time to live's expiry.
+    let raw = d.raw_state();
+    let holds = |bytes: &[u8]| raw.iter().any(|(_, v)| v.ends_with(bytes));
+    assert!(holds(br#"{"page":"cart","n":2}"#));
+    assert!(holds(br#"{"page":"home","n":1}"#));
+    assert!(holds(b"cart") && holds(b"home"));
+    // The serde is part of the store's signature, so that state written
+    // with another is refused at start as another type is.
+    let sig = LATEST.spec().signature();
+    assert!(
+        sig.ends_with("Visit as json<declared_state::Visit>>"),
+        "{sig}"
+    );
+    assert_eq!(
+        TRAIL.spec().signature(),
+        "list<alloc::string::String as utf8> with ttl"
+    );
+    assert_eq!(SEEN.spec().signature(), "list<alloc::string::String>");
     Ok(())
 }

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use weir_connectors::file::{FileSink, FileSource};
+use weir_core::serdes::Json;
 use weir_runtime::prelude::*;
 
 fn config(state: &Path, extra: &[(&str, &str)]) -> Result<Config> {
@@ -347,6 +348,82 @@ async fn a_restart_on_state_of_another_type_is_refused_naming_the_store() -> Res
     assert_eq!(read_all(&output).len(), 3, "nothing was read or written");
     // The version that wrote the state reads on.
     weir_runtime::cli::run(build(false), &config(&state, &[])?, None).await?;
+    assert_eq!(read_all(&output), ["x\t1", "x\t2", "x\t3", "y\t1"]);
+    Ok(())
+}
+
+const TALLY_AS_JSON: ValueDescriptor<u64, Json<u64>> =
+    ValueDescriptor::new("tally").with_serde(Json::new());
+
+/// Tallies each key in a store written as JSON, or (`json` false) in the
+/// same store written with the pipeline's own encoding.
+#[derive(Clone)]
+struct JsonTally {
+    json: bool,
+}
+
+impl Processor for JsonTally {
+    type Key = String;
+    type In = ();
+    type Out = String;
+
+    fn declare(&self, d: &mut Declarations) {
+        match self.json {
+            true => d.state(&TALLY_AS_JSON),
+            false => d.state(&TALLY),
+        };
+    }
+
+    async fn process(&mut self, r: Record<String, ()>, ctx: &mut Context<'_, Self>) -> Result<()> {
+        let n = if self.json {
+            let mut t = ctx.state(&TALLY_AS_JSON)?;
+            let n = t.get()?.unwrap_or(0) + 1;
+            t.put(&n)?;
+            n
+        } else {
+            let mut t = ctx.state(&TALLY)?;
+            let n = t.get()?.unwrap_or(0) + 1;
+            t.put(&n)?;
+            n
+        };
+        ctx.emit(r.key, n.to_string());
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_on_state_written_with_another_serde_is_refused_naming_both() -> Result<()> {
+    let tmp = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
+    let (input, output, state) = (
+        tmp.path().join("in"),
+        tmp.path().join("out"),
+        tmp.path().join("state"),
+    );
+    write_input(&input, &[("a.txt", "x\ny\nx\n")]);
+    let build = |json: bool| {
+        let mut p = Pipeline::new("tally");
+        p.source(FileSource::lines(&input))
+            .key_by(|l: &String| l.clone())
+            .map(|_| ())
+            .process(JsonTally { json })
+            .sink(FileSink::tsv(&output));
+        p
+    };
+    weir_runtime::cli::run(build(true), &config(&state, &[])?, None).await?;
+    assert_eq!(read_all(&output), ["x\t1", "x\t2", "y\t1"]);
+    std::fs::write(input.join("a.txt"), "x\ny\nx\nx\n").map_err(|e| Error::io("write", "a", e))?;
+    let e = weir_runtime::cli::run(build(false), &config(&state, &[])?, None)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        e.contains("holds the store `tally` as value<u64 as json<u64>>")
+            && e.contains("declares it as value<u64> in pipeline::JsonTally"),
+        "{e}"
+    );
+    assert_eq!(read_all(&output).len(), 3, "nothing was read or written");
+    weir_runtime::cli::run(build(true), &config(&state, &[])?, None).await?;
     assert_eq!(read_all(&output), ["x\t1", "x\t2", "x\t3", "y\t1"]);
     Ok(())
 }

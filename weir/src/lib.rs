@@ -43,7 +43,7 @@ pub mod prelude {
     };
     pub use weir_core::join::{JoinInput, JoinKind, JoinWindows};
     pub use weir_core::prelude::*;
-    pub use weir_core::serdes::{Bytes, Json, NoKey, Serde, Utf8};
+    pub use weir_core::serdes::{Bincode, Bytes, Json, NoKey, Serde, Utf8};
     pub use weir_core::source::Union;
     pub use weir_core::window::{
         Aggregate, Emit, Sessions, WindowFunction, WindowState, Windowed, Windows,

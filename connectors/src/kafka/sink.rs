@@ -529,6 +529,7 @@ impl Forward for KafkaForward {
         key: &[u8],
         value: &[u8],
         timestamp: Option<i64>,
+        headers: &[weir_core::Header],
     ) -> Result<()> {
         let record = Outgoing {
             topic: &self.topic,
@@ -537,7 +538,8 @@ impl Forward for KafkaForward {
             value: Some(value),
             timestamp,
         };
-        send(&self.active.producer, &record, route_headers(route)).map_err(|e| {
+        let headers = route_headers(route, headers);
+        send(&self.active.producer, &record, headers).map_err(|e| {
             producer_error(
                 &format!("send to `{}`", self.topic),
                 &self.active.id,
@@ -548,16 +550,26 @@ impl Forward for KafkaForward {
     }
 }
 
-/// The headers that carry a forwarded record's [`Route`]: none for the
-/// first exchange's records (as every forwarded record was before later
-/// exchanges crossed instances), so that they read the same either way.
-fn route_headers(route: Route) -> Option<OwnedHeaders> {
-    (route.exchange > 0).then(|| {
-        OwnedHeaders::new().insert(Header {
-            key: EXCHANGE_HEADER,
-            value: Some(&[route.exchange]),
-        })
-    })
+/// A forwarded record's headers: its own, then, last, one that carries
+/// its [`Route`], so that a header of the record's own of that name is
+/// never taken for it. A first exchange's record without headers has
+/// none at all, as every forwarded record had before later exchanges
+/// crossed instances, so that they read the same either way.
+pub(crate) fn route_headers(route: Route, own: &[weir_core::Header]) -> Option<OwnedHeaders> {
+    if own.is_empty() && route.exchange == 0 {
+        return None;
+    }
+    let mut headers = OwnedHeaders::new_with_capacity(own.len() + 1);
+    for h in own {
+        headers = headers.insert(Header {
+            key: &h.name,
+            value: Some(&h.value),
+        });
+    }
+    Some(headers.insert(Header {
+        key: EXCHANGE_HEADER,
+        value: Some(&[route.exchange]),
+    }))
 }
 
 struct KafkaTransaction {

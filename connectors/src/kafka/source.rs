@@ -554,23 +554,31 @@ fn utf8_value(task: &str, offset: u64, m: &BorrowedMessage<'_>) -> Result<String
         })
 }
 
-/// A record another instance forwarded: its encoded key and value, and
-/// its route (see `route_headers` in the sink).
-fn forwarded(task: &str, offset: u64, m: &BorrowedMessage<'_>) -> Result<Forwarded> {
+/// A record another instance forwarded: its encoded key and value, its
+/// route (its last header, see `route_headers` in the sink) and its own
+/// headers.
+fn forwarded(task: &str, offset: u64, m: &impl Message) -> Result<Forwarded> {
     let mut route = Route::default();
-    for h in m.headers().into_iter().flat_map(|h| h.iter()) {
-        let value = h.value.unwrap_or_default();
-        if h.key == EXCHANGE_HEADER {
-            match value {
-                [n] => route.exchange = *n,
-                _ => return Err(unroutable(task, offset, EXCHANGE_HEADER)),
-            }
+    let mut headers: Vec<Header> = m
+        .headers()
+        .into_iter()
+        .flat_map(|h| h.iter())
+        .map(|h| Header {
+            name: h.key.to_owned(),
+            value: h.value.unwrap_or_default().to_vec(),
+        })
+        .collect();
+    if headers.last().is_some_and(|h| h.name == EXCHANGE_HEADER) {
+        match headers.pop().map(|h| h.value).as_deref() {
+            Some([n]) => route.exchange = *n,
+            _ => return Err(unroutable(task, offset, EXCHANGE_HEADER)),
         }
     }
     Ok(Forwarded {
         key: m.key().unwrap_or_default().to_vec(),
         value: m.payload().unwrap_or_default().to_vec(),
         route,
+        headers,
         offset,
     })
 }
@@ -869,7 +877,8 @@ impl<T: Send + 'static> Source for KafkaSource<T> {
             &topic,
             partition,
             start,
-            Arc::new(forwarded) as Decode<Forwarded>,
+            Arc::new(|task: &str, offset, m: &BorrowedMessage<'_>| forwarded(task, offset, m))
+                as Decode<Forwarded>,
             !drain,
         )?;
         reader.drain = drain;
@@ -1205,6 +1214,55 @@ impl<T: Send, U: Send> SourceReader<T> for PartitionReader<T, U> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forwarded_record_keeps_its_headers_and_route() -> Result<()> {
+        use rdkafka::message::OwnedMessage;
+        use rdkafka::Timestamp;
+        use weir_core::source::Route;
+
+        let own = vec![
+            Header {
+                name: "trace".into(),
+                value: b"t-1".to_vec(),
+            },
+            Header {
+                name: "empty".into(),
+                value: Vec::new(),
+            },
+        ];
+        let message = |route: Route, own: &[Header]| {
+            OwnedMessage::new(
+                Some(b"v".to_vec()),
+                Some(b"k".to_vec()),
+                "app-repartition".into(),
+                Timestamp::CreateTime(42),
+                3,
+                7,
+                super::super::sink::route_headers(route, own),
+            )
+        };
+        let f = forwarded("shard-3", 7, &message(Route { exchange: 2 }, &own))?;
+        assert_eq!((f.key, f.value), (b"k".to_vec(), b"v".to_vec()));
+        assert_eq!((f.route, f.offset), (Route { exchange: 2 }, 7));
+        assert_eq!(f.headers, own);
+        // The first exchange's records without headers are written as
+        // before later exchanges crossed instances: with none.
+        assert!(super::super::sink::route_headers(Route::default(), &[]).is_none());
+        let f = forwarded("shard-3", 7, &message(Route::default(), &own))?;
+        assert_eq!((f.route, f.headers), (Route::default(), own.clone()));
+        // A header of the record's own by weir's name stays the record's.
+        let mut theirs = own;
+        theirs.push(Header {
+            name: EXCHANGE_HEADER.into(),
+            value: vec![9, 9],
+        });
+        for route in [Route::default(), Route { exchange: 1 }] {
+            let f = forwarded("shard-3", 7, &message(route, &theirs))?;
+            assert_eq!((f.route, &f.headers), (route, &theirs));
+        }
+        Ok(())
+    }
 
     fn settings() -> KafkaSettings {
         // Nothing listens there: these tests never reach a broker.

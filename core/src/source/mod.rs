@@ -59,6 +59,8 @@ pub struct Forwarded {
     pub value: Vec<u8>,
     /// Where it goes on from the shard.
     pub route: Route,
+    /// The record's own headers.
+    pub headers: Vec<crate::Header>,
     /// Its position in the shard: the reader's position once it is read
     /// is one past it.
     pub offset: u64,

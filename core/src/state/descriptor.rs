@@ -13,7 +13,8 @@ use std::time::Duration;
 use super::{keyed_key_into, Access, ListState, MapState, StateBackend, ValueState};
 use super::{KEYED_TAG, KEYED_TTL_TAG, MAP_TAG, MAP_TTL_TAG};
 use crate::output::{OutputSpec, OutputTag};
-use crate::{Codec, Error, Result};
+use crate::serdes::Bincode;
+use crate::{Codec, Error, Result, Serde};
 
 /// What kind of store a descriptor declares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -111,15 +112,33 @@ fn millis(ttl: Option<Duration>) -> Option<i64> {
     ttl.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1))
 }
 
-/// Declares a store of one value per key, of type `T`.
+/// How a signature names a stored `T`: its type, and the serde it is
+/// written with where that is not the pipeline's own (bincode), so that
+/// a restart with another serde is refused as another type is.
+fn stored<T, S: Serde<T>>(serde: &S) -> String {
+    let name = std::any::type_name::<T>();
+    match serde.name().as_str() {
+        "bincode" => name.to_owned(),
+        format => format!("{name} as {format}"),
+    }
+}
+
+/// Declares a store of one value per key, of type `T`, written with the
+/// serde `S` (the pipeline's own bincode unless
+/// [`with_serde`](Self::with_serde) names another).
 ///
 /// ```
 /// # use weir_core::state::ValueDescriptor;
+/// # use weir_core::serdes::Json;
 /// const COUNT: ValueDescriptor<u64> = ValueDescriptor::new("count");
+/// // JSON that other tools can read (`weir state`), into your own type.
+/// const SEEN: ValueDescriptor<Vec<String>, Json<Vec<String>>> =
+///     ValueDescriptor::new("seen").with_serde(Json::new());
 /// ```
-pub struct ValueDescriptor<T> {
+pub struct ValueDescriptor<T, S = Bincode> {
     name: &'static str,
     ttl: Option<Duration>,
+    serde: S,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -129,10 +148,25 @@ impl<T> ValueDescriptor<T> {
         ValueDescriptor {
             name,
             ttl: None,
+            serde: Bincode,
             _t: PhantomData,
         }
     }
 
+    /// Its values are written with `serde` (JSON, your own format) rather
+    /// than bincode. The serde goes into the fingerprint: state written
+    /// with another is refused at start, as another type is.
+    pub const fn with_serde<S: Serde<T>>(self, serde: S) -> ValueDescriptor<T, S> {
+        ValueDescriptor {
+            name: self.name,
+            ttl: self.ttl,
+            serde,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T, S> ValueDescriptor<T, S> {
     /// A value expires `ttl` of processing time after it was last written:
     /// it reads as absent, and its storage is reclaimed.
     pub const fn with_ttl(mut self, ttl: Duration) -> Self {
@@ -146,8 +180,8 @@ impl<T> ValueDescriptor<T> {
     }
 }
 
-impl<T: Codec + 'static> StateDescriptor for ValueDescriptor<T> {
-    type Handle<'a> = ValueState<'a, T>;
+impl<T: 'static, S: Serde<T> + Clone> StateDescriptor for ValueDescriptor<T, S> {
+    type Handle<'a> = ValueState<'a, T, S>;
 
     fn name(&self) -> &'static str {
         self.name
@@ -157,9 +191,9 @@ impl<T: Codec + 'static> StateDescriptor for ValueDescriptor<T> {
         StateSpec {
             name: self.name,
             kind: StateKind::Value,
-            types: std::any::type_name::<T>().to_owned(),
+            types: stored::<T, S>(&self.serde),
             ttl: self.ttl,
-            type_id: TypeId::of::<T>(),
+            type_id: TypeId::of::<(T, S)>(),
         }
     }
 
@@ -168,10 +202,10 @@ impl<T: Codec + 'static> StateDescriptor for ValueDescriptor<T> {
     }
 
     fn identity(&self) -> (StateKind, TypeId) {
-        (StateKind::Value, TypeId::of::<T>())
+        (StateKind::Value, TypeId::of::<(T, S)>())
     }
 
-    fn handle<'a>(&self, place: Place<'a>) -> Result<ValueState<'a, T>> {
+    fn handle<'a>(&self, place: Place<'a>) -> Result<ValueState<'a, T, S>> {
         let tag = match self.ttl {
             Some(_) => KEYED_TTL_TAG,
             None => KEYED_TAG,
@@ -192,15 +226,20 @@ impl<T: Codec + 'static> StateDescriptor for ValueDescriptor<T> {
                 ttl_ms: millis(self.ttl),
             },
             place.buf,
+            self.serde.clone(),
         ))
     }
 }
 
 /// Declares a store of a map per key, from `K` to `V`, whose entries are
-/// read one by one or in the order of their encoded keys.
-pub struct MapDescriptor<K, V> {
+/// read one by one or in the order of their encoded keys. Its keys are
+/// encoded with [`Codec`] (their order is that of the encodings), its
+/// values with the serde `S` (bincode unless
+/// [`with_serde`](Self::with_serde) names another).
+pub struct MapDescriptor<K, V, S = Bincode> {
     name: &'static str,
     ttl: Option<Duration>,
+    serde: S,
     _t: PhantomData<fn() -> (K, V)>,
 }
 
@@ -210,10 +249,24 @@ impl<K, V> MapDescriptor<K, V> {
         MapDescriptor {
             name,
             ttl: None,
+            serde: Bincode,
             _t: PhantomData,
         }
     }
 
+    /// Its values are written with `serde` rather than bincode (see
+    /// [`ValueDescriptor::with_serde`]).
+    pub const fn with_serde<S: Serde<V>>(self, serde: S) -> MapDescriptor<K, V, S> {
+        MapDescriptor {
+            name: self.name,
+            ttl: self.ttl,
+            serde,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<K, V, S> MapDescriptor<K, V, S> {
     /// An entry expires `ttl` of processing time after it was last written.
     pub const fn with_ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
@@ -221,8 +274,10 @@ impl<K, V> MapDescriptor<K, V> {
     }
 }
 
-impl<K: Codec + 'static, V: Codec + 'static> StateDescriptor for MapDescriptor<K, V> {
-    type Handle<'a> = MapState<'a, K, V>;
+impl<K: Codec + 'static, V: 'static, S: Serde<V> + Clone> StateDescriptor
+    for MapDescriptor<K, V, S>
+{
+    type Handle<'a> = MapState<'a, K, V, S>;
 
     fn name(&self) -> &'static str {
         self.name
@@ -235,10 +290,10 @@ impl<K: Codec + 'static, V: Codec + 'static> StateDescriptor for MapDescriptor<K
             types: format!(
                 "{}, {}",
                 std::any::type_name::<K>(),
-                std::any::type_name::<V>()
+                stored::<V, S>(&self.serde)
             ),
             ttl: self.ttl,
-            type_id: TypeId::of::<(K, V)>(),
+            type_id: TypeId::of::<(K, V, S)>(),
         }
     }
 
@@ -247,10 +302,10 @@ impl<K: Codec + 'static, V: Codec + 'static> StateDescriptor for MapDescriptor<K
     }
 
     fn identity(&self) -> (StateKind, TypeId) {
-        (StateKind::Map, TypeId::of::<(K, V)>())
+        (StateKind::Map, TypeId::of::<(K, V, S)>())
     }
 
-    fn handle<'a>(&self, place: Place<'a>) -> Result<MapState<'a, K, V>> {
+    fn handle<'a>(&self, place: Place<'a>) -> Result<MapState<'a, K, V, S>> {
         let tag = match self.ttl {
             Some(_) => MAP_TTL_TAG,
             None => MAP_TAG,
@@ -272,15 +327,19 @@ impl<K: Codec + 'static, V: Codec + 'static> StateDescriptor for MapDescriptor<K
                 ttl_ms: millis(self.ttl),
             },
             prefix,
+            self.serde.clone(),
         ))
     }
 }
 
 /// Declares a store of a list per key, of `T`s in the order they were
-/// added; adding one does not read the others.
-pub struct ListDescriptor<T> {
+/// added; adding one does not read the others. Its elements are written
+/// with the serde `S` (bincode unless [`with_serde`](Self::with_serde)
+/// names another).
+pub struct ListDescriptor<T, S = Bincode> {
     name: &'static str,
     ttl: Option<Duration>,
+    serde: S,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -290,10 +349,24 @@ impl<T> ListDescriptor<T> {
         ListDescriptor {
             name,
             ttl: None,
+            serde: Bincode,
             _t: PhantomData,
         }
     }
 
+    /// Its elements are written with `serde` rather than bincode (see
+    /// [`ValueDescriptor::with_serde`]).
+    pub const fn with_serde<S: Serde<T>>(self, serde: S) -> ListDescriptor<T, S> {
+        ListDescriptor {
+            name: self.name,
+            ttl: self.ttl,
+            serde,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T, S> ListDescriptor<T, S> {
     /// An element expires `ttl` of processing time after it was added.
     pub const fn with_ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
@@ -301,8 +374,8 @@ impl<T> ListDescriptor<T> {
     }
 }
 
-impl<T: Codec + 'static> StateDescriptor for ListDescriptor<T> {
-    type Handle<'a> = ListState<'a, T>;
+impl<T: 'static, S: Serde<T> + Clone> StateDescriptor for ListDescriptor<T, S> {
+    type Handle<'a> = ListState<'a, T, S>;
 
     fn name(&self) -> &'static str {
         self.name
@@ -312,9 +385,9 @@ impl<T: Codec + 'static> StateDescriptor for ListDescriptor<T> {
         StateSpec {
             name: self.name,
             kind: StateKind::List,
-            types: std::any::type_name::<T>().to_owned(),
+            types: stored::<T, S>(&self.serde),
             ttl: self.ttl,
-            type_id: TypeId::of::<T>(),
+            type_id: TypeId::of::<(T, S)>(),
         }
     }
 
@@ -323,10 +396,10 @@ impl<T: Codec + 'static> StateDescriptor for ListDescriptor<T> {
     }
 
     fn identity(&self) -> (StateKind, TypeId) {
-        (StateKind::List, TypeId::of::<T>())
+        (StateKind::List, TypeId::of::<(T, S)>())
     }
 
-    fn handle<'a>(&self, place: Place<'a>) -> Result<ListState<'a, T>> {
+    fn handle<'a>(&self, place: Place<'a>) -> Result<ListState<'a, T, S>> {
         let tag = match self.ttl {
             Some(_) => MAP_TTL_TAG,
             None => MAP_TAG,
@@ -365,6 +438,7 @@ impl<T: Codec + 'static> StateDescriptor for ListDescriptor<T> {
             },
             prefix,
             place.buf,
+            self.serde.clone(),
         ))
     }
 }

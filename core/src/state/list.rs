@@ -3,26 +3,35 @@
 use std::marker::PhantomData;
 
 use super::{ttl, Access};
-use crate::{Codec, Error, Result};
+use crate::serdes::Bincode;
+use crate::{Error, Result, Serde};
 
 /// The current key's list in a list store (see
 /// [`ListDescriptor`](super::ListDescriptor)). Its elements are entries
 /// keyed by a rising sequence number, so that adding one reads and writes
-/// only it and the next number.
-pub struct ListState<'a, T> {
+/// only it and the next number. Its elements are written with the serde
+/// `S`.
+pub struct ListState<'a, T, S = Bincode> {
     at: Access<'a>,
     prefix: Vec<u8>,
     /// The key of the next sequence number.
     next_key: &'a mut Vec<u8>,
+    serde: S,
     _t: PhantomData<fn() -> T>,
 }
 
-impl<'a, T: Codec> ListState<'a, T> {
-    pub(crate) fn new(at: Access<'a>, prefix: Vec<u8>, next_key: &'a mut Vec<u8>) -> Self {
+impl<'a, T, S: Serde<T> + Clone> ListState<'a, T, S> {
+    pub(crate) fn new(
+        at: Access<'a>,
+        prefix: Vec<u8>,
+        next_key: &'a mut Vec<u8>,
+        serde: S,
+    ) -> Self {
         ListState {
             at,
             prefix,
             next_key,
+            serde,
             _t: PhantomData,
         }
     }
@@ -47,9 +56,9 @@ impl<'a, T: Codec> ListState<'a, T> {
         if let Some(header) = self.at.header() {
             bytes.extend_from_slice(&header);
         }
-        value
-            .encode_into(&mut bytes)
-            .map_err(|e| self.at.named(e))?;
+        self.serde
+            .serialize(value, &mut bytes)
+            .map_err(|m| self.at.serde_error("encode", &self.serde, m))?;
         self.at.backend.put(key, bytes);
         let mut counter = Vec::with_capacity(16);
         if let Some(header) = self.at.header() {
@@ -62,13 +71,14 @@ impl<'a, T: Codec> ListState<'a, T> {
 
     /// The elements in the order they were added (expired ones left out),
     /// each decoded as the iterator reaches it.
-    pub fn iter(&mut self) -> Result<Elements<T>> {
+    pub fn iter(&mut self) -> Result<Elements<T, S>> {
         let raw = self.at.backend.scan_prefix(&self.prefix)?;
         Ok(Elements {
             raw: raw.into_iter(),
             expiring: self.at.ttl_ms.is_some(),
             now: self.at.now,
             name: self.at.name,
+            serde: self.serde.clone(),
             _t: PhantomData,
         })
     }
@@ -98,15 +108,16 @@ impl<'a, T: Codec> ListState<'a, T> {
 }
 
 /// The elements of a [`ListState`], decoded one at a time.
-pub struct Elements<T> {
+pub struct Elements<T, S = Bincode> {
     raw: std::vec::IntoIter<(Vec<u8>, Vec<u8>)>,
     expiring: bool,
     now: i64,
     name: &'static str,
+    serde: S,
     _t: PhantomData<fn() -> T>,
 }
 
-impl<T: Codec> Iterator for Elements<T> {
+impl<T, S: Serde<T>> Iterator for Elements<T, S> {
     type Item = Result<T>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -120,7 +131,11 @@ impl<T: Codec> Iterator for Elements<T> {
             } else {
                 &v
             };
-            return Some(T::decode(value).map_err(|e| super::named(e, self.name)));
+            return Some(
+                self.serde
+                    .deserialize(value)
+                    .map_err(|m| super::serde_error::<T, S>("decode", self.name, &self.serde, m)),
+            );
         }
     }
 

@@ -3,21 +3,25 @@
 use std::marker::PhantomData;
 
 use super::{ttl, Access};
-use crate::{Codec, Result};
+use crate::serdes::Bincode;
+use crate::{Codec, Result, Serde};
 
 /// The current key's map in a map store (see
-/// [`MapDescriptor`](super::MapDescriptor)).
-pub struct MapState<'a, K, V> {
+/// [`MapDescriptor`](super::MapDescriptor)), its values written with the
+/// serde `S` (its keys with [`Codec`], whose order they are iterated in).
+pub struct MapState<'a, K, V, S = Bincode> {
     at: Access<'a>,
     prefix: Vec<u8>,
+    serde: S,
     _t: PhantomData<fn() -> (K, V)>,
 }
 
-impl<'a, K: Codec, V: Codec> MapState<'a, K, V> {
-    pub(crate) fn new(at: Access<'a>, prefix: Vec<u8>) -> Self {
+impl<'a, K: Codec, V, S: Serde<V> + Clone> MapState<'a, K, V, S> {
+    pub(crate) fn new(at: Access<'a>, prefix: Vec<u8>, serde: S) -> Self {
         MapState {
             at,
             prefix,
+            serde,
             _t: PhantomData,
         }
     }
@@ -32,9 +36,9 @@ impl<'a, K: Codec, V: Codec> MapState<'a, K, V> {
     pub fn get(&mut self, k: &K) -> Result<Option<V>> {
         let key = self.entry_key(k)?;
         match self.at.get(&key)? {
-            Some(bytes) => match V::decode(bytes) {
+            Some(bytes) => match self.serde.deserialize(bytes) {
                 Ok(v) => Ok(Some(v)),
-                Err(e) => Err(self.at.named(e)),
+                Err(m) => Err(self.at.serde_error("decode", &self.serde, m)),
             },
             None => Ok(None),
         }
@@ -53,7 +57,9 @@ impl<'a, K: Codec, V: Codec> MapState<'a, K, V> {
         if let Some(header) = self.at.header() {
             bytes.extend_from_slice(&header);
         }
-        v.encode_into(&mut bytes).map_err(|e| self.at.named(e))?;
+        self.serde
+            .serialize(v, &mut bytes)
+            .map_err(|m| self.at.serde_error("encode", &self.serde, m))?;
         self.at.backend.put(key, bytes);
         Ok(())
     }
@@ -67,7 +73,7 @@ impl<'a, K: Codec, V: Codec> MapState<'a, K, V> {
 
     /// The entries in the order of their encoded keys, each decoded as the
     /// iterator reaches it. Expired entries are left out.
-    pub fn iter(&mut self) -> Result<MapIter<K, V>> {
+    pub fn iter(&mut self) -> Result<MapIter<K, V, S>> {
         let raw = self.at.backend.scan_prefix(&self.prefix)?;
         Ok(MapIter {
             raw: raw.into_iter(),
@@ -75,12 +81,13 @@ impl<'a, K: Codec, V: Codec> MapState<'a, K, V> {
             expiring: self.at.ttl_ms.is_some(),
             now: self.at.now,
             name: self.at.name,
+            serde: self.serde.clone(),
             _t: PhantomData,
         })
     }
 
     /// The keys, in the order of their encodings.
-    pub fn keys(&mut self) -> Result<impl Iterator<Item = Result<K>> + use<K, V>> {
+    pub fn keys(&mut self) -> Result<impl Iterator<Item = Result<K>> + use<K, V, S>> {
         Ok(self.iter()?.map(|e| e.map(|(k, _)| k)))
     }
 
@@ -99,16 +106,17 @@ impl<'a, K: Codec, V: Codec> MapState<'a, K, V> {
 }
 
 /// The entries of a [`MapState`], decoded one at a time.
-pub struct MapIter<K, V> {
+pub struct MapIter<K, V, S = Bincode> {
     raw: std::vec::IntoIter<(Vec<u8>, Vec<u8>)>,
     skip: usize,
     expiring: bool,
     now: i64,
     name: &'static str,
+    serde: S,
     _t: PhantomData<fn() -> (K, V)>,
 }
 
-impl<K: Codec, V: Codec> Iterator for MapIter<K, V> {
+impl<K: Codec, V, S: Serde<V>> Iterator for MapIter<K, V, S> {
     type Item = Result<(K, V)>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -122,8 +130,19 @@ impl<K: Codec, V: Codec> Iterator for MapIter<K, V> {
             } else {
                 &v
             };
-            let entry = K::decode(&k[self.skip..]).and_then(|k| Ok((k, V::decode(value)?)));
-            return Some(entry.map_err(|e| super::named(e, self.name)));
+            let key = match K::decode(&k[self.skip..]) {
+                Ok(key) => key,
+                Err(e) => return Some(Err(super::named(e, self.name))),
+            };
+            return Some(match self.serde.deserialize(value) {
+                Ok(v) => Ok((key, v)),
+                Err(m) => Err(super::serde_error::<V, S>(
+                    "decode",
+                    self.name,
+                    &self.serde,
+                    m,
+                )),
+            });
         }
     }
 

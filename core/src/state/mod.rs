@@ -32,7 +32,7 @@ pub use list::{Elements, ListState};
 pub use map::{MapIter, MapState};
 pub use value::ValueState;
 
-use crate::{Error, Result};
+use crate::{Error, Result, Serde};
 
 /// Byte-level state storage as seen by one worker. Reads see the worker's
 /// own uncommitted writes; the runtime decides when writes become durable.
@@ -227,6 +227,27 @@ impl Access<'_> {
     fn named(&self, e: Error) -> Error {
         named(e, self.name)
     }
+
+    /// An error of the store's serde `serde` (`op`: encode or decode) on a
+    /// `T` (see [`serde_error`]).
+    fn serde_error<T, S: Serde<T>>(&self, op: &'static str, serde: &S, message: String) -> Error {
+        serde_error::<T, S>(op, self.name, serde, message)
+    }
+}
+
+/// An error of store `name`'s serde (`op`: encode or decode) on a `T`,
+/// named after the store and the type, as a [`Codec`](crate::Codec)
+/// error is, and after the serde where the descriptor names one.
+fn serde_error<T, S: Serde<T>>(op: &'static str, name: &str, serde: &S, message: String) -> Error {
+    let format = serde.name();
+    let what = match format.as_str() {
+        "bincode" => format!("state `{name}` ({})", std::any::type_name::<T>()),
+        _ => format!(
+            "state `{name}` ({} as {format})",
+            std::any::type_name::<T>()
+        ),
+    };
+    Error::Codec { op, what, message }
 }
 
 fn named(e: Error, name: &str) -> Error {

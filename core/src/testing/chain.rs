@@ -11,7 +11,7 @@ use super::MemState;
 use crate::exec::{declarations, KeyedNode, NodeEnv, SideRecord};
 use crate::keygroup::DEFAULT_KEY_GROUPS;
 use crate::state::{Declared, StateBackend, ValueDescriptor};
-use crate::{Codec, Key, OutputTag, Processor, Record, Result};
+use crate::{Key, OutputTag, Processor, Record, Result};
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -491,11 +491,11 @@ impl<K: Key, V: Send + 'static, L: Send + 'static, O: Send + 'static> PipelineDr
     ///
     /// # Errors
     /// No processor `node`, or a value that does not decode.
-    pub fn value<Q: Key, T: Codec + 'static>(
+    pub fn value<Q: Key, T: 'static, S: crate::Serde<T> + Clone>(
         &mut self,
         node: usize,
         key: &Q,
-        descriptor: &ValueDescriptor<T>,
+        descriptor: &ValueDescriptor<T, S>,
     ) -> Result<Option<T>> {
         if node >= self.nodes {
             return Err(crate::Error::Config(format!(

@@ -13,7 +13,7 @@ use crate::keygroup::{key_group, DEFAULT_KEY_GROUPS};
 use crate::state::{
     Declared, ListDescriptor, MapDescriptor, Place, StateBackend, StateDescriptor, ValueDescriptor,
 };
-use crate::{Codec, Key, OutputTag, Processor, Record, Result};
+use crate::{Codec, Key, OutputTag, Processor, Record, Result, Serde};
 
 /// Committed state plus an overlay of the open epoch's writes.
 #[derive(Default)]
@@ -320,21 +320,27 @@ impl<P: Processor + Clone> TestDriver<P> {
             .handle(0, key, descriptor, self.now, buf, key_bytes)
     }
 
+    /// Every state entry the processor holds now, its key's and value's
+    /// bytes as stored: what a test of a store's format reads.
+    pub fn raw_state(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.state.scan_prefix(&[]).unwrap_or_default()
+    }
+
     /// `key`'s value in the store `descriptor`, as the processor would read it now.
-    pub fn value<T: Codec + 'static>(
+    pub fn value<T: 'static, S: Serde<T> + Clone>(
         &mut self,
         key: &P::Key,
-        descriptor: &ValueDescriptor<T>,
+        descriptor: &ValueDescriptor<T, S>,
     ) -> Result<Option<T>> {
         let (mut buf, mut kb) = (Vec::new(), Vec::new());
         self.handle(key, descriptor, &mut buf, &mut kb)?.get()
     }
 
     /// `key`'s map in the store `descriptor`, in the order of the encoded map keys.
-    pub fn map_entries<K: Codec + 'static, V: Codec + 'static>(
+    pub fn map_entries<K: Codec + 'static, V: 'static, S: Serde<V> + Clone>(
         &mut self,
         key: &P::Key,
-        descriptor: &MapDescriptor<K, V>,
+        descriptor: &MapDescriptor<K, V, S>,
     ) -> Result<Vec<(K, V)>> {
         let (mut buf, mut kb) = (Vec::new(), Vec::new());
         self.handle(key, descriptor, &mut buf, &mut kb)?
@@ -343,10 +349,10 @@ impl<P: Processor + Clone> TestDriver<P> {
     }
 
     /// `key`'s list in the store `descriptor`.
-    pub fn list<T: Codec + 'static>(
+    pub fn list<T: 'static, S: Serde<T> + Clone>(
         &mut self,
         key: &P::Key,
-        descriptor: &ListDescriptor<T>,
+        descriptor: &ListDescriptor<T, S>,
     ) -> Result<Vec<T>> {
         let (mut buf, mut kb) = (Vec::new(), Vec::new());
         self.handle(key, descriptor, &mut buf, &mut kb)?

@@ -61,17 +61,17 @@ impl<K: Key, T: Send + 'static, V: Codec + Send + 'static> Exchange<T> for InMem
     fn push(&mut self, record: Record<(), T>) -> Result<()> {
         let (key, value) = (self.split)(record.value);
         let group = self.router.group_of(&key)?;
-        if let Some(remote) = &mut self.remote {
-            if !remote.holds(group) {
-                return remote.send(group, self.router.key_bytes(), &value, record.timestamp);
-            }
-        }
         let record = Record {
             key,
             value,
             timestamp: record.timestamp,
             headers: record.headers,
         };
+        if let Some(remote) = &mut self.remote {
+            if !remote.holds(group) {
+                return remote.send(group, self.router.key_bytes(), &record);
+            }
+        }
         match self.router.add(group, record)? {
             Some(w) => self.send(w),
             None => Ok(()),

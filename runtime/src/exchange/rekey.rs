@@ -64,7 +64,7 @@ impl<K: Key, V: Codec + Send + 'static> Rekey<K, V> {
         if let Some(remote) = &mut self.remote {
             if !remote.holds(group) {
                 let key = self.router.key_bytes();
-                return remote.send(group, key, &record.value, record.timestamp);
+                return remote.send(group, key, &record);
             }
         }
         if let Some(w) = self.router.add(group, record)? {

@@ -60,13 +60,18 @@ impl Remote {
 
     /// Sends a record of key group `group`, whose key is encoded as `key`,
     /// to its shard's holder.
-    pub(crate) fn send<V: Codec>(
+    pub(crate) fn send<K, V: Codec>(
         &mut self,
         group: u16,
         key: &[u8],
-        value: &V,
-        timestamp: Option<i64>,
+        record: &Record<K, V>,
     ) -> Result<()> {
+        let Record {
+            value,
+            timestamp,
+            headers,
+            ..
+        } = record;
         self.value.clear();
         value.encode_into(&mut self.value)?;
         let route = Route {
@@ -77,7 +82,8 @@ impl Remote {
             route,
             key,
             &self.value,
-            timestamp,
+            *timestamp,
+            headers,
         )
     }
 }
@@ -391,6 +397,7 @@ impl<K: Key, V: Codec + Send + 'static> Exchange<Forwarded> for Decoding<K, V> {
         let value = V::decode(&f.value).map_err(undecodable)?;
         let mut r = Record::new((), (key, value));
         r.timestamp = record.timestamp;
+        r.headers = record.value.headers;
         self.to.push(r)
     }
 
@@ -449,6 +456,7 @@ mod tests {
                         key,
                         value,
                         route,
+                        headers: Vec::new(),
                         offset,
                     },
                 ));
