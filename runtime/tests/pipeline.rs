@@ -276,12 +276,24 @@ async fn at_most_once_read_positions_follow_a_rotated_file() -> Result<()> {
 
 const TALLY: ValueDescriptor<u64> = ValueDescriptor::new("tally");
 const TALLY_AS_TEXT: ValueDescriptor<String> = ValueDescriptor::new("tally");
+const TALLY_AS_JSON: ValueDescriptor<u64, Json<u64>> =
+    ValueDescriptor::new("tally").with_serde(Json::new());
 
-/// Tallies each key, in the version `text` says: one that stores the
-/// tally as a number, or a later one that stores it as text.
+/// How a version of the tally stores it.
+#[derive(Clone, Copy)]
+enum Stored {
+    /// A number, in the pipeline's own encoding.
+    Number,
+    /// Text, in a later version.
+    Text,
+    /// A number, written as JSON.
+    Json,
+}
+
+/// Tallies each key, in the version `stored` says.
 #[derive(Clone)]
 struct Tally {
-    text: bool,
+    stored: Stored,
 }
 
 impl Processor for Tally {
@@ -290,142 +302,104 @@ impl Processor for Tally {
     type Out = String;
 
     fn declare(&self, d: &mut Declarations) {
-        match self.text {
-            false => d.state(&TALLY),
-            true => d.state(&TALLY_AS_TEXT),
+        match self.stored {
+            Stored::Number => d.state(&TALLY),
+            Stored::Text => d.state(&TALLY_AS_TEXT),
+            Stored::Json => d.state(&TALLY_AS_JSON),
         };
     }
 
     async fn process(&mut self, r: Record<String, ()>, ctx: &mut Context<'_, Self>) -> Result<()> {
-        let n = if self.text {
-            let mut t = ctx.state(&TALLY_AS_TEXT)?;
-            let n = t.get()?.map_or(0, |s| s.parse().unwrap_or(0)) + 1;
-            t.put(&n.to_string())?;
-            n
-        } else {
-            let mut t = ctx.state(&TALLY)?;
-            let n = t.get()?.unwrap_or(0) + 1;
-            t.put(&n)?;
-            n
+        let n = match self.stored {
+            Stored::Text => {
+                let mut t = ctx.state(&TALLY_AS_TEXT)?;
+                let n = t.get()?.map_or(0, |s| s.parse().unwrap_or(0)) + 1;
+                t.put(&n.to_string())?;
+                n
+            }
+            Stored::Number => {
+                let mut t = ctx.state(&TALLY)?;
+                let n = t.get()?.unwrap_or(0) + 1;
+                t.put(&n)?;
+                n
+            }
+            Stored::Json => {
+                let mut t = ctx.state(&TALLY_AS_JSON)?;
+                let n = t.get()?.unwrap_or(0) + 1;
+                t.put(&n)?;
+                n
+            }
         };
         ctx.emit(r.key, n.to_string());
         Ok(())
     }
+}
+
+/// Tallies in the version `first`; then a restart in the version `then`
+/// on more input is refused, with `refusal` in its message, having read
+/// and written nothing; then `first` reads on.
+async fn a_restart_in_another_version_is_refused(
+    first: Stored,
+    then: Stored,
+    refusal: &[&str],
+) -> Result<()> {
+    let tmp = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
+    let (input, output, state) = (
+        tmp.path().join("in"),
+        tmp.path().join("out"),
+        tmp.path().join("state"),
+    );
+    write_input(&input, &[("a.txt", "x\ny\nx\n")]);
+    let build = |stored: Stored| {
+        let mut p = Pipeline::new("tally");
+        p.source(FileSource::lines(&input))
+            .key_by(|l: &String| l.clone())
+            .map(|_| ())
+            .process(Tally { stored })
+            .sink(FileSink::tsv(&output));
+        p
+    };
+    weir_runtime::cli::run(build(first), &config(&state, &[])?, None).await?;
+    assert_eq!(read_all(&output), ["x\t1", "x\t2", "y\t1"]);
+    std::fs::write(input.join("a.txt"), "x\ny\nx\nx\n").map_err(|e| Error::io("write", "a", e))?;
+    let e = weir_runtime::cli::run(build(then), &config(&state, &[])?, None)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(refusal.iter().all(|part| e.contains(part)), "{e}");
+    assert_eq!(read_all(&output).len(), 3, "nothing was read or written");
+    // The version that wrote the state reads on.
+    weir_runtime::cli::run(build(first), &config(&state, &[])?, None).await?;
+    assert_eq!(read_all(&output), ["x\t1", "x\t2", "x\t3", "y\t1"]);
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_on_state_of_another_type_is_refused_naming_the_store() -> Result<()> {
-    let tmp = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
-    let (input, output, state) = (
-        tmp.path().join("in"),
-        tmp.path().join("out"),
-        tmp.path().join("state"),
-    );
-    write_input(&input, &[("a.txt", "x\ny\nx\n")]);
-    let build = |text: bool| {
-        let mut p = Pipeline::new("tally");
-        p.source(FileSource::lines(&input))
-            .key_by(|l: &String| l.clone())
-            .map(|_| ())
-            .process(Tally { text })
-            .sink(FileSink::tsv(&output));
-        p
-    };
-    weir_runtime::cli::run(build(false), &config(&state, &[])?, None).await?;
-    assert_eq!(read_all(&output), ["x\t1", "x\t2", "y\t1"]);
-    std::fs::write(input.join("a.txt"), "x\ny\nx\nx\n").map_err(|e| Error::io("write", "a", e))?;
-    let e = weir_runtime::cli::run(build(true), &config(&state, &[])?, None)
-        .await
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
-    assert!(
-        e.contains("holds the store `tally` as value<u64> in pipeline::Tally")
-            && e.contains("declares it as value<alloc::string::String> in pipeline::Tally")
-            && e.contains("new --state"),
-        "{e}"
-    );
-    assert_eq!(read_all(&output).len(), 3, "nothing was read or written");
-    // The version that wrote the state reads on.
-    weir_runtime::cli::run(build(false), &config(&state, &[])?, None).await?;
-    assert_eq!(read_all(&output), ["x\t1", "x\t2", "x\t3", "y\t1"]);
-    Ok(())
-}
-
-const TALLY_AS_JSON: ValueDescriptor<u64, Json<u64>> =
-    ValueDescriptor::new("tally").with_serde(Json::new());
-
-/// Tallies each key in a store written as JSON, or (`json` false) in the
-/// same store written with the pipeline's own encoding.
-#[derive(Clone)]
-struct JsonTally {
-    json: bool,
-}
-
-impl Processor for JsonTally {
-    type Key = String;
-    type In = ();
-    type Out = String;
-
-    fn declare(&self, d: &mut Declarations) {
-        match self.json {
-            true => d.state(&TALLY_AS_JSON),
-            false => d.state(&TALLY),
-        };
-    }
-
-    async fn process(&mut self, r: Record<String, ()>, ctx: &mut Context<'_, Self>) -> Result<()> {
-        let n = if self.json {
-            let mut t = ctx.state(&TALLY_AS_JSON)?;
-            let n = t.get()?.unwrap_or(0) + 1;
-            t.put(&n)?;
-            n
-        } else {
-            let mut t = ctx.state(&TALLY)?;
-            let n = t.get()?.unwrap_or(0) + 1;
-            t.put(&n)?;
-            n
-        };
-        ctx.emit(r.key, n.to_string());
-        Ok(())
-    }
+    a_restart_in_another_version_is_refused(
+        Stored::Number,
+        Stored::Text,
+        &[
+            "holds the store `tally` as value<u64> in pipeline::Tally",
+            "declares it as value<alloc::string::String> in pipeline::Tally",
+            "new --state",
+        ],
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_on_state_written_with_another_serde_is_refused_naming_both() -> Result<()> {
-    let tmp = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
-    let (input, output, state) = (
-        tmp.path().join("in"),
-        tmp.path().join("out"),
-        tmp.path().join("state"),
-    );
-    write_input(&input, &[("a.txt", "x\ny\nx\n")]);
-    let build = |json: bool| {
-        let mut p = Pipeline::new("tally");
-        p.source(FileSource::lines(&input))
-            .key_by(|l: &String| l.clone())
-            .map(|_| ())
-            .process(JsonTally { json })
-            .sink(FileSink::tsv(&output));
-        p
-    };
-    weir_runtime::cli::run(build(true), &config(&state, &[])?, None).await?;
-    assert_eq!(read_all(&output), ["x\t1", "x\t2", "y\t1"]);
-    std::fs::write(input.join("a.txt"), "x\ny\nx\nx\n").map_err(|e| Error::io("write", "a", e))?;
-    let e = weir_runtime::cli::run(build(false), &config(&state, &[])?, None)
-        .await
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
-    assert!(
-        e.contains("holds the store `tally` as value<u64 as json<u64>>")
-            && e.contains("declares it as value<u64> in pipeline::JsonTally"),
-        "{e}"
-    );
-    assert_eq!(read_all(&output).len(), 3, "nothing was read or written");
-    weir_runtime::cli::run(build(true), &config(&state, &[])?, None).await?;
-    assert_eq!(read_all(&output), ["x\t1", "x\t2", "x\t3", "y\t1"]);
-    Ok(())
+    a_restart_in_another_version_is_refused(
+        Stored::Json,
+        Stored::Number,
+        &[
+            "holds the store `tally` as value<u64 as json<u64>> in pipeline::Tally",
+            "declares it as value<u64> in pipeline::Tally",
+        ],
+    )
+    .await
 }
 
 const REJECTS: OutputTag<String, String> = OutputTag::new("rejects");
@@ -538,7 +512,9 @@ async fn a_key_changed_between_processors_never_lands_in_another_workers_key_gro
             .key_by(|l: &String| l.clone())
             .process(Rekeys)
             .map(|_| ())
-            .process(Tally { text: false })
+            .process(Tally {
+                stored: Stored::Number,
+            })
             .sink(FileSink::tsv(&output));
         p
     };
@@ -579,7 +555,9 @@ async fn a_keyed_flat_map_keeps_the_key_of_each_value_it_makes() -> Result<()> {
             (k.to_owned(), n.parse::<usize>().unwrap_or(0))
         })
         .flat_map(|n| std::iter::repeat_n((), n))
-        .process(Tally { text: false })
+        .process(Tally {
+            stored: Stored::Number,
+        })
         .sink(FileSink::tsv(&output));
     weir_runtime::cli::run(p, &config(&state, &[])?, None).await?;
     let got = read_all(&output);
@@ -799,10 +777,14 @@ fn letters(p: &mut Pipeline, input: &Path, output: &Path) {
                 .collect::<Vec<_>>()
         })
         .key_with(|w| (w, ()))
-        .process(Tally { text: false })
+        .process(Tally {
+            stored: Stored::Number,
+        })
         .key_by(|word, _count| word.chars().take(1).collect::<String>())
         .map(|_count| ())
-        .process(Tally { text: false })
+        .process(Tally {
+            stored: Stored::Number,
+        })
         .sink(FileSink::tsv(output));
 }
 
@@ -865,7 +847,9 @@ async fn a_key_by_after_a_processor_keeps_state_by_the_new_key_and_resumes_both_
     let mut p = Pipeline::new("letters-queried");
     p.source(FileSource::lines(&input))
         .key_with(|w: String| (w, ()))
-        .process(Tally { text: false })
+        .process(Tally {
+            stored: Stored::Number,
+        })
         .key_by(|word, _count| word.chars().take(1).collect::<String>())
         .queryable(&TALLY)
         .sink(FileSink::tsv(tmp.path().join("out-2")));
